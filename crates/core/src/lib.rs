@@ -1,0 +1,15 @@
+//! keyward's domain: what a key is, how its secret looks and is hashed, which caller
+//! may do what, and how a presented secret is judged. No transport and no SQL here.
+
+#![forbid(unsafe_code)]
+
+pub mod environment;
+pub mod error;
+pub mod model;
+pub mod page;
+pub mod policy;
+pub mod secret;
+pub mod validate;
+pub mod verify;
+
+pub use error::{Error, Violation};

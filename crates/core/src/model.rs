@@ -1,0 +1,167 @@
+//! Domain records: API keys, their status, patches and audit events.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Lifecycle status of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    /// Verifies.
+    Active,
+    /// Disabled, reversibly.
+    Inactive,
+    /// Soft-deleted; final unless undeleted within the retention window.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "inactive" => Some(Self::Inactive),
+            "revoked" => Some(Self::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as the domain sees it. The secret is never part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// UUID v7.
+    pub id: Uuid,
+    /// Stable integer id for the compatibility APIs.
+    pub number: i64,
+    /// Human-readable name.
+    pub name: String,
+    /// Prefix and last 4 characters of the current secret.
+    pub mask: String,
+    /// Subject the key belongs to.
+    pub owner: String,
+    /// Subject that created the key.
+    pub creator: String,
+    /// Organisation id, empty if none.
+    pub organization_id: String,
+    /// Organisation display name, empty if none.
+    pub organization_name: String,
+    /// Environment label.
+    pub environment: String,
+    /// Granted scopes.
+    pub scopes: BTreeSet<String>,
+    /// Allowed networks; empty means any.
+    pub networks: BTreeSet<String>,
+    /// Lifecycle status.
+    pub status: KeyStatus,
+    /// Whether the key may only spend the credits it holds.
+    pub usage_limited: bool,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Expiry, if any.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revocation time, if revoked.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Last authentication or verification, if any.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Free-form labels.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ApiKey {
+    /// Whether the key has expired at `now`.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// Everything needed to insert a key; built by the server from a validated request.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// The key as it will be stored (its `number` is assigned by the store).
+    pub key: ApiKey,
+    /// Keyed hash of its secret.
+    pub secret_hash: crate::secret::SecretHash,
+    /// Version of the hash secret.
+    pub hash_version: i64,
+}
+
+/// The fields an update may change; `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New scopes.
+    pub scopes: Option<BTreeSet<String>>,
+    /// New networks.
+    pub networks: Option<BTreeSet<String>>,
+    /// New status, ACTIVE or INACTIVE only.
+    pub status: Option<KeyStatus>,
+    /// New expiry; `Some(None)` clears it.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// New metadata, replacing the old.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl KeyPatch {
+    /// Applies the patch to `key` (at `now`); refuses to change a revoked key.
+    pub fn apply(&self, key: &ApiKey, now: DateTime<Utc>) -> crate::error::Result<ApiKey> {
+        if key.status == KeyStatus::Revoked {
+            return Err(crate::Error::FailedPrecondition {
+                reason: "API_KEY_REVOKED",
+                message: format!("API key {} is revoked and cannot be updated; undelete it first", key.id),
+            });
+        }
+        let mut next = key.clone();
+        let Self { name, scopes, networks, status, expires_at, metadata } = self.clone();
+        if let Some(name) = name {
+            next.name = name;
+        }
+        if let Some(scopes) = scopes {
+            next.scopes = scopes;
+        }
+        if let Some(networks) = networks {
+            next.networks = networks;
+        }
+        if let Some(status) = status {
+            next.status = status;
+        }
+        if let Some(expires_at) = expires_at {
+            next.expires_at = expires_at;
+        }
+        if let Some(metadata) = metadata {
+            next.metadata = metadata;
+        }
+        next.updated_at = now;
+        Ok(next)
+    }
+}
+
+/// Who did what to which resource, and how it ended. Written for every mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Subject of the caller (`key:<id>` for key callers).
+    pub actor: String,
+    /// Operation, e.g. `CreateApiKey`.
+    pub action: String,
+    /// Resource id, empty if none exists.
+    pub target: String,
+    /// The request's idempotency token, if given.
+    pub request_id: Option<String>,
+    /// `OK` or the error's code.
+    pub outcome: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+}

@@ -1,0 +1,137 @@
+//! Field rules shared by every surface. Each check adds violations to [`Checks`]; the
+//! request is refused once, with every bad field named.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use uuid::Uuid;
+
+use crate::{Error, Violation};
+
+/// Longest key name.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest owner, organisation or other subject id.
+pub const MAX_SUBJECT_CHARS: usize = 200;
+/// Most scopes or networks on one key.
+pub const MAX_SET_LEN: usize = 64;
+/// Longest scope or network string.
+pub const MAX_LABEL_CHARS: usize = 100;
+/// Most metadata entries.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Longest metadata key.
+pub const MAX_METADATA_KEY_CHARS: usize = 64;
+/// Longest metadata value.
+pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
+
+/// Accumulates violations of one request.
+#[derive(Debug, Default)]
+pub struct Checks(Vec<Violation>);
+
+impl Checks {
+    /// Starts an empty set of violations.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a violation.
+    pub fn fail(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(Violation::new(field, description));
+    }
+
+    /// A required, printable name of 1 to [`MAX_NAME_CHARS`] characters.
+    pub fn name(&mut self, field: &str, value: &str) {
+        let len = value.chars().count();
+        if value.trim().is_empty() {
+            self.fail(field, "is required and must not be blank");
+        } else if len > MAX_NAME_CHARS {
+            self.fail(field, format!("must be at most {MAX_NAME_CHARS} characters, got {len}"));
+        } else if value.chars().any(char::is_control) {
+            self.fail(field, "must not contain control characters");
+        }
+    }
+
+    /// An optional subject id: at most [`MAX_SUBJECT_CHARS`] printable characters.
+    pub fn subject(&mut self, field: &str, value: &str) {
+        let len = value.chars().count();
+        if len > MAX_SUBJECT_CHARS {
+            self.fail(field, format!("must be at most {MAX_SUBJECT_CHARS} characters, got {len}"));
+        } else if value.chars().any(|c| c.is_control()) {
+            self.fail(field, "must not contain control characters");
+        }
+    }
+
+    /// Scopes or networks: each 1 to [`MAX_LABEL_CHARS`] characters without whitespace,
+    /// at most [`MAX_SET_LEN`] of them. Returns the set (duplicates folded).
+    pub fn labels(&mut self, field: &str, values: &[String]) -> BTreeSet<String> {
+        if values.len() > MAX_SET_LEN {
+            self.fail(field, format!("must hold at most {MAX_SET_LEN} entries, got {}", values.len()));
+        }
+        for (index, value) in values.iter().enumerate() {
+            let len = value.chars().count();
+            if len == 0 || len > MAX_LABEL_CHARS || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.fail(
+                    format!("{field}[{index}]"),
+                    format!("must be 1 to {MAX_LABEL_CHARS} characters without whitespace"),
+                );
+            }
+        }
+        values.iter().cloned().collect()
+    }
+
+    /// Metadata: at most [`MAX_METADATA_ENTRIES`] entries with bounded keys and values.
+    pub fn metadata(
+        &mut self,
+        field: &str,
+        values: &std::collections::HashMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        if values.len() > MAX_METADATA_ENTRIES {
+            self.fail(field, format!("must hold at most {MAX_METADATA_ENTRIES} entries, got {}", values.len()));
+        }
+        for (key, value) in values {
+            let key_len = key.chars().count();
+            if key_len == 0 || key_len > MAX_METADATA_KEY_CHARS {
+                self.fail(format!("{field}.{key}"), format!("keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"));
+            }
+            if value.chars().count() > MAX_METADATA_VALUE_CHARS {
+                self.fail(
+                    format!("{field}.{key}"),
+                    format!("values must be at most {MAX_METADATA_VALUE_CHARS} characters"),
+                );
+            }
+        }
+        values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// A required UUID.
+    pub fn uuid(&mut self, field: &str, value: &str) -> Option<Uuid> {
+        if value.is_empty() {
+            self.fail(field, "is required");
+            return None;
+        }
+        match Uuid::try_parse(value) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                self.fail(field, "must be a UUID such as 0190b4a4-6d8e-7c3a-9f1e-2b5c7d9e1f30");
+                None
+            }
+        }
+    }
+
+    /// An optional idempotency token (AIP-155): empty, or a UUID.
+    pub fn request_id(&mut self, field: &str, value: &str) -> Option<String> {
+        if value.is_empty() {
+            return None;
+        }
+        match Uuid::try_parse(value) {
+            Ok(id) => Some(id.hyphenated().to_string()),
+            Err(_) => {
+                self.fail(field, "must be a UUID (use a fresh UUID v4 per logical request)");
+                None
+            }
+        }
+    }
+
+    /// Refuses the request if any check failed.
+    pub fn finish(self) -> crate::error::Result<()> {
+        if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }
+    }
+}

@@ -1,0 +1,67 @@
+//! The judgement of a presented secret once its key is known; all in memory.
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{ApiKey, KeyStatus};
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Valid for the request.
+    Valid,
+    /// Cannot be a key.
+    Malformed,
+    /// No key has this secret.
+    NotFound,
+    /// Disabled.
+    Inactive,
+    /// Revoked.
+    Revoked,
+    /// The key or this secret expired.
+    Expired,
+    /// A required scope is missing.
+    InsufficientScope,
+    /// The network is not allowed.
+    NetworkNotAllowed,
+}
+
+impl Verdict {
+    /// Why authentication with this secret fails, for the log; `None` when it is valid.
+    pub fn auth_failure(self) -> Option<&'static str> {
+        match self {
+            Self::Valid => None,
+            Self::Malformed => Some("malformed caller key"),
+            Self::NotFound => Some("unknown caller key"),
+            Self::Inactive => Some("inactive caller key"),
+            Self::Revoked => Some("revoked caller key"),
+            Self::Expired => Some("expired caller key"),
+            Self::InsufficientScope | Self::NetworkNotAllowed => Some("caller key not allowed"),
+        }
+    }
+}
+
+/// Judges `key`, found by a secret that itself expires at `secret_expires_at` (set during
+/// a rotation grace period), against the request's scopes and network.
+pub fn judge(
+    key: &ApiKey,
+    secret_expires_at: Option<DateTime<Utc>>,
+    required_scopes: &[String],
+    network: &str,
+    now: DateTime<Utc>,
+) -> Verdict {
+    match key.status {
+        KeyStatus::Revoked => return Verdict::Revoked,
+        KeyStatus::Inactive => return Verdict::Inactive,
+        KeyStatus::Active => {}
+    }
+    if key.is_expired(now) || secret_expires_at.is_some_and(|at| at <= now) {
+        return Verdict::Expired;
+    }
+    if !required_scopes.iter().all(|scope| key.scopes.contains(scope)) {
+        return Verdict::InsufficientScope;
+    }
+    if !network.is_empty() && !key.networks.is_empty() && !key.networks.contains(network) {
+        return Verdict::NetworkNotAllowed;
+    }
+    Verdict::Valid
+}

@@ -1,0 +1,117 @@
+//! The one place configuration is read: a clap struct whose every flag also has a
+//! `KEYWARD_*` environment variable. Tests build it directly.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use keyward_core::environment::Environment;
+use secrecy::SecretString;
+
+/// keyward: a self-hosted API key service.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about)]
+pub struct Cli {
+    /// What to do; `serve` when omitted (configured from the environment only).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands of the `keyward` binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server (migrates the database first).
+    Serve(Box<Config>),
+    /// Apply pending database migrations and exit.
+    Migrate(StoreConfig),
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreConfig {
+    /// Directory of the embedded SQLite database and of generated secrets.
+    #[arg(long, env = "KEYWARD_DATA_DIR", default_value = "./keyward-data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; defaults to `sqlite://<data dir>/keyward.db`.
+    #[arg(long, env = "KEYWARD_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Most database connections per replica.
+    #[arg(long, env = "KEYWARD_DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+}
+
+impl StoreConfig {
+    /// The database URL, the embedded default filled in.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}/keyward.db", self.data_dir.display()),
+        }
+    }
+
+    /// Whether the database is PostgreSQL (and so possibly shared by replicas).
+    pub fn is_postgres(&self) -> bool {
+        let url = self.database_url();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+}
+
+/// Settings of `keyward serve`.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store: StoreConfig,
+    /// gRPC listen address; port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "KEYWARD_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Admin key (15–550 characters) imported at start when no active admin key exists.
+    #[arg(long, env = "KEYWARD_BOOTSTRAP_ADMIN_KEY", value_parser = parse_secret, hide_env_values = true)]
+    pub bootstrap_admin_key: Option<SecretString>,
+    /// Server secret of the keyed hash of API keys. Generated into the data dir when
+    /// unset on SQLite; required on PostgreSQL, where every replica must share it.
+    #[arg(long, env = "KEYWARD_HASH_SECRET", value_parser = parse_secret, hide_env_values = true)]
+    pub hash_secret: Option<SecretString>,
+    /// Environments as `name:prefix:max_live_keys[:default_ttl]`, comma-separated.
+    #[arg(
+        long = "environment",
+        env = "KEYWARD_ENVIRONMENTS",
+        value_delimiter = ',',
+        default_value = "production:kw_live:100,sandbox:kw_test:100"
+    )]
+    pub environments: Vec<Environment>,
+    /// Environment of keys whose request names none.
+    #[arg(long, env = "KEYWARD_DEFAULT_ENVIRONMENT", default_value = "production")]
+    pub default_environment: String,
+    /// How long a revoked key can still be undeleted.
+    #[arg(long, env = "KEYWARD_UNDELETE_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub undelete_retention: Duration,
+    /// Longest grace period RotateApiKey grants the old secret.
+    #[arg(long, env = "KEYWARD_MAX_ROTATION_GRACE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub max_rotation_grace: Duration,
+    /// How often the database is pinged for the health status.
+    #[arg(long, env = "KEYWARD_HEALTH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+    /// How long shutdown waits for in-flight calls.
+    #[arg(long, env = "KEYWARD_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Log filter in tracing EnvFilter syntax, e.g. `info,keyward_server=debug`.
+    #[arg(long, env = "KEYWARD_LOG", default_value = "info")]
+    pub log: String,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, String> {
+    if value.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(SecretString::from(value.to_owned()))
+}
+
+impl Config {
+    /// Defaults for everything, as `keyward serve` with no flags and no environment.
+    pub fn defaults() -> Self {
+        match Cli::parse_from(["keyward", "serve"]).command {
+            Some(Command::Serve(config)) => *config,
+            Some(Command::Migrate(_)) | None => unreachable!("`serve` parses as Serve"),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Domain ⇄ proto conversions. Proto messages are destructured without `..`, so a new
+//! field is a compile error here rather than silently dropped data.
+
+use chrono::{DateTime, TimeZone, Utc};
+use keyward_core::{
+    model::{ApiKey, KeyStatus},
+    verify::Verdict,
+};
+use keyward_proto::v1;
+
+/// A proto timestamp.
+pub(crate) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+/// A proto timestamp as a UTC time, if it is a valid one.
+pub(crate) fn from_timestamp(at: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(at.nanos).ok()?;
+    Utc.timestamp_opt(at.seconds, nanos).single()
+}
+
+pub(crate) fn status(status: KeyStatus) -> v1::ApiKeyStatus {
+    match status {
+        KeyStatus::Active => v1::ApiKeyStatus::Active,
+        KeyStatus::Inactive => v1::ApiKeyStatus::Inactive,
+        KeyStatus::Revoked => v1::ApiKeyStatus::Revoked,
+    }
+}
+
+pub(crate) fn verification_code(verdict: Verdict) -> v1::VerificationCode {
+    match verdict {
+        Verdict::Valid => v1::VerificationCode::Valid,
+        Verdict::Malformed => v1::VerificationCode::Malformed,
+        Verdict::NotFound => v1::VerificationCode::NotFound,
+        Verdict::Inactive => v1::VerificationCode::Inactive,
+        Verdict::Revoked => v1::VerificationCode::Revoked,
+        Verdict::Expired => v1::VerificationCode::Expired,
+        Verdict::InsufficientScope => v1::VerificationCode::InsufficientScope,
+        Verdict::NetworkNotAllowed => v1::VerificationCode::NetworkNotAllowed,
+    }
+}
+
+/// The proto form of a key; the secret is never part of either.
+pub(crate) fn api_key(key: ApiKey) -> v1::ApiKey {
+    let ApiKey {
+        id,
+        number,
+        name,
+        mask,
+        owner,
+        creator,
+        organization_id,
+        organization_name,
+        environment,
+        scopes,
+        networks,
+        status: key_status,
+        usage_limited,
+        created_at,
+        updated_at,
+        expires_at,
+        deleted_at,
+        last_used_at,
+        metadata,
+    } = key;
+    v1::ApiKey {
+        id: id.to_string(),
+        number,
+        name,
+        mask,
+        owner,
+        creator,
+        organization_id,
+        organization_name,
+        environment,
+        scopes: scopes.into_iter().collect(),
+        networks: networks.into_iter().collect(),
+        status: status(key_status).into(),
+        usage_limited,
+        create_time: Some(timestamp(created_at)),
+        update_time: Some(timestamp(updated_at)),
+        expire_time: expires_at.map(timestamp),
+        delete_time: deleted_at.map(timestamp),
+        last_use_time: last_used_at.map(timestamp),
+        metadata: metadata.into_iter().collect(),
+    }
+}

@@ -1,0 +1,209 @@
+//! The keyward server: the gRPC services, caller authentication, configuration and start-up.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod convert;
+mod secrets;
+mod service;
+pub mod status;
+mod verifier;
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use chrono::Utc;
+use keyward_core::{
+    Error,
+    environment::Environments,
+    model::{ApiKey, KeyStatus, NewApiKey},
+    policy::SCOPE_ADMIN,
+    secret::{self, SecretHasher},
+};
+use keyward_proto::v1::api_key_service_server::ApiKeyServiceServer;
+use keyward_store::{Mutation, Store};
+use secrecy::ExposeSecret;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::server::HealthReporter;
+use uuid::Uuid;
+
+pub use crate::{config::Config, service::ApiKeyServiceImpl};
+use crate::{service::Rules, verifier::Verifier};
+
+/// A started server.
+#[derive(Debug)]
+pub struct Running {
+    /// The address gRPC listens on (the real port when 0 was asked for).
+    pub grpc_addr: SocketAddr,
+    /// The store the server uses, for tests that inspect it.
+    pub store: Store,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    health_probe: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting calls, lets in-flight ones finish, and waits for the server to end.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let Self { shutdown, server, health_probe, .. } = self;
+        health_probe.abort();
+        let _ = shutdown.send(());
+        server.await.context("server task failed")?.context("gRPC server failed")
+    }
+
+    /// Waits until the server ends on its own (it does not, unless it fails).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await.context("server task failed")?.context("gRPC server failed")
+    }
+}
+
+/// Opens the database and applies pending migrations.
+pub async fn open_store(config: &config::StoreConfig) -> anyhow::Result<Store> {
+    if !config.is_postgres() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create KEYWARD_DATA_DIR {}", config.data_dir.display()))?;
+    }
+    let store = Store::connect(&config.database_url(), config.database_max_connections)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot open KEYWARD_DATABASE_URL: {err:#}: {}", source_chain(&err)))?;
+    store.migrate().await.map_err(|err| anyhow::anyhow!("database migration failed: {}", source_chain(&err)))?;
+    Ok(store)
+}
+
+fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// Starts the server: opens and migrates the store, imports the bootstrap admin key,
+/// binds the gRPC listener and serves until [`Running::stop`].
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let environments = Environments::new(config.environments.clone(), &config.default_environment)
+        .map_err(|problem| anyhow::anyhow!("invalid KEYWARD_ENVIRONMENTS / KEYWARD_DEFAULT_ENVIRONMENT: {problem}"))?;
+    let hash_secret = secrets::hash_secret(&config)?;
+    let hasher = SecretHasher::new(&hash_secret);
+    let store = open_store(&config.store).await?;
+    bootstrap_admin(&config, &store, &hasher, &environments).await?;
+
+    let verifier = Verifier::new(store.clone(), hasher, environments.clone());
+    let rules = Rules {
+        environments,
+        undelete_retention: config.undelete_retention,
+        max_rotation_grace: config.max_rotation_grace,
+    };
+    let service = ApiKeyServiceImpl::new(store.clone(), verifier, rules);
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
+    let health_probe = tokio::spawn(probe_health(store.clone(), health_reporter, config.health_interval));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building reflection v1")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building reflection v1alpha")?;
+
+    let listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on KEYWARD_GRPC_ADDR {}", config.grpc_addr))?;
+    let grpc_addr = listener.local_addr().context("reading the bound gRPC address")?;
+    tracing::info!(addr = %grpc_addr, "grpc listening");
+
+    let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ApiKeyServiceServer::new(service));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = shutdown_signal.await;
+    }));
+    Ok(Running { grpc_addr, store, shutdown, server, health_probe })
+}
+
+/// Reports NOT_SERVING while the database does not answer, SERVING again once it does.
+async fn probe_health(store: Store, reporter: HealthReporter, interval: Duration) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(interval).await;
+        let healthy = store.ping().await.is_ok();
+        if healthy != serving {
+            serving = healthy;
+            if healthy {
+                tracing::info!("database reachable again; serving");
+                reporter.set_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
+                reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            } else {
+                tracing::error!("database unreachable; not serving");
+                reporter.set_not_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
+                reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            }
+        }
+    }
+}
+
+/// Imports KEYWARD_BOOTSTRAP_ADMIN_KEY when no active admin key exists; only its hash is stored.
+async fn bootstrap_admin(
+    config: &Config,
+    store: &Store,
+    hasher: &SecretHasher,
+    environments: &Environments,
+) -> anyhow::Result<()> {
+    let Some(admin_secret) = &config.bootstrap_admin_key else { return Ok(()) };
+    secret::check_importable(admin_secret.expose_secret())
+        .map_err(|problem| anyhow::anyhow!("KEYWARD_BOOTSTRAP_ADMIN_KEY {problem}"))?;
+    let now = Utc::now();
+    if store.has_live_admin(now).await.map_err(|err| anyhow::anyhow!(source_chain(&err)))? {
+        return Ok(());
+    }
+    let environment =
+        environments.resolve("").ok_or_else(|| anyhow::anyhow!("the default environment is not configured"))?;
+    let key = ApiKey {
+        id: Uuid::now_v7(),
+        number: 0,
+        name: "bootstrap admin".to_owned(),
+        mask: secret::mask(admin_secret),
+        owner: "bootstrap".to_owned(),
+        creator: "system:bootstrap".to_owned(),
+        organization_id: String::new(),
+        organization_name: String::new(),
+        environment: environment.name.clone(),
+        scopes: [SCOPE_ADMIN.to_owned()].into(),
+        networks: Default::default(),
+        status: KeyStatus::Active,
+        usage_limited: false,
+        created_at: now,
+        updated_at: now,
+        expires_at: None,
+        deleted_at: None,
+        last_used_at: None,
+        metadata: Default::default(),
+    };
+    let new = NewApiKey { key, secret_hash: hasher.hash(admin_secret.expose_secret()), hash_version: hasher.version() };
+    let mutation = Mutation { actor: "system:bootstrap".to_owned(), request_id: None, now };
+    match store.create(new, i64::MAX, &mutation).await {
+        Ok(key) => {
+            tracing::info!(key.id = %key.id, "imported the bootstrap admin key");
+            Ok(())
+        }
+        // Another replica imported it first, or the same secret belongs to a key that is
+        // no longer an active admin: either way there is nothing to import.
+        Err(Error::AlreadyExists { .. }) => {
+            tracing::warn!("the bootstrap admin key already exists but is not an active admin key; not imported again");
+            Ok(())
+        }
+        Err(err) => Err(anyhow::anyhow!("importing KEYWARD_BOOTSTRAP_ADMIN_KEY failed: {}", source_chain(&err))),
+    }
+}

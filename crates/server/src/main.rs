@@ -1,0 +1,74 @@
+//! The `keyward` binary: `serve` (the default) and `migrate`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use keyward_server::config::{Cli, Command, Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Serve(config)) => serve(*config).await,
+        None => serve(Config::defaults()).await,
+        Some(Command::Migrate(store)) => {
+            init_tracing("info");
+            keyward_server::open_store(&store).await.map(|_| tracing::info!("migrations applied"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("keyward: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|err| {
+        eprintln!("keyward: KEYWARD_LOG `{filter}` is not a valid filter ({err}); using `info`");
+        EnvFilter::new("info")
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_tracing(&config.log);
+    let shutdown_timeout = config.shutdown_timeout;
+    let mut running = keyward_server::start(config).await?;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        result = running.wait() => return result,
+    }
+    tracing::info!("shutting down; finishing in-flight calls");
+    match tokio::time::timeout(shutdown_timeout, running.stop()).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("in-flight calls did not finish within KEYWARD_SHUTDOWN_TIMEOUT"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

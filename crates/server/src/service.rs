@@ -1,0 +1,591 @@
+//! `keyward.v1.ApiKeyService`. Each handler authenticates, asks the policy table,
+//! converts the request in, calls the store, and converts the answer out.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use keyward_core::{
+    Error,
+    environment::{Environment, Environments},
+    error::Result,
+    model::{ApiKey, AuditEvent, KeyPatch, KeyStatus, NewApiKey},
+    page,
+    policy::{self, Action, Caller, Reach},
+    secret,
+    validate::Checks,
+};
+use keyward_proto::v1::{self, api_key_service_server::ApiKeyService};
+use keyward_store::{ListQuery, Mutation, NewSecret, Operation, Store};
+use secrecy::{ExposeSecret, SecretString};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    convert::{self, from_timestamp},
+    status::to_status,
+    verifier::Verifier,
+};
+
+/// Settings the handlers need.
+#[derive(Debug, Clone)]
+pub(crate) struct Rules {
+    pub(crate) environments: Environments,
+    pub(crate) undelete_retention: Duration,
+    pub(crate) max_rotation_grace: Duration,
+}
+
+/// The ApiKeyService implementation.
+#[derive(Debug, Clone)]
+pub struct ApiKeyServiceImpl {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    verifier: Verifier,
+    rules: Rules,
+}
+
+const UPDATABLE_FIELDS: [&str; 6] = ["name", "scopes", "networks", "status", "expire_time", "metadata"];
+
+impl ApiKeyServiceImpl {
+    pub(crate) fn new(store: Store, verifier: Verifier, rules: Rules) -> Self {
+        Self { inner: Arc::new(Inner { store, verifier, rules }) }
+    }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.inner.verifier.authenticate(request.metadata()).await.map_err(to_status)
+    }
+
+    fn environment(&self, checks: &mut Checks, field: &str, name: &str) -> Option<&Environment> {
+        let found = self.inner.rules.environments.resolve(name);
+        if found.is_none() {
+            checks.fail(
+                field,
+                format!("unknown environment; use one of {}", self.inner.rules.environments.names().join(", ")),
+            );
+        }
+        found
+    }
+
+    /// Records a failed mutation's audit event; the successful ones are written with their effect.
+    async fn audited<T>(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        target: &str,
+        request_id: &str,
+        result: Result<T>,
+    ) -> Result<T, Status> {
+        if let Err(err) = &result {
+            let event = AuditEvent {
+                actor: caller.subject(),
+                action: operation.as_str().to_owned(),
+                target: target.chars().take(64).collect(),
+                request_id: Some(request_id.chars().take(64).collect::<String>()).filter(|id| !id.is_empty()),
+                outcome: to_status_code_name(err).to_owned(),
+                occurred_at: Utc::now(),
+            };
+            if let Err(audit_err) = self.inner.store.record_audit(&event).await {
+                tracing::error!(error = ?audit_err, "could not record the audit event of a failed mutation");
+            }
+        }
+        result.map_err(to_status)
+    }
+
+    fn create(
+        &self,
+        caller: &Caller,
+        request: v1::CreateApiKeyRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(NewApiKey, SecretString, i64, Mutation)> {
+        let v1::CreateApiKeyRequest { api_key, request_id, import_secret } = request;
+        let reach = policy::authorize(caller, Action::CreateKey)?;
+        if !import_secret.is_empty() {
+            policy::authorize(caller, Action::ImportSecret)?;
+        }
+        let mut checks = Checks::new();
+        let Some(api_key) = api_key else {
+            checks.fail("api_key", "is required");
+            checks.finish()?;
+            return Err(Error::invalid("api_key", "is required"));
+        };
+        let v1::ApiKey {
+            id: _,
+            number: _,
+            name,
+            mask: _,
+            owner,
+            creator: _,
+            organization_id,
+            organization_name,
+            environment,
+            scopes,
+            networks,
+            status,
+            usage_limited,
+            create_time: _,
+            update_time: _,
+            expire_time,
+            delete_time: _,
+            last_use_time: _,
+            metadata,
+        } = api_key;
+        checks.name("api_key.name", &name);
+        checks.subject("api_key.owner", &owner);
+        checks.subject("api_key.organization_id", &organization_id);
+        checks.subject("api_key.organization_name", &organization_name);
+        let environment = self.environment(&mut checks, "api_key.environment", &environment).cloned();
+        let scopes = checks.labels("api_key.scopes", &scopes);
+        let networks = checks.labels("api_key.networks", &networks);
+        let metadata = checks.metadata("api_key.metadata", &metadata);
+        let status = match v1::ApiKeyStatus::try_from(status) {
+            Ok(v1::ApiKeyStatus::Unspecified | v1::ApiKeyStatus::Active) => KeyStatus::Active,
+            Ok(v1::ApiKeyStatus::Inactive) => KeyStatus::Inactive,
+            Ok(v1::ApiKeyStatus::Revoked) | Err(_) => {
+                checks.fail("api_key.status", "must be ACTIVE or INACTIVE (or unset) for a new key");
+                KeyStatus::Active
+            }
+        };
+        let expires_at = expire_time.as_ref().and_then(|at| future_time(&mut checks, "api_key.expire_time", at, now));
+        if !import_secret.is_empty()
+            && let Err(problem) = secret::check_importable(&import_secret)
+        {
+            checks.fail("import_secret", problem);
+        }
+        let request_id = checks.request_id("request_id", &request_id);
+        checks.finish()?;
+        let environment = environment.ok_or_else(|| Error::internal("environment vanished after validation"))?;
+        let owner = if owner.is_empty() { caller.owner().to_owned() } else { owner };
+        if !reach.covers_owner(&owner) {
+            return Err(Error::PermissionDenied { action: "create API keys for other owners" });
+        }
+        policy::check_grantable(caller, &scopes)?;
+        let secret = if import_secret.is_empty() {
+            secret::generate(&environment.key_prefix)
+        } else {
+            SecretString::from(import_secret)
+        };
+        let expires_at = expires_at.or_else(|| {
+            environment.default_ttl.and_then(|ttl| chrono::Duration::from_std(ttl).ok()).map(|ttl| now + ttl)
+        });
+        let key = ApiKey {
+            id: Uuid::now_v7(),
+            number: 0,
+            name,
+            mask: secret::mask(&secret),
+            owner,
+            creator: caller.subject(),
+            organization_id,
+            organization_name,
+            environment: environment.name.clone(),
+            scopes,
+            networks,
+            status,
+            usage_limited,
+            created_at: now,
+            updated_at: now,
+            expires_at,
+            deleted_at: None,
+            last_used_at: None,
+            metadata,
+        };
+        let hasher = self.inner.verifier.hasher();
+        let new = NewApiKey { key, secret_hash: hasher.hash(secret.expose_secret()), hash_version: hasher.version() };
+        let mutation = Mutation { actor: caller.subject(), request_id, now };
+        Ok((new, secret, environment.max_live_keys, mutation))
+    }
+
+    fn patch(&self, request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Result<(Uuid, KeyPatch, Option<String>)> {
+        let v1::UpdateApiKeyRequest { api_key, update_mask, request_id } = request;
+        let mut checks = Checks::new();
+        let Some(api_key) = api_key else {
+            return Err(Error::invalid("api_key", "is required"));
+        };
+        let v1::ApiKey {
+            id,
+            number: _,
+            name,
+            mask: _,
+            owner: _,
+            creator: _,
+            organization_id: _,
+            organization_name: _,
+            environment: _,
+            scopes,
+            networks,
+            status,
+            usage_limited: _,
+            create_time: _,
+            update_time: _,
+            expire_time,
+            delete_time: _,
+            last_use_time: _,
+            metadata,
+        } = api_key;
+        let id = checks.uuid("api_key.id", &id);
+        let paths = update_mask.map(|mask| mask.paths).unwrap_or_default();
+        if paths.is_empty() {
+            checks.fail(
+                "update_mask",
+                format!("is required: list the fields to change, any of {}", UPDATABLE_FIELDS.join(", ")),
+            );
+        }
+        let mut patch = KeyPatch::default();
+        for (index, path) in paths.iter().enumerate() {
+            match path.as_str() {
+                "name" => {
+                    checks.name("api_key.name", &name);
+                    patch.name = Some(name.clone());
+                }
+                "scopes" => patch.scopes = Some(checks.labels("api_key.scopes", &scopes)),
+                "networks" => patch.networks = Some(checks.labels("api_key.networks", &networks)),
+                "status" => {
+                    patch.status = match v1::ApiKeyStatus::try_from(status) {
+                        Ok(v1::ApiKeyStatus::Active) => Some(KeyStatus::Active),
+                        Ok(v1::ApiKeyStatus::Inactive) => Some(KeyStatus::Inactive),
+                        Ok(v1::ApiKeyStatus::Revoked) => {
+                            checks.fail("api_key.status", "cannot be set to REVOKED; call DeleteApiKey");
+                            None
+                        }
+                        Ok(v1::ApiKeyStatus::Unspecified) | Err(_) => {
+                            checks.fail("api_key.status", "must be ACTIVE or INACTIVE");
+                            None
+                        }
+                    }
+                }
+                "expire_time" => {
+                    patch.expires_at = Some(
+                        expire_time.as_ref().and_then(|at| future_time(&mut checks, "api_key.expire_time", at, now)),
+                    );
+                }
+                "metadata" => patch.metadata = Some(checks.metadata("api_key.metadata", &metadata)),
+                other => checks.fail(
+                    format!("update_mask.paths[{index}]"),
+                    format!("`{other}` cannot be updated; use any of {}", UPDATABLE_FIELDS.join(", ")),
+                ),
+            }
+        }
+        let request_id = checks.request_id("request_id", &request_id);
+        checks.finish()?;
+        let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
+        Ok((id, patch, request_id))
+    }
+
+    async fn get_key(&self, caller: &Caller, id: &str) -> Result<ApiKey> {
+        let reach = policy::authorize(caller, Action::ReadKeys)?;
+        let mut checks = Checks::new();
+        let id = checks.uuid("id", id);
+        checks.finish()?;
+        let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
+        self.inner.store.get(id, &reach).await
+    }
+
+    async fn list(&self, caller: &Caller, request: v1::ListApiKeysRequest) -> Result<v1::ListApiKeysResponse> {
+        let reach = policy::authorize(caller, Action::ReadKeys)?;
+        let v1::ListApiKeysRequest { page_size, page_token, owner, organization_id, environment, status, show_revoked } =
+            request;
+        let mut checks = Checks::new();
+        let limit = page::page_size(page_size);
+        if let Err(Error::InvalidArgument(violations)) = &limit {
+            violations.iter().for_each(|v| checks.fail(v.field.clone(), v.description.clone()));
+        }
+        checks.subject("owner", &owner);
+        checks.subject("organization_id", &organization_id);
+        checks.subject("environment", &environment);
+        let status = match v1::ApiKeyStatus::try_from(status) {
+            Ok(v1::ApiKeyStatus::Unspecified) => None,
+            Ok(v1::ApiKeyStatus::Active) => Some(KeyStatus::Active),
+            Ok(v1::ApiKeyStatus::Inactive) => Some(KeyStatus::Inactive),
+            Ok(v1::ApiKeyStatus::Revoked) => Some(KeyStatus::Revoked),
+            Err(_) => {
+                checks.fail("status", "is not a known ApiKeyStatus");
+                None
+            }
+        };
+        checks.finish()?;
+        let limit = limit?;
+        let filters = format!("{reach:?}|{owner}|{organization_id}|{environment}|{status:?}|{show_revoked}");
+        let after = page::decode(&page_token, &filters)?;
+        let some = |text: String| Some(text).filter(|t| !t.is_empty());
+        let query = ListQuery {
+            reach,
+            owner: some(owner),
+            organization_id: some(organization_id),
+            environment: some(environment),
+            status,
+            show_revoked,
+            after,
+            limit: limit + 1,
+        };
+        let mut keys = self.inner.store.list(&query).await?;
+        let next_page_token = if keys.len() as u64 > limit {
+            keys.truncate(usize::try_from(limit).map_err(Error::internal)?);
+            keys.last().map(|key| page::encode(key.number, &filters)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(v1::ListApiKeysResponse { api_keys: keys.into_iter().map(convert::api_key).collect(), next_page_token })
+    }
+
+    fn target(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: &str,
+        request_id: &str,
+    ) -> Result<(Reach, Uuid, Option<String>)> {
+        let reach = policy::authorize(caller, action)?;
+        let mut checks = Checks::new();
+        let id = checks.uuid("id", id);
+        let request_id = checks.request_id("request_id", request_id);
+        checks.finish()?;
+        let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
+        Ok((reach, id, request_id))
+    }
+
+    async fn rotate(&self, caller: &Caller, request: v1::RotateApiKeyRequest) -> Result<v1::RotateApiKeyResponse> {
+        let v1::RotateApiKeyRequest { id, grace_period, request_id } = request;
+        let (reach, id, request_id) = self.target(caller, Action::RotateKey, &id, &request_id)?;
+        let max = self.inner.rules.max_rotation_grace;
+        let grace = match grace_period.map(Duration::try_from) {
+            None => Duration::ZERO,
+            Some(Ok(grace)) if grace <= max => grace,
+            Some(Ok(_) | Err(_)) => {
+                return Err(Error::invalid(
+                    "grace_period",
+                    format!("must be between 0s and {}", humantime::format_duration(max)),
+                ));
+            }
+        };
+        let now = Utc::now();
+        let key = self.inner.store.get(id, &reach).await?;
+        let environment =
+            self.inner.rules.environments.resolve(&key.environment).ok_or_else(|| Error::FailedPrecondition {
+                reason: "ENVIRONMENT_NOT_CONFIGURED",
+                message: format!("the key's environment {} is no longer configured", key.environment),
+            })?;
+        let secret = secret::generate(&environment.key_prefix);
+        let hasher = self.inner.verifier.hasher();
+        let new_secret = NewSecret {
+            hash: hasher.hash(secret.expose_secret()),
+            hash_version: hasher.version(),
+            mask: secret::mask(&secret),
+            old_secrets_until: now + chrono::Duration::from_std(grace).map_err(Error::internal)?,
+        };
+        let mutation = Mutation { actor: caller.subject(), request_id, now };
+        let key = self.inner.store.rotate(id, &reach, &new_secret, &mutation).await?;
+        Ok(v1::RotateApiKeyResponse { api_key: Some(convert::api_key(key)), secret: secret.expose_secret().to_owned() })
+    }
+
+    async fn quota(&self, caller: &Caller, request: v1::GetKeyQuotaRequest) -> Result<v1::GetKeyQuotaResponse> {
+        let reach = policy::authorize(caller, Action::ReadQuota)?;
+        let v1::GetKeyQuotaRequest { owner, environment } = request;
+        let mut checks = Checks::new();
+        checks.subject("owner", &owner);
+        let environment = self.environment(&mut checks, "environment", &environment).cloned();
+        checks.finish()?;
+        let environment = environment.ok_or_else(|| Error::internal("environment vanished after validation"))?;
+        let owner = if owner.is_empty() { caller.owner().to_owned() } else { owner };
+        if !reach.covers_owner(&owner) {
+            return Err(Error::PermissionDenied { action: "read key quotas of other owners" });
+        }
+        let used = self.inner.store.count_live(&owner, &environment.name, Utc::now()).await?;
+        Ok(v1::GetKeyQuotaResponse { used, limit: environment.max_live_keys })
+    }
+}
+
+fn future_time(
+    checks: &mut Checks,
+    field: &str,
+    at: &prost_types::Timestamp,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match from_timestamp(at) {
+        Some(at) if at > now => Some(at),
+        Some(_) => {
+            checks.fail(field, "must be in the future");
+            None
+        }
+        None => {
+            checks.fail(field, "is not a valid timestamp");
+            None
+        }
+    }
+}
+
+fn to_status_code_name(err: &Error) -> &'static str {
+    match err {
+        Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+        Error::Unauthenticated { .. } => "UNAUTHENTICATED",
+        Error::PermissionDenied { .. } => "PERMISSION_DENIED",
+        Error::NotFound { .. } => "NOT_FOUND",
+        Error::AlreadyExists { .. } => "ALREADY_EXISTS",
+        Error::FailedPrecondition { .. } => "FAILED_PRECONDITION",
+        Error::ResourceExhausted { .. } => "RESOURCE_EXHAUSTED",
+        Error::Aborted { .. } => "ABORTED",
+        Error::Unavailable(_) => "UNAVAILABLE",
+        Error::Internal(_) => "INTERNAL",
+    }
+}
+
+#[tonic::async_trait]
+impl ApiKeyService for ApiKeyServiceImpl {
+    #[tracing::instrument(name = "CreateApiKey", skip_all)]
+    async fn create_api_key(
+        &self,
+        request: Request<v1::CreateApiKeyRequest>,
+    ) -> Result<Response<v1::CreateApiKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let request_id = request.request_id.clone();
+        let result = async {
+            let (new, secret, max_live_keys, mutation) = self.create(&caller, request, Utc::now())?;
+            let key = self.inner.store.create(new, max_live_keys, &mutation).await?;
+            Ok(v1::CreateApiKeyResponse {
+                api_key: Some(convert::api_key(key)),
+                secret: secret.expose_secret().to_owned(),
+            })
+        }
+        .await;
+        self.audited(&caller, Operation::Create, "", &request_id, result).await.map(Response::new)
+    }
+
+    #[tracing::instrument(name = "GetApiKey", skip_all)]
+    async fn get_api_key(
+        &self,
+        request: Request<v1::GetApiKeyRequest>,
+    ) -> Result<Response<v1::GetApiKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let v1::GetApiKeyRequest { id } = request.into_inner();
+        let key = self.get_key(&caller, &id).await.map_err(to_status)?;
+        Ok(Response::new(v1::GetApiKeyResponse { api_key: Some(convert::api_key(key)) }))
+    }
+
+    #[tracing::instrument(name = "ListApiKeys", skip_all)]
+    async fn list_api_keys(
+        &self,
+        request: Request<v1::ListApiKeysRequest>,
+    ) -> Result<Response<v1::ListApiKeysResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        self.list(&caller, request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    #[tracing::instrument(name = "UpdateApiKey", skip_all)]
+    async fn update_api_key(
+        &self,
+        request: Request<v1::UpdateApiKeyRequest>,
+    ) -> Result<Response<v1::UpdateApiKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let target = request.api_key.as_ref().map(|key| key.id.clone()).unwrap_or_default();
+        let request_id = request.request_id.clone();
+        let result = async {
+            let reach = policy::authorize(&caller, Action::UpdateKey)?;
+            let (id, patch, request_id) = self.patch(request, Utc::now())?;
+            if let Some(scopes) = &patch.scopes {
+                policy::check_grantable(&caller, scopes)?;
+            }
+            let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
+            let key = self.inner.store.update(id, &reach, &patch, &mutation).await?;
+            Ok(v1::UpdateApiKeyResponse { api_key: Some(convert::api_key(key)) })
+        }
+        .await;
+        self.audited(&caller, Operation::Update, &target, &request_id, result).await.map(Response::new)
+    }
+
+    #[tracing::instrument(name = "DeleteApiKey", skip_all)]
+    async fn delete_api_key(
+        &self,
+        request: Request<v1::DeleteApiKeyRequest>,
+    ) -> Result<Response<v1::DeleteApiKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let v1::DeleteApiKeyRequest { id, request_id } = request.into_inner();
+        let result = async {
+            let (reach, key_id, token) = self.target(&caller, Action::DeleteKey, &id, &request_id)?;
+            let mutation = Mutation { actor: caller.subject(), request_id: token, now: Utc::now() };
+            let key = self.inner.store.delete(key_id, &reach, &mutation).await?;
+            Ok(v1::DeleteApiKeyResponse { api_key: Some(convert::api_key(key)) })
+        }
+        .await;
+        self.audited(&caller, Operation::Delete, &id, &request_id, result).await.map(Response::new)
+    }
+
+    #[tracing::instrument(name = "UndeleteApiKey", skip_all)]
+    async fn undelete_api_key(
+        &self,
+        request: Request<v1::UndeleteApiKeyRequest>,
+    ) -> Result<Response<v1::UndeleteApiKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let v1::UndeleteApiKeyRequest { id, request_id } = request.into_inner();
+        let result = async {
+            let (reach, key_id, token) = self.target(&caller, Action::UndeleteKey, &id, &request_id)?;
+            let key = self.inner.store.get(key_id, &reach).await?;
+            let max_live_keys =
+                self.inner.rules.environments.resolve(&key.environment).map_or(i64::MAX, |env| env.max_live_keys);
+            let mutation = Mutation { actor: caller.subject(), request_id: token, now: Utc::now() };
+            let retention = self.inner.rules.undelete_retention;
+            let key = self.inner.store.undelete(key_id, &reach, retention, max_live_keys, &mutation).await?;
+            Ok(v1::UndeleteApiKeyResponse { api_key: Some(convert::api_key(key)) })
+        }
+        .await;
+        self.audited(&caller, Operation::Undelete, &id, &request_id, result).await.map(Response::new)
+    }
+
+    #[tracing::instrument(name = "RotateApiKey", skip_all)]
+    async fn rotate_api_key(
+        &self,
+        request: Request<v1::RotateApiKeyRequest>,
+    ) -> Result<Response<v1::RotateApiKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let (id, request_id) = (request.id.clone(), request.request_id.clone());
+        let result = self.rotate(&caller, request).await;
+        self.audited(&caller, Operation::Rotate, &id, &request_id, result).await.map(Response::new)
+    }
+
+    #[tracing::instrument(name = "VerifyApiKey", skip_all)]
+    async fn verify_api_key(
+        &self,
+        request: Request<v1::VerifyApiKeyRequest>,
+    ) -> Result<Response<v1::VerifyApiKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        policy::authorize(&caller, Action::VerifyKey).map_err(to_status)?;
+        let v1::VerifyApiKeyRequest { key, required_scopes, network } = request.into_inner();
+        let mut checks = Checks::new();
+        checks.labels("required_scopes", &required_scopes);
+        if network.chars().count() > keyward_core::validate::MAX_LABEL_CHARS {
+            checks.fail("network", format!("must be at most {} characters", keyward_core::validate::MAX_LABEL_CHARS));
+        }
+        checks.finish().map_err(to_status)?;
+        let verification = self.inner.verifier.verify(&key, &required_scopes, &network).await.map_err(to_status)?;
+        tracing::debug!(code = ?verification.verdict, "verified");
+        Ok(Response::new(v1::VerifyApiKeyResponse {
+            valid: verification.verdict == keyward_core::verify::Verdict::Valid,
+            code: convert::verification_code(verification.verdict).into(),
+            api_key: verification.key.map(convert::api_key),
+        }))
+    }
+
+    #[tracing::instrument(name = "GetCallerApiKey", skip_all)]
+    async fn get_caller_api_key(
+        &self,
+        request: Request<v1::GetCallerApiKeyRequest>,
+    ) -> Result<Response<v1::GetCallerApiKeyResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        policy::authorize(&caller, Action::ReadCallerKey).map_err(to_status)?;
+        let v1::GetCallerApiKeyRequest {} = request.into_inner();
+        let Caller::Key(key) = caller;
+        Ok(Response::new(v1::GetCallerApiKeyResponse { api_key: Some(convert::api_key(*key)) }))
+    }
+
+    #[tracing::instrument(name = "GetKeyQuota", skip_all)]
+    async fn get_key_quota(
+        &self,
+        request: Request<v1::GetKeyQuotaRequest>,
+    ) -> Result<Response<v1::GetKeyQuotaResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        self.quota(&caller, request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+}

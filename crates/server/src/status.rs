@@ -1,0 +1,76 @@
+//! The one mapping from domain errors to gRPC statuses (AIP-193: every status carries an
+//! `ErrorInfo`; INVALID_ARGUMENT also a `BadRequest`). The log level follows the error
+//! class: internal errors once at `error!` with their cause chain, auth failures at `warn!`.
+
+use std::collections::HashMap;
+
+use keyward_core::Error;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// `ErrorInfo.domain` of every keyward error.
+pub const ERROR_DOMAIN: &str = "keyward.v1";
+
+/// Converts a domain error into the status a caller sees.
+pub fn to_status(err: Error) -> Status {
+    let (code, reason, message, metadata, violations) = match err {
+        Error::InvalidArgument(violations) => {
+            tracing::info!(error = %Error::InvalidArgument(violations.clone()), "invalid request");
+            let message = format!("invalid request: {}", join_violations(&violations));
+            (Code::InvalidArgument, "INVALID_ARGUMENT", message, HashMap::new(), violations)
+        }
+        Error::Unauthenticated { detail } => {
+            tracing::warn!(detail, "authentication failed");
+            let message = "missing or invalid credentials: send a valid API key as `authorization: Bearer <key>` or `token: <key>`".to_owned();
+            (Code::Unauthenticated, "UNAUTHENTICATED", message, HashMap::new(), vec![])
+        }
+        Error::PermissionDenied { action } => {
+            tracing::warn!(action, "permission denied");
+            let metadata = HashMap::from([("action".to_owned(), action.to_owned())]);
+            (Code::PermissionDenied, "PERMISSION_DENIED", format!("the caller may not {action}"), metadata, vec![])
+        }
+        Error::NotFound { kind, id } => {
+            tracing::info!(kind, id, "not found");
+            let message = format!("{kind} {id} not found");
+            let metadata = HashMap::from([("id".to_owned(), id)]);
+            (Code::NotFound, "API_KEY_NOT_FOUND", message, metadata, vec![])
+        }
+        Error::AlreadyExists { reason, message, resource_id } => {
+            tracing::info!(reason, %message, "already exists");
+            let metadata = resource_id.map(|id| HashMap::from([("id".to_owned(), id)])).unwrap_or_default();
+            (Code::AlreadyExists, reason, message, metadata, vec![])
+        }
+        Error::FailedPrecondition { reason, message } => {
+            tracing::info!(reason, %message, "failed precondition");
+            (Code::FailedPrecondition, reason, message, HashMap::new(), vec![])
+        }
+        Error::ResourceExhausted { reason, message } => {
+            tracing::info!(reason, %message, "resource exhausted");
+            (Code::ResourceExhausted, reason, message, HashMap::new(), vec![])
+        }
+        Error::Aborted { message } => {
+            tracing::info!(%message, "aborted");
+            (Code::Aborted, "CONCURRENT_CHANGE", message, HashMap::new(), vec![])
+        }
+        Error::Unavailable(source) => {
+            tracing::error!(error = ?source, "database unavailable");
+            let message = "the database is unavailable; retry later".to_owned();
+            (Code::Unavailable, "DATABASE_UNAVAILABLE", message, HashMap::new(), vec![])
+        }
+        Error::Internal(source) => {
+            tracing::error!(error = ?source, "internal error");
+            (Code::Internal, "INTERNAL", "internal error".to_owned(), HashMap::new(), vec![])
+        }
+    };
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    if !violations.is_empty() {
+        details.set_bad_request(
+            violations.into_iter().map(|v| FieldViolation::new(v.field, v.description)).collect::<Vec<_>>(),
+        );
+    }
+    Status::with_error_details(code, message, details)
+}
+
+fn join_violations(violations: &[keyward_core::Violation]) -> String {
+    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}

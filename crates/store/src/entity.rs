@@ -1,0 +1,132 @@
+//! sea-orm entities, one module per table. They follow the migrations; they are not the domain.
+
+/// `api_keys`: one row per key; `number` is the stable integer id and the keyset order.
+pub mod api_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub number: i64,
+        #[sea_orm(unique)]
+        pub id: Uuid,
+        pub name: String,
+        pub mask: String,
+        pub owner: String,
+        pub creator: String,
+        pub organization_id: String,
+        pub organization_name: String,
+        pub environment: String,
+        pub scopes: String,
+        pub networks: String,
+        pub status: String,
+        pub usage_limited: bool,
+        pub metadata: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub expires_at: Option<DateTimeUtc>,
+        pub deleted_at: Option<DateTimeUtc>,
+        pub last_used_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `api_key_secrets`: keyed hashes of a key's secrets; more than one only during a rotation grace period.
+pub mod api_key_secret {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_key_secrets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub secret_hash: String,
+        pub hash_version: i64,
+        pub key_id: Uuid,
+        pub created_at: DateTimeUtc,
+        pub expires_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(belongs_to = "super::api_key::Entity", from = "Column::KeyId", to = "super::api_key::Column::Id")]
+        ApiKey,
+    }
+
+    impl Related<super::api_key::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::ApiKey.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `audit_events`: append-only record of every mutation.
+pub mod audit_event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub actor: String,
+        pub action: String,
+        pub target: String,
+        pub request_id: Option<String>,
+        pub outcome: String,
+        pub occurred_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `idempotency_records`: the first outcome of each (actor, request_id).
+pub mod idempotency_record {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "idempotency_records")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub actor: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub request_id: String,
+        pub operation: String,
+        pub key_id: Uuid,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `quota_locks`: a row per (owner, environment) whose update serialises quota checks.
+pub mod quota_lock {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "quota_locks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub owner: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub environment: String,
+        pub generation: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

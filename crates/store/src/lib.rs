@@ -1,0 +1,597 @@
+//! keyward's persistence on SQLite and PostgreSQL. Every mutation runs in one short
+//! transaction with its audit event and idempotency record; every query inside it goes
+//! through the transaction handle.
+
+#![forbid(unsafe_code)]
+
+mod convert;
+pub mod entity;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use keyward_core::{
+    Error,
+    error::Result,
+    model::{ApiKey, AuditEvent, KeyPatch, KeyStatus, NewApiKey},
+    policy::Reach,
+    secret::SecretHash,
+};
+use keyward_migrations::{Migrator, MigratorTrait};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, ExprTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionOptions,
+    TransactionTrait, TryInsertResult,
+    sea_query::Expr,
+    sqlx::sqlite::SqliteJournalMode,
+};
+use uuid::Uuid;
+
+use crate::{
+    convert::{db_error, to_domain, to_row},
+    entity::{api_key, api_key_secret, audit_event, idempotency_record, quota_lock},
+};
+
+/// The store: a pool of connections to one database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// Who is mutating, under which idempotency token, and when.
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    /// Subject recorded in the audit event.
+    pub actor: String,
+    /// AIP-155 token; a repeat replays the first outcome.
+    pub request_id: Option<String>,
+    /// The time the mutation takes effect.
+    pub now: DateTime<Utc>,
+}
+
+/// Mutating operations, as named in audit events and idempotency records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// CreateApiKey.
+    Create,
+    /// UpdateApiKey.
+    Update,
+    /// DeleteApiKey.
+    Delete,
+    /// UndeleteApiKey.
+    Undelete,
+    /// RotateApiKey.
+    Rotate,
+}
+
+impl Operation {
+    /// The RPC name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CreateApiKey",
+            Self::Update => "UpdateApiKey",
+            Self::Delete => "DeleteApiKey",
+            Self::Undelete => "UndeleteApiKey",
+            Self::Rotate => "RotateApiKey",
+        }
+    }
+}
+
+/// A key found by one of its secrets.
+#[derive(Debug, Clone)]
+pub struct SecretMatch {
+    /// The key.
+    pub key: ApiKey,
+    /// When this secret stops verifying (rotation grace), if it does.
+    pub secret_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Filters and position of one ListApiKeys page.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Keys the caller may see.
+    pub reach: Reach,
+    /// Only this owner.
+    pub owner: Option<String>,
+    /// Only this organisation.
+    pub organization_id: Option<String>,
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// Only this status.
+    pub status: Option<KeyStatus>,
+    /// Include revoked keys.
+    pub show_revoked: bool,
+    /// Start after this key number.
+    pub after: Option<i64>,
+    /// Page size.
+    pub limit: u64,
+}
+
+/// What a rotation installs.
+#[derive(Debug, Clone)]
+pub struct NewSecret {
+    /// Keyed hash of the new secret.
+    pub hash: SecretHash,
+    /// Version of the hash secret.
+    pub hash_version: i64,
+    /// Mask of the new secret.
+    pub mask: String,
+    /// Until when the old secrets keep verifying (`now` ends them at once).
+    pub old_secrets_until: DateTime<Utc>,
+}
+
+enum Claim {
+    Fresh,
+    Replay,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if
+    /// absent and opened in WAL mode.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(options).await.map_err(db_error)?;
+        Ok(Self { db })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<()> {
+        Migrator::up(&self.db, None).await.map_err(db_error)
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.db.ping().await.map_err(db_error)
+    }
+
+    /// The connection, for tests that inspect tables directly.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    async fn begin_write(&self) -> Result<DatabaseTransaction> {
+        // IMMEDIATE takes SQLite's write lock up front; a deferred transaction that later
+        // writes can fail with SQLITE_BUSY when another connection wrote first.
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        self.db.begin_with_options(options).await.map_err(db_error)
+    }
+
+    /// The key one of whose secrets hashes to `hash`.
+    pub async fn find_by_secret(&self, hash: &SecretHash) -> Result<Option<SecretMatch>> {
+        let found = api_key_secret::Entity::find_by_id(hash.0.clone())
+            .find_also_related(api_key::Entity)
+            .one(&self.db)
+            .await
+            .map_err(db_error)?;
+        match found {
+            Some((secret, Some(key))) => {
+                Ok(Some(SecretMatch { key: to_domain(key)?, secret_expires_at: secret.expires_at }))
+            }
+            Some((_, None)) | None => Ok(None),
+        }
+    }
+
+    /// The key with this id, if the reach covers it.
+    pub async fn get(&self, id: Uuid, reach: &Reach) -> Result<ApiKey> {
+        find_in_reach(&self.db, id, reach).await
+    }
+
+    /// One page of keys in `number` order.
+    pub async fn list(&self, query: &ListQuery) -> Result<Vec<ApiKey>> {
+        let mut select = api_key::Entity::find().order_by_asc(api_key::Column::Number).limit(query.limit);
+        if let Reach::Owner(owner) = &query.reach {
+            select = select.filter(api_key::Column::Owner.eq(owner.as_str()));
+        }
+        if let Some(owner) = &query.owner {
+            select = select.filter(api_key::Column::Owner.eq(owner.as_str()));
+        }
+        if let Some(organization) = &query.organization_id {
+            select = select.filter(api_key::Column::OrganizationId.eq(organization.as_str()));
+        }
+        if let Some(environment) = &query.environment {
+            select = select.filter(api_key::Column::Environment.eq(environment.as_str()));
+        }
+        match query.status {
+            Some(status) => select = select.filter(api_key::Column::Status.eq(status.as_str())),
+            None if !query.show_revoked => {
+                select = select.filter(api_key::Column::Status.ne(KeyStatus::Revoked.as_str()));
+            }
+            None => {}
+        }
+        if let Some(after) = query.after {
+            select = select.filter(api_key::Column::Number.gt(after));
+        }
+        select.all(&self.db).await.map_err(db_error)?.into_iter().map(to_domain).collect()
+    }
+
+    /// Live (not revoked, not expired) keys of `owner` in `environment`.
+    pub async fn count_live(&self, owner: &str, environment: &str, now: DateTime<Utc>) -> Result<i64> {
+        count_live(&self.db, owner, environment, now).await
+    }
+
+    /// Whether an active key with the `admin` scope exists.
+    pub async fn has_live_admin(&self, now: DateTime<Utc>) -> Result<bool> {
+        let admins = api_key::Entity::find()
+            .filter(api_key::Column::Status.eq(KeyStatus::Active.as_str()))
+            .filter(api_key::Column::Scopes.like("%\"admin\"%"))
+            .filter(api_key::Column::ExpiresAt.is_null().or(api_key::Column::ExpiresAt.gt(now)))
+            .count(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(admins > 0)
+    }
+
+    /// Inserts a key and its secret, unless its owner already holds `max_live_keys` live
+    /// keys in its environment. A replayed request id fails with ALREADY_EXISTS.
+    pub async fn create(&self, new: NewApiKey, max_live_keys: i64, mutation: &Mutation) -> Result<ApiKey> {
+        let txn = self.begin_write().await?;
+        let key = &new.key;
+        if let Claim::Replay = claim(&txn, mutation, Operation::Create, key.id).await? {
+            return Err(already_applied(mutation, &txn).await?);
+        }
+        enforce_quota(&txn, &key.owner, &key.environment, max_live_keys, mutation.now).await?;
+        let inserted = api_key::Entity::insert(to_row(key)?).exec(&txn).await.map_err(db_error)?;
+        api_key_secret::Entity::insert(api_key_secret::ActiveModel {
+            secret_hash: Set(new.secret_hash.0.clone()),
+            hash_version: Set(new.hash_version),
+            key_id: Set(key.id),
+            created_at: Set(mutation.now),
+            expires_at: Set(None),
+        })
+        .exec(&txn)
+        .await
+        .map_err(|err| match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => Error::AlreadyExists {
+                reason: "SECRET_ALREADY_EXISTS",
+                message: "another API key already has this secret; choose another import_secret".to_owned(),
+                resource_id: None,
+            },
+            Some(_) | None => db_error(err),
+        })?;
+        audit(&txn, mutation, Operation::Create, key.id).await?;
+        let created = find_row(&txn, key.id).await?;
+        txn.commit().await.map_err(db_error)?;
+        debug_assert_eq!(created.number, inserted.last_insert_id);
+        Ok(created)
+    }
+
+    /// Applies `patch` to a key in reach; a revoked key is refused with FAILED_PRECONDITION.
+    pub async fn update(&self, id: Uuid, reach: &Reach, patch: &KeyPatch, mutation: &Mutation) -> Result<ApiKey> {
+        let txn = self.begin_write().await?;
+        let key = find_in_reach(&txn, id, reach).await?;
+        if let Claim::Replay = claim(&txn, mutation, Operation::Update, id).await? {
+            return Ok(key);
+        }
+        let next = patch.apply(&key, mutation.now)?;
+        let mut row = to_row(&next)?;
+        row.number = NotSet;
+        row.id = NotSet;
+        let result = api_key::Entity::update_many()
+            .set(row)
+            .filter(api_key::Column::Id.eq(id))
+            .filter(api_key::Column::Status.ne(KeyStatus::Revoked.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Err(revoked_meanwhile(id));
+        }
+        audit(&txn, mutation, Operation::Update, id).await?;
+        let updated = find_row(&txn, id).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(updated)
+    }
+
+    /// Revokes a key in reach (soft delete).
+    pub async fn delete(&self, id: Uuid, reach: &Reach, mutation: &Mutation) -> Result<ApiKey> {
+        let txn = self.begin_write().await?;
+        let key = find_in_reach(&txn, id, reach).await?;
+        if let Claim::Replay = claim(&txn, mutation, Operation::Delete, id).await? {
+            return Ok(key);
+        }
+        let result = api_key::Entity::update_many()
+            .col_expr(api_key::Column::Status, Expr::value(KeyStatus::Revoked.as_str()))
+            .col_expr(api_key::Column::DeletedAt, Expr::value(mutation.now))
+            .col_expr(api_key::Column::UpdatedAt, Expr::value(mutation.now))
+            .filter(api_key::Column::Id.eq(id))
+            .filter(api_key::Column::Status.ne(KeyStatus::Revoked.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Err(Error::FailedPrecondition {
+                reason: "API_KEY_REVOKED",
+                message: format!("API key {id} is already revoked"),
+            });
+        }
+        audit(&txn, mutation, Operation::Delete, id).await?;
+        let deleted = find_row(&txn, id).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(deleted)
+    }
+
+    /// Restores a key revoked less than `retention` ago, within its owner's quota.
+    pub async fn undelete(
+        &self,
+        id: Uuid,
+        reach: &Reach,
+        retention: Duration,
+        max_live_keys: i64,
+        mutation: &Mutation,
+    ) -> Result<ApiKey> {
+        let txn = self.begin_write().await?;
+        let key = find_in_reach(&txn, id, reach).await?;
+        if let Claim::Replay = claim(&txn, mutation, Operation::Undelete, id).await? {
+            return Ok(key);
+        }
+        let deleted_at = match (key.status, key.deleted_at) {
+            (KeyStatus::Revoked, Some(at)) => at,
+            (KeyStatus::Revoked, None) | (KeyStatus::Active | KeyStatus::Inactive, _) => {
+                return Err(Error::FailedPrecondition {
+                    reason: "API_KEY_NOT_REVOKED",
+                    message: format!("API key {id} is not revoked; only revoked keys can be undeleted"),
+                });
+            }
+        };
+        let retention = chrono::Duration::from_std(retention).map_err(Error::internal)?;
+        if deleted_at + retention < mutation.now {
+            return Err(Error::FailedPrecondition {
+                reason: "RETENTION_EXPIRED",
+                message: format!(
+                    "API key {id} was revoked at {deleted_at}, longer ago than the {}-second retention window",
+                    retention.num_seconds()
+                ),
+            });
+        }
+        enforce_quota(&txn, &key.owner, &key.environment, max_live_keys, mutation.now).await?;
+        let result = api_key::Entity::update_many()
+            .col_expr(api_key::Column::Status, Expr::value(KeyStatus::Active.as_str()))
+            .col_expr(api_key::Column::DeletedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(api_key::Column::UpdatedAt, Expr::value(mutation.now))
+            .filter(api_key::Column::Id.eq(id))
+            .filter(api_key::Column::Status.eq(KeyStatus::Revoked.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Err(Error::Aborted { message: format!("API key {id} changed during undelete; retry") });
+        }
+        audit(&txn, mutation, Operation::Undelete, id).await?;
+        let restored = find_row(&txn, id).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(restored)
+    }
+
+    /// Installs a new secret for a key in reach; its old secrets verify until
+    /// `secret.old_secrets_until`. A replayed request id fails with ALREADY_EXISTS.
+    pub async fn rotate(&self, id: Uuid, reach: &Reach, secret: &NewSecret, mutation: &Mutation) -> Result<ApiKey> {
+        let txn = self.begin_write().await?;
+        let key = find_in_reach(&txn, id, reach).await?;
+        if let Claim::Replay = claim(&txn, mutation, Operation::Rotate, id).await? {
+            return Err(already_applied(mutation, &txn).await?);
+        }
+        if key.status == KeyStatus::Revoked {
+            return Err(Error::FailedPrecondition {
+                reason: "API_KEY_REVOKED",
+                message: format!("API key {id} is revoked; undelete it before rotating"),
+            });
+        }
+        let until = secret.old_secrets_until;
+        if until <= mutation.now {
+            api_key_secret::Entity::delete_many()
+                .filter(api_key_secret::Column::KeyId.eq(id))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+        } else {
+            api_key_secret::Entity::update_many()
+                .col_expr(api_key_secret::Column::ExpiresAt, Expr::value(until))
+                .filter(api_key_secret::Column::KeyId.eq(id))
+                .filter(api_key_secret::Column::ExpiresAt.is_null().or(api_key_secret::Column::ExpiresAt.gt(until)))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+        }
+        api_key_secret::Entity::insert(api_key_secret::ActiveModel {
+            secret_hash: Set(secret.hash.0.clone()),
+            hash_version: Set(secret.hash_version),
+            key_id: Set(id),
+            created_at: Set(mutation.now),
+            expires_at: Set(None),
+        })
+        .exec(&txn)
+        .await
+        .map_err(db_error)?;
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::Mask, Expr::value(secret.mask.as_str()))
+            .col_expr(api_key::Column::UpdatedAt, Expr::value(mutation.now))
+            .filter(api_key::Column::Id.eq(id))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        audit(&txn, mutation, Operation::Rotate, id).await?;
+        let rotated = find_row(&txn, id).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(rotated)
+    }
+
+    /// Records the audit event of a mutation that failed (successful ones are written
+    /// with their effect).
+    pub async fn record_audit(&self, event: &AuditEvent) -> Result<()> {
+        audit_event::Entity::insert(audit_row(event)).exec(&self.db).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Audit events, oldest first (for tests and operators).
+    pub async fn audit_events(&self) -> Result<Vec<AuditEvent>> {
+        let rows =
+            audit_event::Entity::find().order_by_asc(audit_event::Column::Id).all(&self.db).await.map_err(db_error)?;
+        Ok(rows.into_iter().map(convert::audit_from_row).collect())
+    }
+}
+
+async fn find_row(conn: &impl ConnectionTrait, id: Uuid) -> Result<ApiKey> {
+    let row = api_key::Entity::find().filter(api_key::Column::Id.eq(id)).one(conn).await.map_err(db_error)?;
+    to_domain(row.ok_or_else(|| Error::key_not_found(id.to_string()))?)
+}
+
+async fn find_in_reach(conn: &impl ConnectionTrait, id: Uuid, reach: &Reach) -> Result<ApiKey> {
+    let key = find_row(conn, id).await?;
+    if reach.covers(&key) { Ok(key) } else { Err(Error::key_not_found(id.to_string())) }
+}
+
+async fn count_live(conn: &impl ConnectionTrait, owner: &str, environment: &str, now: DateTime<Utc>) -> Result<i64> {
+    let live = api_key::Entity::find()
+        .filter(api_key::Column::Owner.eq(owner))
+        .filter(api_key::Column::Environment.eq(environment))
+        .filter(api_key::Column::Status.ne(KeyStatus::Revoked.as_str()))
+        .filter(api_key::Column::ExpiresAt.is_null().or(api_key::Column::ExpiresAt.gt(now)))
+        .count(conn)
+        .await
+        .map_err(db_error)?;
+    i64::try_from(live).map_err(Error::internal)
+}
+
+/// Serialises quota checks of one (owner, environment): the UPDATE holds the lock row
+/// until commit, so the count that follows sees every earlier create.
+async fn enforce_quota(
+    txn: &DatabaseTransaction,
+    owner: &str,
+    environment: &str,
+    max_live_keys: i64,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    quota_lock::Entity::insert(quota_lock::ActiveModel {
+        owner: Set(owner.to_owned()),
+        environment: Set(environment.to_owned()),
+        generation: Set(0),
+    })
+    .on_conflict_do_nothing()
+    .exec(txn)
+    .await
+    .map_err(db_error)?;
+    quota_lock::Entity::update_many()
+        .col_expr(quota_lock::Column::Generation, Expr::col(quota_lock::Column::Generation).add(1))
+        .filter(quota_lock::Column::Owner.eq(owner))
+        .filter(quota_lock::Column::Environment.eq(environment))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    let live = count_live(txn, owner, environment, now).await?;
+    if live >= max_live_keys {
+        return Err(Error::ResourceExhausted {
+            reason: "KEY_QUOTA_EXCEEDED",
+            message: format!(
+                "owner {owner} already holds {live} live keys in environment {environment}, the most allowed; revoke one first"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Records (actor, request_id) or finds the earlier record of it.
+async fn claim(txn: &DatabaseTransaction, mutation: &Mutation, operation: Operation, key_id: Uuid) -> Result<Claim> {
+    let Some(request_id) = &mutation.request_id else { return Ok(Claim::Fresh) };
+    let inserted = idempotency_record::Entity::insert(idempotency_record::ActiveModel {
+        actor: Set(mutation.actor.clone()),
+        request_id: Set(request_id.clone()),
+        operation: Set(operation.as_str().to_owned()),
+        key_id: Set(key_id),
+        created_at: Set(mutation.now),
+    })
+    .on_conflict_do_nothing()
+    .exec(txn)
+    .await
+    .map_err(db_error)?;
+    match inserted {
+        TryInsertResult::Inserted(_) | TryInsertResult::Empty => Ok(Claim::Fresh),
+        TryInsertResult::Conflicted => {
+            let earlier = idempotency_record::Entity::find_by_id((mutation.actor.clone(), request_id.clone()))
+                .one(txn)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| Error::internal("idempotency record vanished during its own conflict"))?;
+            let same_target = operation == Operation::Create || earlier.key_id == key_id;
+            if earlier.operation != operation.as_str() || !same_target {
+                return Err(Error::invalid(
+                    "request_id",
+                    format!(
+                        "was already used for {} of API key {}; use a fresh request_id for a new request",
+                        earlier.operation, earlier.key_id
+                    ),
+                ));
+            }
+            Ok(Claim::Replay)
+        }
+    }
+}
+
+async fn already_applied(mutation: &Mutation, txn: &DatabaseTransaction) -> Result<Error> {
+    let request_id = mutation.request_id.clone().unwrap_or_default();
+    let earlier = idempotency_record::Entity::find_by_id((mutation.actor.clone(), request_id.clone()))
+        .one(txn)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::internal("idempotency record vanished"))?;
+    Ok(Error::AlreadyExists {
+        reason: "REQUEST_ALREADY_APPLIED",
+        message: format!(
+            "request {request_id} was already applied to API key {}; its secret is shown only once",
+            earlier.key_id
+        ),
+        resource_id: Some(earlier.key_id.to_string()),
+    })
+}
+
+fn revoked_meanwhile(id: Uuid) -> Error {
+    Error::FailedPrecondition {
+        reason: "API_KEY_REVOKED",
+        message: format!("API key {id} is revoked and cannot be updated; undelete it first"),
+    }
+}
+
+async fn audit(txn: &DatabaseTransaction, mutation: &Mutation, operation: Operation, target: Uuid) -> Result<()> {
+    let event = AuditEvent {
+        actor: mutation.actor.clone(),
+        action: operation.as_str().to_owned(),
+        target: target.to_string(),
+        request_id: mutation.request_id.clone(),
+        outcome: "OK".to_owned(),
+        occurred_at: mutation.now,
+    };
+    audit_event::Entity::insert(audit_row(&event)).exec(txn).await.map_err(db_error)?;
+    Ok(())
+}
+
+fn audit_row(event: &AuditEvent) -> audit_event::ActiveModel {
+    audit_event::ActiveModel {
+        id: NotSet,
+        actor: Set(event.actor.clone()),
+        action: Set(event.action.clone()),
+        target: Set(event.target.clone()),
+        request_id: Set(event.request_id.clone()),
+        outcome: Set(event.outcome.clone()),
+        occurred_at: Set(event.occurred_at),
+    }
+}
+
+/// Whether an error means the database could not be reached.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    matches!(err, DbErr::Conn(_) | DbErr::ConnectionAcquire(_))
+}

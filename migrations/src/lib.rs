@@ -1,0 +1,21 @@
+//! keyward's schema history. Migrations are frozen: they name tables and columns as
+//! strings, never through entities, and each runs in a transaction on SQLite and
+//! PostgreSQL alike. Change the schema only by adding a migration.
+
+#![forbid(unsafe_code)]
+
+use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_create_api_keys;
+
+/// Runs every migration in order.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_create_api_keys::Migration)]
+    }
+}
+pub use sea_orm_migration::MigratorTrait;

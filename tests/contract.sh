@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Non-Rust contract checks: buf lint, then against a real `keyward serve`: health, reflection,
+# the Python grpcio client test and the README's grpcurl examples.
+# Run from anywhere after `cargo build --bin keyward`: bash tests/contract.sh
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash tests/tools.sh
+export PATH="$PWD/target/tools/bin:$PATH"
+step() { echo "contract: == $*"; }
+die() { echo "contract: FAIL: $*" >&2; exit 1; }
+
+step "buf lint"
+buf lint
+
+BIN=target/debug/keyward
+[ -x "$BIN" ] || die "$BIN not found: run 'cargo build --bin keyward' first"
+
+TMP="$(mktemp -d)"
+LOG="$TMP/server.log"
+PORT="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+ADDR="127.0.0.1:$PORT"
+ADMIN_KEY="kwadmin_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+SERVER_PID=""
+
+cleanup() {
+  local rc=$?
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  if [ "$rc" -ne 0 ] && [ -f "$LOG" ]; then echo "contract: ---- server log ----" >&2; cat "$LOG" >&2; fi
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+step "start $BIN serve on $ADDR"
+mkdir "$TMP/data"
+KEYWARD_DATA_DIR="$TMP/data" KEYWARD_GRPC_ADDR="$ADDR" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN_KEY" \
+  "$BIN" serve >"$LOG" 2>&1 &
+SERVER_PID=$!
+
+step "wait for grpc.health.v1.Health/Check to answer SERVING"
+deadline=$((SECONDS + 30))
+until grpcurl -plaintext -max-time 2 "$ADDR" grpc.health.v1.Health/Check 2>/dev/null | grep '"SERVING"' >/dev/null; do
+  kill -0 "$SERVER_PID" 2>/dev/null || die "server exited before serving"
+  [ "$SECONDS" -lt "$deadline" ] || die "server not SERVING on $ADDR within 30s"
+  sleep 0.5
+done
+
+step "reflection lists keyward.v1.ApiKeyService"
+services="$(grpcurl -plaintext "$ADDR" list)"
+echo "$services"
+grep -qx 'keyward.v1.ApiKeyService' <<<"$services" || die "keyward.v1.ApiKeyService not listed by reflection"
+
+step "python grpcio client test"
+KEYWARD_TEST_GRPC_ADDR="$ADDR" KEYWARD_TEST_ADMIN_KEY="$ADMIN_KEY" python tests/python/client_test.py
+
+step "README grpcurl examples"
+[ -f README.md ] || die "README.md not found"
+grep -q '<!-- grpcurl-examples:start -->' README.md && grep -q '<!-- grpcurl-examples:end -->' README.md ||
+  die "README.md has no <!-- grpcurl-examples:start --> ... <!-- grpcurl-examples:end --> section"
+# The shell lines of the ```sh fence between the markers, with the real address.
+awk '/<!-- grpcurl-examples:start -->/ { on = 1; next }
+     /<!-- grpcurl-examples:end -->/   { on = 0 }
+     on && /^```/                     { fence = !fence; next }
+     on && fence' README.md | sed "s/localhost:50051/$ADDR/g" >"$TMP/examples.sh"
+grep -q '[^[:space:]]' "$TMP/examples.sh" || die "the README grpcurl-examples section has no commands in a \`\`\`sh fence"
+# -e: every example must exit 0; -x: show each one as it runs.
+KEYWARD_ADMIN_KEY="$ADMIN_KEY" bash -euxo pipefail "$TMP/examples.sh" ||
+  die "a README example failed: the last '+' line above"
+
+echo "contract: all checks passed"

