@@ -1,13 +1,14 @@
 use std::{env, error::Error, fs, path::PathBuf};
 
-use prost::Message;
-
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = ["proto/keyward/v1/api_key.proto", "proto/keyward/v1/api_key_service.proto"];
-    let descriptors = protox::compile(files, ["proto"])?;
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(["keyward/v1/api_key.proto", "keyward/v1/api_key_service.proto"])?;
+    // Encoded by protox itself: prost_types' descriptors would drop the google.api.http
+    // options, which reflection clients and the REST gateway read.
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(out_dir.join("keyward_descriptor.bin"), descriptors.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    fs::write(out_dir.join("keyward_descriptor.bin"), compiler.encode_file_descriptor_set())?;
+    tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -1,1 +1,14 @@
+//! End-to-end tests: each starts the real server on an ephemeral port, against SQLite
+//! and against PostgreSQL (a fresh database per test), and calls it with the generated
+//! tonic client.
 
+mod helpers;
+
+mod contract;
+mod idempotency;
+mod lifecycle;
+mod operations;
+mod pagination;
+mod rights;
+mod validation;
+mod verification;

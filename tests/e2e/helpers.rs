@@ -1,0 +1,196 @@
+//! Starting servers and talking to them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use keyward_proto::v1::{self, api_key_service_client::ApiKeyServiceClient};
+use keyward_server::{Config, Running};
+use sea_orm::{ConnectionTrait, Database};
+use secrecy::SecretString;
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+/// Runs an async test body once per backend: `both!(name);` makes `name::sqlite` and
+/// `name::postgres` from `async fn name(backend: Backend)`.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    };
+}
+pub(crate) use both;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub(crate) const ADMIN_KEY: &str = "kwtest_bootstrap_admin_key_0001";
+
+/// The PostgreSQL server tests create their databases on.
+fn postgres_base() -> String {
+    std::env::var("KEYWARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+pub(crate) struct TestApp {
+    pub(crate) running: Option<Running>,
+    pub(crate) client: ApiKeyServiceClient<Channel>,
+    pub(crate) channel: Channel,
+    pub(crate) config: Config,
+    _data_dir: tempfile::TempDir,
+    postgres_database: Option<String>,
+}
+
+pub(crate) async fn spawn(backend: Backend) -> TestApp {
+    spawn_with(backend, |_| {}).await
+}
+
+pub(crate) async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    static DATABASES: AtomicU64 = AtomicU64::new(0);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::defaults();
+    config.store.data_dir = data_dir.path().to_owned();
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.bootstrap_admin_key = Some(SecretString::from(ADMIN_KEY));
+    config.hash_secret = Some(SecretString::from("e2e hash secret"));
+    config.health_interval = std::time::Duration::from_millis(200);
+    let postgres_database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let name = format!(
+                "kw_test_{}_{}_{}",
+                std::process::id(),
+                DATABASES.fetch_add(1, Ordering::Relaxed),
+                uuid::Uuid::new_v4().simple()
+            );
+            let admin =
+                Database::connect(format!("{}/postgres", postgres_base())).await.expect("connect to PostgreSQL");
+            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+            admin.close().await.ok();
+            config.store.database_url = Some(format!("{}/{name}", postgres_base()));
+            Some(name)
+        }
+    };
+    adjust(&mut config);
+    let running = keyward_server::start(config.clone()).await.expect("server starts");
+    let channel = Channel::from_shared(format!("http://{}", running.grpc_addr)).unwrap().connect().await.unwrap();
+    TestApp {
+        running: Some(running),
+        client: ApiKeyServiceClient::new(channel.clone()),
+        channel,
+        config,
+        _data_dir: data_dir,
+        postgres_database,
+    }
+}
+
+impl TestApp {
+    pub(crate) fn running(&self) -> &Running {
+        self.running.as_ref().expect("server running")
+    }
+
+    /// Stops the server and drops its PostgreSQL database.
+    pub(crate) async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("server stops cleanly");
+        }
+        if let Some(name) = self.postgres_database.take() {
+            let admin = Database::connect(format!("{}/postgres", postgres_base())).await.expect("connect");
+            admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop");
+        }
+    }
+
+    /// Creates a key as admin with `scopes` for `owner`; returns it and its secret.
+    pub(crate) async fn create_key(&self, owner: &str, scopes: &[&str]) -> (v1::ApiKey, String) {
+        let request = v1::CreateApiKeyRequest {
+            api_key: Some(v1::ApiKey {
+                name: format!("key of {owner}"),
+                owner: owner.to_owned(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let response = self.client.clone().create_api_key(admin(request)).await.expect("create key").into_inner();
+        (response.api_key.expect("key"), response.secret)
+    }
+
+    /// Verifies `secret` as admin.
+    pub(crate) async fn verify(&self, secret: &str, scopes: &[&str], network: &str) -> v1::VerifyApiKeyResponse {
+        let request = v1::VerifyApiKeyRequest {
+            key: secret.to_owned(),
+            required_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            network: network.to_owned(),
+        };
+        self.client.clone().verify_api_key(admin(request)).await.expect("verify").into_inner()
+    }
+
+    pub(crate) async fn count_rows(&self, table: &str) -> i64 {
+        let row = self
+            .running()
+            .store
+            .connection()
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.running().store.connection().get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .expect("count")
+            .expect("a row");
+        row.try_get::<i64>("", "n").expect("count column")
+    }
+}
+
+/// `message` with `authorization: Bearer <key>`.
+pub(crate) fn with_key<T>(key: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().expect("ascii key"));
+    request
+}
+
+/// `message` as the bootstrap admin.
+pub(crate) fn admin<T>(message: T) -> Request<T> {
+    with_key(ADMIN_KEY, message)
+}
+
+/// Asserts the status code and the `ErrorInfo` reason every keyward error carries.
+#[track_caller]
+pub(crate) fn assert_status(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    let info = status.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "unexpected reason in {status:?}");
+    assert_eq!(info.domain, "keyward.v1");
+}
+
+/// Asserts INVALID_ARGUMENT naming `field` among the BadRequest violations.
+#[track_caller]
+pub(crate) fn assert_invalid(status: &Status, field: &str) {
+    assert_status(status, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let bad = status.get_details_bad_request().unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    assert!(
+        bad.field_violations.iter().any(|v| v.field == field && !v.description.is_empty()),
+        "no violation of {field} in {:?}",
+        bad.field_violations
+    );
+}
+
+pub(crate) fn key_with(name: &str) -> v1::ApiKey {
+    v1::ApiKey { name: name.to_owned(), ..Default::default() }
+}
+
+pub(crate) fn create_request(api_key: v1::ApiKey) -> v1::CreateApiKeyRequest {
+    v1::CreateApiKeyRequest { api_key: Some(api_key), ..Default::default() }
+}
+
+pub(crate) fn timestamp_in(seconds: i64) -> prost_types::Timestamp {
+    let at = chrono::Utc::now() + chrono::Duration::seconds(seconds);
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }
+}

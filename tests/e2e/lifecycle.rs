@@ -1,0 +1,258 @@
+//! The key lifecycle end to end: create, read, update, revoke, undelete, rotate.
+
+use keyward_proto::v1::{self, ApiKeyStatus, VerificationCode};
+use tonic::Code;
+
+use crate::helpers::{Backend, admin, assert_status, both, create_request, key_with, spawn, spawn_with, timestamp_in};
+
+async fn create_get_list_update(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut client = app.client.clone();
+    let mut key = key_with("billing service");
+    key.owner = "user-1".into();
+    key.organization_id = "org-1".into();
+    key.organization_name = "Org One".into();
+    key.environment = "sandbox".into();
+    key.scopes = vec!["app:read".into(), "app:write".into()];
+    key.networks = vec!["Preprod".into()];
+    key.metadata.insert("team".into(), "billing".into());
+    let created = client.create_api_key(admin(create_request(key))).await.unwrap().into_inner();
+    let secret = created.secret;
+    let key = created.api_key.unwrap();
+    assert!(secret.starts_with("kw_test_"), "sandbox prefix: {secret}");
+    assert_eq!(key.mask, format!("kw_test_…{}", &secret[secret.len() - 4..]));
+    assert!(uuid::Uuid::parse_str(&key.id).is_ok());
+    assert!(key.number > 0);
+    assert_eq!(key.status(), ApiKeyStatus::Active);
+    assert_eq!((key.owner.as_str(), key.organization_name.as_str()), ("user-1", "Org One"));
+    assert!(key.creator.starts_with("key:"), "creator is the admin key: {}", key.creator);
+    assert!(key.create_time.is_some() && key.update_time.is_some() && key.delete_time.is_none());
+
+    let fetched = client.get_api_key(admin(v1::GetApiKeyRequest { id: key.id.clone() })).await.unwrap().into_inner();
+    assert_eq!(fetched.api_key.as_ref(), Some(&key));
+
+    let listed = client
+        .list_api_keys(admin(v1::ListApiKeysRequest { owner: "user-1".into(), ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.api_keys, vec![key.clone()]);
+    assert!(listed.next_page_token.is_empty());
+
+    let update = v1::UpdateApiKeyRequest {
+        api_key: Some(v1::ApiKey {
+            id: key.id.clone(),
+            name: "renamed".into(),
+            scopes: vec!["app:read".into()],
+            status: ApiKeyStatus::Inactive.into(),
+            expire_time: Some(timestamp_in(3600)),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["name".into(), "scopes".into(), "status".into(), "expire_time".into()],
+        }),
+        request_id: String::new(),
+    };
+    let updated = client.update_api_key(admin(update)).await.unwrap().into_inner().api_key.unwrap();
+    assert_eq!(updated.name, "renamed");
+    assert_eq!(updated.scopes, vec!["app:read".to_owned()]);
+    assert_eq!(updated.networks, vec!["Preprod".to_owned()], "fields outside the mask stay");
+    assert_eq!(updated.metadata.get("team").map(String::as_str), Some("billing"));
+    assert_eq!(updated.status(), ApiKeyStatus::Inactive);
+    assert!(updated.expire_time.is_some());
+    assert_eq!(app.verify(&secret, &[], "").await.code(), VerificationCode::Inactive);
+
+    let reactivate = v1::UpdateApiKeyRequest {
+        api_key: Some(v1::ApiKey { id: key.id.clone(), status: ApiKeyStatus::Active.into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
+        request_id: String::new(),
+    };
+    client.update_api_key(admin(reactivate)).await.unwrap();
+    let verdict = app.verify(&secret, &["app:read"], "Preprod").await;
+    assert!(verdict.valid);
+    assert_eq!(verdict.api_key.unwrap().id, key.id);
+    app.stop().await;
+}
+both!(create_get_list_update);
+
+async fn delete_and_undelete(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut client = app.client.clone();
+    let (key, secret) = app.create_key("user-2", &["app:read"]).await;
+    assert!(app.verify(&secret, &[], "").await.valid);
+
+    let deleted = client
+        .delete_api_key(admin(v1::DeleteApiKeyRequest { id: key.id.clone(), request_id: String::new() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key
+        .unwrap();
+    assert_eq!(deleted.status(), ApiKeyStatus::Revoked);
+    assert!(deleted.delete_time.is_some());
+    assert_eq!(app.verify(&secret, &[], "").await.code(), VerificationCode::Revoked, "stops verifying at once");
+
+    let got = client.get_api_key(admin(v1::GetApiKeyRequest { id: key.id.clone() })).await.unwrap().into_inner();
+    assert_eq!(got.api_key.unwrap().status(), ApiKeyStatus::Revoked, "Get still returns a revoked key");
+
+    let list = |show_revoked| v1::ListApiKeysRequest { owner: "user-2".into(), show_revoked, ..Default::default() };
+    assert!(client.list_api_keys(admin(list(false))).await.unwrap().into_inner().api_keys.is_empty());
+    assert_eq!(client.list_api_keys(admin(list(true))).await.unwrap().into_inner().api_keys.len(), 1);
+
+    let update = v1::UpdateApiKeyRequest {
+        api_key: Some(v1::ApiKey { id: key.id.clone(), name: "nope".into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["name".into()] }),
+        request_id: String::new(),
+    };
+    let refused = client.update_api_key(admin(update)).await.unwrap_err();
+    assert_status(&refused, Code::FailedPrecondition, "API_KEY_REVOKED");
+
+    let again = client
+        .delete_api_key(admin(v1::DeleteApiKeyRequest { id: key.id.clone(), request_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_status(&again, Code::FailedPrecondition, "API_KEY_REVOKED");
+
+    let restored = client
+        .undelete_api_key(admin(v1::UndeleteApiKeyRequest { id: key.id.clone(), request_id: String::new() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key
+        .unwrap();
+    assert_eq!(restored.status(), ApiKeyStatus::Active);
+    assert!(restored.delete_time.is_none());
+    assert!(app.verify(&secret, &[], "").await.valid);
+
+    let not_revoked = client
+        .undelete_api_key(admin(v1::UndeleteApiKeyRequest { id: key.id.clone(), request_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_status(&not_revoked, Code::FailedPrecondition, "API_KEY_NOT_REVOKED");
+
+    let missing = client
+        .delete_api_key(admin(v1::DeleteApiKeyRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_status(&missing, Code::NotFound, "API_KEY_NOT_FOUND");
+    app.stop().await;
+}
+both!(delete_and_undelete);
+
+async fn undelete_after_retention_is_refused(backend: Backend) {
+    let app = spawn_with(backend, |config| config.undelete_retention = std::time::Duration::from_millis(300)).await;
+    let mut client = app.client.clone();
+    let (key, _) = app.create_key("user-3", &[]).await;
+    client
+        .delete_api_key(admin(v1::DeleteApiKeyRequest { id: key.id.clone(), request_id: String::new() }))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let refused = client
+        .undelete_api_key(admin(v1::UndeleteApiKeyRequest { id: key.id.clone(), request_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_status(&refused, Code::FailedPrecondition, "RETENTION_EXPIRED");
+    app.stop().await;
+}
+both!(undelete_after_retention_is_refused);
+
+async fn rotation_with_and_without_grace(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut client = app.client.clone();
+    let (key, first) = app.create_key("user-4", &[]).await;
+    let rotate = |grace: i64| v1::RotateApiKeyRequest {
+        id: key.id.clone(),
+        grace_period: Some(prost_types::Duration { seconds: grace, nanos: 0 }),
+        request_id: String::new(),
+    };
+    let rotated = client.rotate_api_key(admin(rotate(1))).await.unwrap().into_inner();
+    let second = rotated.secret;
+    let rotated_key = rotated.api_key.unwrap();
+    assert_ne!(first, second);
+    assert_eq!(rotated_key.id, key.id, "same id");
+    assert_ne!(rotated_key.mask, key.mask);
+    assert!(app.verify(&first, &[], "").await.valid, "old secret verifies during the grace period");
+    assert!(app.verify(&second, &[], "").await.valid);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(app.verify(&first, &[], "").await.code(), VerificationCode::Expired, "grace period over");
+    assert!(app.verify(&second, &[], "").await.valid);
+
+    let third = client.rotate_api_key(admin(rotate(0))).await.unwrap().into_inner().secret;
+    assert_eq!(app.verify(&second, &[], "").await.code(), VerificationCode::NotFound, "no grace: gone at once");
+    assert!(app.verify(&third, &[], "").await.valid);
+
+    let too_long = client.rotate_api_key(admin(rotate(30 * 86_400))).await.unwrap_err();
+    crate::helpers::assert_invalid(&too_long, "grace_period");
+    app.stop().await;
+}
+both!(rotation_with_and_without_grace);
+
+async fn quota_counts_live_keys_and_refuses_past_the_limit(backend: Backend) {
+    let app = spawn_with(backend, |config| {
+        config.environments = vec!["production:kw_live:3".parse().unwrap(), "sandbox:kw_test:1:1h".parse().unwrap()];
+    })
+    .await;
+    let mut client = app.client.clone();
+    let quota = |owner: &str, environment: &str| {
+        admin(v1::GetKeyQuotaRequest { owner: owner.into(), environment: environment.into() })
+    };
+    let mut keys = vec![];
+    for _ in 0..3 {
+        keys.push(app.create_key("user-5", &[]).await.0);
+    }
+    let answer = client.get_key_quota(quota("user-5", "production")).await.unwrap().into_inner();
+    assert_eq!((answer.used, answer.limit), (3, 3));
+    let mut over = key_with("one too many");
+    over.owner = "user-5".into();
+    let refused = client.create_api_key(admin(create_request(over.clone()))).await.unwrap_err();
+    assert_status(&refused, Code::ResourceExhausted, "KEY_QUOTA_EXCEEDED");
+
+    client
+        .delete_api_key(admin(v1::DeleteApiKeyRequest { id: keys[0].id.clone(), request_id: String::new() }))
+        .await
+        .unwrap();
+    assert_eq!(client.get_key_quota(quota("user-5", "production")).await.unwrap().into_inner().used, 2);
+    client.create_api_key(admin(create_request(over))).await.expect("room again after a revoke");
+    let undelete = client
+        .undelete_api_key(admin(v1::UndeleteApiKeyRequest { id: keys[0].id.clone(), request_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_status(&undelete, Code::ResourceExhausted, "KEY_QUOTA_EXCEEDED");
+
+    let mut sandbox = key_with("sandbox key");
+    sandbox.owner = "user-5".into();
+    sandbox.environment = "sandbox".into();
+    let created = client.create_api_key(admin(create_request(sandbox))).await.unwrap().into_inner().api_key.unwrap();
+    let ttl = created.expire_time.unwrap().seconds - created.create_time.unwrap().seconds;
+    assert_eq!(ttl, 3600, "the environment's default time to live");
+    let sandbox_quota = client.get_key_quota(quota("user-5", "sandbox")).await.unwrap().into_inner();
+    assert_eq!((sandbox_quota.used, sandbox_quota.limit), (1, 1));
+    let unknown = client.get_key_quota(quota("user-5", "staging")).await.unwrap_err();
+    crate::helpers::assert_invalid(&unknown, "environment");
+    app.stop().await;
+}
+both!(quota_counts_live_keys_and_refuses_past_the_limit);
+
+async fn concurrent_creates_respect_the_quota(backend: Backend) {
+    let app = spawn_with(backend, |config| config.environments = vec!["production:kw_live:10".parse().unwrap()]).await;
+    let attempts = (0..50).map(|n| {
+        let mut client = app.client.clone();
+        let mut key = key_with(&format!("racer {n}"));
+        key.owner = "racer".into();
+        async move { client.create_api_key(admin(create_request(key))).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, 10, "exactly the quota succeeds");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_status(refused, Code::ResourceExhausted, "KEY_QUOTA_EXCEEDED");
+    }
+    let live = app.running().store.count_live("racer", "production", chrono::Utc::now()).await.unwrap();
+    assert_eq!(live, 10);
+    app.stop().await;
+}
+both!(concurrent_creates_respect_the_quota);

@@ -1,0 +1,101 @@
+//! What operators rely on: health, audit events, the bootstrap admin, restarts.
+
+use keyward_proto::v1;
+use sea_orm::ConnectionTrait;
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+use crate::helpers::{Backend, admin, both, spawn};
+
+async fn health_follows_the_database(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut health = HealthClient::new(app.channel.clone());
+    for service in ["", "keyward.v1.ApiKeyService"] {
+        let answer = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(answer.status(), ServingStatus::Serving, "{service:?}");
+    }
+    if backend == Backend::Postgres {
+        // Take the database away under the server: health must say so, and calls fail
+        // with UNAVAILABLE rather than INTERNAL.
+        let url = app.config.store.database_url();
+        let (base, name) = url.rsplit_once('/').unwrap();
+        let admin_db = sea_orm::Database::connect(format!("{base}/postgres")).await.unwrap();
+        admin_db.execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
+        admin_db
+            .execute_unprepared(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .await
+            .unwrap();
+        let mut status = ServingStatus::Serving;
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status();
+            if status == ServingStatus::NotServing {
+                break;
+            }
+        }
+        assert_eq!(status, ServingStatus::NotServing);
+        let failed = app.client.clone().list_api_keys(admin(v1::ListApiKeysRequest::default())).await.unwrap_err();
+        assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+        admin_db.execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
+        let mut status = ServingStatus::NotServing;
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status();
+            if status == ServingStatus::Serving {
+                break;
+            }
+        }
+        assert_eq!(status, ServingStatus::Serving, "serving again once the database is back");
+    }
+    app.stop().await;
+}
+both!(health_follows_the_database);
+
+async fn every_mutation_is_audited(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut client = app.client.clone();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (key, _) = app.create_key("audited", &[]).await;
+    client
+        .delete_api_key(admin(v1::DeleteApiKeyRequest { id: key.id.clone(), request_id: request_id.clone() }))
+        .await
+        .unwrap();
+    client
+        .delete_api_key(admin(v1::DeleteApiKeyRequest { id: key.id.clone(), request_id: String::new() }))
+        .await
+        .unwrap_err();
+    let events = app.running().store.audit_events().await.unwrap();
+    let admin_actor = events.iter().find(|e| e.action == "CreateApiKey" && e.target == key.id).map(|e| e.actor.clone());
+    let admin_actor = admin_actor.expect("the create is audited");
+    assert!(admin_actor.starts_with("key:"));
+    let delete =
+        events.iter().find(|e| e.action == "DeleteApiKey" && e.outcome == "OK").expect("the delete is audited");
+    assert_eq!((delete.target.as_str(), delete.request_id.as_deref()), (key.id.as_str(), Some(request_id.as_str())));
+    assert_eq!(delete.actor, admin_actor);
+    let failed =
+        events.iter().find(|e| e.action == "DeleteApiKey" && e.outcome != "OK").expect("the failed delete too");
+    assert_eq!(failed.outcome, "FAILED_PRECONDITION");
+    app.stop().await;
+}
+both!(every_mutation_is_audited);
+
+async fn restart_keeps_keys_and_does_not_reimport_the_admin(backend: Backend) {
+    let mut app = spawn(backend).await;
+    let (_, secret) = app.create_key("survivor", &[]).await;
+    let keys = app.count_rows("api_keys").await;
+    app.running.take().unwrap().stop().await.unwrap();
+    let running = keyward_server::start(app.config.clone()).await.expect("restart");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    app.client = v1::api_key_service_client::ApiKeyServiceClient::new(channel);
+    app.running = Some(running);
+    assert!(app.verify(&secret, &[], "").await.valid, "the same hash secret and database after a restart");
+    assert_eq!(app.count_rows("api_keys").await, keys, "the bootstrap admin is imported only once");
+    app.stop().await;
+}
+both!(restart_keeps_keys_and_does_not_reimport_the_admin);
