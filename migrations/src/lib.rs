@@ -7,6 +7,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_api_keys;
+mod m20261124_000002_create_usage_counters;
 
 /// Runs every migration in order.
 #[derive(Debug)]
@@ -15,7 +16,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_create_api_keys::Migration)]
+        vec![
+            Box::new(m20261124_000001_create_api_keys::Migration),
+            Box::new(m20261124_000002_create_usage_counters::Migration),
+        ]
     }
 }
 pub use sea_orm_migration::MigratorTrait;

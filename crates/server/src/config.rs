@@ -37,6 +37,9 @@ pub struct StoreConfig {
     /// Most database connections per replica.
     #[arg(long, env = "KEYWARD_DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
+    /// PostgreSQL LISTEN/NOTIFY channel on which replicas announce key changes to each other.
+    #[arg(long, env = "KEYWARD_NOTIFY_CHANNEL", default_value = "keyward_key_changes", value_parser = parse_channel)]
+    pub notify_channel: String,
 }
 
 impl StoreConfig {
@@ -94,9 +97,33 @@ pub struct Config {
     /// How long shutdown waits for in-flight calls.
     #[arg(long, env = "KEYWARD_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Most keys (and, separately, most secret hashes) the verification cache holds; 0 disables it.
+    #[arg(long, env = "KEYWARD_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub cache_capacity: u64,
+    /// Longest a cached key is trusted without a reread: the bound on staleness when a
+    /// change notification from another replica is missed.
+    #[arg(long, env = "KEYWARD_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub cache_ttl: Duration,
+    /// How long "no key has this secret" is cached, sparing the database floods of bad keys.
+    #[arg(long, env = "KEYWARD_NEGATIVE_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub negative_cache_ttl: Duration,
+    /// How often last-use times and verification counters are written; a crash loses at most this much of them.
+    #[arg(long, env = "KEYWARD_USAGE_FLUSH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub usage_flush_interval: Duration,
     /// Log filter in tracing EnvFilter syntax, e.g. `info,keyward_server=debug`.
     #[arg(long, env = "KEYWARD_LOG", default_value = "info")]
     pub log: String,
+}
+
+fn parse_channel(value: &str) -> Result<String, String> {
+    let valid = (1..=63).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("must be 1-63 characters of a-z, 0-9 and _, not starting with a digit".to_owned())
+    }
 }
 
 fn parse_secret(value: &str) -> Result<SecretString, String> {

@@ -2,14 +2,16 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 pub mod config;
 mod convert;
 mod secrets;
 mod service;
 pub mod status;
+mod usage;
 mod verifier;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use chrono::Utc;
@@ -28,8 +30,13 @@ use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::server::HealthReporter;
 use uuid::Uuid;
 
+use crate::{
+    cache::{CacheSettings, KeyCache},
+    service::Rules,
+    usage::UsageRecorder,
+    verifier::Verifier,
+};
 pub use crate::{config::Config, service::ApiKeyServiceImpl};
-use crate::{service::Rules, verifier::Verifier};
 
 /// A started server.
 #[derive(Debug)]
@@ -40,16 +47,25 @@ pub struct Running {
     pub store: Store,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    health_probe: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    usage: Arc<UsageRecorder>,
 }
 
 impl Running {
-    /// Stops accepting calls, lets in-flight ones finish, and waits for the server to end.
+    /// Stops accepting calls, lets in-flight ones finish, writes pending usage, and
+    /// waits for the server to end.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let Self { shutdown, server, health_probe, .. } = self;
-        health_probe.abort();
+        let Self { shutdown, server, background, usage, store, .. } = self;
         let _ = shutdown.send(());
-        server.await.context("server task failed")?.context("gRPC server failed")
+        let served = server.await.context("server task failed")?.context("gRPC server failed");
+        background.iter().for_each(JoinHandle::abort);
+        usage.flush(&store).await;
+        served
+    }
+
+    /// Writes the usage gathered so far now, instead of at the next interval.
+    pub async fn flush_usage(&self) {
+        self.usage.flush(&self.store).await;
     }
 
     /// Waits until the server ends on its own (it does not, unless it fails).
@@ -64,7 +80,7 @@ pub async fn open_store(config: &config::StoreConfig) -> anyhow::Result<Store> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create KEYWARD_DATA_DIR {}", config.data_dir.display()))?;
     }
-    let store = Store::connect(&config.database_url(), config.database_max_connections)
+    let store = Store::connect(&config.database_url(), config.database_max_connections, &config.notify_channel)
         .await
         .map_err(|err| anyhow::anyhow!("cannot open KEYWARD_DATABASE_URL: {err:#}: {}", source_chain(&err)))?;
     store.migrate().await.map_err(|err| anyhow::anyhow!("database migration failed: {}", source_chain(&err)))?;
@@ -91,7 +107,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = open_store(&config.store).await?;
     bootstrap_admin(&config, &store, &hasher, &environments).await?;
 
-    let verifier = Verifier::new(store.clone(), hasher, environments.clone());
+    let cache_settings = CacheSettings {
+        capacity: config.cache_capacity,
+        ttl: config.cache_ttl,
+        negative_ttl: config.negative_cache_ttl,
+    };
+    let listener = store
+        .change_listener()
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot listen for key changes: {}", source_chain(&err)))?;
+    // With other replicas possible, the cache waits for the listener before it is trusted.
+    let cache = Arc::new(KeyCache::new(cache_settings, listener.is_some()));
+    let usage = Arc::new(UsageRecorder::default());
+    let mut background =
+        vec![tokio::spawn(flush_usage(store.clone(), Arc::clone(&usage), config.usage_flush_interval))];
+    if let Some(listener) = listener {
+        background.push(tokio::spawn(follow_changes(listener, Arc::clone(&cache))));
+    }
+    let verifier = Verifier::new(store.clone(), hasher, environments.clone(), cache, Arc::clone(&usage));
     let rules = Rules {
         environments,
         undelete_retention: config.undelete_retention,
@@ -101,7 +134,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
-    let health_probe = tokio::spawn(probe_health(store.clone(), health_reporter, config.health_interval));
+    background.push(tokio::spawn(probe_health(store.clone(), health_reporter, config.health_interval)));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
@@ -130,7 +163,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));
-    Ok(Running { grpc_addr, store, shutdown, server, health_probe })
+    Ok(Running { grpc_addr, store, shutdown, server, background, usage })
+}
+
+/// Applies key changes announced by any replica to the local cache.
+async fn follow_changes(mut listener: keyward_store::ChangeListener, cache: Arc<KeyCache>) {
+    loop {
+        match listener.next().await {
+            keyward_store::Change::Key(id) => cache.evict_key(id),
+            keyward_store::Change::Lost => cache.suspend(),
+            keyward_store::Change::Resynced => cache.resync(),
+        }
+    }
+}
+
+async fn flush_usage(store: Store, usage: Arc<UsageRecorder>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        usage.flush(&store).await;
+    }
 }
 
 /// Reports NOT_SERVING while the database does not answer, SERVING again once it does.

@@ -376,6 +376,8 @@ impl ApiKeyServiceImpl {
         };
         let mutation = Mutation { actor: caller.subject(), request_id, now };
         let key = self.inner.store.rotate(id, &reach, &new_secret, &mutation).await?;
+        self.inner.verifier.key_changed(id);
+        self.inner.verifier.secret_created(&new_secret.hash);
         Ok(v1::RotateApiKeyResponse { api_key: Some(convert::api_key(key)), secret: secret.expose_secret().to_owned() })
     }
 
@@ -442,7 +444,9 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let request_id = request.request_id.clone();
         let result = async {
             let (new, secret, max_live_keys, mutation) = self.create(&caller, request, Utc::now())?;
+            let hash = new.secret_hash.clone();
             let key = self.inner.store.create(new, max_live_keys, &mutation).await?;
+            self.inner.verifier.secret_created(&hash);
             Ok(v1::CreateApiKeyResponse {
                 api_key: Some(convert::api_key(key)),
                 secret: secret.expose_secret().to_owned(),
@@ -489,6 +493,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             }
             let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
             let key = self.inner.store.update(id, &reach, &patch, &mutation).await?;
+            self.inner.verifier.key_changed(id);
             Ok(v1::UpdateApiKeyResponse { api_key: Some(convert::api_key(key)) })
         }
         .await;
@@ -506,6 +511,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             let (reach, key_id, token) = self.target(&caller, Action::DeleteKey, &id, &request_id)?;
             let mutation = Mutation { actor: caller.subject(), request_id: token, now: Utc::now() };
             let key = self.inner.store.delete(key_id, &reach, &mutation).await?;
+            self.inner.verifier.key_changed(key_id);
             Ok(v1::DeleteApiKeyResponse { api_key: Some(convert::api_key(key)) })
         }
         .await;
@@ -527,6 +533,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             let mutation = Mutation { actor: caller.subject(), request_id: token, now: Utc::now() };
             let retention = self.inner.rules.undelete_retention;
             let key = self.inner.store.undelete(key_id, &reach, retention, max_live_keys, &mutation).await?;
+            self.inner.verifier.key_changed(key_id);
             Ok(v1::UndeleteApiKeyResponse { api_key: Some(convert::api_key(key)) })
         }
         .await;

@@ -1,5 +1,8 @@
 //! Judging presented secrets: for VerifyApiKey and for authenticating callers, which
-//! are the same question with no scopes required.
+//! are the same question with no scopes required. The hot path: checksum (no I/O) →
+//! keyed hash → cache → on a miss one indexed read → checks in memory.
+
+use std::sync::Arc;
 
 use chrono::Utc;
 use keyward_core::{
@@ -8,11 +11,17 @@ use keyward_core::{
     error::Result,
     model::ApiKey,
     policy::Caller,
-    secret::{self, SecretHasher, Shape},
+    secret::{self, SecretHash, SecretHasher, Shape},
     verify::{Verdict, judge},
 };
-use keyward_store::Store;
+use keyward_store::{KeyRecord, Store};
 use tonic::metadata::MetadataMap;
+use uuid::Uuid;
+
+use crate::{
+    cache::{KeyCache, Lookup},
+    usage::UsageRecorder,
+};
 
 /// Looks secrets up and judges them.
 #[derive(Debug, Clone)]
@@ -20,6 +29,8 @@ pub(crate) struct Verifier {
     store: Store,
     hasher: SecretHasher,
     environments: Environments,
+    cache: Arc<KeyCache>,
+    usage: Arc<UsageRecorder>,
 }
 
 /// The outcome of a verification: the verdict and, when one was found, the key.
@@ -30,39 +41,89 @@ pub(crate) struct Verification {
 }
 
 impl Verifier {
-    pub(crate) fn new(store: Store, hasher: SecretHasher, environments: Environments) -> Self {
-        Self { store, hasher, environments }
+    pub(crate) fn new(
+        store: Store,
+        hasher: SecretHasher,
+        environments: Environments,
+        cache: Arc<KeyCache>,
+        usage: Arc<UsageRecorder>,
+    ) -> Self {
+        Self { store, hasher, environments, cache, usage }
     }
 
     pub(crate) fn hasher(&self) -> &SecretHasher {
         &self.hasher
     }
 
-    /// Judges `presented` for a request needing `required_scopes` on `network`.
-    /// Malformed strings are refused without touching the database.
+    /// Forgets cached state of key `id` after a local change.
+    pub(crate) fn key_changed(&self, id: Uuid) {
+        self.cache.evict_key(id);
+    }
+
+    /// Forgets a cached "no such key" for a secret that now exists.
+    pub(crate) fn secret_created(&self, hash: &SecretHash) {
+        self.cache.evict_hash(hash);
+    }
+
+    /// Judges `presented` for a request needing `required_scopes` on `network`, and
+    /// counts the outcome against the key.
     pub(crate) async fn verify(
         &self,
         presented: &str,
         required_scopes: &[String],
         network: &str,
     ) -> Result<Verification> {
+        let verification = self.judge(presented, required_scopes, network).await?;
+        if let Some(key) = &verification.key {
+            self.usage.verified(key.id, verification.verdict, Utc::now());
+        }
+        Ok(verification)
+    }
+
+    async fn judge(&self, presented: &str, required_scopes: &[String], network: &str) -> Result<Verification> {
         if secret::classify(presented, self.environments.prefixes()) == Shape::Malformed {
             return Ok(Verification { verdict: Verdict::Malformed, key: None });
         }
         let hash = self.hasher.hash(presented);
-        let Some(found) = self.store.find_by_secret(&hash).await? else {
+        let Some(record) = self.record(&hash).await? else {
             return Ok(Verification { verdict: Verdict::NotFound, key: None });
         };
-        let verdict = judge(&found.key, found.secret_expires_at, required_scopes, network, Utc::now());
-        Ok(Verification { verdict, key: Some(found.key) })
+        // A secret removed by a rotation without grace no longer finds its key.
+        let Some(secret) = record.secret(&hash) else {
+            return Ok(Verification { verdict: Verdict::NotFound, key: None });
+        };
+        let verdict = judge(&record.key, secret.expires_at, required_scopes, network, Utc::now());
+        Ok(Verification { verdict, key: Some(record.key.clone()) })
+    }
+
+    async fn record(&self, hash: &SecretHash) -> Result<Option<Arc<KeyRecord>>> {
+        match self.cache.lookup(hash) {
+            Lookup::Found(record) => Ok(Some(record)),
+            Lookup::Absent => Ok(None),
+            Lookup::KeyMiss(id) => {
+                let epoch = self.cache.epoch();
+                let record = self.store.find_record_by_id(id).await?.map(Arc::new);
+                self.cache.fill(epoch, hash, record.as_ref());
+                Ok(record)
+            }
+            Lookup::Miss => {
+                let epoch = self.cache.epoch();
+                let record = self.store.find_record_by_secret(hash).await?.map(Arc::new);
+                self.cache.fill(epoch, hash, record.as_ref());
+                Ok(record)
+            }
+        }
     }
 
     /// The caller behind the call's credentials: `authorization: Bearer <key>` or `token: <key>`.
     pub(crate) async fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller> {
         let presented = credential(metadata)?;
-        let Verification { verdict, key } = self.verify(presented, &[], "").await?;
+        let Verification { verdict, key } = self.judge(presented, &[], "").await?;
         match (verdict.auth_failure(), key) {
-            (None, Some(key)) => Ok(Caller::Key(Box::new(key))),
+            (None, Some(key)) => {
+                self.usage.used(key.id, Utc::now());
+                Ok(Caller::Key(Box::new(key)))
+            }
             (Some(detail), _) => Err(Error::Unauthenticated { detail }),
             (None, None) => Err(Error::Unauthenticated { detail: "valid verdict without a key" }),
         }

@@ -130,3 +130,25 @@ pub mod quota_lock {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `usage_counters`: verifications per key, hour and outcome.
+pub mod usage_counter {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "usage_counters")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub bucket_start: DateTimeUtc,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub outcome: String,
+        pub count: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -4,10 +4,18 @@
 
 #![forbid(unsafe_code)]
 
+mod changes;
 mod convert;
 pub mod entity;
+mod usage;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use keyward_core::{
@@ -28,6 +36,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+pub use crate::{
+    changes::{Change, ChangeListener},
+    usage::UsageBatch,
+};
 use crate::{
     convert::{db_error, to_domain, to_row},
     entity::{api_key, api_key_secret, audit_event, idempotency_record, quota_lock},
@@ -37,6 +49,34 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// PostgreSQL channel on which key changes are announced to every replica.
+    notify_channel: Option<Arc<str>>,
+    lookup_reads: Arc<AtomicU64>,
+}
+
+/// A key with every secret that can still find it, as the verification cache holds it.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// The key.
+    pub key: ApiKey,
+    /// Its secrets' keyed hashes and their expiries (set during rotation grace periods).
+    pub secrets: Vec<StoredSecret>,
+}
+
+/// One stored secret of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSecret {
+    /// Keyed hash.
+    pub hash: SecretHash,
+    /// When it stops verifying, if it does.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl KeyRecord {
+    /// The secret with this hash, if the key still has it.
+    pub fn secret(&self, hash: &SecretHash) -> Option<&StoredSecret> {
+        self.secrets.iter().find(|secret| secret.hash == *hash)
+    }
 }
 
 /// Who is mutating, under which idempotency token, and when.
@@ -76,15 +116,6 @@ impl Operation {
             Self::Rotate => "RotateApiKey",
         }
     }
-}
-
-/// A key found by one of its secrets.
-#[derive(Debug, Clone)]
-pub struct SecretMatch {
-    /// The key.
-    pub key: ApiKey,
-    /// When this secret stops verifying (rotation grace), if it does.
-    pub secret_expires_at: Option<DateTime<Utc>>,
 }
 
 /// Filters and position of one ListApiKeys page.
@@ -128,8 +159,9 @@ enum Claim {
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if
-    /// absent and opened in WAL mode.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+    /// absent and opened in WAL mode. On PostgreSQL, key changes are announced on
+    /// `notify_channel`.
+    pub async fn connect(url: &str, max_connections: u32, notify_channel: &str) -> Result<Self> {
         let mut options = ConnectOptions::new(url);
         options
             .max_connections(max_connections)
@@ -144,7 +176,30 @@ impl Store {
                     .foreign_keys(true)
             });
         let db = Database::connect(options).await.map_err(db_error)?;
-        Ok(Self { db })
+        let notify_channel =
+            (db.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| Arc::from(notify_channel));
+        Ok(Self { db, notify_channel, lookup_reads: Arc::default() })
+    }
+
+    /// How many key lookups (by secret or id) reached the database, for tests and metrics.
+    pub fn lookup_reads(&self) -> u64 {
+        self.lookup_reads.load(Ordering::Relaxed)
+    }
+
+    /// Listens for key changes announced by any replica; `None` on SQLite.
+    pub async fn change_listener(&self) -> Result<Option<ChangeListener>> {
+        match &self.notify_channel {
+            Some(channel) => ChangeListener::connect(&self.db, channel).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Announces, on commit of `txn`, that key `id` changed.
+    async fn announce(&self, txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
+        if let Some(channel) = &self.notify_channel {
+            changes::announce(txn, channel, id).await?;
+        }
+        Ok(())
     }
 
     /// Applies every pending migration.
@@ -172,19 +227,33 @@ impl Store {
         self.db.begin_with_options(options).await.map_err(db_error)
     }
 
-    /// The key one of whose secrets hashes to `hash`.
-    pub async fn find_by_secret(&self, hash: &SecretHash) -> Result<Option<SecretMatch>> {
-        let found = api_key_secret::Entity::find_by_id(hash.0.clone())
+    /// The key one of whose secrets hashes to `hash`, with all its secrets: one indexed read.
+    pub async fn find_record_by_secret(&self, hash: &SecretHash) -> Result<Option<KeyRecord>> {
+        self.lookup_reads.fetch_add(1, Ordering::Relaxed);
+        let owner_of_hash = sea_orm::sea_query::Query::select()
+            .column(api_key_secret::Column::KeyId)
+            .from(api_key_secret::Entity)
+            .and_where(Expr::col(api_key_secret::Column::SecretHash).eq(hash.0.as_str()))
+            .to_owned();
+        let rows = api_key_secret::Entity::find()
+            .filter(api_key_secret::Column::KeyId.in_subquery(owner_of_hash))
             .find_also_related(api_key::Entity)
-            .one(&self.db)
+            .all(&self.db)
             .await
             .map_err(db_error)?;
-        match found {
-            Some((secret, Some(key))) => {
-                Ok(Some(SecretMatch { key: to_domain(key)?, secret_expires_at: secret.expires_at }))
-            }
-            Some((_, None)) | None => Ok(None),
-        }
+        record_from_rows(rows)
+    }
+
+    /// The key with this id and all its secrets.
+    pub async fn find_record_by_id(&self, id: Uuid) -> Result<Option<KeyRecord>> {
+        self.lookup_reads.fetch_add(1, Ordering::Relaxed);
+        let rows = api_key_secret::Entity::find()
+            .filter(api_key_secret::Column::KeyId.eq(id))
+            .find_also_related(api_key::Entity)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        record_from_rows(rows)
     }
 
     /// The key with this id, if the reach covers it.
@@ -292,6 +361,7 @@ impl Store {
         if result.rows_affected == 0 {
             return Err(revoked_meanwhile(id));
         }
+        self.announce(&txn, id).await?;
         audit(&txn, mutation, Operation::Update, id).await?;
         let updated = find_row(&txn, id).await?;
         txn.commit().await.map_err(db_error)?;
@@ -320,6 +390,7 @@ impl Store {
                 message: format!("API key {id} is already revoked"),
             });
         }
+        self.announce(&txn, id).await?;
         audit(&txn, mutation, Operation::Delete, id).await?;
         let deleted = find_row(&txn, id).await?;
         txn.commit().await.map_err(db_error)?;
@@ -372,6 +443,7 @@ impl Store {
         if result.rows_affected == 0 {
             return Err(Error::Aborted { message: format!("API key {id} changed during undelete; retry") });
         }
+        self.announce(&txn, id).await?;
         audit(&txn, mutation, Operation::Undelete, id).await?;
         let restored = find_row(&txn, id).await?;
         txn.commit().await.map_err(db_error)?;
@@ -425,6 +497,7 @@ impl Store {
             .exec(&txn)
             .await
             .map_err(db_error)?;
+        self.announce(&txn, id).await?;
         audit(&txn, mutation, Operation::Rotate, id).await?;
         let rotated = find_row(&txn, id).await?;
         txn.commit().await.map_err(db_error)?;
@@ -443,6 +516,21 @@ impl Store {
         let rows =
             audit_event::Entity::find().order_by_asc(audit_event::Column::Id).all(&self.db).await.map_err(db_error)?;
         Ok(rows.into_iter().map(convert::audit_from_row).collect())
+    }
+}
+
+fn record_from_rows(rows: Vec<(api_key_secret::Model, Option<api_key::Model>)>) -> Result<Option<KeyRecord>> {
+    let mut key = None;
+    let mut secrets = Vec::with_capacity(rows.len());
+    for (secret, row) in rows {
+        if key.is_none() {
+            key = row;
+        }
+        secrets.push(StoredSecret { hash: SecretHash(secret.secret_hash), expires_at: secret.expires_at });
+    }
+    match key {
+        Some(row) => Ok(Some(KeyRecord { key: to_domain(row)?, secrets })),
+        None => Ok(None),
     }
 }
 

@@ -1,0 +1,152 @@
+//! The verification cache: secret hash → key id, and key id → the key with its secrets.
+//! Splitting the two lets a change evict one entry per key, whatever secrets it has.
+//!
+//! Staleness is bounded three ways: local changes evict at once; changes on other
+//! replicas arrive by notification; and entries live at most `ttl`, in case a
+//! notification is missed. While the change listener is disconnected the cache is
+//! bypassed altogether.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use keyward_core::secret::SecretHash;
+use keyward_store::KeyRecord;
+use moka::{Expiry, sync::Cache};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy)]
+enum HashEntry {
+    Known(Uuid),
+    /// No key has this secret (a negative answer, kept briefly).
+    Unknown,
+}
+
+struct HashEntryExpiry {
+    known: Duration,
+    unknown: Duration,
+}
+
+impl Expiry<SecretHash, HashEntry> for HashEntryExpiry {
+    fn expire_after_create(&self, _: &SecretHash, entry: &HashEntry, _: Instant) -> Option<Duration> {
+        match entry {
+            HashEntry::Known(_) => Some(self.known),
+            HashEntry::Unknown => Some(self.unknown),
+        }
+    }
+}
+
+/// What the cache knows of a secret hash.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// The key and its secrets.
+    Found(Arc<KeyRecord>),
+    /// Known to match no key (recently).
+    Absent,
+    /// The hash maps to this key, whose record must be loaded.
+    KeyMiss(Uuid),
+    /// Nothing known; ask the database by hash.
+    Miss,
+}
+
+/// Sizes and lifetimes of the cache.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheSettings {
+    pub(crate) capacity: u64,
+    pub(crate) ttl: Duration,
+    pub(crate) negative_ttl: Duration,
+}
+
+/// Proof that no eviction happened between a database read and the cache fill.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epoch(u64);
+
+pub(crate) struct KeyCache {
+    by_hash: Cache<SecretHash, HashEntry>,
+    by_id: Cache<Uuid, Arc<KeyRecord>>,
+    epoch: AtomicU64,
+    bypass: AtomicBool,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("keys", &self.by_id.entry_count())
+            .field("bypass", &self.bypass.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyCache {
+    /// A cache; `bypass` starts it disabled until the change listener is connected.
+    pub(crate) fn new(settings: CacheSettings, bypass: bool) -> Self {
+        let expiry = HashEntryExpiry { known: settings.ttl, unknown: settings.negative_ttl.min(settings.ttl) };
+        Self {
+            by_hash: Cache::builder().max_capacity(settings.capacity).expire_after(expiry).build(),
+            by_id: Cache::builder().max_capacity(settings.capacity).time_to_live(settings.ttl).build(),
+            epoch: AtomicU64::new(0),
+            bypass: AtomicBool::new(bypass || settings.capacity == 0),
+        }
+    }
+
+    pub(crate) fn lookup(&self, hash: &SecretHash) -> Lookup {
+        if self.bypass.load(Ordering::Acquire) {
+            return Lookup::Miss;
+        }
+        match self.by_hash.get(hash) {
+            Some(HashEntry::Unknown) => Lookup::Absent,
+            Some(HashEntry::Known(id)) => self.by_id.get(&id).map_or(Lookup::KeyMiss(id), Lookup::Found),
+            None => Lookup::Miss,
+        }
+    }
+
+    /// Read before a database lookup; pass to [`Self::fill`] after it.
+    pub(crate) fn epoch(&self) -> Epoch {
+        Epoch(self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Caches a database answer for `hash`, unless an eviction happened since `epoch`
+    /// (the answer may predate that change) or the cache is bypassed.
+    pub(crate) fn fill(&self, epoch: Epoch, hash: &SecretHash, record: Option<&Arc<KeyRecord>>) {
+        if self.bypass.load(Ordering::Acquire) || self.epoch.load(Ordering::Acquire) != epoch.0 {
+            return;
+        }
+        match record {
+            Some(record) => {
+                self.by_hash.insert(hash.clone(), HashEntry::Known(record.key.id));
+                self.by_id.insert(record.key.id, Arc::clone(record));
+            }
+            None => self.by_hash.insert(hash.clone(), HashEntry::Unknown),
+        }
+    }
+
+    /// Forgets key `id` (it changed).
+    pub(crate) fn evict_key(&self, id: Uuid) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.by_id.invalidate(&id);
+    }
+
+    /// Forgets what is known of `hash` (a secret was just created).
+    pub(crate) fn evict_hash(&self, hash: &SecretHash) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.by_hash.invalidate(hash);
+    }
+
+    /// Stops answering from the cache (changes may be missed from now on).
+    pub(crate) fn suspend(&self) {
+        self.bypass.store(true, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Drops everything (changes may have been missed) and answers from the cache again.
+    pub(crate) fn resync(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.by_hash.invalidate_all();
+        self.by_id.invalidate_all();
+        self.bypass.store(false, Ordering::Release);
+    }
+}

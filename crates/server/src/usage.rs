@@ -1,0 +1,63 @@
+//! Usage gathered in memory per call and flushed to the store on an interval. A crash
+//! loses at most one interval of counters and last-use times, never a key change.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use keyward_core::verify::Verdict;
+use keyward_store::{Store, UsageBatch};
+use uuid::Uuid;
+
+#[derive(Debug, Default)]
+pub(crate) struct UsageRecorder {
+    pending: Mutex<UsageBatch>,
+}
+
+fn outcome(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Valid => "VALID",
+        Verdict::Malformed => "MALFORMED",
+        Verdict::NotFound => "NOT_FOUND",
+        Verdict::Inactive => "INACTIVE",
+        Verdict::Revoked => "REVOKED",
+        Verdict::Expired => "EXPIRED",
+        Verdict::InsufficientScope => "INSUFFICIENT_SCOPE",
+        Verdict::NetworkNotAllowed => "NETWORK_NOT_ALLOWED",
+    }
+}
+
+impl UsageRecorder {
+    /// Counts a verification of key `id`; a valid one is also a use.
+    pub(crate) fn verified(&self, id: Uuid, verdict: Verdict, at: DateTime<Utc>) {
+        let hour = at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at);
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *pending.counts.entry((id, hour, outcome(verdict))).or_default() += 1;
+        if verdict == Verdict::Valid {
+            pending.last_used.insert(id, at);
+        }
+    }
+
+    /// Records that key `id` authenticated a call.
+    pub(crate) fn used(&self, id: Uuid, at: DateTime<Utc>) {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last_used.insert(id, at);
+    }
+
+    /// Writes what was gathered; on failure keeps it for the next flush.
+    pub(crate) async fn flush(&self, store: &Store) {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(err) = store.flush_usage(&batch).await {
+            tracing::warn!(error = %err, "usage flush failed; keeping the counters for the next one");
+            let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (key, count) in batch.counts {
+                *pending.counts.entry(key).or_default() += count;
+            }
+            for (id, at) in batch.last_used {
+                let latest = pending.last_used.entry(id).or_insert(at);
+                *latest = (*latest).max(at);
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Cross-replica change notifications on PostgreSQL (`LISTEN/NOTIFY`). A notification is
+//! sent inside the mutation's transaction, so it is delivered exactly when the change
+//! commits, to every replica listening, this one included.
+
+use std::time::Duration;
+
+use keyward_core::{Error, error::Result};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
+    sqlx::{self, postgres::PgListener},
+};
+use uuid::Uuid;
+
+/// What a listener reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Key `id` changed on some replica.
+    Key(Uuid),
+    /// The listener is not connected; notifications are being missed until [`Change::Resynced`].
+    Lost,
+    /// The listener is (re)connected; notifications sent before this may have been missed.
+    Resynced,
+}
+
+/// Receives key changes announced on a channel; reconnects by itself.
+#[derive(Debug)]
+pub struct ChangeListener {
+    listener: PgListener,
+    connected: bool,
+}
+
+pub(crate) async fn announce(txn: &DatabaseTransaction, channel: &str, id: Uuid) -> Result<()> {
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_notify($1, $2)",
+        [channel.into(), id.to_string().into()],
+    );
+    txn.execute_raw(statement).await.map_err(crate::convert::db_error)?;
+    Ok(())
+}
+
+impl ChangeListener {
+    pub(crate) async fn connect(db: &DatabaseConnection, channel: &str) -> Result<Self> {
+        let mut listener = PgListener::connect_with(db.get_postgres_connection_pool()).await.map_err(listen_error)?;
+        listener.ignore_pool_close_event(true);
+        listener.listen(channel).await.map_err(listen_error)?;
+        Ok(Self { listener, connected: false })
+    }
+
+    /// The next event. The first one is always [`Change::Resynced`].
+    pub async fn next(&mut self) -> Change {
+        if !self.connected {
+            // A trivial query through the listener proves its connection (and so its
+            // LISTEN) is back before the cache is trusted again.
+            loop {
+                match sqlx::query("SELECT 1").execute(&mut self.listener).await {
+                    Ok(_) => {
+                        self.connected = true;
+                        return Change::Resynced;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "change listener cannot reconnect yet");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            }
+        }
+        loop {
+            match self.listener.try_recv().await {
+                Ok(Some(notification)) => match Uuid::try_parse(notification.payload()) {
+                    Ok(id) => return Change::Key(id),
+                    Err(_) => tracing::warn!(payload = notification.payload(), "ignoring a malformed key change"),
+                },
+                // The connection dropped and was re-established: whatever was sent in between is lost.
+                Ok(None) => {
+                    tracing::warn!("change listener reconnected; dropping cached keys");
+                    return Change::Resynced;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "change listener lost its connection");
+                    self.connected = false;
+                    return Change::Lost;
+                }
+            }
+        }
+    }
+}
+
+fn listen_error(err: sqlx::Error) -> Error {
+    Error::Unavailable(Box::new(err))
+}

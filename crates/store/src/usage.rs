@@ -1,0 +1,89 @@
+//! Batched usage: verification counters and last-use times, flushed on an interval
+//! instead of written per call.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use keyward_core::error::Result;
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, EntityTrait, ExprTrait, QueryFilter, TransactionTrait,
+    sea_query::{Expr, OnConflict},
+};
+use uuid::Uuid;
+
+use crate::{
+    Store,
+    convert::db_error,
+    entity::{api_key, usage_counter},
+};
+
+/// Usage gathered in memory since the last flush.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UsageBatch {
+    /// Verifications per (key, hour, outcome).
+    pub counts: HashMap<(Uuid, DateTime<Utc>, &'static str), i64>,
+    /// Latest successful use per key.
+    pub last_used: HashMap<Uuid, DateTime<Utc>>,
+}
+
+impl UsageBatch {
+    /// Whether there is nothing to flush.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.last_used.is_empty()
+    }
+}
+
+impl Store {
+    /// Adds a batch to the stored counters and moves last-use times forward, in one transaction.
+    pub async fn flush_usage(&self, batch: &UsageBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await.map_err(db_error)?;
+        for ((key_id, bucket_start, outcome), count) in &batch.counts {
+            usage_counter::Entity::insert(usage_counter::ActiveModel {
+                key_id: Set(*key_id),
+                bucket_start: Set(*bucket_start),
+                outcome: Set((*outcome).to_owned()),
+                count: Set(*count),
+            })
+            .on_conflict(
+                OnConflict::columns([
+                    usage_counter::Column::KeyId,
+                    usage_counter::Column::BucketStart,
+                    usage_counter::Column::Outcome,
+                ])
+                .value(
+                    usage_counter::Column::Count,
+                    Expr::col((usage_counter::Entity, usage_counter::Column::Count)).add(*count),
+                )
+                .to_owned(),
+            )
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        }
+        for (key_id, at) in &batch.last_used {
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::LastUsedAt, Expr::value(*at))
+                .filter(api_key::Column::Id.eq(*key_id))
+                .filter(api_key::Column::LastUsedAt.is_null().or(api_key::Column::LastUsedAt.lt(*at)))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+        }
+        txn.commit().await.map_err(db_error)
+    }
+
+    /// Stored verification count of a key and outcome, over all hours (for tests and operators).
+    pub async fn usage_count(&self, key_id: Uuid, outcome: &str) -> Result<i64> {
+        let rows = usage_counter::Entity::find()
+            .filter(usage_counter::Column::KeyId.eq(key_id))
+            .filter(usage_counter::Column::Outcome.eq(outcome))
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(|row| row.count).sum())
+    }
+}
