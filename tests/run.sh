@@ -7,6 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash tests/postgres.sh
 bash tests/tools.sh
+# The end-to-end tests start the `keyward` binary as separate replicas, so build it first.
+cargo build --workspace --locked --bins
 cargo test --workspace --locked
-cargo build --locked --bin keyward
 bash tests/contract.sh

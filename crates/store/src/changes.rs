@@ -7,9 +7,15 @@ use std::time::Duration;
 use keyward_core::{Error, error::Result};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
-    sqlx::{self, postgres::PgListener},
+    sqlx::{
+        self,
+        postgres::{PgListener, PgPoolOptions},
+    },
 };
 use uuid::Uuid;
+
+/// `application_name` of the listener's connection (README names it for operators).
+const LISTENER_NAME: &str = "keyward change listener";
 
 /// What a listener reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +47,12 @@ pub(crate) async fn announce(txn: &DatabaseTransaction, channel: &str, id: Uuid)
 
 impl ChangeListener {
     pub(crate) async fn connect(db: &DatabaseConnection, channel: &str) -> Result<Self> {
-        let mut listener = PgListener::connect_with(db.get_postgres_connection_pool()).await.map_err(listen_error)?;
+        // A pool of its own, named so operators (and tests) can tell the listener's
+        // connection apart in pg_stat_activity.
+        let options =
+            db.get_postgres_connection_pool().connect_options().as_ref().clone().application_name(LISTENER_NAME);
+        let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+        let mut listener = PgListener::connect_with(&pool).await.map_err(listen_error)?;
         listener.ignore_pool_close_event(true);
         listener.listen(channel).await.map_err(listen_error)?;
         Ok(Self { listener, connected: false })

@@ -1,0 +1,357 @@
+//! `keyward-bench`: a small ghz-like load tool for keyward. It keeps a fixed number of
+//! calls in flight over a fixed number of HTTP/2 connections, records each latency in
+//! an HDR histogram, and can run two targets back to back to report their ratio.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use keyward_proto::v1::{self, api_key_service_client::ApiKeyServiceClient};
+use serde::Serialize;
+use tonic::{
+    Request,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[derive(Debug, Parser)]
+#[command(name = "keyward-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load one or two targets, back to back with the same settings.
+    Run(RunArgs),
+    /// Create keys to verify, one secret per line in a file.
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Target {
+    /// grpc.health.v1.Health/Check: tonic's floor on this machine.
+    Health,
+    /// VerifyApiKey with the one key of --key.
+    Verify,
+    /// VerifyApiKey cycling through the keys of --keys-file.
+    VerifyKeys,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Server address, host:port.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// What to call; give it twice to compare (ratio = first / second).
+    #[arg(long = "target", required = true, num_args = 1)]
+    targets: Vec<Target>,
+    /// Key to verify (target `verify`).
+    #[arg(long, env = "KEYWARD_BENCH_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// File of keys to verify, one per line (target `verify-keys`).
+    #[arg(long)]
+    keys_file: Option<PathBuf>,
+    /// Caller key sent as `authorization: Bearer` (needs the `verify` scope).
+    #[arg(long, env = "KEYWARD_BENCH_AUTH", hide_env_values = true)]
+    auth: Option<String>,
+    /// Calls kept in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the calls are spread over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// How long each target is measured (ignored with --requests).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Stop after this many measured calls instead of after --duration.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Unmeasured calls first, to warm connections and caches.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Also write the reports as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SeedArgs {
+    /// Server address, host:port.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Admin key that creates the keys.
+    #[arg(long, env = "KEYWARD_BENCH_AUTH", hide_env_values = true)]
+    auth: String,
+    /// How many keys.
+    #[arg(long, default_value_t = 10_000)]
+    count: usize,
+    /// Owner of the keys (its environment quota must allow --count).
+    #[arg(long, default_value = "bench")]
+    owner: String,
+    /// Where to write the secrets.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    target: Target,
+    calls: u64,
+    seconds: f64,
+    rate: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// Calls per gRPC status code.
+    codes: BTreeMap<String, u64>,
+    /// VerifyApiKey answers per verification code (verify targets only).
+    verification_codes: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    histogram: Option<Histogram<u64>>,
+    codes: BTreeMap<String, u64>,
+    verification_codes: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self { histogram: Some(Histogram::new_with_bounds(1, 60_000_000, 3)?), ..Self::default() })
+    }
+
+    fn merge(&mut self, other: Self) -> anyhow::Result<()> {
+        if let (Some(mine), Some(theirs)) = (self.histogram.as_mut(), other.histogram.as_ref()) {
+            mine.add(theirs)?;
+        }
+        for (code, n) in other.codes {
+            *self.codes.entry(code).or_default() += n;
+        }
+        for (code, n) in other.verification_codes {
+            *self.verification_codes.entry(code).or_default() += n;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run(args) => run(args).await,
+        Command::Seed(args) => seed(args).await,
+    }
+}
+
+async fn connect(addr: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true);
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections.max(1) {
+        channels.push(endpoint.connect().await.with_context(|| format!("cannot connect to {addr}"))?);
+    }
+    Ok(channels)
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.targets.len() > 2 {
+        bail!("give --target once, or twice to compare");
+    }
+    let keys: Arc<Vec<String>> = Arc::new(match &args.keys_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => args.key.iter().cloned().collect(),
+    });
+    let auth: Option<MetadataValue<_>> = match &args.auth {
+        Some(key) => Some(format!("Bearer {key}").parse().context("--auth is not a valid header value")?),
+        None => None,
+    };
+    let channels = connect(&args.addr, args.connections).await?;
+    let mut reports = Vec::new();
+    for &target in &args.targets {
+        if matches!(target, Target::Verify | Target::VerifyKeys) && keys.is_empty() {
+            bail!("target {target:?} needs --key or --keys-file");
+        }
+        let report = load(target, &args, &channels, &keys, auth.as_ref()).await?;
+        print_report(&report);
+        reports.push(report);
+    }
+    if let [first, second] = reports.as_slice() {
+        println!(
+            "ratio {:?}/{:?}: rate {:.3}, p99 {:.3}",
+            first.target,
+            second.target,
+            first.rate / second.rate,
+            first.p99_ms / second.p99_ms
+        );
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&reports)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn load(
+    target: Target,
+    args: &RunArgs,
+    channels: &[Channel],
+    keys: &Arc<Vec<String>>,
+    auth: Option<&MetadataValue<tonic::metadata::Ascii>>,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let measure_from = started + args.warmup;
+    let stop_at = measure_from + args.duration;
+    let budget = Arc::new(AtomicU64::new(args.requests.unwrap_or(u64::MAX)));
+    let next_key = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for worker in 0..args.concurrency.max(1) {
+        let channel = channels[worker % channels.len()].clone();
+        let (keys, budget, next_key, auth) =
+            (Arc::clone(keys), Arc::clone(&budget), Arc::clone(&next_key), auth.cloned());
+        let bounded = args.requests.is_some();
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::new()?;
+            let mut health = HealthClient::new(channel.clone());
+            let mut keyward = ApiKeyServiceClient::new(channel);
+            loop {
+                let now = Instant::now();
+                let measuring = now >= measure_from;
+                if measuring {
+                    if bounded {
+                        if budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err() {
+                            break;
+                        }
+                    } else if now >= stop_at {
+                        break;
+                    }
+                }
+                let begun = Instant::now();
+                let (code, verification) = match target {
+                    Target::Health => {
+                        let result = health.check(HealthCheckRequest { service: String::new() }).await;
+                        (result.map(drop).err().map(|s| s.code()), None)
+                    }
+                    Target::Verify | Target::VerifyKeys => {
+                        let index = usize::try_from(next_key.fetch_add(1, Ordering::Relaxed)).unwrap_or(0) % keys.len();
+                        let mut request = Request::new(v1::VerifyApiKeyRequest {
+                            key: keys[index].clone(),
+                            required_scopes: vec![],
+                            network: String::new(),
+                        });
+                        if let Some(auth) = &auth {
+                            request.metadata_mut().insert("authorization", auth.clone());
+                        }
+                        match keyward.verify_api_key(request).await {
+                            Ok(answer) => (None, Some(answer.into_inner().code().as_str_name().to_owned())),
+                            Err(status) => (Some(status.code()), None),
+                        }
+                    }
+                };
+                if measuring {
+                    let micros = u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+                    if let Some(histogram) = tally.histogram.as_mut() {
+                        histogram.saturating_record(micros);
+                    }
+                    let code = code.map_or_else(|| "OK".to_owned(), |c| format!("{c:?}"));
+                    *tally.codes.entry(code).or_default() += 1;
+                    if let Some(verification) = verification {
+                        *tally.verification_codes.entry(verification).or_default() += 1;
+                    }
+                }
+            }
+            anyhow::Ok(tally)
+        }));
+    }
+    let mut total = Tally::new()?;
+    for worker in workers {
+        total.merge(worker.await??)?;
+    }
+    let seconds = measure_from.elapsed().as_secs_f64();
+    let histogram = total.histogram.take().context("histogram")?;
+    let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    let calls = histogram.len();
+    Ok(Report {
+        target,
+        calls,
+        seconds,
+        rate: calls as f64 / seconds,
+        p50_ms: ms(0.5),
+        p90_ms: ms(0.9),
+        p99_ms: ms(0.99),
+        max_ms: histogram.max() as f64 / 1000.0,
+        codes: total.codes,
+        verification_codes: total.verification_codes,
+    })
+}
+
+fn print_report(report: &Report) {
+    println!(
+        "{:?}: {} calls in {:.2}s = {:.0}/s  p50 {:.3}ms  p90 {:.3}ms  p99 {:.3}ms  max {:.3}ms  codes {:?}{}",
+        report.target,
+        report.calls,
+        report.seconds,
+        report.rate,
+        report.p50_ms,
+        report.p90_ms,
+        report.p99_ms,
+        report.max_ms,
+        report.codes,
+        if report.verification_codes.is_empty() {
+            String::new()
+        } else {
+            format!("  answers {:?}", report.verification_codes)
+        },
+    );
+}
+
+async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let channel = connect(&args.addr, 1).await?.remove(0);
+    let auth: MetadataValue<_> =
+        format!("Bearer {}", args.auth).parse().context("--auth is not a valid header value")?;
+    let next = Arc::new(AtomicU64::new(0));
+    let count = u64::try_from(args.count)?;
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (mut client, auth, next, owner) =
+            (ApiKeyServiceClient::new(channel.clone()), auth.clone(), Arc::clone(&next), args.owner.clone());
+        workers.push(tokio::spawn(async move {
+            let mut secrets = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let mut request = Request::new(v1::CreateApiKeyRequest {
+                    api_key: Some(v1::ApiKey { name: "bench".into(), owner: owner.clone(), ..Default::default() }),
+                    ..Default::default()
+                });
+                request.metadata_mut().insert("authorization", auth.clone());
+                secrets.push(client.create_api_key(request).await?.into_inner().secret);
+            }
+            anyhow::Ok(secrets)
+        }));
+    }
+    let mut lines = String::new();
+    for worker in workers {
+        for secret in worker.await?? {
+            lines.push_str(&secret);
+            lines.push('\n');
+        }
+    }
+    std::fs::write(&args.out, lines).with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("wrote {} keys to {}", args.count, args.out.display());
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The verification hot path: cached answers change the moment a key does, the TTL
+//! bounds staleness across replicas, notifications evict on other processes, and
+//! floods of unknown keys are answered from memory.
+
+use std::{process::Stdio, time::Duration};
+
+use keyward_proto::v1::{self, ApiKeyStatus, VerificationCode, api_key_service_client::ApiKeyServiceClient};
+use sea_orm::{ConnectionTrait, Database, Statement};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::Channel;
+
+use crate::helpers::{ADMIN_KEY, Backend, admin, both, create_request, key_with, spawn, spawn_with, timestamp_in};
+
+fn status_update(id: &str, status: ApiKeyStatus) -> v1::UpdateApiKeyRequest {
+    v1::UpdateApiKeyRequest {
+        api_key: Some(v1::ApiKey { id: id.to_owned(), status: status.into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
+        request_id: String::new(),
+    }
+}
+
+async fn changes_apply_at_once_to_cached_keys(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut client = app.client.clone();
+    let (key, secret) = app.create_key("cached", &[]).await;
+    let reads = app.running().store.lookup_reads();
+    for _ in 0..5 {
+        assert!(app.verify(&secret, &[], "").await.valid);
+    }
+    assert!(app.running().store.lookup_reads() - reads <= 1, "repeat verifications are answered from the cache");
+
+    client.update_api_key(admin(status_update(&key.id, ApiKeyStatus::Inactive))).await.unwrap();
+    assert_eq!(app.verify(&secret, &[], "").await.code(), VerificationCode::Inactive, "inactive at once");
+    client.update_api_key(admin(status_update(&key.id, ApiKeyStatus::Active))).await.unwrap();
+    assert!(app.verify(&secret, &[], "").await.valid);
+    client
+        .delete_api_key(admin(v1::DeleteApiKeyRequest { id: key.id.clone(), request_id: String::new() }))
+        .await
+        .unwrap();
+    assert_eq!(app.verify(&secret, &[], "").await.code(), VerificationCode::Revoked, "revoked at once");
+
+    let mut expiring = key_with("expiring");
+    expiring.expire_time = Some(timestamp_in(1));
+    let expiring = client.create_api_key(admin(create_request(expiring))).await.unwrap().into_inner().secret;
+    assert!(app.verify(&expiring, &[], "").await.valid);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        app.verify(&expiring, &[], "").await.code(),
+        VerificationCode::Expired,
+        "expiry is exact from the cache"
+    );
+
+    let (rotating, old) = app.create_key("cached", &[]).await;
+    assert!(app.verify(&old, &[], "").await.valid);
+    let rotate = v1::RotateApiKeyRequest {
+        id: rotating.id.clone(),
+        grace_period: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        request_id: String::new(),
+    };
+    let new = client.rotate_api_key(admin(rotate)).await.unwrap().into_inner().secret;
+    assert!(app.verify(&old, &[], "").await.valid, "grace period");
+    assert!(app.verify(&new, &[], "").await.valid);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(app.verify(&old, &[], "").await.code(), VerificationCode::Expired, "and not a moment after");
+    assert!(app.verify(&new, &[], "").await.valid);
+    app.stop().await;
+}
+both!(changes_apply_at_once_to_cached_keys);
+
+/// Two replicas on one SQLite file have no notifications: the TTL alone bounds how long
+/// the other replica may still answer from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ttl_bounds_staleness_without_notifications() {
+    let ttl = Duration::from_millis(500);
+    let first = spawn_with(Backend::Sqlite, |config| config.cache_ttl = ttl).await;
+    let mut config = first.config.clone();
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    let second = keyward_server::start(config).await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", second.grpc_addr)).unwrap().connect().await.unwrap();
+    let mut other = ApiKeyServiceClient::new(channel);
+    let (key, secret) = first.create_key("stale", &[]).await;
+    let verify = || admin(v1::VerifyApiKeyRequest { key: secret.clone(), ..Default::default() });
+    assert!(other.verify_api_key(verify()).await.unwrap().into_inner().valid, "cached on the other replica");
+
+    let request = v1::DeleteApiKeyRequest { id: key.id.clone(), request_id: String::new() };
+    first.client.clone().delete_api_key(admin(request)).await.unwrap();
+    let revoked_at = std::time::Instant::now();
+    assert_eq!(first.verify(&secret, &[], "").await.code(), VerificationCode::Revoked);
+    loop {
+        let answer = other.verify_api_key(verify()).await.unwrap().into_inner();
+        if answer.code() == VerificationCode::Revoked {
+            break;
+        }
+        assert!(revoked_at.elapsed() < ttl + Duration::from_millis(200), "VALID more than the TTL after the change");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.stop().await.unwrap();
+    first.stop().await;
+}
+
+async fn floods_of_unknown_keys_spare_the_database(backend: Backend) {
+    let app = spawn(backend).await;
+    // Well-formed (valid checksum) keys that were never stored: rotated-away secrets
+    // make real ones, and random imported-looking strings the rest.
+    let mut unknown = Vec::new();
+    for n in 0..100 {
+        let (key, secret) = app.create_key("flood", &[]).await;
+        let request = v1::RotateApiKeyRequest { id: key.id, ..Default::default() };
+        app.client.clone().rotate_api_key(admin(request)).await.unwrap();
+        unknown.push(secret);
+        unknown.push(format!("imported-looking-unknown-{n}-{}", uuid::Uuid::new_v4()));
+    }
+    let reads = app.running().store.lookup_reads();
+    for round in 0..50 {
+        let batch = unknown.iter().map(|secret| {
+            let mut client = app.client.clone();
+            let request = admin(v1::VerifyApiKeyRequest { key: secret.clone(), ..Default::default() });
+            async move { client.verify_api_key(request).await.unwrap().into_inner().code() }
+        });
+        for code in futures::future::join_all(batch).await {
+            assert_eq!(code, VerificationCode::NotFound, "round {round}");
+        }
+    }
+    let database_reads = app.running().store.lookup_reads() - reads;
+    // 10,000 verifications of 200 distinct unknown keys: each is read once per negative
+    // TTL (plus the caller's key, cached once).
+    assert!(database_reads < 1_000, "{database_reads} database reads for 10,000 verifications");
+    app.stop().await;
+}
+both!(floods_of_unknown_keys_spare_the_database);
+
+async fn usage_is_counted_in_batches(backend: Backend) {
+    let app = spawn(backend).await;
+    let (key, secret) = app.create_key("counted", &["app:read"]).await;
+    for _ in 0..3 {
+        assert!(app.verify(&secret, &["app:read"], "").await.valid);
+    }
+    assert!(!app.verify(&secret, &["app:write"], "").await.valid);
+    let before = app.client.clone().get_api_key(admin(v1::GetApiKeyRequest { id: key.id.clone() })).await.unwrap();
+    assert!(before.into_inner().api_key.unwrap().last_use_time.is_none(), "not written per call");
+    app.running().flush_usage().await;
+    let id = uuid::Uuid::parse_str(&key.id).unwrap();
+    assert_eq!(app.running().store.usage_count(id, "VALID").await.unwrap(), 3);
+    assert_eq!(app.running().store.usage_count(id, "INSUFFICIENT_SCOPE").await.unwrap(), 1);
+    let after = app.client.clone().get_api_key(admin(v1::GetApiKeyRequest { id: key.id.clone() })).await.unwrap();
+    assert!(after.into_inner().api_key.unwrap().last_use_time.is_some());
+    app.stop().await;
+}
+both!(usage_is_counted_in_batches);
+
+/// A `keyward serve` process of the binary built beside this test.
+struct Replica {
+    // Held for `kill_on_drop`: dropping the replica ends the process.
+    _process: tokio::process::Child,
+    client: ApiKeyServiceClient<Channel>,
+}
+
+impl Replica {
+    async fn start(database_url: &str, data_dir: &std::path::Path) -> Self {
+        let binary = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("keyward");
+        assert!(binary.exists(), "{} is missing: run `cargo build --bin keyward` before the tests", binary.display());
+        let mut child = tokio::process::Command::new(binary)
+            .arg("serve")
+            .env("KEYWARD_DATABASE_URL", database_url)
+            .env("KEYWARD_DATA_DIR", data_dir)
+            .env("KEYWARD_GRPC_ADDR", "127.0.0.1:0")
+            .env("KEYWARD_HASH_SECRET", "e2e hash secret")
+            .env("KEYWARD_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
+            .env("KEYWARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(at) = line.find("grpc listening addr=") {
+                    return line[at + "grpc listening addr=".len()..].trim().to_owned();
+                }
+            }
+            panic!("the replica exited before listening");
+        })
+        .await
+        .expect("the replica listens within 30 s");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        Self { _process: child, client: ApiKeyServiceClient::new(channel) }
+    }
+
+    async fn code(&self, secret: &str) -> VerificationCode {
+        let request = admin(v1::VerifyApiKeyRequest { key: secret.to_owned(), ..Default::default() });
+        self.client.clone().verify_api_key(request).await.unwrap().into_inner().code()
+    }
+}
+
+async fn listener_pids(admin_db: &sea_orm::DatabaseConnection, database: &str) -> Vec<i32> {
+    let sql = format!(
+        "SELECT pid FROM pg_stat_activity WHERE datname = '{database}' AND application_name = 'keyward change listener' ORDER BY pid"
+    );
+    let rows = admin_db.query_all_raw(Statement::from_string(admin_db.get_database_backend(), sql)).await.unwrap();
+    rows.iter().map(|row| row.try_get::<i32>("", "pid").unwrap()).collect()
+}
+
+async fn revoke_and_await(writer: &Replica, reader: &Replica) {
+    let key =
+        writer.client.clone().create_api_key(admin(create_request(key_with("propagated")))).await.unwrap().into_inner();
+    for _ in 0..3 {
+        assert_eq!(reader.code(&key.secret).await, VerificationCode::Valid, "cached on the reader");
+    }
+    let id = key.api_key.unwrap().id;
+    writer
+        .client
+        .clone()
+        .delete_api_key(admin(v1::DeleteApiKeyRequest { id, request_id: String::new() }))
+        .await
+        .unwrap();
+    let revoked_at = std::time::Instant::now();
+    while reader.code(&key.secret).await != VerificationCode::Revoked {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "the other replica still accepts a revoked key after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_reach_another_process_and_survive_a_lost_listener() {
+    // The database comes from the usual harness; the replicas are real processes on it.
+    let app = spawn(Backend::Postgres).await;
+    let url = app.config.store.database_url();
+    let database = url.rsplit_once('/').unwrap().1.to_owned();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Replica::start(&url, dirs.0.path()).await;
+    let second = Replica::start(&url, dirs.1.path()).await;
+    let admin_db = Database::connect(format!("{}/postgres", url.rsplit_once('/').unwrap().0)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while listener_pids(&admin_db, &database).await.len() < 3 {
+        let pids = listener_pids(&admin_db, &database).await;
+        assert!(std::time::Instant::now() < deadline, "every server listens for changes: {pids:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    revoke_and_await(&first, &second).await;
+    revoke_and_await(&second, &first).await;
+
+    let killed = listener_pids(&admin_db, &database).await;
+    for pid in &killed {
+        admin_db.execute_unprepared(&format!("SELECT pg_terminate_backend({pid})")).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = listener_pids(&admin_db, &database).await;
+        if pids.len() >= 3 && pids.iter().all(|pid| !killed.contains(pid)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the listeners reconnect: {pids:?} after killing {killed:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    revoke_and_await(&first, &second).await;
+    revoke_and_await(&second, &first).await;
+    drop((first, second));
+    app.stop().await;
+}
