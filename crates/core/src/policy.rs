@@ -1,7 +1,7 @@
 //! The one policy table: which caller may do what, and over which keys. Handlers ask
 //! [`authorize`]; they never decide rights themselves.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use crate::{Error, model::ApiKey};
 
@@ -20,7 +20,7 @@ pub const RESERVED_SCOPES: [&str; 4] = [SCOPE_ADMIN, SCOPE_KEYS_READ, SCOPE_KEYS
 #[derive(Debug, Clone)]
 pub enum Caller {
     /// A keyward API key.
-    Key(Box<ApiKey>),
+    Key(Arc<ApiKey>),
 }
 
 impl Caller {
@@ -176,7 +176,7 @@ mod tests {
 
     fn caller(scopes: &[&str]) -> Caller {
         let now = chrono::Utc::now();
-        Caller::Key(Box::new(ApiKey {
+        Caller::Key(Arc::new(ApiKey {
             id: uuid::Uuid::now_v7(),
             number: 1,
             name: "caller".into(),

@@ -92,10 +92,24 @@ pub fn check_importable(secret: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// HMAC-SHA-256 of a secret under the server's hash secret, hex-encoded; the only form
-/// in which secrets are stored.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SecretHash(pub String);
+/// HMAC-SHA-256 of a secret under the server's hash secret; the only form in which
+/// secrets are stored (hex-encoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretHash(pub [u8; 32]);
+
+impl SecretHash {
+    /// The stored, hex-encoded form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses the stored form.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self(bytes))
+    }
+}
 
 /// Computes keyed hashes. A stolen database alone cannot confirm guesses.
 #[derive(Clone)]
@@ -129,7 +143,7 @@ impl SecretHasher {
     pub fn hash(&self, secret: &str) -> SecretHash {
         let mut mac = self.mac.clone();
         mac.update(secret.as_bytes());
-        SecretHash(hex::encode(mac.finalize().into_bytes()))
+        SecretHash(mac.finalize().into_bytes().into())
     }
 }
 

@@ -117,10 +117,10 @@ impl KeyCache {
         }
         match record {
             Some(record) => {
-                self.by_hash.insert(hash.clone(), HashEntry::Known(record.key.id));
+                self.by_hash.insert(*hash, HashEntry::Known(record.key.id));
                 self.by_id.insert(record.key.id, Arc::clone(record));
             }
-            None => self.by_hash.insert(hash.clone(), HashEntry::Unknown),
+            None => self.by_hash.insert(*hash, HashEntry::Unknown),
         }
     }
 

@@ -41,7 +41,7 @@ pub(crate) fn verification_code(verdict: Verdict) -> v1::VerificationCode {
 }
 
 /// The proto form of a key; the secret is never part of either.
-pub(crate) fn api_key(key: ApiKey) -> v1::ApiKey {
+pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
     let ApiKey {
         id,
         number,
@@ -65,23 +65,23 @@ pub(crate) fn api_key(key: ApiKey) -> v1::ApiKey {
     } = key;
     v1::ApiKey {
         id: id.to_string(),
-        number,
-        name,
-        mask,
-        owner,
-        creator,
-        organization_id,
-        organization_name,
-        environment,
-        scopes: scopes.into_iter().collect(),
-        networks: networks.into_iter().collect(),
-        status: status(key_status).into(),
-        usage_limited,
-        create_time: Some(timestamp(created_at)),
-        update_time: Some(timestamp(updated_at)),
+        number: *number,
+        name: name.clone(),
+        mask: mask.clone(),
+        owner: owner.clone(),
+        creator: creator.clone(),
+        organization_id: organization_id.clone(),
+        organization_name: organization_name.clone(),
+        environment: environment.clone(),
+        scopes: scopes.iter().cloned().collect(),
+        networks: networks.iter().cloned().collect(),
+        status: status(*key_status).into(),
+        usage_limited: *usage_limited,
+        create_time: Some(timestamp(*created_at)),
+        update_time: Some(timestamp(*updated_at)),
         expire_time: expires_at.map(timestamp),
         delete_time: deleted_at.map(timestamp),
         last_use_time: last_used_at.map(timestamp),
-        metadata: metadata.into_iter().collect(),
+        metadata: metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }

@@ -326,7 +326,7 @@ impl ApiKeyServiceImpl {
         } else {
             String::new()
         };
-        Ok(v1::ListApiKeysResponse { api_keys: keys.into_iter().map(convert::api_key).collect(), next_page_token })
+        Ok(v1::ListApiKeysResponse { api_keys: keys.iter().map(convert::api_key).collect(), next_page_token })
     }
 
     fn target(
@@ -378,7 +378,10 @@ impl ApiKeyServiceImpl {
         let key = self.inner.store.rotate(id, &reach, &new_secret, &mutation).await?;
         self.inner.verifier.key_changed(id);
         self.inner.verifier.secret_created(&new_secret.hash);
-        Ok(v1::RotateApiKeyResponse { api_key: Some(convert::api_key(key)), secret: secret.expose_secret().to_owned() })
+        Ok(v1::RotateApiKeyResponse {
+            api_key: Some(convert::api_key(&key)),
+            secret: secret.expose_secret().to_owned(),
+        })
     }
 
     async fn quota(&self, caller: &Caller, request: v1::GetKeyQuotaRequest) -> Result<v1::GetKeyQuotaResponse> {
@@ -444,11 +447,11 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let request_id = request.request_id.clone();
         let result = async {
             let (new, secret, max_live_keys, mutation) = self.create(&caller, request, Utc::now())?;
-            let hash = new.secret_hash.clone();
+            let hash = new.secret_hash;
             let key = self.inner.store.create(new, max_live_keys, &mutation).await?;
             self.inner.verifier.secret_created(&hash);
             Ok(v1::CreateApiKeyResponse {
-                api_key: Some(convert::api_key(key)),
+                api_key: Some(convert::api_key(&key)),
                 secret: secret.expose_secret().to_owned(),
             })
         }
@@ -464,7 +467,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let caller = self.caller(&request).await?;
         let v1::GetApiKeyRequest { id } = request.into_inner();
         let key = self.get_key(&caller, &id).await.map_err(to_status)?;
-        Ok(Response::new(v1::GetApiKeyResponse { api_key: Some(convert::api_key(key)) }))
+        Ok(Response::new(v1::GetApiKeyResponse { api_key: Some(convert::api_key(&key)) }))
     }
 
     #[tracing::instrument(name = "ListApiKeys", skip_all)]
@@ -494,7 +497,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
             let key = self.inner.store.update(id, &reach, &patch, &mutation).await?;
             self.inner.verifier.key_changed(id);
-            Ok(v1::UpdateApiKeyResponse { api_key: Some(convert::api_key(key)) })
+            Ok(v1::UpdateApiKeyResponse { api_key: Some(convert::api_key(&key)) })
         }
         .await;
         self.audited(&caller, Operation::Update, &target, &request_id, result).await.map(Response::new)
@@ -512,7 +515,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             let mutation = Mutation { actor: caller.subject(), request_id: token, now: Utc::now() };
             let key = self.inner.store.delete(key_id, &reach, &mutation).await?;
             self.inner.verifier.key_changed(key_id);
-            Ok(v1::DeleteApiKeyResponse { api_key: Some(convert::api_key(key)) })
+            Ok(v1::DeleteApiKeyResponse { api_key: Some(convert::api_key(&key)) })
         }
         .await;
         self.audited(&caller, Operation::Delete, &id, &request_id, result).await.map(Response::new)
@@ -534,7 +537,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             let retention = self.inner.rules.undelete_retention;
             let key = self.inner.store.undelete(key_id, &reach, retention, max_live_keys, &mutation).await?;
             self.inner.verifier.key_changed(key_id);
-            Ok(v1::UndeleteApiKeyResponse { api_key: Some(convert::api_key(key)) })
+            Ok(v1::UndeleteApiKeyResponse { api_key: Some(convert::api_key(&key)) })
         }
         .await;
         self.audited(&caller, Operation::Undelete, &id, &request_id, result).await.map(Response::new)
@@ -571,7 +574,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         Ok(Response::new(v1::VerifyApiKeyResponse {
             valid: verification.verdict == keyward_core::verify::Verdict::Valid,
             code: convert::verification_code(verification.verdict).into(),
-            api_key: verification.key.map(convert::api_key),
+            api_key: verification.key.as_deref().map(convert::api_key),
         }))
     }
 
@@ -584,7 +587,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         policy::authorize(&caller, Action::ReadCallerKey).map_err(to_status)?;
         let v1::GetCallerApiKeyRequest {} = request.into_inner();
         let Caller::Key(key) = caller;
-        Ok(Response::new(v1::GetCallerApiKeyResponse { api_key: Some(convert::api_key(*key)) }))
+        Ok(Response::new(v1::GetCallerApiKeyResponse { api_key: Some(convert::api_key(&key)) }))
     }
 
     #[tracing::instrument(name = "GetKeyQuota", skip_all)]

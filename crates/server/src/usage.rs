@@ -1,16 +1,23 @@
 //! Usage gathered in memory per call and flushed to the store on an interval. A crash
 //! loses at most one interval of counters and last-use times, never a key change.
 
-use std::sync::Mutex;
+use std::{
+    hash::{BuildHasher, RandomState},
+    sync::{Mutex, PoisonError},
+};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use keyward_core::verify::Verdict;
 use keyward_store::{Store, UsageBatch};
 use uuid::Uuid;
 
+/// Shards of pending usage, so concurrent calls for different keys rarely share a lock.
+const SHARDS: usize = 16;
+
 #[derive(Debug, Default)]
 pub(crate) struct UsageRecorder {
-    pending: Mutex<UsageBatch>,
+    shards: [Mutex<UsageBatch>; SHARDS],
+    hasher: RandomState,
 }
 
 fn outcome(verdict: Verdict) -> &'static str {
@@ -27,10 +34,15 @@ fn outcome(verdict: Verdict) -> &'static str {
 }
 
 impl UsageRecorder {
+    fn shard(&self, id: Uuid) -> std::sync::MutexGuard<'_, UsageBatch> {
+        let index = usize::try_from(self.hasher.hash_one(id) % SHARDS as u64).unwrap_or(0);
+        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Counts a verification of key `id`; a valid one is also a use.
     pub(crate) fn verified(&self, id: Uuid, verdict: Verdict, at: DateTime<Utc>) {
         let hour = at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at);
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = self.shard(id);
         *pending.counts.entry((id, hour, outcome(verdict))).or_default() += 1;
         if verdict == Verdict::Valid {
             pending.last_used.insert(id, at);
@@ -39,22 +51,27 @@ impl UsageRecorder {
 
     /// Records that key `id` authenticated a call.
     pub(crate) fn used(&self, id: Uuid, at: DateTime<Utc>) {
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last_used.insert(id, at);
+        self.shard(id).last_used.insert(id, at);
     }
 
     /// Writes what was gathered; on failure keeps it for the next flush.
     pub(crate) async fn flush(&self, store: &Store) {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut batch = UsageBatch::default();
+        for shard in &self.shards {
+            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
+            batch.counts.extend(taken.counts);
+            batch.last_used.extend(taken.last_used);
+        }
         if batch.is_empty() {
             return;
         }
         if let Err(err) = store.flush_usage(&batch).await {
             tracing::warn!(error = %err, "usage flush failed; keeping the counters for the next one");
-            let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for (key, count) in batch.counts {
-                *pending.counts.entry(key).or_default() += count;
+                *self.shard(key.0).counts.entry(key).or_default() += count;
             }
             for (id, at) in batch.last_used {
+                let mut pending = self.shard(id);
                 let latest = pending.last_used.entry(id).or_insert(at);
                 *latest = (*latest).max(at);
             }

@@ -37,7 +37,7 @@ pub(crate) struct Verifier {
 #[derive(Debug)]
 pub(crate) struct Verification {
     pub(crate) verdict: Verdict,
-    pub(crate) key: Option<ApiKey>,
+    pub(crate) key: Option<Arc<ApiKey>>,
 }
 
 impl Verifier {
@@ -93,7 +93,7 @@ impl Verifier {
             return Ok(Verification { verdict: Verdict::NotFound, key: None });
         };
         let verdict = judge(&record.key, secret.expires_at, required_scopes, network, Utc::now());
-        Ok(Verification { verdict, key: Some(record.key.clone()) })
+        Ok(Verification { verdict, key: Some(Arc::clone(&record.key)) })
     }
 
     async fn record(&self, hash: &SecretHash) -> Result<Option<Arc<KeyRecord>>> {
@@ -122,7 +122,7 @@ impl Verifier {
         match (verdict.auth_failure(), key) {
             (None, Some(key)) => {
                 self.usage.used(key.id, Utc::now());
-                Ok(Caller::Key(Box::new(key)))
+                Ok(Caller::Key(key))
             }
             (Some(detail), _) => Err(Error::Unauthenticated { detail }),
             (None, None) => Err(Error::Unauthenticated { detail: "valid verdict without a key" }),

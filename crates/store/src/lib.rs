@@ -57,8 +57,8 @@ pub struct Store {
 /// A key with every secret that can still find it, as the verification cache holds it.
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
-    /// The key.
-    pub key: ApiKey,
+    /// The key, shared with the callers and answers that use it.
+    pub key: Arc<ApiKey>,
     /// Its secrets' keyed hashes and their expiries (set during rotation grace periods).
     pub secrets: Vec<StoredSecret>,
 }
@@ -233,7 +233,7 @@ impl Store {
         let owner_of_hash = sea_orm::sea_query::Query::select()
             .column(api_key_secret::Column::KeyId)
             .from(api_key_secret::Entity)
-            .and_where(Expr::col(api_key_secret::Column::SecretHash).eq(hash.0.as_str()))
+            .and_where(Expr::col(api_key_secret::Column::SecretHash).eq(hash.to_hex()))
             .to_owned();
         let rows = api_key_secret::Entity::find()
             .filter(api_key_secret::Column::KeyId.in_subquery(owner_of_hash))
@@ -317,7 +317,7 @@ impl Store {
         enforce_quota(&txn, &key.owner, &key.environment, max_live_keys, mutation.now).await?;
         let inserted = api_key::Entity::insert(to_row(key)?).exec(&txn).await.map_err(db_error)?;
         api_key_secret::Entity::insert(api_key_secret::ActiveModel {
-            secret_hash: Set(new.secret_hash.0.clone()),
+            secret_hash: Set(new.secret_hash.to_hex()),
             hash_version: Set(new.hash_version),
             key_id: Set(key.id),
             created_at: Set(mutation.now),
@@ -481,7 +481,7 @@ impl Store {
                 .map_err(db_error)?;
         }
         api_key_secret::Entity::insert(api_key_secret::ActiveModel {
-            secret_hash: Set(secret.hash.0.clone()),
+            secret_hash: Set(secret.hash.to_hex()),
             hash_version: Set(secret.hash_version),
             key_id: Set(id),
             created_at: Set(mutation.now),
@@ -526,10 +526,12 @@ fn record_from_rows(rows: Vec<(api_key_secret::Model, Option<api_key::Model>)>) 
         if key.is_none() {
             key = row;
         }
-        secrets.push(StoredSecret { hash: SecretHash(secret.secret_hash), expires_at: secret.expires_at });
+        let hash = SecretHash::from_hex(&secret.secret_hash)
+            .ok_or_else(|| Error::internal("stored secret_hash is not 64 hex digits"))?;
+        secrets.push(StoredSecret { hash, expires_at: secret.expires_at });
     }
     match key {
-        Some(row) => Ok(Some(KeyRecord { key: to_domain(row)?, secrets })),
+        Some(row) => Ok(Some(KeyRecord { key: Arc::new(to_domain(row)?), secrets })),
         None => Ok(None),
     }
 }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The hot-path benchmark behind README's Performance section: VerifyApiKey against
+# grpc.health.v1.Health/Check (tonic's floor) on the same server in the same run, on
+# SQLite and on PostgreSQL, with one cached key, 10,000 cached keys, and 10,000 keys
+# through a 100-entry cache (mostly the database path).
+#   bash crates/bench/bench.sh [seconds per target, default 10]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+SECONDS_PER_TARGET="${1:-10}"
+cargo build --release --locked --bin keyward --bin keyward-bench
+BIN=target/release
+WORK="$(mktemp -d)"
+ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+PORT=50551
+SERVER=""
+trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS keyward_bench WITH (FORCE)" 2>/dev/null; rm -rf "$WORK"' EXIT
+
+serve() { # serve <database url> <cache capacity>
+  KEYWARD_DATABASE_URL="$1" KEYWARD_CACHE_CAPACITY="$2" KEYWARD_DATA_DIR="$WORK/data" \
+    KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HASH_SECRET=bench KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
+    KEYWARD_ENVIRONMENTS=production:kw_live:20000 KEYWARD_LOG=warn "$BIN/keyward" serve &
+  SERVER=$!
+  for _ in $(seq 1 100); do
+    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "server did not start" >&2; exit 1
+}
+stop() { kill "$SERVER"; wait "$SERVER" || true; SERVER=""; }
+compare() { # compare <label> <target args...>
+  echo "== $STORE: $1"
+  "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --auth "$ADMIN" --concurrency 64 --connections 4 \
+    --duration "${SECONDS_PER_TARGET}s" --warmup 2s "${@:2}" --target health --json "$WORK/$STORE-${1// /-}.json"
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+for STORE in sqlite postgres; do
+  rm -rf "$WORK/data"
+  if [ "$STORE" = sqlite ]; then URL="sqlite://$WORK/data/keyward.db"; else
+    psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS keyward_bench WITH (FORCE)" -c "CREATE DATABASE keyward_bench"
+    URL="postgres://postgres@127.0.0.1:5432/keyward_bench"
+  fi
+  serve "$URL" 100000
+  "$BIN/keyward-bench" seed --addr "127.0.0.1:$PORT" --auth "$ADMIN" --count 10000 --out "$WORK/keys.txt"
+  compare "one cached key" --target verify --key "$(head -1 "$WORK/keys.txt")"
+  compare "10000 keys, all cached" --target verify-keys --keys-file "$WORK/keys.txt"
+  stop
+  serve "$URL" 100
+  compare "10000 keys, 100-entry cache" --target verify-keys --keys-file "$WORK/keys.txt"
+  stop
+done
