@@ -2,11 +2,11 @@
 # The hot-path benchmark behind README's Performance section: VerifyApiKey against
 # grpc.health.v1.Health/Check (tonic's floor) on the same server in the same run, on
 # SQLite and on PostgreSQL, with one cached key, 10,000 cached keys, and 10,000 keys
-# through a 100-entry cache (mostly the database path).
-#   bash crates/bench/bench.sh [seconds per target, default 10]
+# through a 100-entry cache (mostly the database path). Targets alternate over 3 rounds.
+#   bash crates/bench/bench.sh [seconds per target and round, default 5]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-SECONDS_PER_TARGET="${1:-10}"
+SECONDS_PER_TARGET="${1:-5}"
 cargo build --release --locked --bin keyward --bin keyward-bench
 BIN=target/release
 WORK="$(mktemp -d)"
@@ -30,7 +30,7 @@ stop() { kill "$SERVER"; wait "$SERVER" || true; SERVER=""; }
 compare() { # compare <label> <target args...>
   echo "== $STORE: $1"
   "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --auth "$ADMIN" --concurrency 64 --connections 4 \
-    --duration "${SECONDS_PER_TARGET}s" --warmup 2s "${@:2}" --target health --json "$WORK/$STORE-${1// /-}.json"
+    --duration "${SECONDS_PER_TARGET}s" --rounds 3 --warmup 1s "${@:2}" --target health --json "$WORK/$STORE-${1// /-}.json"
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"

@@ -144,6 +144,9 @@ async fn usage_is_counted_in_batches(backend: Backend) {
     assert_eq!(app.running().store.usage_count(id, "INSUFFICIENT_SCOPE").await.unwrap(), 1);
     let after = app.client.clone().get_api_key(admin(v1::GetApiKeyRequest { id: key.id.clone() })).await.unwrap();
     assert!(after.into_inner().api_key.unwrap().last_use_time.is_some());
+    assert!(app.verify(&secret, &["app:read"], "").await.valid);
+    app.running().flush_usage().await;
+    assert_eq!(app.running().store.usage_count(id, "VALID").await.unwrap(), 4, "later flushes add up");
     app.stop().await;
 }
 both!(usage_is_counted_in_batches);

@@ -79,7 +79,11 @@ struct RunArgs {
     /// Stop after this many measured calls instead of after --duration.
     #[arg(long)]
     requests: Option<u64>,
-    /// Unmeasured calls first, to warm connections and caches.
+    /// Runs of every target, alternating (A B A B …), so drift on a shared machine
+    /// weighs on both alike; figures are over all rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Unmeasured calls before each run, to warm connections and caches.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
     /// Also write the reports as JSON here.
@@ -182,13 +186,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(key) => Some(format!("Bearer {key}").parse().context("--auth is not a valid header value")?),
         None => None,
     };
+    if args.targets.iter().any(|t| matches!(t, Target::Verify | Target::VerifyKeys)) && keys.is_empty() {
+        bail!("the verify targets need --key or --keys-file");
+    }
     let channels = connect(&args.addr, args.connections).await?;
-    let mut reports = Vec::new();
-    for &target in &args.targets {
-        if matches!(target, Target::Verify | Target::VerifyKeys) && keys.is_empty() {
-            bail!("target {target:?} needs --key or --keys-file");
+    let mut totals = Vec::new();
+    for _ in 0..args.targets.len() {
+        totals.push((Tally::new()?, 0.0));
+    }
+    for _ in 0..args.rounds {
+        for (&target, (tally, seconds)) in args.targets.iter().zip(totals.iter_mut()) {
+            let (round, elapsed) = load(target, &args, &channels, &keys, auth.as_ref()).await?;
+            tally.merge(round)?;
+            *seconds += elapsed;
         }
-        let report = load(target, &args, &channels, &keys, auth.as_ref()).await?;
+    }
+    let mut reports = Vec::new();
+    for (&target, (tally, seconds)) in args.targets.iter().zip(totals) {
+        let report = summarize(target, tally, seconds)?;
         print_report(&report);
         reports.push(report);
     }
@@ -214,7 +229,7 @@ async fn load(
     channels: &[Channel],
     keys: &Arc<Vec<String>>,
     auth: Option<&MetadataValue<tonic::metadata::Ascii>>,
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<(Tally, f64)> {
     let started = Instant::now();
     let measure_from = started + args.warmup;
     let stop_at = measure_from + args.duration;
@@ -283,7 +298,10 @@ async fn load(
     for worker in workers {
         total.merge(worker.await??)?;
     }
-    let seconds = measure_from.elapsed().as_secs_f64();
+    Ok((total, measure_from.elapsed().as_secs_f64()))
+}
+
+fn summarize(target: Target, mut total: Tally, seconds: f64) -> anyhow::Result<Report> {
     let histogram = total.histogram.take().context("histogram")?;
     let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
     let calls = histogram.len();

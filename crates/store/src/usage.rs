@@ -1,9 +1,9 @@
 //! Batched usage: verification counters and last-use times, flushed on an interval
 //! instead of written per call.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use keyward_core::error::Result;
 use sea_orm::{
     ActiveValue::Set,
@@ -17,6 +17,9 @@ use crate::{
     convert::db_error,
     entity::{api_key, usage_counter},
 };
+
+/// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind-parameter limits.
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// Usage gathered in memory since the last flush.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -41,37 +44,51 @@ impl Store {
             return Ok(());
         }
         let txn = self.db.begin().await.map_err(db_error)?;
-        for ((key_id, bucket_start, outcome), count) in &batch.counts {
-            usage_counter::Entity::insert(usage_counter::ActiveModel {
+        let counters: Vec<_> = batch
+            .counts
+            .iter()
+            .map(|((key_id, bucket_start, outcome), count)| usage_counter::ActiveModel {
                 key_id: Set(*key_id),
                 bucket_start: Set(*bucket_start),
                 outcome: Set((*outcome).to_owned()),
                 count: Set(*count),
             })
-            .on_conflict(
-                OnConflict::columns([
-                    usage_counter::Column::KeyId,
-                    usage_counter::Column::BucketStart,
-                    usage_counter::Column::Outcome,
-                ])
-                .value(
-                    usage_counter::Column::Count,
-                    Expr::col((usage_counter::Entity, usage_counter::Column::Count)).add(*count),
+            .collect();
+        for chunk in counters.chunks(ROWS_PER_STATEMENT) {
+            usage_counter::Entity::insert_many(chunk.to_vec())
+                .on_conflict(
+                    OnConflict::columns([
+                        usage_counter::Column::KeyId,
+                        usage_counter::Column::BucketStart,
+                        usage_counter::Column::Outcome,
+                    ])
+                    .value(
+                        usage_counter::Column::Count,
+                        Expr::col((usage_counter::Entity, usage_counter::Column::Count))
+                            .add(Expr::cust("excluded.count")),
+                    )
+                    .to_owned(),
                 )
-                .to_owned(),
-            )
-            .exec(&txn)
-            .await
-            .map_err(db_error)?;
-        }
-        for (key_id, at) in &batch.last_used {
-            api_key::Entity::update_many()
-                .col_expr(api_key::Column::LastUsedAt, Expr::value(*at))
-                .filter(api_key::Column::Id.eq(*key_id))
-                .filter(api_key::Column::LastUsedAt.is_null().or(api_key::Column::LastUsedAt.lt(*at)))
                 .exec(&txn)
                 .await
                 .map_err(db_error)?;
+        }
+        // Last-use times are kept to the second: one UPDATE per second that saw uses.
+        let mut by_second: BTreeMap<DateTime<Utc>, Vec<Uuid>> = BTreeMap::new();
+        for (key_id, at) in &batch.last_used {
+            let second = at.duration_trunc(TimeDelta::seconds(1)).unwrap_or(*at);
+            by_second.entry(second).or_default().push(*key_id);
+        }
+        for (at, ids) in by_second {
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                api_key::Entity::update_many()
+                    .col_expr(api_key::Column::LastUsedAt, Expr::value(at))
+                    .filter(api_key::Column::Id.is_in(chunk.iter().copied()))
+                    .filter(api_key::Column::LastUsedAt.is_null().or(api_key::Column::LastUsedAt.lt(at)))
+                    .exec(&txn)
+                    .await
+                    .map_err(db_error)?;
+            }
         }
         txn.commit().await.map_err(db_error)
     }
