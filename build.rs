@@ -4,7 +4,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=proto");
     let mut compiler = protox::Compiler::new(["proto"])?;
     compiler.include_imports(true).include_source_info(true);
-    compiler.open_files(["keyward/v1/api_key.proto", "keyward/v1/api_key_service.proto"])?;
+    compiler.open_files([
+        "keyward/v1/api_key.proto",
+        "keyward/v1/api_key_service.proto",
+        "keyward/v1/rpc_provider_key.proto",
+        "keyward/v1/rpc_provider_key_service.proto",
+    ])?;
     // Encoded by protox itself: prost_types' descriptors would drop the google.api.http
     // options, which reflection clients and the REST gateway read.
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

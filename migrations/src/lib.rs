@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_api_keys;
 mod m20261124_000002_create_usage_counters;
+mod m20261124_000003_create_rpc_provider_keys;
 
 /// Runs every migration in order.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_create_api_keys::Migration),
             Box::new(m20261124_000002_create_usage_counters::Migration),
+            Box::new(m20261124_000003_create_rpc_provider_keys::Migration),
         ]
     }
 }

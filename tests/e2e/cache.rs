@@ -2,14 +2,13 @@
 //! bounds staleness across replicas, notifications evict on other processes, and
 //! floods of unknown keys are answered from memory.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use keyward_proto::v1::{self, ApiKeyStatus, VerificationCode, api_key_service_client::ApiKeyServiceClient};
 use sea_orm::{ConnectionTrait, Database, Statement};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::transport::Channel;
 
-use crate::helpers::{ADMIN_KEY, Backend, admin, both, create_request, key_with, spawn, spawn_with, timestamp_in};
+use crate::helpers::{Backend, Replica, admin, both, create_request, key_with, spawn, spawn_with, timestamp_in};
 
 fn status_update(id: &str, status: ApiKeyStatus) -> v1::UpdateApiKeyRequest {
     v1::UpdateApiKeyRequest {
@@ -40,10 +39,10 @@ async fn changes_apply_at_once_to_cached_keys(backend: Backend) {
     assert_eq!(app.verify(&secret, &[], "").await.code(), VerificationCode::Revoked, "revoked at once");
 
     let mut expiring = key_with("expiring");
-    expiring.expire_time = Some(timestamp_in(1));
+    expiring.expire_time = Some(timestamp_in(2));
     let expiring = client.create_api_key(admin(create_request(expiring))).await.unwrap().into_inner().secret;
     assert!(app.verify(&expiring, &[], "").await.valid);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
         app.verify(&expiring, &[], "").await.code(),
         VerificationCode::Expired,
@@ -54,13 +53,13 @@ async fn changes_apply_at_once_to_cached_keys(backend: Backend) {
     assert!(app.verify(&old, &[], "").await.valid);
     let rotate = v1::RotateApiKeyRequest {
         id: rotating.id.clone(),
-        grace_period: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        grace_period: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
         request_id: String::new(),
     };
     let new = client.rotate_api_key(admin(rotate)).await.unwrap().into_inner().secret;
     assert!(app.verify(&old, &[], "").await.valid, "grace period");
     assert!(app.verify(&new, &[], "").await.valid);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(app.verify(&old, &[], "").await.code(), VerificationCode::Expired, "and not a moment after");
     assert!(app.verify(&new, &[], "").await.valid);
     app.stop().await;
@@ -151,52 +150,6 @@ async fn usage_is_counted_in_batches(backend: Backend) {
 }
 both!(usage_is_counted_in_batches);
 
-/// A `keyward serve` process of the binary built beside this test.
-struct Replica {
-    // Held for `kill_on_drop`: dropping the replica ends the process.
-    _process: tokio::process::Child,
-    client: ApiKeyServiceClient<Channel>,
-}
-
-impl Replica {
-    async fn start(database_url: &str, data_dir: &std::path::Path) -> Self {
-        let binary = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("keyward");
-        assert!(binary.exists(), "{} is missing: run `cargo build --bin keyward` before the tests", binary.display());
-        let mut child = tokio::process::Command::new(binary)
-            .arg("serve")
-            .env("KEYWARD_DATABASE_URL", database_url)
-            .env("KEYWARD_DATA_DIR", data_dir)
-            .env("KEYWARD_GRPC_ADDR", "127.0.0.1:0")
-            .env("KEYWARD_HASH_SECRET", "e2e hash secret")
-            .env("KEYWARD_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
-            .env("KEYWARD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(at) = line.find("grpc listening addr=") {
-                    return line[at + "grpc listening addr=".len()..].trim().to_owned();
-                }
-            }
-            panic!("the replica exited before listening");
-        })
-        .await
-        .expect("the replica listens within 30 s");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        Self { _process: child, client: ApiKeyServiceClient::new(channel) }
-    }
-
-    async fn code(&self, secret: &str) -> VerificationCode {
-        let request = admin(v1::VerifyApiKeyRequest { key: secret.to_owned(), ..Default::default() });
-        self.client.clone().verify_api_key(request).await.unwrap().into_inner().code()
-    }
-}
-
 async fn listener_pids(admin_db: &sea_orm::DatabaseConnection, database: &str) -> Vec<i32> {
     let sql = format!(
         "SELECT pid FROM pg_stat_activity WHERE datname = '{database}' AND application_name = 'keyward change listener' ORDER BY pid"
@@ -235,8 +188,8 @@ async fn revocations_reach_another_process_and_survive_a_lost_listener() {
     let url = app.config.store.database_url();
     let database = url.rsplit_once('/').unwrap().1.to_owned();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = Replica::start(&url, dirs.0.path()).await;
-    let second = Replica::start(&url, dirs.1.path()).await;
+    let first = Replica::start(&url, dirs.0.path(), &[]).await.expect("first replica starts");
+    let second = Replica::start(&url, dirs.1.path(), &[]).await.expect("second replica starts");
     let admin_db = Database::connect(format!("{}/postgres", url.rsplit_once('/').unwrap().0)).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while listener_pids(&admin_db, &database).await.len() < 3 {

@@ -1,11 +1,16 @@
 //! Starting servers and talking to them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    process::Stdio,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use keyward_proto::v1::{self, api_key_service_client::ApiKeyServiceClient};
 use keyward_server::{Config, Running};
 use sea_orm::{ConnectionTrait, Database};
 use secrecy::SecretString;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -34,6 +39,8 @@ pub(crate) enum Backend {
 }
 
 pub(crate) const ADMIN_KEY: &str = "kwtest_bootstrap_admin_key_0001";
+/// Master key of RPC provider keys in tests (base64 of 32 bytes).
+pub(crate) const MASTER_KEY: &str = "a2V5d2FyZCB0ZXN0IG1hc3RlciBrZXkgMzIgYnl0ZXM=";
 
 /// The PostgreSQL server tests create their databases on.
 fn postgres_base() -> String {
@@ -61,6 +68,7 @@ pub(crate) async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.bootstrap_admin_key = Some(SecretString::from(ADMIN_KEY));
     config.hash_secret = Some(SecretString::from("e2e hash secret"));
+    config.master_key.master_key = Some(SecretString::from(MASTER_KEY));
     config.health_interval = std::time::Duration::from_millis(200);
     let postgres_database = match backend {
         Backend::Sqlite => None,
@@ -192,5 +200,77 @@ pub(crate) fn create_request(api_key: v1::ApiKey) -> v1::CreateApiKeyRequest {
 
 pub(crate) fn timestamp_in(seconds: i64) -> prost_types::Timestamp {
     let at = chrono::Utc::now() + chrono::Duration::seconds(seconds);
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap() }
+}
+
+/// A `keyward serve` process of the binary built beside this test.
+pub(crate) struct Replica {
+    // Held for `kill_on_drop`: dropping the replica ends the process.
+    _process: tokio::process::Child,
+    pub(crate) client: ApiKeyServiceClient<Channel>,
+    pub(crate) channel: Channel,
+}
+
+/// The `keyward` binary beside this test binary.
+pub(crate) fn keyward_binary() -> std::path::PathBuf {
+    let binary = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("keyward");
+    assert!(binary.exists(), "{} is missing: run `cargo build --bin keyward` before the tests", binary.display());
+    binary
+}
+
+impl Replica {
+    /// Starts `keyward serve` on the database; `Err` holds its exit status and log when
+    /// it exits instead of listening.
+    pub(crate) async fn start(
+        database_url: &str,
+        data_dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let mut command = tokio::process::Command::new(keyward_binary());
+        if env.iter().any(|(name, _)| *name == "KEYWARD_MASTER_KEY_FILE") {
+            command.env_remove("KEYWARD_MASTER_KEY");
+        } else {
+            command.env("KEYWARD_MASTER_KEY", MASTER_KEY);
+        }
+        let mut child = command
+            .arg("serve")
+            .env("KEYWARD_DATABASE_URL", database_url)
+            .env("KEYWARD_DATA_DIR", data_dir)
+            .env("KEYWARD_GRPC_ADDR", "127.0.0.1:0")
+            .env("KEYWARD_HASH_SECRET", "e2e hash secret")
+            .env("KEYWARD_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
+            .env("KEYWARD_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut log = String::new();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(at) = line.find("grpc listening addr=") {
+                    return Some(line[at + "grpc listening addr=".len()..].trim().to_owned());
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            None
+        })
+        .await
+        .expect("the replica listens or exits within 30 s");
+        let Some(addr) = addr else {
+            let status = child.wait().await.unwrap();
+            return Err(format!("{status}: {log}"));
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        Ok(Self { _process: child, client: ApiKeyServiceClient::new(channel.clone()), channel })
+    }
+
+    pub(crate) async fn code(&self, secret: &str) -> v1::VerificationCode {
+        let request = admin(v1::VerifyApiKeyRequest { key: secret.to_owned(), ..Default::default() });
+        self.client.clone().verify_api_key(request).await.unwrap().into_inner().code()
+    }
 }

@@ -169,7 +169,7 @@ async fn rotation_with_and_without_grace(backend: Backend) {
         grace_period: Some(prost_types::Duration { seconds: grace, nanos: 0 }),
         request_id: String::new(),
     };
-    let rotated = client.rotate_api_key(admin(rotate(1))).await.unwrap().into_inner();
+    let rotated = client.rotate_api_key(admin(rotate(2))).await.unwrap().into_inner();
     let second = rotated.secret;
     let rotated_key = rotated.api_key.unwrap();
     assert_ne!(first, second);
@@ -177,7 +177,7 @@ async fn rotation_with_and_without_grace(backend: Backend) {
     assert_ne!(rotated_key.mask, key.mask);
     assert!(app.verify(&first, &[], "").await.valid, "old secret verifies during the grace period");
     assert!(app.verify(&second, &[], "").await.valid);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(app.verify(&first, &[], "").await.code(), VerificationCode::Expired, "grace period over");
     assert!(app.verify(&second, &[], "").await.valid);
 

@@ -11,5 +11,6 @@ mod lifecycle;
 mod operations;
 mod pagination;
 mod rights;
+mod rpc_keys;
 mod validation;
 mod verification;

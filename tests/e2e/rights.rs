@@ -57,7 +57,7 @@ async fn bad_credentials_are_unauthenticated_everywhere(backend: Backend) {
     let (revoked, revoked_secret) = app.create_key("svc", &["admin"]).await;
     let mut expiring = key_with("expiring admin");
     expiring.scopes = vec!["admin".into()];
-    expiring.expire_time = Some(timestamp_in(1));
+    expiring.expire_time = Some(timestamp_in(2));
     let expiring_secret =
         app.client.clone().create_api_key(admin(create_request(expiring))).await.unwrap().into_inner().secret;
     let mut client = app.client.clone();
@@ -70,7 +70,7 @@ async fn bad_credentials_are_unauthenticated_everywhere(backend: Backend) {
         .await
         .unwrap();
     client.delete_api_key(admin(v1::DeleteApiKeyRequest { id: revoked.id, request_id: String::new() })).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
 
     let cases: Vec<(&str, Option<String>)> = vec![
         ("no credentials", None),

@@ -51,10 +51,10 @@ async fn every_verification_code(backend: Backend) {
     assert_eq!(code(app.verify("an-unknown-imported-token", &[], "").await), (false, VerificationCode::NotFound));
 
     let mut short_lived = key_with("short lived");
-    short_lived.expire_time = Some(timestamp_in(1));
+    short_lived.expire_time = Some(timestamp_in(2));
     let short = client.create_api_key(admin(create_request(short_lived))).await.unwrap().into_inner().secret;
     assert!(app.verify(&short, &[], "").await.valid);
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
     let expired = app.verify(&short, &[], "").await;
     assert_eq!(code(expired.clone()), (false, VerificationCode::Expired));
     assert!(expired.api_key.is_some(), "the key is named when it was found");

@@ -84,6 +84,14 @@ pub enum Error {
         /// What changed.
         message: String,
     },
+    /// Stored data cannot be read back: altered, or written under another key.
+    #[error("{message}")]
+    DataLoss {
+        /// AIP-193 reason.
+        reason: &'static str,
+        /// What cannot be read and why.
+        message: String,
+    },
     /// The database cannot be reached right now; retrying later may succeed.
     #[error("storage unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod crypto;
 pub mod environment;
 pub mod error;
 pub mod model;

@@ -165,3 +165,35 @@ pub struct AuditEvent {
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
 }
+
+/// An upstream provider credential. Its secret exists in clear only in memory.
+#[derive(Debug, Clone)]
+pub struct RpcProviderKey {
+    /// UUID v7.
+    pub id: Uuid,
+    /// Network, e.g. `Preprod`.
+    pub network: String,
+    /// Provider, e.g. `Blockfrost`.
+    pub provider: String,
+    /// The credential.
+    pub secret: secrecy::SecretString,
+    /// Free-form description.
+    pub description: String,
+    /// Whether it is in use.
+    pub enabled: bool,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The fields an RPC provider key update may change; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct RpcProviderKeyPatch {
+    /// New secret.
+    pub secret: Option<secrecy::SecretString>,
+    /// New description.
+    pub description: Option<String>,
+    /// New enabled flag.
+    pub enabled: Option<bool>,
+}

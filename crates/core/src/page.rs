@@ -3,6 +3,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::Error;
 
@@ -22,26 +23,44 @@ pub fn page_size(requested: i32) -> crate::error::Result<u64> {
 
 /// Encodes the position after `last_number` for a query whose filters print as `filters`.
 pub fn encode(last_number: i64, filters: &str) -> String {
-    let mut raw = last_number.to_be_bytes().to_vec();
-    raw.extend_from_slice(&fingerprint(filters));
-    URL_SAFE_NO_PAD.encode(raw)
+    encode_position(&last_number.to_be_bytes(), filters)
 }
 
 /// Decodes a token made by [`encode`] for the same filters; empty means the first page.
 pub fn decode(token: &str, filters: &str) -> crate::error::Result<Option<i64>> {
+    decode_position::<8>(token, filters).map(|position| position.map(i64::from_be_bytes))
+}
+
+/// Encodes the position after the record `last_id` (ids ordered by time, UUID v7).
+pub fn encode_id(last_id: Uuid, filters: &str) -> String {
+    encode_position(last_id.as_bytes(), filters)
+}
+
+/// Decodes a token made by [`encode_id`] for the same filters; empty means the first page.
+pub fn decode_id(token: &str, filters: &str) -> crate::error::Result<Option<Uuid>> {
+    decode_position::<16>(token, filters).map(|position| position.map(Uuid::from_bytes))
+}
+
+fn encode_position(position: &[u8], filters: &str) -> String {
+    let mut raw = position.to_vec();
+    raw.extend_from_slice(&fingerprint(filters));
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_position<const N: usize>(token: &str, filters: &str) -> crate::error::Result<Option<[u8; N]>> {
     if token.is_empty() {
         return Ok(None);
     }
     let bad = |why: &str| Error::invalid("page_token", why.to_owned());
     let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad("is not a token returned by this API"))?;
-    let (number, print) = raw.split_at_checked(8).ok_or_else(|| bad("is not a token returned by this API"))?;
+    let (position, print) = raw.split_at_checked(N).ok_or_else(|| bad("is not a token returned by this API"))?;
     if print != fingerprint(filters) {
         return Err(bad(
             "was issued for other filters; repeat the filters of the first page or start over without a token",
         ));
     }
-    let number = i64::from_be_bytes(number.try_into().map_err(|_| bad("is not a token returned by this API"))?);
-    Ok(Some(number))
+    let position = position.try_into().map_err(|_| bad("is not a token returned by this API"))?;
+    Ok(Some(position))
 }
 
 fn fingerprint(filters: &str) -> [u8; 8] {

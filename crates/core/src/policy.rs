@@ -68,6 +68,10 @@ pub enum Action {
     ReadQuota,
     /// Read the caller's own key.
     ReadCallerKey,
+    /// Create, read, change and delete RPC provider keys.
+    ManageRpcProviderKeys,
+    /// Read RPC provider key secrets back in clear.
+    RevealRpcProviderKeys,
 }
 
 impl Action {
@@ -84,6 +88,8 @@ impl Action {
             Self::VerifyKey => "verify API keys",
             Self::ReadQuota => "read key quotas",
             Self::ReadCallerKey => "read its own API key",
+            Self::ManageRpcProviderKeys => "manage RPC provider keys",
+            Self::RevealRpcProviderKeys => "read RPC provider key secrets",
         }
     }
 }

@@ -23,6 +23,36 @@ pub enum Command {
     Serve(Box<Config>),
     /// Apply pending database migrations and exit.
     Migrate(StoreConfig),
+    /// Re-encrypt every RPC provider key under a new master key, in one transaction.
+    /// Afterwards start the server with the new key; the old one is no longer needed.
+    RotateMasterKey(RotateMasterKeyArgs),
+}
+
+/// Arguments of `keyward rotate-master-key`.
+#[derive(Debug, Clone, Args)]
+pub struct RotateMasterKeyArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub store: StoreConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub master_key: MasterKeyConfig,
+    /// File holding the new master key (base64 of 32 bytes).
+    #[arg(long)]
+    pub new_key_file: PathBuf,
+}
+
+/// Where the master key of RPC provider keys comes from.
+#[derive(Debug, Clone, Args)]
+pub struct MasterKeyConfig {
+    /// AES-256-GCM master key of RPC provider keys, base64 of 32 bytes. Generated into
+    /// the data dir when neither it nor a key file is given on SQLite; required (or a
+    /// key file) on PostgreSQL.
+    #[arg(long, env = "KEYWARD_MASTER_KEY", value_parser = parse_secret, hide_env_values = true, conflicts_with = "master_key_file")]
+    pub master_key: Option<SecretString>,
+    /// File holding the master key (base64 of 32 bytes), e.g. a mounted Kubernetes Secret.
+    #[arg(long, env = "KEYWARD_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Where the data lives.
@@ -67,6 +97,9 @@ pub struct Config {
     /// gRPC listen address; port 0 picks a free port (the bound address is logged).
     #[arg(long, env = "KEYWARD_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub master_key: MasterKeyConfig,
     /// Admin key (15–550 characters) imported at start when no active admin key exists.
     #[arg(long, env = "KEYWARD_BOOTSTRAP_ADMIN_KEY", value_parser = parse_secret, hide_env_values = true)]
     pub bootstrap_admin_key: Option<SecretString>,
@@ -138,7 +171,7 @@ impl Config {
     pub fn defaults() -> Self {
         match Cli::parse_from(["keyward", "serve"]).command {
             Some(Command::Serve(config)) => *config,
-            Some(Command::Migrate(_)) | None => unreachable!("`serve` parses as Serve"),
+            Some(Command::Migrate(_) | Command::RotateMasterKey(_)) | None => unreachable!("`serve` parses as Serve"),
         }
     }
 }

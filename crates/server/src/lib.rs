@@ -5,6 +5,7 @@
 mod cache;
 pub mod config;
 mod convert;
+mod rpc_service;
 mod secrets;
 mod service;
 pub mod status;
@@ -22,7 +23,9 @@ use keyward_core::{
     policy::SCOPE_ADMIN,
     secret::{self, SecretHasher},
 };
-use keyward_proto::v1::api_key_service_server::ApiKeyServiceServer;
+use keyward_proto::v1::{
+    api_key_service_server::ApiKeyServiceServer, rpc_provider_key_service_server::RpcProviderKeyServiceServer,
+};
 use keyward_store::{Mutation, Store};
 use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -36,7 +39,7 @@ use crate::{
     usage::UsageRecorder,
     verifier::Verifier,
 };
-pub use crate::{config::Config, service::ApiKeyServiceImpl};
+pub use crate::{config::Config, rpc_service::RpcProviderKeyServiceImpl, service::ApiKeyServiceImpl};
 
 /// A started server.
 #[derive(Debug)]
@@ -97,6 +100,18 @@ fn source_chain(err: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// `keyward rotate-master-key`: re-encrypts every RPC provider key under the key in
+/// `--new-key-file`; returns how many were re-encrypted.
+pub async fn rotate_master_key(args: &config::RotateMasterKeyArgs) -> anyhow::Result<usize> {
+    let old = secrets::master_key(&args.master_key, &args.store)?;
+    let text = std::fs::read_to_string(&args.new_key_file)
+        .with_context(|| format!("cannot read --new-key-file {}", args.new_key_file.display()))?;
+    let new = keyward_core::crypto::MasterKey::from_base64(&secrecy::SecretString::from(text.trim().to_owned()))
+        .map_err(|problem| anyhow::anyhow!("--new-key-file {problem}"))?;
+    let store = open_store(&args.store).await?;
+    store.rotate_master_key(&old, &new).await.map_err(|err| anyhow::anyhow!(source_chain(&err)))
+}
+
 /// Starts the server: opens and migrates the store, imports the bootstrap admin key,
 /// binds the gRPC listener and serves until [`Running::stop`].
 pub async fn start(config: Config) -> anyhow::Result<Running> {
@@ -104,7 +119,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map_err(|problem| anyhow::anyhow!("invalid KEYWARD_ENVIRONMENTS / KEYWARD_DEFAULT_ENVIRONMENT: {problem}"))?;
     let hash_secret = secrets::hash_secret(&config)?;
     let hasher = SecretHasher::new(&hash_secret);
+    let master_key = secrets::master_key(&config.master_key, &config.store)?;
     let store = open_store(&config.store).await?;
+    store
+        .check_master_key(&master_key)
+        .await
+        .map_err(|err| anyhow::anyhow!("refusing to start: {}", source_chain(&err)))?;
     bootstrap_admin(&config, &store, &hasher, &environments).await?;
 
     let cache_settings = CacheSettings {
@@ -130,10 +150,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         undelete_retention: config.undelete_retention,
         max_rotation_grace: config.max_rotation_grace,
     };
+    let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
     let service = ApiKeyServiceImpl::new(store.clone(), verifier, rules);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
+    health_reporter.set_serving::<RpcProviderKeyServiceServer<RpcProviderKeyServiceImpl>>().await;
     background.push(tokio::spawn(probe_health(store.clone(), health_reporter, config.health_interval)));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -159,7 +181,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ApiKeyServiceServer::new(service));
+        .add_service(ApiKeyServiceServer::new(service))
+        .add_service(RpcProviderKeyServiceServer::new(rpc_service));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));
@@ -195,10 +218,12 @@ async fn probe_health(store: Store, reporter: HealthReporter, interval: Duration
             if healthy {
                 tracing::info!("database reachable again; serving");
                 reporter.set_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
+                reporter.set_serving::<RpcProviderKeyServiceServer<RpcProviderKeyServiceImpl>>().await;
                 reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
             } else {
                 tracing::error!("database unreachable; not serving");
                 reporter.set_not_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
+                reporter.set_not_serving::<RpcProviderKeyServiceServer<RpcProviderKeyServiceImpl>>().await;
                 reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             }
         }

@@ -16,6 +16,12 @@ async fn main() -> ExitCode {
             init_tracing("info");
             keyward_server::open_store(&store).await.map(|_| tracing::info!("migrations applied"))
         }
+        Some(Command::RotateMasterKey(args)) => {
+            init_tracing("info");
+            keyward_server::rotate_master_key(&args).await.map(|count| {
+                tracing::info!(count, "re-encrypted every RPC provider key; start the server with the new master key")
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -420,7 +420,7 @@ fn future_time(
     }
 }
 
-fn to_status_code_name(err: &Error) -> &'static str {
+pub(crate) fn to_status_code_name(err: &Error) -> &'static str {
     match err {
         Error::InvalidArgument(_) => "INVALID_ARGUMENT",
         Error::Unauthenticated { .. } => "UNAUTHENTICATED",
@@ -430,6 +430,7 @@ fn to_status_code_name(err: &Error) -> &'static str {
         Error::FailedPrecondition { .. } => "FAILED_PRECONDITION",
         Error::ResourceExhausted { .. } => "RESOURCE_EXHAUSTED",
         Error::Aborted { .. } => "ABORTED",
+        Error::DataLoss { .. } => "DATA_LOSS",
         Error::Unavailable(_) => "UNAVAILABLE",
         Error::Internal(_) => "INTERNAL",
     }

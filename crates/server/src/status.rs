@@ -33,7 +33,8 @@ pub fn to_status(err: Error) -> Status {
             tracing::info!(kind, id, "not found");
             let message = format!("{kind} {id} not found");
             let metadata = HashMap::from([("id".to_owned(), id)]);
-            (Code::NotFound, "API_KEY_NOT_FOUND", message, metadata, vec![])
+            let reason = if kind == "RPC provider key" { "RPC_PROVIDER_KEY_NOT_FOUND" } else { "API_KEY_NOT_FOUND" };
+            (Code::NotFound, reason, message, metadata, vec![])
         }
         Error::AlreadyExists { reason, message, resource_id } => {
             tracing::info!(reason, %message, "already exists");
@@ -51,6 +52,10 @@ pub fn to_status(err: Error) -> Status {
         Error::Aborted { message } => {
             tracing::info!(%message, "aborted");
             (Code::Aborted, "CONCURRENT_CHANGE", message, HashMap::new(), vec![])
+        }
+        Error::DataLoss { reason, message } => {
+            tracing::error!(reason, %message, "stored data cannot be read");
+            (Code::DataLoss, reason, message, HashMap::new(), vec![])
         }
         Error::Unavailable(source) => {
             tracing::error!(error = ?source, "database unavailable");

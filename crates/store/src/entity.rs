@@ -152,3 +152,47 @@ pub mod usage_counter {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `rpc_provider_keys`: upstream credentials, their secrets sealed under the master key.
+pub mod rpc_provider_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rpc_provider_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub network: String,
+        pub provider: String,
+        pub description: String,
+        pub enabled: bool,
+        pub sealed_secret: String,
+        pub master_key_id: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `master_key_canary`: one value sealed under the master key, checked at start.
+pub mod master_key_canary {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "master_key_canary")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub master_key_id: String,
+        pub sealed: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

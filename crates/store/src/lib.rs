@@ -7,6 +7,8 @@
 mod changes;
 mod convert;
 pub mod entity;
+mod rpc_keys;
+pub use crate::rpc_keys::RpcKeyQuery;
 mod usage;
 
 use std::{
@@ -103,6 +105,12 @@ pub enum Operation {
     Undelete,
     /// RotateApiKey.
     Rotate,
+    /// CreateRpcProviderKey.
+    CreateRpcProviderKey,
+    /// UpdateRpcProviderKey.
+    UpdateRpcProviderKey,
+    /// DeleteRpcProviderKey.
+    DeleteRpcProviderKey,
 }
 
 impl Operation {
@@ -114,6 +122,9 @@ impl Operation {
             Self::Delete => "DeleteApiKey",
             Self::Undelete => "UndeleteApiKey",
             Self::Rotate => "RotateApiKey",
+            Self::CreateRpcProviderKey => "CreateRpcProviderKey",
+            Self::UpdateRpcProviderKey => "UpdateRpcProviderKey",
+            Self::DeleteRpcProviderKey => "DeleteRpcProviderKey",
         }
     }
 }
