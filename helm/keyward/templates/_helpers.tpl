@@ -54,8 +54,8 @@ Container image.
 {{- end }}
 
 {{/*
-Name of the Secret with database-url, hash-secret and bootstrap-admin-key.
+Name of the Secret with database-url, hash-secret, master-key and bootstrap-admin-key.
 */}}
 {{- define "keyward.secretName" -}}
-{{- required "existingSecret is required: the name of a Secret with keys database-url, hash-secret and (optionally) bootstrap-admin-key" .Values.existingSecret }}
+{{- required "existingSecret is required: the name of a Secret with keys database-url, hash-secret, master-key and (optionally) bootstrap-admin-key" .Values.existingSecret }}
 {{- end }}
