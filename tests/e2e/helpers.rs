@@ -209,6 +209,7 @@ pub(crate) struct Replica {
     _process: tokio::process::Child,
     pub(crate) client: ApiKeyServiceClient<Channel>,
     pub(crate) channel: Channel,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// The `keyward` binary beside this test binary.
@@ -264,9 +265,22 @@ impl Replica {
             let status = child.wait().await.unwrap();
             return Err(format!("{status}: {log}"));
         };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let shared_log = std::sync::Arc::new(std::sync::Mutex::new(log));
+        let sink = std::sync::Arc::clone(&shared_log);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        Ok(Self { _process: child, client: ApiKeyServiceClient::new(channel.clone()), channel })
+        Ok(Self { _process: child, client: ApiKeyServiceClient::new(channel.clone()), channel, log: shared_log })
+    }
+
+    /// What the process has logged so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     pub(crate) async fn code(&self, secret: &str) -> v1::VerificationCode {

@@ -7,6 +7,7 @@ mod helpers;
 mod cache;
 mod contract;
 mod idempotency;
+mod jwt;
 mod lifecycle;
 mod operations;
 mod pagination;

@@ -16,18 +16,41 @@ pub const SCOPE_VERIFY: &str = "verify";
 /// Scopes that confer rights in keyward itself; a caller may grant only those it holds.
 pub const RESERVED_SCOPES: [&str; 4] = [SCOPE_ADMIN, SCOPE_KEYS_READ, SCOPE_KEYS_WRITE, SCOPE_VERIFY];
 
+/// PSP role that may list, update and delete every key of its organisation, but not create.
+pub const ROLE_SUPER_DEV: &str = "Super_Dev";
+/// PSP roles that manage (list, create, update, delete) their own keys.
+pub const KEY_MANAGER_ROLES: [&str; 4] = ["Issuer_Admin", "Issuer_Dev", "Verifier_Admin", "Verifier_Dev"];
+
+/// A person, as their identity provider's token describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// The token's `sub`: owner and creator of the keys they make.
+    pub subject: String,
+    /// Organisation id claim, empty if absent.
+    pub organization_id: String,
+    /// Organisation display name claim, empty if absent.
+    pub organization_name: String,
+    /// Role claims.
+    pub roles: BTreeSet<String>,
+}
+
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone)]
 pub enum Caller {
     /// A keyward API key.
     Key(Arc<ApiKey>),
+    /// A person with a JWT from the configured identity provider.
+    Person(Arc<Person>),
 }
+
+static NO_SCOPES: BTreeSet<String> = BTreeSet::new();
 
 impl Caller {
     /// Subject recorded as the actor of audit events and as the creator of keys.
     pub fn subject(&self) -> String {
         match self {
             Self::Key(key) => format!("key:{}", key.id),
+            Self::Person(person) => person.subject.clone(),
         }
     }
 
@@ -35,12 +58,32 @@ impl Caller {
     pub fn owner(&self) -> &str {
         match self {
             Self::Key(key) => &key.owner,
+            Self::Person(person) => &person.subject,
+        }
+    }
+
+    /// The organisation keys the caller creates belong to: a person's own; a key
+    /// caller names it in the request.
+    pub fn organization(&self) -> Option<(&str, &str)> {
+        match self {
+            Self::Key(_) => None,
+            Self::Person(person) => Some((&person.organization_id, &person.organization_name)),
         }
     }
 
     fn scopes(&self) -> &BTreeSet<String> {
         match self {
             Self::Key(key) => &key.scopes,
+            Self::Person(_) => &NO_SCOPES,
+        }
+    }
+
+    fn holds(&self, grant: Grant) -> bool {
+        match (grant, self) {
+            (Grant::Any, Self::Key(_)) => true,
+            (Grant::Scope(scope), Self::Key(key)) => key.scopes.contains(scope),
+            (Grant::Role(role), Self::Person(person)) => person.roles.contains(role),
+            (Grant::Any | Grant::Scope(_), Self::Person(_)) | (Grant::Role(_), Self::Key(_)) => false,
         }
     }
 }
@@ -101,6 +144,8 @@ pub enum Reach {
     All,
     /// Keys of this owner only.
     Owner(String),
+    /// Keys of this organisation.
+    Organization(String),
 }
 
 impl Reach {
@@ -110,6 +155,7 @@ impl Reach {
         match self {
             Self::All => true,
             Self::Owner(owner) => key.owner == *owner,
+            Self::Organization(organization) => key.organization_id == *organization,
         }
     }
 
@@ -118,6 +164,9 @@ impl Reach {
         match self {
             Self::All => true,
             Self::Owner(own) => own == owner,
+            // An owner's keys may span organisations; an organisation reach alone does
+            // not make every key of an owner visible.
+            Self::Organization(_) => false,
         }
     }
 }
@@ -125,40 +174,79 @@ impl Reach {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Span {
     Own,
+    Organization,
     Every,
 }
 
-/// What a scope confers. `ANY` marks rights every authenticated key has.
-const ANY: &str = "";
-const TABLE: &[(&str, Action, Span)] = &[
-    (ANY, Action::ReadCallerKey, Span::Own),
-    (SCOPE_KEYS_READ, Action::ReadKeys, Span::Own),
-    (SCOPE_KEYS_READ, Action::ReadQuota, Span::Own),
-    (SCOPE_KEYS_WRITE, Action::ReadKeys, Span::Own),
-    (SCOPE_KEYS_WRITE, Action::ReadQuota, Span::Own),
-    (SCOPE_KEYS_WRITE, Action::CreateKey, Span::Own),
-    (SCOPE_KEYS_WRITE, Action::UpdateKey, Span::Own),
-    (SCOPE_KEYS_WRITE, Action::DeleteKey, Span::Own),
-    (SCOPE_KEYS_WRITE, Action::UndeleteKey, Span::Own),
-    (SCOPE_KEYS_WRITE, Action::RotateKey, Span::Own),
-    (SCOPE_VERIFY, Action::VerifyKey, Span::Every),
+/// What confers a right: anything authenticated as a key, a key's scope, or a person's role.
+#[derive(Clone, Copy)]
+enum Grant {
+    Any,
+    Scope(&'static str),
+    Role(&'static str),
+}
+
+const fn manager(role: &'static str, action: Action) -> (Grant, Action, Span) {
+    (Grant::Role(role), action, Span::Own)
+}
+
+/// Every right there is, besides `admin` (which has them all, over every key).
+const TABLE: &[(Grant, Action, Span)] = &[
+    (Grant::Any, Action::ReadCallerKey, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_READ), Action::ReadKeys, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_READ), Action::ReadQuota, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_WRITE), Action::ReadKeys, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_WRITE), Action::ReadQuota, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_WRITE), Action::CreateKey, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_WRITE), Action::UpdateKey, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_WRITE), Action::DeleteKey, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_WRITE), Action::UndeleteKey, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_WRITE), Action::RotateKey, Span::Own),
+    (Grant::Scope(SCOPE_VERIFY), Action::VerifyKey, Span::Every),
+    (Grant::Role(ROLE_SUPER_DEV), Action::ReadKeys, Span::Organization),
+    (Grant::Role(ROLE_SUPER_DEV), Action::UpdateKey, Span::Organization),
+    (Grant::Role(ROLE_SUPER_DEV), Action::DeleteKey, Span::Organization),
+    (Grant::Role(ROLE_SUPER_DEV), Action::ReadQuota, Span::Own),
+    manager(KEY_MANAGER_ROLES[0], Action::ReadKeys),
+    manager(KEY_MANAGER_ROLES[0], Action::CreateKey),
+    manager(KEY_MANAGER_ROLES[0], Action::UpdateKey),
+    manager(KEY_MANAGER_ROLES[0], Action::DeleteKey),
+    manager(KEY_MANAGER_ROLES[0], Action::ReadQuota),
+    manager(KEY_MANAGER_ROLES[1], Action::ReadKeys),
+    manager(KEY_MANAGER_ROLES[1], Action::CreateKey),
+    manager(KEY_MANAGER_ROLES[1], Action::UpdateKey),
+    manager(KEY_MANAGER_ROLES[1], Action::DeleteKey),
+    manager(KEY_MANAGER_ROLES[1], Action::ReadQuota),
+    manager(KEY_MANAGER_ROLES[2], Action::ReadKeys),
+    manager(KEY_MANAGER_ROLES[2], Action::CreateKey),
+    manager(KEY_MANAGER_ROLES[2], Action::UpdateKey),
+    manager(KEY_MANAGER_ROLES[2], Action::DeleteKey),
+    manager(KEY_MANAGER_ROLES[2], Action::ReadQuota),
+    manager(KEY_MANAGER_ROLES[3], Action::ReadKeys),
+    manager(KEY_MANAGER_ROLES[3], Action::CreateKey),
+    manager(KEY_MANAGER_ROLES[3], Action::UpdateKey),
+    manager(KEY_MANAGER_ROLES[3], Action::DeleteKey),
+    manager(KEY_MANAGER_ROLES[3], Action::ReadQuota),
 ];
 
 /// Decides whether `caller` may perform `action`, and over which keys.
 pub fn authorize(caller: &Caller, action: Action) -> crate::error::Result<Reach> {
-    let scopes = caller.scopes();
-    if scopes.contains(SCOPE_ADMIN) {
+    if caller.scopes().contains(SCOPE_ADMIN) {
         return Ok(Reach::All);
     }
     let span = TABLE
         .iter()
-        .filter(|(scope, granted, _)| *granted == action && (scope.is_empty() || scopes.contains(*scope)))
+        .filter(|(grant, granted, _)| *granted == action && caller.holds(*grant))
         .map(|(_, _, span)| *span)
         .max();
-    match span {
-        Some(Span::Every) => Ok(Reach::All),
-        Some(Span::Own) => Ok(Reach::Owner(caller.owner().to_owned())),
-        None => Err(Error::PermissionDenied { action: action.describe() }),
+    match (span, caller.organization()) {
+        (Some(Span::Every), _) => Ok(Reach::All),
+        (Some(Span::Organization), Some((organization, _))) if !organization.is_empty() => {
+            Ok(Reach::Organization(organization.to_owned()))
+        }
+        // Without an organisation claim there is no organisation to reach: own keys only.
+        (Some(Span::Organization | Span::Own), _) => Ok(Reach::Owner(caller.owner().to_owned())),
+        (None, _) => Err(Error::PermissionDenied { action: action.describe() }),
     }
 }
 
@@ -214,6 +302,35 @@ mod tests {
         assert_eq!(authorize(&caller(&["verify"]), Action::VerifyKey).unwrap(), Reach::All);
         assert!(authorize(&caller(&["verify"]), Action::ReadKeys).is_err());
         assert!(authorize(&caller(&["app:read"]), Action::ReadCallerKey).is_ok());
+    }
+
+    fn person(roles: &[&str]) -> Caller {
+        Caller::Person(Arc::new(Person {
+            subject: "user-1".into(),
+            organization_id: "org-1".into(),
+            organization_name: "Org One".into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        }))
+    }
+
+    #[test]
+    fn psp_roles_follow_the_claims_table() {
+        let own = Reach::Owner("user-1".into());
+        let org = Reach::Organization("org-1".into());
+        assert_eq!(authorize(&person(&["Super_Dev"]), Action::ReadKeys).unwrap(), org);
+        assert_eq!(authorize(&person(&["Super_Dev"]), Action::DeleteKey).unwrap(), org);
+        assert!(authorize(&person(&["Super_Dev"]), Action::CreateKey).is_err());
+        for role in KEY_MANAGER_ROLES {
+            for action in [Action::ReadKeys, Action::CreateKey, Action::UpdateKey, Action::DeleteKey, Action::ReadQuota]
+            {
+                assert_eq!(authorize(&person(&[role]), action).unwrap(), own, "{role} {action:?}");
+            }
+            assert!(authorize(&person(&[role]), Action::VerifyKey).is_err());
+        }
+        assert_eq!(authorize(&person(&["Super_Dev", "Issuer_Dev"]), Action::ReadKeys).unwrap(), org, "the wider reach");
+        assert!(authorize(&person(&["Viewer"]), Action::ReadKeys).is_err());
+        assert!(authorize(&person(&[]), Action::ReadCallerKey).is_err());
+        assert!(check_grantable(&person(&["Issuer_Admin"]), &["admin".to_owned()].into()).is_err());
     }
 
     #[test]

@@ -42,6 +42,39 @@ pub struct RotateMasterKeyArgs {
     pub new_key_file: PathBuf,
 }
 
+/// JWT callers: people authenticated by their identity provider (off unless a JWKS is given).
+#[derive(Debug, Clone, Args)]
+pub struct JwtConfig {
+    /// JWKS of the identity provider: a file path or an https:// URL (http:// only on loopback).
+    #[arg(long, env = "KEYWARD_JWT_JWKS")]
+    pub jwt_jwks: Option<String>,
+    /// Required `iss` of caller JWTs (required with a JWKS).
+    #[arg(long, env = "KEYWARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of caller JWTs (required with a JWKS).
+    #[arg(long, env = "KEYWARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Claim holding the caller's roles: a list, or a space- or comma-separated string.
+    #[arg(long, env = "KEYWARD_JWT_ROLES_CLAIM", default_value = "cognito:groups")]
+    pub jwt_roles_claim: String,
+    /// Claim holding the caller's organisation id.
+    #[arg(long, env = "KEYWARD_JWT_ORG_ID_CLAIM", default_value = "custom:organisation_id")]
+    pub jwt_org_id_claim: String,
+    /// Claim holding the caller's organisation display name.
+    #[arg(long, env = "KEYWARD_JWT_ORG_NAME_CLAIM", default_value = "custom:organisation_name")]
+    pub jwt_org_name_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "KEYWARD_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+    /// How often the JWKS is fetched again.
+    #[arg(long, env = "KEYWARD_JWT_JWKS_REFRESH", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub jwt_jwks_refresh: Duration,
+    /// Least time between fetches caused by tokens naming an unknown key, so a flood of
+    /// random `kid`s cannot hammer the identity provider.
+    #[arg(long, env = "KEYWARD_JWT_KID_REFRESH_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwt_kid_refresh_cooldown: Duration,
+}
+
 /// Where the master key of RPC provider keys comes from.
 #[derive(Debug, Clone, Args)]
 pub struct MasterKeyConfig {
@@ -100,6 +133,9 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub master_key: MasterKeyConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub jwt: JwtConfig,
     /// Admin key (15–550 characters) imported at start when no active admin key exists.
     #[arg(long, env = "KEYWARD_BOOTSTRAP_ADMIN_KEY", value_parser = parse_secret, hide_env_values = true)]
     pub bootstrap_admin_key: Option<SecretString>,

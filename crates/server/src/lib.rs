@@ -5,6 +5,7 @@
 mod cache;
 pub mod config;
 mod convert;
+mod jwt;
 mod rpc_service;
 mod secrets;
 mod service;
@@ -40,6 +41,9 @@ use crate::{
     verifier::Verifier,
 };
 pub use crate::{config::Config, rpc_service::RpcProviderKeyServiceImpl, service::ApiKeyServiceImpl};
+
+/// Largest header block a call may send (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
+const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
 /// A started server.
 #[derive(Debug)]
@@ -144,7 +148,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(listener) = listener {
         background.push(tokio::spawn(follow_changes(listener, Arc::clone(&cache))));
     }
-    let verifier = Verifier::new(store.clone(), hasher, environments.clone(), cache, Arc::clone(&usage));
+    let jwt = match jwt_settings(&config.jwt)? {
+        Some(settings) => {
+            let jwt = Arc::new(jwt::JwtVerifier::new(settings).await?);
+            background.push(tokio::spawn(Arc::clone(&jwt).refresh_periodically()));
+            Some(jwt)
+        }
+        None => None,
+    };
+    let verifier = Verifier::new(store.clone(), hasher, environments.clone(), cache, Arc::clone(&usage), jwt);
     let rules = Rules {
         environments,
         undelete_retention: config.undelete_retention,
@@ -177,7 +189,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Large enough that an oversized credential reaches authentication and is refused
+    // there with UNAUTHENTICATED, instead of the connection being torn down.
     let router = Server::builder()
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -187,6 +202,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let _ = shutdown_signal.await;
     }));
     Ok(Running { grpc_addr, store, shutdown, server, background, usage })
+}
+
+fn jwt_settings(config: &config::JwtConfig) -> anyhow::Result<Option<jwt::JwtSettings>> {
+    let Some(jwks) = &config.jwt_jwks else { return Ok(None) };
+    let required = |value: &Option<String>, name: &str| {
+        value
+            .clone()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("{name} is required with KEYWARD_JWT_JWKS"))
+    };
+    Ok(Some(jwt::JwtSettings {
+        jwks: jwks.clone(),
+        issuer: required(&config.jwt_issuer, "KEYWARD_JWT_ISSUER")?,
+        audience: required(&config.jwt_audience, "KEYWARD_JWT_AUDIENCE")?,
+        leeway: config.jwt_leeway,
+        refresh_interval: config.jwt_jwks_refresh,
+        unknown_kid_cooldown: config.jwt_kid_refresh_cooldown,
+        roles_claim: config.jwt_roles_claim.clone(),
+        organization_id_claim: config.jwt_org_id_claim.clone(),
+        organization_name_claim: config.jwt_org_name_claim.clone(),
+    }))
 }
 
 /// Applies key changes announced by any replica to the local cache.

@@ -161,6 +161,14 @@ impl ApiKeyServiceImpl {
         if !reach.covers_owner(&owner) {
             return Err(Error::PermissionDenied { action: "create API keys for other owners" });
         }
+        // A person's keys belong to the organisation their token names.
+        let (organization_id, organization_name) = match caller.organization() {
+            None => (organization_id, organization_name),
+            Some((id, _)) if !organization_id.is_empty() && organization_id != id => {
+                return Err(Error::PermissionDenied { action: "create API keys for another organisation" });
+            }
+            Some((id, name)) => (id.to_owned(), name.to_owned()),
+        };
         policy::check_grantable(caller, &scopes)?;
         let secret = if import_secret.is_empty() {
             secret::generate(&environment.key_prefix)
@@ -587,8 +595,12 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let caller = self.caller(&request).await?;
         policy::authorize(&caller, Action::ReadCallerKey).map_err(to_status)?;
         let v1::GetCallerApiKeyRequest {} = request.into_inner();
-        let Caller::Key(key) = caller;
-        Ok(Response::new(v1::GetCallerApiKeyResponse { api_key: Some(convert::api_key(&key)) }))
+        match caller {
+            Caller::Key(key) => {
+                Ok(Response::new(v1::GetCallerApiKeyResponse { api_key: Some(convert::api_key(&key)) }))
+            }
+            Caller::Person(_) => Err(to_status(Error::PermissionDenied { action: Action::ReadCallerKey.describe() })),
+        }
     }
 
     #[tracing::instrument(name = "GetKeyQuota", skip_all)]

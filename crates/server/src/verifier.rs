@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     cache::{KeyCache, Lookup},
+    jwt::{JwtVerifier, looks_like_jwt},
     usage::UsageRecorder,
 };
 
@@ -31,6 +32,7 @@ pub(crate) struct Verifier {
     environments: Environments,
     cache: Arc<KeyCache>,
     usage: Arc<UsageRecorder>,
+    jwt: Option<Arc<JwtVerifier>>,
 }
 
 /// The outcome of a verification: the verdict and, when one was found, the key.
@@ -47,8 +49,9 @@ impl Verifier {
         environments: Environments,
         cache: Arc<KeyCache>,
         usage: Arc<UsageRecorder>,
+        jwt: Option<Arc<JwtVerifier>>,
     ) -> Self {
-        Self { store, hasher, environments, cache, usage }
+        Self { store, hasher, environments, cache, usage, jwt }
     }
 
     pub(crate) fn hasher(&self) -> &SecretHasher {
@@ -115,9 +118,13 @@ impl Verifier {
         }
     }
 
-    /// The caller behind the call's credentials: `authorization: Bearer <key>` or `token: <key>`.
+    /// The caller behind the call's credentials: `authorization: Bearer <key or JWT>` or `token: <key>`.
     pub(crate) async fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller> {
-        let presented = credential(metadata)?;
+        let (presented, bearer) = credential(metadata)?;
+        if bearer && looks_like_jwt(presented) {
+            let jwt = self.jwt.as_ref().ok_or(Error::Unauthenticated { detail: "JWT callers are not configured" })?;
+            return Ok(Caller::Person(Arc::new(jwt.authenticate(presented).await?)));
+        }
         let Verification { verdict, key } = self.judge(presented, &[], "").await?;
         match (verdict.auth_failure(), key) {
             (None, Some(key)) => {
@@ -130,7 +137,8 @@ impl Verifier {
     }
 }
 
-fn credential(metadata: &MetadataMap) -> Result<&str> {
+/// The presented credential, and whether it came as a bearer token (the only place a JWT may).
+fn credential(metadata: &MetadataMap) -> Result<(&str, bool)> {
     let unreadable = Error::Unauthenticated { detail: "credential header is not visible ASCII" };
     if let Some(value) = metadata.get("authorization") {
         let value = value.to_str().map_err(|_| unreadable)?;
@@ -138,10 +146,10 @@ fn credential(metadata: &MetadataMap) -> Result<&str> {
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(Error::Unauthenticated { detail: "authorization header is not `Bearer <key>`" });
         }
-        return Ok(token.trim());
+        return Ok((token.trim(), true));
     }
     if let Some(value) = metadata.get("token") {
-        return value.to_str().map(str::trim).map_err(|_| unreadable);
+        return value.to_str().map(|key| (key.trim(), false)).map_err(|_| unreadable);
     }
     Err(Error::Unauthenticated { detail: "no credentials" })
 }

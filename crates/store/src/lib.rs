@@ -275,8 +275,12 @@ impl Store {
     /// One page of keys in `number` order.
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<ApiKey>> {
         let mut select = api_key::Entity::find().order_by_asc(api_key::Column::Number).limit(query.limit);
-        if let Reach::Owner(owner) = &query.reach {
-            select = select.filter(api_key::Column::Owner.eq(owner.as_str()));
+        match &query.reach {
+            Reach::All => {}
+            Reach::Owner(owner) => select = select.filter(api_key::Column::Owner.eq(owner.as_str())),
+            Reach::Organization(organization) => {
+                select = select.filter(api_key::Column::OrganizationId.eq(organization.as_str()));
+            }
         }
         if let Some(owner) = &query.owner {
             select = select.filter(api_key::Column::Owner.eq(owner.as_str()));
