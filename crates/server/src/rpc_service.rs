@@ -19,7 +19,11 @@ use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{convert::timestamp, service::to_status_code_name, status::to_status, verifier::Verifier};
+use crate::{
+    convert::timestamp,
+    status::{code_name, to_status},
+    verifier::Verifier,
+};
 
 const MAX_SECRET_CHARS: usize = 1000;
 const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -93,7 +97,7 @@ impl RpcProviderKeyServiceImpl {
             action: action.to_owned(),
             target: target.chars().take(64).collect(),
             request_id: None,
-            outcome: result.as_ref().map_or_else(|err| to_status_code_name(err).to_owned(), |_| "OK".to_owned()),
+            outcome: result.as_ref().map_or_else(|err| code_name(err).to_owned(), |_| "OK".to_owned()),
             occurred_at: Utc::now(),
         };
         // Mutations write their successful audit event in their own transaction.

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::{
     convert::{self, from_timestamp},
-    status::to_status,
+    status::{code_name, to_status},
     verifier::Verifier,
 };
 
@@ -84,7 +84,7 @@ impl ApiKeyServiceImpl {
                 action: operation.as_str().to_owned(),
                 target: target.chars().take(64).collect(),
                 request_id: Some(request_id.chars().take(64).collect::<String>()).filter(|id| !id.is_empty()),
-                outcome: to_status_code_name(err).to_owned(),
+                outcome: code_name(err).to_owned(),
                 occurred_at: Utc::now(),
             };
             if let Err(audit_err) = self.inner.store.record_audit(&event).await {
@@ -105,12 +105,10 @@ impl ApiKeyServiceImpl {
         if !import_secret.is_empty() {
             policy::authorize(caller, Action::ImportSecret)?;
         }
-        let mut checks = Checks::new();
         let Some(api_key) = api_key else {
-            checks.fail("api_key", "is required");
-            checks.finish()?;
             return Err(Error::invalid("api_key", "is required"));
         };
+        let mut checks = Checks::new();
         let v1::ApiKey {
             id: _,
             number: _,
@@ -425,22 +423,6 @@ fn future_time(
             checks.fail(field, "is not a valid timestamp");
             None
         }
-    }
-}
-
-pub(crate) fn to_status_code_name(err: &Error) -> &'static str {
-    match err {
-        Error::InvalidArgument(_) => "INVALID_ARGUMENT",
-        Error::Unauthenticated { .. } => "UNAUTHENTICATED",
-        Error::PermissionDenied { .. } => "PERMISSION_DENIED",
-        Error::NotFound { .. } => "NOT_FOUND",
-        Error::AlreadyExists { .. } => "ALREADY_EXISTS",
-        Error::FailedPrecondition { .. } => "FAILED_PRECONDITION",
-        Error::ResourceExhausted { .. } => "RESOURCE_EXHAUSTED",
-        Error::Aborted { .. } => "ABORTED",
-        Error::DataLoss { .. } => "DATA_LOSS",
-        Error::Unavailable(_) => "UNAVAILABLE",
-        Error::Internal(_) => "INTERNAL",
     }
 }
 

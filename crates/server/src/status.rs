@@ -79,3 +79,20 @@ pub fn to_status(err: Error) -> Status {
 fn join_violations(violations: &[keyward_core::Violation]) -> String {
     violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
+
+/// The canonical name of the code an error maps to, as audit events record outcomes.
+pub(crate) fn code_name(err: &Error) -> &'static str {
+    match err {
+        Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+        Error::Unauthenticated { .. } => "UNAUTHENTICATED",
+        Error::PermissionDenied { .. } => "PERMISSION_DENIED",
+        Error::NotFound { .. } => "NOT_FOUND",
+        Error::AlreadyExists { .. } => "ALREADY_EXISTS",
+        Error::FailedPrecondition { .. } => "FAILED_PRECONDITION",
+        Error::ResourceExhausted { .. } => "RESOURCE_EXHAUSTED",
+        Error::Aborted { .. } => "ABORTED",
+        Error::DataLoss { .. } => "DATA_LOSS",
+        Error::Unavailable(_) => "UNAVAILABLE",
+        Error::Internal(_) => "INTERNAL",
+    }
+}
