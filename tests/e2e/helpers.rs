@@ -89,7 +89,7 @@ pub(crate) async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config
     };
     adjust(&mut config);
     let running = keyward_server::start(config.clone()).await.expect("server starts");
-    let channel = Channel::from_shared(format!("http://{}", running.grpc_addr)).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", running.grpc_addr)).unwrap().connect_lazy();
     TestApp {
         running: Some(running),
         client: ApiKeyServiceClient::new(channel.clone()),

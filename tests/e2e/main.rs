@@ -13,5 +13,6 @@ mod operations;
 mod pagination;
 mod rights;
 mod rpc_keys;
+mod tls;
 mod validation;
 mod verification;

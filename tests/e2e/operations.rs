@@ -99,3 +99,30 @@ async fn restart_keeps_keys_and_does_not_reimport_the_admin(backend: Backend) {
     app.stop().await;
 }
 both!(restart_keeps_keys_and_does_not_reimport_the_admin);
+
+#[test]
+fn bad_settings_stop_the_start_with_a_message_naming_them() {
+    let data = tempfile::tempdir().unwrap();
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("KEYWARD_GRPC_ADDR", "not-an-address")], "--grpc-addr"),
+        (
+            &[("KEYWARD_TLS_CERT", "/nonexistent/cert.pem"), ("KEYWARD_TLS_KEY", "/nonexistent/key.pem")],
+            "KEYWARD_TLS_CERT",
+        ),
+        (&[("KEYWARD_DATABASE_URL", "mysql://somewhere/db")], "KEYWARD_DATABASE_URL"),
+        (&[("KEYWARD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/x")], "KEYWARD_HASH_SECRET"),
+        (&[("KEYWARD_ENVIRONMENTS", "production:kw_live:zero")], "--environment"),
+    ];
+    for (env, setting) in cases {
+        let output = std::process::Command::new(crate::helpers::keyward_binary())
+            .arg("serve")
+            .env("KEYWARD_DATA_DIR", data.path())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{env:?} started");
+        assert!(stderr.contains(setting), "{env:?}: the message names {setting}: {stderr}");
+    }
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0, "a refused start writes nothing");
+}

@@ -42,6 +42,29 @@ pub struct RotateMasterKeyArgs {
     pub new_key_file: PathBuf,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// TLS of the gRPC listener (off unless a certificate and key are given).
+#[derive(Debug, Clone, Args)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the gRPC listener; with --tls-key, serves TLS only.
+    #[arg(long, env = "KEYWARD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "KEYWARD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "KEYWARD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
 /// JWT callers: people authenticated by their identity provider (off unless a JWKS is given).
 #[derive(Debug, Clone, Args)]
 pub struct JwtConfig {
@@ -182,6 +205,12 @@ pub struct Config {
     /// Log filter in tracing EnvFilter syntax, e.g. `info,keyward_server=debug`.
     #[arg(long, env = "KEYWARD_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, env = "KEYWARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsConfig,
 }
 
 fn parse_channel(value: &str) -> Result<String, String> {

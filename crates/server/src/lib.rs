@@ -30,7 +30,7 @@ use keyward_proto::v1::{
 use keyward_store::{Mutation, Store};
 use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::server::HealthReporter;
 use uuid::Uuid;
 
@@ -87,18 +87,31 @@ pub async fn open_store(config: &config::StoreConfig) -> anyhow::Result<Store> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create KEYWARD_DATA_DIR {}", config.data_dir.display()))?;
     }
-    let store = Store::connect(&config.database_url(), config.database_max_connections, &config.notify_channel)
+    let url = checked_database_url(config)?;
+    let store = Store::connect(&url, config.database_max_connections, &config.notify_channel)
         .await
-        .map_err(|err| anyhow::anyhow!("cannot open KEYWARD_DATABASE_URL: {err:#}: {}", source_chain(&err)))?;
+        .map_err(|err| anyhow::anyhow!("cannot open KEYWARD_DATABASE_URL: {}", source_chain(&err)))?;
     store.migrate().await.map_err(|err| anyhow::anyhow!("database migration failed: {}", source_chain(&err)))?;
     Ok(store)
 }
 
+fn checked_database_url(config: &config::StoreConfig) -> anyhow::Result<String> {
+    let url = config.database_url();
+    if !["sqlite:", "postgres://", "postgresql://"].iter().any(|scheme| url.starts_with(scheme)) {
+        anyhow::bail!("KEYWARD_DATABASE_URL must start with sqlite:// or postgres://");
+    }
+    Ok(url)
+}
+
+/// An error and its causes on one line, skipping causes its message already repeats.
 fn source_chain(err: &dyn std::error::Error) -> String {
     let mut parts = vec![err.to_string()];
     let mut source = err.source();
     while let Some(cause) = source {
-        parts.push(cause.to_string());
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
         source = cause.source();
     }
     parts.join(": ")
@@ -121,6 +134,8 @@ pub async fn rotate_master_key(args: &config::RotateMasterKeyArgs) -> anyhow::Re
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let environments = Environments::new(config.environments.clone(), &config.default_environment)
         .map_err(|problem| anyhow::anyhow!("invalid KEYWARD_ENVIRONMENTS / KEYWARD_DEFAULT_ENVIRONMENT: {problem}"))?;
+    checked_database_url(&config.store)?;
+    let tls = tls_config(&config.tls)?;
     let hash_secret = secrets::hash_secret(&config)?;
     let hasher = SecretHasher::new(&hash_secret);
     let master_key = secrets::master_key(&config.master_key, &config.store)?;
@@ -191,8 +206,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // Large enough that an oversized credential reaches authentication and is refused
     // there with UNAUTHENTICATED, instead of the connection being torn down.
-    let router = Server::builder()
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+    let mut builder = Server::builder().http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("KEYWARD_TLS_CERT / KEYWARD_TLS_KEY")?;
+    }
+    let router = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -202,6 +220,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let _ = shutdown_signal.await;
     }));
     Ok(Running { grpc_addr, store, shutdown, server, background, usage })
+}
+
+/// The listener's TLS settings, read and checked at start.
+fn tls_config(config: &config::TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
+    let read = |path: &std::path::Path, setting: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read {setting} {}", path.display()))
+    };
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(cert, "KEYWARD_TLS_CERT")?, read(key, "KEYWARD_TLS_KEY")?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "KEYWARD_TLS_CLIENT_CA")?));
+    }
+    Ok(Some(tls))
 }
 
 fn jwt_settings(config: &config::JwtConfig) -> anyhow::Result<Option<jwt::JwtSettings>> {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyward_server::config::{Cli, Command, Config};
+use keyward_server::config::{Cli, Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -13,11 +13,11 @@ async fn main() -> ExitCode {
         Some(Command::Serve(config)) => serve(*config).await,
         None => serve(Config::defaults()).await,
         Some(Command::Migrate(store)) => {
-            init_tracing("info");
+            init_tracing("info", LogFormat::Text);
             keyward_server::open_store(&store).await.map(|_| tracing::info!("migrations applied"))
         }
         Some(Command::RotateMasterKey(args)) => {
-            init_tracing("info");
+            init_tracing("info", LogFormat::Text);
             keyward_server::rotate_master_key(&args).await.map(|count| {
                 tracing::info!(count, "re-encrypted every RPC provider key; start the server with the new master key")
             })
@@ -32,17 +32,20 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(filter: &str) {
+fn init_tracing(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|err| {
         eprintln!("keyward: KEYWARD_LOG `{filter}` is not a valid filter ({err}); using `info`");
         EnvFilter::new("info")
     });
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    init_tracing(&config.log);
+    init_tracing(&config.log, config.log_format);
     let shutdown_timeout = config.shutdown_timeout;
     let mut running = keyward_server::start(config).await?;
     tokio::select! {

@@ -59,3 +59,23 @@ Name of the Secret with database-url, hash-secret, master-key and bootstrap-admi
 {{- define "keyward.secretName" -}}
 {{- required "existingSecret is required: the name of a Secret with keys database-url, hash-secret, master-key and (optionally) bootstrap-admin-key" .Values.existingSecret }}
 {{- end }}
+
+{{/*
+Name of the migration Job: the full name, shortened so the suffix always fits in 63 characters.
+*/}}
+{{- define "keyward.migrateName" -}}
+{{- printf "%s-migrate" (include "keyward.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Labels of the migration Job and its pod. They leave out app.kubernetes.io/name on purpose, so
+the Service, the PodDisruptionBudget and the Deployment's selector (name + instance) never match
+the migration pod.
+*/}}
+{{- define "keyward.migrateLabels" -}}
+helm.sh/chart: {{ include "keyward.chart" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: migrate
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
