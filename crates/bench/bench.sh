@@ -17,7 +17,7 @@ trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; psql -h 127.0.0.1 -U postg
 
 serve() { # serve <database url> <cache capacity>
   KEYWARD_DATABASE_URL="$1" KEYWARD_CACHE_CAPACITY="$2" KEYWARD_DATA_DIR="$WORK/data" \
-    KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HASH_SECRET=bench KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
+    KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HTTP_ADDR=127.0.0.1:0 KEYWARD_HASH_SECRET=bench KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
     KEYWARD_ENVIRONMENTS=production:kw_live:20000 KEYWARD_LOG=warn "$BIN/keyward" serve &
   SERVER=$!
   for _ in $(seq 1 100); do

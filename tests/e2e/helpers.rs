@@ -66,6 +66,7 @@ pub(crate) async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config
     let mut config = Config::defaults();
     config.store.data_dir = data_dir.path().to_owned();
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
     config.bootstrap_admin_key = Some(SecretString::from(ADMIN_KEY));
     config.hash_secret = Some(SecretString::from("e2e hash secret"));
     config.master_key.master_key = Some(SecretString::from(MASTER_KEY));
@@ -238,6 +239,7 @@ impl Replica {
             .env("KEYWARD_DATABASE_URL", database_url)
             .env("KEYWARD_DATA_DIR", data_dir)
             .env("KEYWARD_GRPC_ADDR", "127.0.0.1:0")
+            .env("KEYWARD_HTTP_ADDR", "127.0.0.1:0")
             .env("KEYWARD_HASH_SECRET", "e2e hash secret")
             .env("KEYWARD_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("KEYWARD_LOG", "info")

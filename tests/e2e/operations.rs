@@ -126,3 +126,55 @@ fn bad_settings_stop_the_start_with_a_message_naming_them() {
     }
     assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0, "a refused start writes nothing");
 }
+
+async fn metrics_count_calls_verifications_and_the_cache(backend: Backend) {
+    let app = spawn(backend).await;
+    let (key, secret) = app.create_key("metered", &[]).await;
+    for _ in 0..3 {
+        assert!(app.verify(&secret, &[], "").await.valid);
+    }
+    app.verify("garbage", &[], "").await;
+    let request = v1::DeleteApiKeyRequest { id: key.id, request_id: String::new() };
+    app.client.clone().delete_api_key(admin(request)).await.unwrap();
+    let scrape = || async {
+        let url = format!("http://{}/metrics", app.running().http_addr);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let text = scrape().await;
+    let verify = r#"keyward_grpc_requests_total{code="Ok",method="keyward.v1.ApiKeyService/VerifyApiKey"}"#;
+    assert_eq!(value(&text, verify), 4.0);
+    assert_eq!(value(&text, r#"keyward_verifications_total{outcome="VALID"}"#), 3.0);
+    assert_eq!(value(&text, r#"keyward_verifications_total{outcome="MALFORMED"}"#), 1.0);
+    assert!(value(&text, r#"keyward_cache_lookups_total{result="hit"}"#) >= 2.0);
+    assert!(
+        value(&text, r#"keyward_grpc_request_duration_seconds_count{method="keyward.v1.ApiKeyService/VerifyApiKey"}"#)
+            >= 4.0
+    );
+    assert!(value(&text, r#"keyward_db_pool_connections{state="idle"}"#) >= 0.0);
+    assert!(value(&text, "keyward_cache_keys") >= 1.0);
+    let unauthenticated =
+        app.client.clone().list_api_keys(tonic::Request::new(v1::ListApiKeysRequest::default())).await;
+    assert_eq!(unauthenticated.unwrap_err().code(), Code::Unauthenticated);
+    let text = scrape().await;
+    let refused =
+        r#"keyward_grpc_requests_total{code="Unauthenticated",method="keyward.v1.ApiKeyService/ListApiKeys"}"#;
+    assert_eq!(value(&text, refused), 1.0);
+    if backend == Backend::Postgres {
+        let mut received = 0.0;
+        for _ in 0..50 {
+            received = value(&scrape().await, "keyward_invalidation_notifications_total");
+            if received >= 1.0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(received >= 1.0, "the delete's notification came back to this replica");
+    }
+    app.stop().await;
+}
+both!(metrics_count_calls_verifications_and_the_cache);

@@ -104,6 +104,12 @@ impl KeyCache {
         }
     }
 
+    /// Keys held, for metrics (counted after moka's pending bookkeeping, so it is current).
+    pub(crate) fn key_count(&self) -> u64 {
+        self.by_id.run_pending_tasks();
+        self.by_id.entry_count()
+    }
+
     /// Read before a database lookup; pass to [`Self::fill`] after it.
     pub(crate) fn epoch(&self) -> Epoch {
         Epoch(self.epoch.load(Ordering::Acquire))

@@ -159,6 +159,9 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub jwt: JwtConfig,
+    /// HTTP listen address of `/metrics`; port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "KEYWARD_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
     /// Admin key (15–550 characters) imported at start when no active admin key exists.
     #[arg(long, env = "KEYWARD_BOOTSTRAP_ADMIN_KEY", value_parser = parse_secret, hide_env_values = true)]
     pub bootstrap_admin_key: Option<SecretString>,

@@ -6,6 +6,7 @@ mod cache;
 pub mod config;
 mod convert;
 mod jwt;
+mod metrics;
 mod rpc_service;
 mod secrets;
 mod service;
@@ -50,10 +51,14 @@ const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 pub struct Running {
     /// The address gRPC listens on (the real port when 0 was asked for).
     pub grpc_addr: SocketAddr,
+    /// The address HTTP (`/metrics`) listens on.
+    pub http_addr: SocketAddr,
     /// The store the server uses, for tests that inspect it.
     pub store: Store,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    http_shutdown: oneshot::Sender<()>,
+    http: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
     usage: Arc<UsageRecorder>,
 }
@@ -62,9 +67,11 @@ impl Running {
     /// Stops accepting calls, lets in-flight ones finish, writes pending usage, and
     /// waits for the server to end.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let Self { shutdown, server, background, usage, store, .. } = self;
+        let Self { shutdown, server, http_shutdown, http, background, usage, store, .. } = self;
         let _ = shutdown.send(());
+        let _ = http_shutdown.send(());
         let served = server.await.context("server task failed")?.context("gRPC server failed");
+        http.await.context("HTTP task failed")?.context("HTTP server failed")?;
         background.iter().for_each(JoinHandle::abort);
         usage.flush(&store).await;
         served
@@ -157,11 +164,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map_err(|err| anyhow::anyhow!("cannot listen for key changes: {}", source_chain(&err)))?;
     // With other replicas possible, the cache waits for the listener before it is trusted.
     let cache = Arc::new(KeyCache::new(cache_settings, listener.is_some()));
+    let metrics = Arc::new(metrics::Metrics::new());
     let usage = Arc::new(UsageRecorder::default());
     let mut background =
         vec![tokio::spawn(flush_usage(store.clone(), Arc::clone(&usage), config.usage_flush_interval))];
     if let Some(listener) = listener {
-        background.push(tokio::spawn(follow_changes(listener, Arc::clone(&cache))));
+        background.push(tokio::spawn(follow_changes(listener, Arc::clone(&cache), Arc::clone(&metrics))));
     }
     let jwt = match jwt_settings(&config.jwt)? {
         Some(settings) => {
@@ -171,7 +179,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
-    let verifier = Verifier::new(store.clone(), hasher, environments.clone(), cache, Arc::clone(&usage), jwt);
+    let verifier = Verifier::new(
+        store.clone(),
+        hasher,
+        environments.clone(),
+        Arc::clone(&cache),
+        Arc::clone(&usage),
+        jwt,
+        Arc::clone(&metrics),
+    );
     let rules = Rules {
         environments,
         undelete_retention: config.undelete_retention,
@@ -206,7 +222,36 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // Large enough that an oversized credential reaches authentication and is refused
     // there with UNAUTHENTICATED, instead of the connection being torn down.
-    let mut builder = Server::builder().http2_max_header_list_size(MAX_HEADER_LIST_BYTES);
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on KEYWARD_HTTP_ADDR {}", config.http_addr))?;
+    let http_addr = http_listener.local_addr().context("reading the bound HTTP address")?;
+    tracing::info!(addr = %http_addr, "http listening");
+    let (http_shutdown, http_signal) = oneshot::channel::<()>();
+    let exposition = (Arc::clone(&metrics), store.clone(), Arc::clone(&cache));
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (metrics, store, cache) = exposition.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    metrics.render(&store, cache.key_count()),
+                )
+            }
+        }),
+    );
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, router)
+            .with_graceful_shutdown(async {
+                let _ = http_signal.await;
+            })
+            .await
+    });
+
+    let mut builder = Server::builder()
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .layer(metrics::GrpcMetricsLayer(Arc::clone(&metrics)));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).context("KEYWARD_TLS_CERT / KEYWARD_TLS_KEY")?;
     }
@@ -219,7 +264,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));
-    Ok(Running { grpc_addr, store, shutdown, server, background, usage })
+    Ok(Running { grpc_addr, http_addr, store, shutdown, server, http_shutdown, http, background, usage })
 }
 
 /// The listener's TLS settings, read and checked at start.
@@ -258,10 +303,17 @@ fn jwt_settings(config: &config::JwtConfig) -> anyhow::Result<Option<jwt::JwtSet
 }
 
 /// Applies key changes announced by any replica to the local cache.
-async fn follow_changes(mut listener: keyward_store::ChangeListener, cache: Arc<KeyCache>) {
+async fn follow_changes(
+    mut listener: keyward_store::ChangeListener,
+    cache: Arc<KeyCache>,
+    metrics: Arc<metrics::Metrics>,
+) {
     loop {
         match listener.next().await {
-            keyward_store::Change::Key(id) => cache.evict_key(id),
+            keyward_store::Change::Key(id) => {
+                metrics.invalidation_received();
+                cache.evict_key(id);
+            }
             keyward_store::Change::Lost => cache.suspend(),
             keyward_store::Change::Resynced => cache.resync(),
         }

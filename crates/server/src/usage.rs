@@ -20,7 +20,8 @@ pub(crate) struct UsageRecorder {
     hasher: RandomState,
 }
 
-fn outcome(verdict: Verdict) -> &'static str {
+/// The outcome label of a verdict, as counters and metrics name it.
+pub(crate) fn outcome(verdict: Verdict) -> &'static str {
     match verdict {
         Verdict::Valid => "VALID",
         Verdict::Malformed => "MALFORMED",

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::{
     cache::{KeyCache, Lookup},
     jwt::{JwtVerifier, looks_like_jwt},
+    metrics::Metrics,
     usage::UsageRecorder,
 };
 
@@ -33,6 +34,7 @@ pub(crate) struct Verifier {
     cache: Arc<KeyCache>,
     usage: Arc<UsageRecorder>,
     jwt: Option<Arc<JwtVerifier>>,
+    metrics: Arc<Metrics>,
 }
 
 /// The outcome of a verification: the verdict and, when one was found, the key.
@@ -50,8 +52,9 @@ impl Verifier {
         cache: Arc<KeyCache>,
         usage: Arc<UsageRecorder>,
         jwt: Option<Arc<JwtVerifier>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        Self { store, hasher, environments, cache, usage, jwt }
+        Self { store, hasher, environments, cache, usage, jwt, metrics }
     }
 
     pub(crate) fn hasher(&self) -> &SecretHasher {
@@ -77,6 +80,7 @@ impl Verifier {
         network: &str,
     ) -> Result<Verification> {
         let verification = self.judge(presented, required_scopes, network).await?;
+        self.metrics.verified(verification.verdict);
         if let Some(key) = &verification.key {
             self.usage.verified(key.id, verification.verdict, Utc::now());
         }
@@ -101,15 +105,23 @@ impl Verifier {
 
     async fn record(&self, hash: &SecretHash) -> Result<Option<Arc<KeyRecord>>> {
         match self.cache.lookup(hash) {
-            Lookup::Found(record) => Ok(Some(record)),
-            Lookup::Absent => Ok(None),
+            Lookup::Found(record) => {
+                self.metrics.cache_lookup("hit");
+                Ok(Some(record))
+            }
+            Lookup::Absent => {
+                self.metrics.cache_lookup("negative_hit");
+                Ok(None)
+            }
             Lookup::KeyMiss(id) => {
+                self.metrics.cache_lookup("miss");
                 let epoch = self.cache.epoch();
                 let record = self.store.find_record_by_id(id).await?.map(Arc::new);
                 self.cache.fill(epoch, hash, record.as_ref());
                 Ok(record)
             }
             Lookup::Miss => {
+                self.metrics.cache_lookup("miss");
                 let epoch = self.cache.epoch();
                 let record = self.store.find_record_by_secret(hash).await?.map(Arc::new);
                 self.cache.fill(epoch, hash, record.as_ref());

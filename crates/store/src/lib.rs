@@ -192,6 +192,19 @@ impl Store {
         Ok(Self { db, notify_channel, lookup_reads: Arc::default() })
     }
 
+    /// Connections of the pool: (in use, idle).
+    pub fn pool_connections(&self) -> (u32, u32) {
+        let (size, idle) = if self.notify_channel.is_some() {
+            let pool = self.db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        } else {
+            let pool = self.db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        (size.saturating_sub(idle), idle)
+    }
+
     /// How many key lookups (by secret or id) reached the database, for tests and metrics.
     pub fn lookup_reads(&self) -> u64 {
         self.lookup_reads.load(Ordering::Relaxed)

@@ -1,0 +1,170 @@
+//! Prometheus metrics, served as text on the HTTP listener's `/metrics`.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use keyward_core::verify::Verdict;
+use keyward_store::Store;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tonic::codegen::http;
+
+/// Every metric keyward exports.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    verifications: IntCounterVec,
+    cache_lookups: IntCounterVec,
+    cache_keys: IntGauge,
+    pool: IntGaugeVec,
+    invalidations: IntCounter,
+}
+
+fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry.register(Box::new(metric.clone())).expect("metric names are unique");
+    metric
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("keyward_grpc_requests_total", "gRPC calls by method and status code"),
+            &["method", "code"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("keyward_grpc_request_duration_seconds", "gRPC call latency by method").buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["method"],
+        )
+        .expect("valid metric");
+        let verifications = IntCounterVec::new(
+            Opts::new("keyward_verifications_total", "VerifyApiKey answers by verification code"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let cache_lookups = IntCounterVec::new(
+            Opts::new("keyward_cache_lookups_total", "verification cache lookups by result (hit, negative_hit, miss)"),
+            &["result"],
+        )
+        .expect("valid metric");
+        let cache_keys =
+            IntGauge::new("keyward_cache_keys", "keys held by the verification cache").expect("valid metric");
+        let pool = IntGaugeVec::new(
+            Opts::new("keyward_db_pool_connections", "database pool connections by state (in_use, idle)"),
+            &["state"],
+        )
+        .expect("valid metric");
+        let invalidations = IntCounter::new(
+            "keyward_invalidation_notifications_total",
+            "key-change notifications received from replicas (LISTEN/NOTIFY)",
+        )
+        .expect("valid metric");
+        Self {
+            requests: registered(&registry, requests),
+            latency: registered(&registry, latency),
+            verifications: registered(&registry, verifications),
+            cache_lookups: registered(&registry, cache_lookups),
+            cache_keys: registered(&registry, cache_keys),
+            pool: registered(&registry, pool),
+            invalidations: registered(&registry, invalidations),
+            registry,
+        }
+    }
+
+    pub(crate) fn verified(&self, verdict: Verdict) {
+        self.verifications.with_label_values(&[crate::usage::outcome(verdict)]).inc();
+    }
+
+    pub(crate) fn cache_lookup(&self, result: &'static str) {
+        self.cache_lookups.with_label_values(&[result]).inc();
+    }
+
+    pub(crate) fn invalidation_received(&self) {
+        self.invalidations.inc();
+    }
+
+    /// The text exposition, with gauges sampled now.
+    pub(crate) fn render(&self, store: &Store, cache_keys: u64) -> String {
+        self.cache_keys.set(i64::try_from(cache_keys).unwrap_or(i64::MAX));
+        let (in_use, idle) = store.pool_connections();
+        self.pool.with_label_values(&["in_use"]).set(i64::from(in_use));
+        self.pool.with_label_values(&["idle"]).set(i64::from(idle));
+        let mut out = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %err, "could not encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Counts and times every gRPC call, by method and status code.
+#[derive(Debug, Clone)]
+pub(crate) struct GrpcMetricsLayer(pub(crate) Arc<Metrics>);
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics { inner, metrics: Arc::clone(&self.0) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct GrpcMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+/// Known method paths keep their name; anything else is `other`, so random paths cannot
+/// grow the label set.
+fn method_label(path: &str) -> String {
+    let known = ["/keyward.v1.", "/grpc.health.v1.", "/grpc.reflection."].iter().any(|prefix| path.starts_with(prefix));
+    if known && path.len() <= 100 { path.trim_start_matches('/').to_owned() } else { "other".to_owned() }
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = method_label(request.uri().path());
+        let started = Instant::now();
+        let metrics = Arc::clone(&self.metrics);
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await;
+            if let Ok(response) = &response {
+                // Errors come as trailers-only responses, their status in the headers;
+                // a call without one in its headers ended OK.
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+                metrics.requests.with_label_values(&[method.as_str(), &format!("{code:?}")]).inc();
+                metrics.latency.with_label_values(&[method.as_str()]).observe(started.elapsed().as_secs_f64());
+            }
+            response
+        })
+    }
+}
