@@ -14,5 +14,6 @@ mod pagination;
 mod rights;
 mod rpc_keys;
 mod tls;
+mod traces;
 mod validation;
 mod verification;

@@ -11,6 +11,7 @@ mod rpc_service;
 mod secrets;
 mod service;
 pub mod status;
+pub mod telemetry;
 mod usage;
 mod verifier;
 

@@ -3,8 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyward_server::config::{Cli, Command, Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use keyward_server::{
+    config::{Cli, Command, Config, LogFormat},
+    telemetry,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -12,16 +14,16 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Serve(config)) => serve(*config).await,
         None => serve(Config::defaults()).await,
-        Some(Command::Migrate(store)) => {
-            init_tracing("info", LogFormat::Text);
-            keyward_server::open_store(&store).await.map(|_| tracing::info!("migrations applied"))
-        }
-        Some(Command::RotateMasterKey(args)) => {
-            init_tracing("info", LogFormat::Text);
-            keyward_server::rotate_master_key(&args).await.map(|count| {
+        Some(Command::Migrate(store)) => match telemetry::init("info", LogFormat::Text) {
+            Ok(_telemetry) => keyward_server::open_store(&store).await.map(|_| tracing::info!("migrations applied")),
+            Err(err) => Err(err),
+        },
+        Some(Command::RotateMasterKey(args)) => match telemetry::init("info", LogFormat::Text) {
+            Ok(_telemetry) => keyward_server::rotate_master_key(&args).await.map(|count| {
                 tracing::info!(count, "re-encrypted every RPC provider key; start the server with the new master key")
-            })
-        }
+            }),
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -32,20 +34,9 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|err| {
-        eprintln!("keyward: KEYWARD_LOG `{filter}` is not a valid filter ({err}); using `info`");
-        EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-    }
-}
-
 async fn serve(config: Config) -> anyhow::Result<()> {
-    init_tracing(&config.log, config.log_format);
+    // Dropped last, so spans of the shutdown itself are flushed too.
+    let _telemetry = telemetry::init(&config.log, config.log_format)?;
     let shutdown_timeout = config.shutdown_timeout;
     let mut running = keyward_server::start(config).await?;
     tokio::select! {

@@ -149,22 +149,40 @@ where
         let method = method_label(request.uri().path());
         let started = Instant::now();
         let metrics = Arc::clone(&self.metrics);
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await;
-            if let Ok(response) = &response {
-                // Errors come as trailers-only responses, their status in the headers;
-                // a call without one in its headers ended OK.
-                let code = response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.parse::<i32>().ok())
-                    .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-                metrics.requests.with_label_values(&[method.as_str(), &format!("{code:?}")]).inc();
-                metrics.latency.with_label_values(&[method.as_str()]).observe(started.elapsed().as_secs_f64());
-            }
-            response
-        })
+        let span = if crate::telemetry::exporting() {
+            let span = tracing::info_span!(
+                "grpc.request",
+                otel.name = %method,
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.method = %method,
+                rpc.grpc.status_code = tracing::field::Empty,
+            );
+            crate::telemetry::continue_trace(&span, request.headers());
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let call = span.in_scope(|| self.inner.call(request));
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let response = call.await;
+                if let Ok(response) = &response {
+                    // Errors come as trailers-only responses, their status in the headers;
+                    // a call without one in its headers ended OK.
+                    let code = response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.parse::<i32>().ok())
+                        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+                    metrics.requests.with_label_values(&[method.as_str(), &format!("{code:?}")]).inc();
+                    metrics.latency.with_label_values(&[method.as_str()]).observe(started.elapsed().as_secs_f64());
+                    tracing::Span::current().record("rpc.grpc.status_code", code as i32);
+                }
+                response
+            },
+            span,
+        ))
     }
 }

@@ -546,7 +546,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         self.audited(&caller, Operation::Rotate, &id, &request_id, result).await.map(Response::new)
     }
 
-    #[tracing::instrument(name = "VerifyApiKey", skip_all)]
+    #[tracing::instrument(name = "VerifyApiKey", skip_all, fields(api_key.id = tracing::field::Empty))]
     async fn verify_api_key(
         &self,
         request: Request<v1::VerifyApiKeyRequest>,
@@ -561,6 +561,9 @@ impl ApiKeyService for ApiKeyServiceImpl {
         }
         checks.finish().map_err(to_status)?;
         let verification = self.inner.verifier.verify(&key, &required_scopes, &network).await.map_err(to_status)?;
+        if let Some(key) = &verification.key {
+            tracing::Span::current().record("api_key.id", tracing::field::display(key.id));
+        }
         tracing::debug!(code = ?verification.verdict, "verified");
         Ok(Response::new(v1::VerifyApiKeyResponse {
             valid: verification.verdict == keyward_core::verify::Verdict::Valid,

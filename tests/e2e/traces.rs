@@ -1,0 +1,144 @@
+//! OTLP traces: a VerifyApiKey call makes a span under the caller's `traceparent`,
+//! exported to a collector (a tonic OTLP trace service run by the test), with no secret
+//! in any attribute.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use keyward_proto::v1;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::{AnyValue, KeyValue, any_value::Value},
+    trace::v1::Span,
+};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status, transport::server::TcpIncoming};
+
+use crate::helpers::{Backend, Replica, admin, spawn};
+
+#[derive(Default, Clone)]
+struct Collector {
+    exports: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        self.exports.lock().unwrap().push(request.into_inner());
+        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+fn text(value: &Option<AnyValue>) -> String {
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes.iter().find(|kv| kv.key == key).map(|kv| text(&kv.value))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_calls_are_traced_under_the_callers_trace() {
+    let collector = Collector::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let serving = collector.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(serving))
+            .serve_with_incoming(TcpIncoming::from(listener))
+            .await
+    });
+
+    let app = spawn(Backend::Sqlite).await;
+    let (key, secret) = app.create_key("traced", &[]).await;
+    let url = app.config.store.database_url();
+    let data = tempfile::tempdir().unwrap();
+    let replica = Replica::start(
+        &url,
+        data.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_SERVICE_NAME", "keyward-e2e"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await
+    .expect("starts with OTLP export");
+
+    let (trace_id, parent_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let mut request = admin(v1::VerifyApiKeyRequest { key: secret.clone(), ..Default::default() });
+    request.metadata_mut().insert("traceparent", format!("00-{trace_id}-{parent_id}-01").parse().unwrap());
+    assert!(replica.client.clone().verify_api_key(request).await.unwrap().into_inner().valid);
+
+    let mut spans: Vec<(Vec<KeyValue>, Span)> = vec![];
+    for _ in 0..100 {
+        spans = collector
+            .exports
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|export| export.resource_spans.iter())
+            .flat_map(|resource| {
+                let attributes = resource.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
+                resource
+                    .scope_spans
+                    .iter()
+                    .flat_map(|scope| scope.spans.clone())
+                    .map(move |span| (attributes.clone(), span))
+            })
+            .collect();
+        if spans.iter().any(|(_, span)| attribute(&span.attributes, "api_key.id").is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let server = spans
+        .iter()
+        .find(|(_, span)| {
+            attribute(&span.attributes, "rpc.method").as_deref() == Some("keyward.v1.ApiKeyService/VerifyApiKey")
+        })
+        .unwrap_or_else(|| panic!("no VerifyApiKey server span among {} spans", spans.len()));
+    let (resource, span) = server;
+    assert_eq!(hex(&span.trace_id), trace_id, "the caller's trace");
+    assert_eq!(hex(&span.parent_span_id), parent_id, "the caller's span is the parent");
+    assert_eq!(attribute(&span.attributes, "rpc.grpc.status_code").as_deref(), Some("0"));
+    assert_eq!(attribute(resource, "service.name").as_deref(), Some("keyward-e2e"));
+    assert_eq!(attribute(resource, "deployment.environment").as_deref(), Some("test"));
+    let handler = spans
+        .iter()
+        .find(|(_, span)| attribute(&span.attributes, "api_key.id").is_some())
+        .expect("a span names the key");
+    assert_eq!(attribute(&handler.1.attributes, "api_key.id"), Some(key.id.clone()));
+    assert_eq!(hex(&handler.1.trace_id), trace_id);
+    for (_, span) in &spans {
+        for kv in &span.attributes {
+            let value = text(&kv.value);
+            assert!(
+                !value.contains(&secret) && !value.contains(crate::helpers::ADMIN_KEY),
+                "{} holds a secret",
+                kv.key
+            );
+        }
+    }
+    drop(replica);
+    app.stop().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
