@@ -256,6 +256,13 @@ impl Replica {
                 if let Some(at) = line.find("grpc listening addr=") {
                     return Some(line[at + "grpc listening addr=".len()..].trim().to_owned());
                 }
+                // The same line in KEYWARD_LOG_FORMAT=json.
+                if line.contains("\"grpc listening\"")
+                    && let Some(at) = line.find("\"addr\":\"")
+                {
+                    let rest = &line[at + "\"addr\":\"".len()..];
+                    return Some(rest[..rest.find('"').unwrap_or(rest.len())].to_owned());
+                }
                 log.push_str(&line);
                 log.push('\n');
             }

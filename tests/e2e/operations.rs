@@ -178,3 +178,47 @@ async fn metrics_count_calls_verifications_and_the_cache(backend: Backend) {
     app.stop().await;
 }
 both!(metrics_count_calls_verifications_and_the_cache);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_come_from_flags_then_env_then_the_config_file_then_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keyward.toml");
+    std::fs::write(
+        &file,
+        "log_format = \"json\"\nhttp_addr = \"not-an-address\"\nenvironments = [\"production:kw_live:7\", \"sandbox:kw_test:3\"]\n",
+    )
+    .unwrap();
+    // The file's http_addr loses to the env var the replica sets; its other settings apply.
+    let app = spawn(Backend::Sqlite).await;
+    let data = tempfile::tempdir().unwrap();
+    let replica = crate::helpers::Replica::start(
+        &app.config.store.database_url(),
+        data.path(),
+        &[("KEYWARD_CONFIG", file.to_str().unwrap())],
+    )
+    .await
+    .expect("env beats the file's bad http_addr");
+    let quota = replica.client.clone().get_key_quota(admin(v1::GetKeyQuotaRequest::default())).await.unwrap();
+    assert_eq!(quota.into_inner().limit, 7, "the file beats the default");
+    assert!(replica.log().lines().any(|line| line.starts_with("{\"timestamp\"")), "json logs from the file");
+    drop(replica);
+
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let output = std::process::Command::new(crate::helpers::keyward_binary())
+            .args(args)
+            .env("KEYWARD_DATA_DIR", data.path())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (started, stderr) = run(&["serve", "--grpc-addr", "bogus"], &[("KEYWARD_GRPC_ADDR", "127.0.0.1:0")]);
+    assert!(!started && stderr.contains("--grpc-addr"), "the flag beats the env var: {stderr}");
+    std::fs::write(&file, "grpc_addr = \"bogus\"\n").unwrap();
+    let (started, stderr) = run(&["serve", "--config", file.to_str().unwrap()], &[]);
+    assert!(!started && stderr.contains("--grpc-addr"), "a bad file value is named: {stderr}");
+    std::fs::write(&file, "grpc_adress = \"127.0.0.1:0\"\n").unwrap();
+    let (started, stderr) = run(&["serve", "--config", file.to_str().unwrap()], &[]);
+    assert!(!started && stderr.contains("grpc_adress"), "an unknown key is named: {stderr}");
+    app.stop().await;
+}

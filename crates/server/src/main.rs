@@ -2,15 +2,20 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use keyward_server::{
-    config::{Cli, Command, Config, LogFormat},
+    config::{Command, Config, LogFormat},
     telemetry,
 };
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match keyward_server::config::parse_args() {
+        Ok(cli) => cli,
+        Err(problem) => {
+            eprintln!("keyward: {problem}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Some(Command::Serve(config)) => serve(*config).await,
         None => serve(Config::defaults()).await,
