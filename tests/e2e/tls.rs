@@ -72,6 +72,11 @@ async fn tls_is_served_and_plaintext_is_not() {
     let addr = app.running().grpc_addr;
     call(tls_channel(addr, &pki.ca, None).await).await.expect("a TLS client is served");
     assert!(call(plaintext_channel(addr).await).await.is_err(), "a plaintext client is not");
+    let http = app.running().http_addr;
+    let metrics = https_client(&pki.ca, None).get(format!("https://localhost:{}/metrics", http.port())).send().await;
+    assert!(metrics.expect("metrics over HTTPS").status().is_success());
+    let plain = reqwest::Client::new().get(format!("http://{http}/metrics")).send().await;
+    assert!(plain.map_or(true, |response| !response.status().is_success()), "no plaintext HTTP");
     app.stop().await;
 }
 
@@ -93,7 +98,26 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
         (cert.pem(), key.serialize_pem())
     };
     assert!(call(tls_channel(addr, &pki.ca, Some(&stranger)).await).await.is_err(), "a self-signed client is refused");
+    let url = format!("https://localhost:{}/metrics", app.running().http_addr.port());
+    let with_cert = https_client(&pki.ca, Some(&pki.client)).get(&url).send().await;
+    assert!(with_cert.expect("metrics with a client certificate").status().is_success());
+    assert!(
+        https_client(&pki.ca, None).get(&url).send().await.is_err(),
+        "HTTP without a client certificate is refused"
+    );
     app.stop().await;
+}
+
+fn https_client(ca: &str, identity: Option<&(String, String)>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .resolve("localhost", "127.0.0.1:0".parse().unwrap());
+    if let Some((cert, key)) = identity {
+        builder = builder.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
 }
 
 async fn spawn_with_tls(

@@ -5,6 +5,7 @@
 mod cache;
 pub mod config;
 mod convert;
+mod https;
 mod jwt;
 mod metrics;
 mod rpc_service;
@@ -144,6 +145,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map_err(|problem| anyhow::anyhow!("invalid KEYWARD_ENVIRONMENTS / KEYWARD_DEFAULT_ENVIRONMENT: {problem}"))?;
     checked_database_url(&config.store)?;
     let tls = tls_config(&config.tls)?;
+    let https = https::server_config(&config.tls)?;
     let hash_secret = secrets::hash_secret(&config)?;
     let hasher = SecretHasher::new(&hash_secret);
     let master_key = secrets::master_key(&config.master_key, &config.store)?;
@@ -242,13 +244,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         }),
     );
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(async {
-                let _ = http_signal.await;
-            })
-            .await
-    });
+    let http = match https {
+        Some(tls) => tokio::spawn(https::serve(http_listener, router, tls, http_signal)),
+        None => tokio::spawn(async move {
+            axum::serve(http_listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = http_signal.await;
+                })
+                .await
+        }),
+    };
 
     let mut builder = Server::builder()
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)

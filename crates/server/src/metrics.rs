@@ -179,6 +179,7 @@ where
                     metrics.requests.with_label_values(&[method.as_str(), &format!("{code:?}")]).inc();
                     metrics.latency.with_label_values(&[method.as_str()]).observe(started.elapsed().as_secs_f64());
                     tracing::Span::current().record("rpc.grpc.status_code", code as i32);
+                    tracing::debug!(method = %method, code = ?code, elapsed_us = started.elapsed().as_micros(), "grpc call");
                 }
                 response
             },
