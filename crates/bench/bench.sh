@@ -10,6 +10,7 @@ SECONDS_PER_TARGET="${1:-5}"
 cargo build --release --locked --bin keyward --bin keyward-bench
 BIN=target/release
 WORK="$(mktemp -d)"
+MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
 ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
 PORT=50551
 SERVER=""
@@ -17,7 +18,7 @@ trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; psql -h 127.0.0.1 -U postg
 
 serve() { # serve <database url> <cache capacity>
   KEYWARD_DATABASE_URL="$1" KEYWARD_CACHE_CAPACITY="$2" KEYWARD_DATA_DIR="$WORK/data" \
-    KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HTTP_ADDR=127.0.0.1:0 KEYWARD_HASH_SECRET=bench KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
+    KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HTTP_ADDR=127.0.0.1:0 KEYWARD_HASH_SECRET=bench KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
     KEYWARD_ENVIRONMENTS=production:kw_live:20000 KEYWARD_LOG=warn "$BIN/keyward" serve &
   SERVER=$!
   for _ in $(seq 1 100); do

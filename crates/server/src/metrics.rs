@@ -107,6 +107,29 @@ impl Metrics {
     }
 }
 
+/// The code's name as the `code` label shows it, without formatting per call.
+fn code_label(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "Ok",
+        tonic::Code::Cancelled => "Cancelled",
+        tonic::Code::Unknown => "Unknown",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        tonic::Code::DeadlineExceeded => "DeadlineExceeded",
+        tonic::Code::NotFound => "NotFound",
+        tonic::Code::AlreadyExists => "AlreadyExists",
+        tonic::Code::PermissionDenied => "PermissionDenied",
+        tonic::Code::ResourceExhausted => "ResourceExhausted",
+        tonic::Code::FailedPrecondition => "FailedPrecondition",
+        tonic::Code::Aborted => "Aborted",
+        tonic::Code::OutOfRange => "OutOfRange",
+        tonic::Code::Unimplemented => "Unimplemented",
+        tonic::Code::Internal => "Internal",
+        tonic::Code::Unavailable => "Unavailable",
+        tonic::Code::DataLoss => "DataLoss",
+        tonic::Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
 /// Counts and times every gRPC call, by method and status code.
 #[derive(Debug, Clone)]
 pub(crate) struct GrpcMetricsLayer(pub(crate) Arc<Metrics>);
@@ -176,7 +199,7 @@ where
                         .and_then(|value| value.to_str().ok())
                         .and_then(|value| value.parse::<i32>().ok())
                         .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-                    metrics.requests.with_label_values(&[method.as_str(), &format!("{code:?}")]).inc();
+                    metrics.requests.with_label_values(&[method.as_str(), code_label(code)]).inc();
                     metrics.latency.with_label_values(&[method.as_str()]).observe(started.elapsed().as_secs_f64());
                     tracing::Span::current().record("rpc.grpc.status_code", code as i32);
                     tracing::debug!(method = %method, code = ?code, elapsed_us = started.elapsed().as_micros(), "grpc call");
