@@ -68,7 +68,9 @@ async fn create_read_update_delete(backend: Backend) {
         update_mask: Some(prost_types::FieldMask { paths: vec!["network".into()] }),
     };
     assert_invalid(&rpc.update_rpc_provider_key(admin(bad_mask)).await.unwrap_err(), "update_mask.paths[0]");
-    assert_invalid(&rpc.create_rpc_provider_key(admin(new_key("", ""))).await.unwrap_err(), "rpc_provider_key.secret");
+    let empty = rpc.create_rpc_provider_key(admin(new_key("", ""))).await.unwrap_err();
+    assert_invalid(&empty, "rpc_provider_key.secret");
+    assert_invalid(&empty, "rpc_provider_key.network");
 
     rpc.delete_rpc_provider_key(admin(v1::DeleteRpcProviderKeyRequest { id: created.id.clone() })).await.unwrap();
     assert_status(

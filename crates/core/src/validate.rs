@@ -66,15 +66,18 @@ impl Checks {
             self.fail(field, format!("must hold at most {MAX_SET_LEN} entries, got {}", values.len()));
         }
         for (index, value) in values.iter().enumerate() {
-            let len = value.chars().count();
-            if len == 0 || len > MAX_LABEL_CHARS || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                self.fail(
-                    format!("{field}[{index}]"),
-                    format!("must be 1 to {MAX_LABEL_CHARS} characters without whitespace"),
-                );
-            }
+            self.label(&format!("{field}[{index}]"), value);
         }
         values.iter().cloned().collect()
+    }
+
+    /// One required label (scope, network, provider): 1 to [`MAX_LABEL_CHARS`] characters
+    /// without whitespace.
+    pub fn label(&mut self, field: &str, value: &str) {
+        let len = value.chars().count();
+        if len == 0 || len > MAX_LABEL_CHARS || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.fail(field, format!("must be 1 to {MAX_LABEL_CHARS} characters without whitespace"));
+        }
     }
 
     /// Metadata: at most [`MAX_METADATA_ENTRIES`] entries with bounded keys and values.

@@ -77,10 +77,6 @@ fn check_description(checks: &mut Checks, field: &str, description: &str) {
     }
 }
 
-fn check_label(checks: &mut Checks, field: &str, value: &str) {
-    checks.labels(field, std::slice::from_ref(&value.to_owned()));
-}
-
 impl RpcProviderKeyServiceImpl {
     pub(crate) fn new(store: Store, verifier: Verifier, master: MasterKey) -> Self {
         Self { inner: Arc::new(Inner { store, verifier, master }) }
@@ -126,8 +122,8 @@ impl RpcProviderKeyServiceImpl {
             update_time: _,
         } = key;
         let mut checks = Checks::new();
-        check_label(&mut checks, "rpc_provider_key.network", &network);
-        check_label(&mut checks, "rpc_provider_key.provider", &provider);
+        checks.label("rpc_provider_key.network", &network);
+        checks.label("rpc_provider_key.provider", &provider);
         check_secret(&mut checks, "rpc_provider_key.secret", &secret);
         check_description(&mut checks, "rpc_provider_key.description", &description);
         checks.finish()?;
