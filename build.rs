@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     compiler.open_files([
         "keyward/v1/api_key.proto",
         "keyward/v1/api_key_service.proto",
+        "keyward/v1/credit.proto",
+        "keyward/v1/credit_service.proto",
         "keyward/v1/rpc_provider_key.proto",
         "keyward/v1/rpc_provider_key_service.proto",
     ])?;

@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m20261124_000001_create_api_keys;
 mod m20261124_000002_create_usage_counters;
 mod m20261124_000003_create_rpc_provider_keys;
+mod m20261124_000004_create_credits;
 
 /// Runs every migration in order.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_api_keys::Migration),
             Box::new(m20261124_000002_create_usage_counters::Migration),
             Box::new(m20261124_000003_create_rpc_provider_keys::Migration),
+            Box::new(m20261124_000004_create_credits::Migration),
         ]
     }
 }

@@ -138,6 +138,7 @@ impl TestApp {
             key: secret.to_owned(),
             required_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             network: network.to_owned(),
+            ..Default::default()
         };
         self.client.clone().verify_api_key(admin(request)).await.expect("verify").into_inner()
     }

@@ -88,11 +88,8 @@ async fn bad_ids_masks_and_page_sizes(backend: Backend) {
     assert_invalid(&client.list_api_keys(admin(negative)).await.unwrap_err(), "page_size");
     let bad_token = v1::ListApiKeysRequest { page_token: "%%%".into(), ..Default::default() };
     assert_invalid(&client.list_api_keys(admin(bad_token)).await.unwrap_err(), "page_token");
-    let bad_scope = v1::VerifyApiKeyRequest {
-        key: "whatever".into(),
-        required_scopes: vec![String::new()],
-        network: String::new(),
-    };
+    let bad_scope =
+        v1::VerifyApiKeyRequest { key: "whatever".into(), required_scopes: vec![String::new()], ..Default::default() };
     assert_invalid(&client.verify_api_key(admin(bad_scope)).await.unwrap_err(), "required_scopes[0]");
     app.stop().await;
 }

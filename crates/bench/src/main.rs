@@ -67,6 +67,10 @@ struct RunArgs {
     /// Caller key sent as `authorization: Bearer` (needs the `verify` scope).
     #[arg(long, env = "KEYWARD_BENCH_AUTH", hide_env_values = true)]
     auth: Option<String>,
+    /// Credits of the default unit each verification costs (0: none); usage-limited
+    /// keys are charged them.
+    #[arg(long, default_value_t = 0)]
+    cost: i64,
     /// Calls kept in flight.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -105,6 +109,9 @@ struct SeedArgs {
     /// Owner of the keys (its environment quota must allow --count).
     #[arg(long, default_value = "bench")]
     owner: String,
+    /// Make the keys usage-limited, each holding this many credits of the default unit.
+    #[arg(long)]
+    credits: Option<i64>,
     /// Where to write the secrets.
     #[arg(long)]
     out: PathBuf,
@@ -241,6 +248,8 @@ async fn load(
         let (keys, budget, next_key, auth) =
             (Arc::clone(keys), Arc::clone(&budget), Arc::clone(&next_key), auth.cloned());
         let bounded = args.requests.is_some();
+        let cost: Vec<v1::CreditAmount> =
+            if args.cost > 0 { vec![v1::CreditAmount { unit: String::new(), amount: args.cost }] } else { vec![] };
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new()?;
             let mut health = HealthClient::new(channel.clone());
@@ -269,6 +278,8 @@ async fn load(
                             key: keys[index].clone(),
                             required_scopes: vec![],
                             network: String::new(),
+                            cost: cost.clone(),
+                            request_id: String::new(),
                         });
                         if let Some(auth) = &auth {
                             request.metadata_mut().insert("authorization", auth.clone());
@@ -349,11 +360,20 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     for _ in 0..16 {
         let (mut client, auth, next, owner) =
             (ApiKeyServiceClient::new(channel.clone()), auth.clone(), Arc::clone(&next), args.owner.clone());
+        let credits = args.credits;
         workers.push(tokio::spawn(async move {
             let mut secrets = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < count {
                 let mut request = Request::new(v1::CreateApiKeyRequest {
-                    api_key: Some(v1::ApiKey { name: "bench".into(), owner: owner.clone(), ..Default::default() }),
+                    api_key: Some(v1::ApiKey {
+                        name: "bench".into(),
+                        owner: owner.clone(),
+                        usage_limited: credits.is_some(),
+                        credits: credits
+                            .map(|amount| vec![v1::CreditAmount { unit: String::new(), amount }])
+                            .unwrap_or_default(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 });
                 request.metadata_mut().insert("authorization", auth.clone());

@@ -96,6 +96,10 @@ pub struct NewApiKey {
     pub secret_hash: crate::secret::SecretHash,
     /// Version of the hash secret.
     pub hash_version: i64,
+    /// Initial balances, each unit once.
+    pub credits: Vec<crate::credit::Credit>,
+    /// Refill schedules, each unit once.
+    pub refills: Vec<crate::credit::Refill>,
 }
 
 /// The fields an update may change; `None` leaves a field alone.
@@ -113,6 +117,10 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<DateTime<Utc>>>,
     /// New metadata, replacing the old.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// New usage limit, if changed.
+    pub usage_limited: Option<bool>,
+    /// New refill schedules (replacing all), if changed.
+    pub refills: Option<Vec<crate::credit::Refill>>,
 }
 
 impl KeyPatch {
@@ -125,7 +133,7 @@ impl KeyPatch {
             });
         }
         let mut next = key.clone();
-        let Self { name, scopes, networks, status, expires_at, metadata } = self.clone();
+        let Self { name, scopes, networks, status, expires_at, metadata, usage_limited, refills: _ } = self.clone();
         if let Some(name) = name {
             next.name = name;
         }
@@ -143,6 +151,9 @@ impl KeyPatch {
         }
         if let Some(metadata) = metadata {
             next.metadata = metadata;
+        }
+        if let Some(usage_limited) = usage_limited {
+            next.usage_limited = usage_limited;
         }
         next.updated_at = now;
         Ok(next)

@@ -115,6 +115,8 @@ pub enum Action {
     ManageRpcProviderKeys,
     /// Read RPC provider key secrets back in clear.
     RevealRpcProviderKeys,
+    /// Add or take away credits (balances, ledger and usage are read with [`Action::ReadKeys`]).
+    AdjustCredits,
 }
 
 impl Action {
@@ -133,6 +135,7 @@ impl Action {
             Self::ReadCallerKey => "read its own API key",
             Self::ManageRpcProviderKeys => "manage RPC provider keys",
             Self::RevealRpcProviderKeys => "read RPC provider key secrets",
+            Self::AdjustCredits => "adjust credits",
         }
     }
 }

@@ -5,7 +5,31 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-use crate::{Error, Violation};
+use crate::{
+    Error, Violation,
+    credit::{Credit, MAX_UNIT_CHARS, MAX_UNITS},
+};
+
+/// Which amounts a list of credits may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmountRule {
+    /// At least 1 (costs, refill amounts).
+    Positive,
+    /// At least 0 (initial balances).
+    NonNegative,
+    /// Any but 0 (adjustments).
+    NonZero,
+}
+
+impl AmountRule {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Positive => "amount must be at least 1",
+            Self::NonNegative => "amount must not be negative",
+            Self::NonZero => "delta must not be zero (nor -2^63)",
+        }
+    }
+}
 
 /// Longest key name.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -130,6 +154,44 @@ impl Checks {
                 self.fail(field, "must be a UUID (use a fresh UUID v4 per logical request)");
                 None
             }
+        }
+    }
+
+    /// A list of credit amounts or deltas: at most [`MAX_UNITS`] entries, each unit valid
+    /// and named once, each amount allowed by `rule`. Returns the entries sorted by unit.
+    pub fn credits(&mut self, field: &str, entries: &[Credit], rule: AmountRule) -> Vec<Credit> {
+        if entries.len() > MAX_UNITS {
+            self.fail(field, format!("must hold at most {MAX_UNITS} units, got {}", entries.len()));
+            return Vec::new();
+        }
+        let mut seen = BTreeSet::new();
+        for (index, entry) in entries.iter().enumerate() {
+            self.unit(&format!("{field}[{index}].unit"), &entry.unit);
+            if !seen.insert(entry.unit.as_str()) {
+                self.fail(format!("{field}[{index}].unit"), format!("names unit {:?} a second time", entry.unit));
+            }
+            let allowed = match rule {
+                AmountRule::Positive => entry.amount > 0,
+                AmountRule::NonNegative => entry.amount >= 0,
+                // i64::MIN has no positive counterpart, so taking it away could not be undone.
+                AmountRule::NonZero => entry.amount != 0 && entry.amount != i64::MIN,
+            };
+            if !allowed {
+                self.fail(format!("{field}[{index}]"), rule.describe());
+            }
+        }
+        let mut sorted = entries.to_vec();
+        sorted.sort();
+        sorted
+    }
+
+    /// A credit unit: empty (the default unit) or up to [`MAX_UNIT_CHARS`] visible ASCII characters.
+    pub fn unit(&mut self, field: &str, value: &str) {
+        if value.len() > MAX_UNIT_CHARS || !value.chars().all(|c| c.is_ascii_graphic()) {
+            self.fail(
+                field,
+                format!("must be empty (the default unit) or up to {MAX_UNIT_CHARS} visible ASCII characters"),
+            );
         }
     }
 

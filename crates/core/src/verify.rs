@@ -23,6 +23,8 @@ pub enum Verdict {
     InsufficientScope,
     /// The network is not allowed.
     NetworkNotAllowed,
+    /// A usage-limited key lacks the credits the request costs; nothing was charged.
+    UsageExceeded,
 }
 
 impl Verdict {
@@ -35,7 +37,7 @@ impl Verdict {
             Self::Inactive => Some("inactive caller key"),
             Self::Revoked => Some("revoked caller key"),
             Self::Expired => Some("expired caller key"),
-            Self::InsufficientScope | Self::NetworkNotAllowed => Some("caller key not allowed"),
+            Self::InsufficientScope | Self::NetworkNotAllowed | Self::UsageExceeded => Some("caller key not allowed"),
         }
     }
 }

@@ -144,6 +144,28 @@ impl StoreConfig {
     }
 }
 
+/// A source of the current time.
+#[derive(Clone, Default)]
+pub struct Clock(Option<std::sync::Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>>);
+
+impl Clock {
+    /// A clock that reads `now` (for tests that move time).
+    pub fn from_fn(now: impl Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(now)))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0.as_ref().map_or_else(chrono::Utc::now, |now| now())
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Clock(custom)" } else { "Clock(wall)" })
+    }
+}
+
 /// Settings of `keyward serve`.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -209,6 +231,20 @@ pub struct Config {
     /// How often last-use times and verification counters are written; a crash loses at most this much of them.
     #[arg(long, env = "KEYWARD_USAGE_FLUSH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub usage_flush_interval: Duration,
+    /// How often this replica applies due credit refills; a refill lands within this
+    /// long of its period start, and once however many replicas run.
+    #[arg(long, env = "KEYWARD_REFILL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub refill_interval: Duration,
+    /// Most charges grouped into one database transaction.
+    #[arg(long, env = "KEYWARD_CHARGE_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub charge_batch: u32,
+    /// Charge transactions in flight at once; 0 picks 1 on SQLite (one writer at a time)
+    /// and 4 on PostgreSQL.
+    #[arg(long, env = "KEYWARD_CHARGE_WORKERS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub charge_workers: u32,
+    /// The time refills are scheduled by; the wall clock unless a test embeds the server.
+    #[arg(skip)]
+    pub clock: Clock,
     /// Log filter in tracing EnvFilter syntax, e.g. `info,keyward_server=debug`.
     #[arg(long, env = "KEYWARD_LOG", default_value = "info")]
     pub log: String,

@@ -3,10 +3,12 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use keyward_core::{
+    credit::{Credit, LedgerEntry, Refill, RefillPeriod},
     model::{ApiKey, KeyStatus},
     verify::Verdict,
 };
 use keyward_proto::v1;
+use keyward_store::CreditView;
 
 /// A proto timestamp.
 pub(crate) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -37,6 +39,49 @@ pub(crate) fn verification_code(verdict: Verdict) -> v1::VerificationCode {
         Verdict::Expired => v1::VerificationCode::Expired,
         Verdict::InsufficientScope => v1::VerificationCode::InsufficientScope,
         Verdict::NetworkNotAllowed => v1::VerificationCode::NetworkNotAllowed,
+        Verdict::UsageExceeded => v1::VerificationCode::UsageExceeded,
+    }
+}
+
+pub(crate) fn credit(credit: &Credit) -> v1::CreditAmount {
+    v1::CreditAmount { unit: credit.unit.clone(), amount: credit.amount }
+}
+
+pub(crate) fn credits(credits: &[Credit]) -> Vec<v1::CreditAmount> {
+    credits.iter().map(credit).collect()
+}
+
+/// Amounts as the domain holds them, unchecked (validation follows).
+pub(crate) fn credits_in(amounts: &[v1::CreditAmount]) -> Vec<Credit> {
+    amounts.iter().map(|amount| Credit::new(amount.unit.clone(), amount.amount)).collect()
+}
+
+pub(crate) fn refill(refill: &Refill) -> v1::CreditRefill {
+    let period = match refill.period {
+        RefillPeriod::Daily => v1::RefillPeriod::Daily,
+        RefillPeriod::Monthly => v1::RefillPeriod::Monthly,
+    };
+    v1::CreditRefill { unit: refill.unit.clone(), amount: refill.amount, period: period.into() }
+}
+
+/// A key with its balances and refill schedules.
+pub(crate) fn api_key_with_credits(key: &ApiKey, view: CreditView) -> v1::ApiKey {
+    let CreditView { balances, refills } = view;
+    v1::ApiKey { credits: credits(&balances), credit_refills: refills.iter().map(refill).collect(), ..api_key(key) }
+}
+
+pub(crate) fn ledger_entry(entry: &LedgerEntry) -> v1::CreditTransaction {
+    let LedgerEntry { id, key_id, unit, delta, balance_after, reason, request_id, actor, created_at } = entry;
+    v1::CreditTransaction {
+        id: *id,
+        api_key_id: key_id.to_string(),
+        unit: unit.clone(),
+        delta: *delta,
+        balance_after: *balance_after,
+        reason: reason.clone(),
+        request_id: request_id.clone().unwrap_or_default(),
+        actor: actor.clone(),
+        create_time: Some(timestamp(*created_at)),
     }
 }
 
@@ -83,5 +128,7 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         delete_time: deleted_at.map(timestamp),
         last_use_time: last_used_at.map(timestamp),
         metadata: metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        credits: Vec::new(),
+        credit_refills: Vec::new(),
     }
 }

@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod charger;
 pub mod config;
 mod convert;
+mod credit_service;
 mod https;
 mod jwt;
 mod metrics;
@@ -28,7 +30,8 @@ use keyward_core::{
     secret::{self, SecretHasher},
 };
 use keyward_proto::v1::{
-    api_key_service_server::ApiKeyServiceServer, rpc_provider_key_service_server::RpcProviderKeyServiceServer,
+    api_key_service_server::ApiKeyServiceServer, credit_service_server::CreditServiceServer,
+    rpc_provider_key_service_server::RpcProviderKeyServiceServer,
 };
 use keyward_store::{Mutation, Store};
 use secrecy::ExposeSecret;
@@ -43,7 +46,12 @@ use crate::{
     usage::UsageRecorder,
     verifier::Verifier,
 };
-pub use crate::{config::Config, rpc_service::RpcProviderKeyServiceImpl, service::ApiKeyServiceImpl};
+pub use crate::{
+    config::{Clock, Config},
+    credit_service::CreditServiceImpl,
+    rpc_service::RpcProviderKeyServiceImpl,
+    service::ApiKeyServiceImpl,
+};
 
 /// Largest header block a call may send (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
 const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
@@ -182,6 +190,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let charge_workers = match config.charge_workers {
+        0 if config.store.is_postgres() => 4,
+        0 => 1,
+        workers => workers,
+    };
+    let (charger, charge_workers) = charger::Charger::start(
+        store.clone(),
+        usize::try_from(charge_workers).unwrap_or(1),
+        usize::try_from(config.charge_batch).unwrap_or(1),
+    );
+    background.extend(charge_workers);
+    background.push(tokio::spawn(apply_refills(store.clone(), config.clock.clone(), config.refill_interval)));
     let verifier = Verifier::new(
         store.clone(),
         hasher,
@@ -190,6 +210,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::clone(&usage),
         jwt,
         Arc::clone(&metrics),
+        charger,
     );
     let rules = Rules {
         environments,
@@ -197,11 +218,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         max_rotation_grace: config.max_rotation_grace,
     };
     let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
+    let credit_service = CreditServiceImpl::new(store.clone(), verifier.clone());
     let service = ApiKeyServiceImpl::new(store.clone(), verifier, rules);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
     health_reporter.set_serving::<RpcProviderKeyServiceServer<RpcProviderKeyServiceImpl>>().await;
+    health_reporter.set_serving::<CreditServiceServer<CreditServiceImpl>>().await;
     background.push(tokio::spawn(probe_health(store.clone(), health_reporter, config.health_interval)));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -266,7 +289,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ApiKeyServiceServer::new(service))
-        .add_service(RpcProviderKeyServiceServer::new(rpc_service));
+        .add_service(RpcProviderKeyServiceServer::new(rpc_service))
+        .add_service(CreditServiceServer::new(credit_service));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));
@@ -334,6 +358,19 @@ async fn flush_usage(store: Store, usage: Arc<UsageRecorder>, interval: Duration
 }
 
 /// Reports NOT_SERVING while the database does not answer, SERVING again once it does.
+async fn apply_refills(store: Store, clock: Clock, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.apply_due_refills(clock.now()).await {
+            Ok(0) => {}
+            Ok(applied) => tracing::info!(applied, "credit refills applied"),
+            Err(err) => tracing::warn!(error = %err, "applying credit refills failed; retrying at the next interval"),
+        }
+    }
+}
+
 async fn probe_health(store: Store, reporter: HealthReporter, interval: Duration) {
     let mut serving = true;
     loop {
@@ -393,7 +430,13 @@ async fn bootstrap_admin(
         last_used_at: None,
         metadata: Default::default(),
     };
-    let new = NewApiKey { key, secret_hash: hasher.hash(admin_secret.expose_secret()), hash_version: hasher.version() };
+    let new = NewApiKey {
+        key,
+        secret_hash: hasher.hash(admin_secret.expose_secret()),
+        hash_version: hasher.version(),
+        credits: Vec::new(),
+        refills: Vec::new(),
+    };
     let mutation = Mutation { actor: "system:bootstrap".to_owned(), request_id: None, now };
     match store.create(new, i64::MAX, &mutation).await {
         Ok(key) => {

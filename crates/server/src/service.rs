@@ -6,13 +6,14 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use keyward_core::{
     Error,
+    credit::{Credit, Refill, RefillPeriod},
     environment::{Environment, Environments},
     error::Result,
     model::{ApiKey, AuditEvent, KeyPatch, KeyStatus, NewApiKey},
     page,
     policy::{self, Action, Caller, Reach},
     secret,
-    validate::Checks,
+    validate::{AmountRule, Checks},
 };
 use keyward_proto::v1::{self, api_key_service_server::ApiKeyService};
 use keyward_store::{ListQuery, Mutation, NewSecret, Operation, Store};
@@ -23,7 +24,7 @@ use uuid::Uuid;
 use crate::{
     convert::{self, from_timestamp},
     status::{code_name, to_status},
-    verifier::Verifier,
+    verifier::{Cost, Verifier},
 };
 
 /// Settings the handlers need.
@@ -47,11 +48,26 @@ struct Inner {
     rules: Rules,
 }
 
-const UPDATABLE_FIELDS: [&str; 6] = ["name", "scopes", "networks", "status", "expire_time", "metadata"];
+const UPDATABLE_FIELDS: [&str; 8] =
+    ["name", "scopes", "networks", "status", "expire_time", "metadata", "usage_limited", "credit_refills"];
 
 impl ApiKeyServiceImpl {
     pub(crate) fn new(store: Store, verifier: Verifier, rules: Rules) -> Self {
         Self { inner: Arc::new(Inner { store, verifier, rules }) }
+    }
+
+    /// A key as answered: with its balances and refill schedules.
+    async fn shown(&self, key: &ApiKey) -> Result<v1::ApiKey> {
+        Ok(self.shown_all(std::slice::from_ref(key)).await?.pop().unwrap_or_else(|| convert::api_key(key)))
+    }
+
+    async fn shown_all(&self, keys: &[ApiKey]) -> Result<Vec<v1::ApiKey>> {
+        let ids: Vec<Uuid> = keys.iter().map(|key| key.id).collect();
+        let mut views = self.inner.store.credit_views(&ids).await?;
+        Ok(keys
+            .iter()
+            .map(|key| convert::api_key_with_credits(key, views.remove(&key.id).unwrap_or_default()))
+            .collect())
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
@@ -78,20 +94,7 @@ impl ApiKeyServiceImpl {
         request_id: &str,
         result: Result<T>,
     ) -> Result<T, Status> {
-        if let Err(err) = &result {
-            let event = AuditEvent {
-                actor: caller.subject(),
-                action: operation.as_str().to_owned(),
-                target: target.chars().take(64).collect(),
-                request_id: Some(request_id.chars().take(64).collect::<String>()).filter(|id| !id.is_empty()),
-                outcome: code_name(err).to_owned(),
-                occurred_at: Utc::now(),
-            };
-            if let Err(audit_err) = self.inner.store.record_audit(&event).await {
-                tracing::error!(error = ?audit_err, "could not record the audit event of a failed mutation");
-            }
-        }
-        result.map_err(to_status)
+        audited(&self.inner.store, caller, operation, target, request_id, result).await
     }
 
     fn create(
@@ -129,8 +132,12 @@ impl ApiKeyServiceImpl {
             delete_time: _,
             last_use_time: _,
             metadata,
+            credits,
+            credit_refills,
         } = api_key;
         checks.name("api_key.name", &name);
+        let credits = checks.credits("api_key.credits", &convert::credits_in(&credits), AmountRule::NonNegative);
+        let refills = refills(&mut checks, "api_key.credit_refills", &credit_refills);
         checks.subject("api_key.owner", &owner);
         checks.subject("api_key.organization_id", &organization_id);
         checks.subject("api_key.organization_name", &organization_name);
@@ -198,7 +205,13 @@ impl ApiKeyServiceImpl {
             metadata,
         };
         let hasher = self.inner.verifier.hasher();
-        let new = NewApiKey { key, secret_hash: hasher.hash(secret.expose_secret()), hash_version: hasher.version() };
+        let new = NewApiKey {
+            key,
+            secret_hash: hasher.hash(secret.expose_secret()),
+            hash_version: hasher.version(),
+            credits,
+            refills,
+        };
         let mutation = Mutation { actor: caller.subject(), request_id, now };
         Ok((new, secret, environment.max_live_keys, mutation))
     }
@@ -222,13 +235,15 @@ impl ApiKeyServiceImpl {
             scopes,
             networks,
             status,
-            usage_limited: _,
+            usage_limited,
             create_time: _,
             update_time: _,
             expire_time,
             delete_time: _,
             last_use_time: _,
             metadata,
+            credits: _,
+            credit_refills,
         } = api_key;
         let id = checks.uuid("api_key.id", &id);
         let paths = update_mask.map(|mask| mask.paths).unwrap_or_default();
@@ -267,6 +282,14 @@ impl ApiKeyServiceImpl {
                     );
                 }
                 "metadata" => patch.metadata = Some(checks.metadata("api_key.metadata", &metadata)),
+                "usage_limited" => patch.usage_limited = Some(usage_limited),
+                "credit_refills" => {
+                    patch.refills = Some(refills(&mut checks, "api_key.credit_refills", &credit_refills));
+                }
+                "credits" => checks.fail(
+                    format!("update_mask.paths[{index}]"),
+                    "balances change only through AdjustCredits (and charges and refills)",
+                ),
                 other => checks.fail(
                     format!("update_mask.paths[{index}]"),
                     format!("`{other}` cannot be updated; use any of {}", UPDATABLE_FIELDS.join(", ")),
@@ -332,7 +355,7 @@ impl ApiKeyServiceImpl {
         } else {
             String::new()
         };
-        Ok(v1::ListApiKeysResponse { api_keys: keys.iter().map(convert::api_key).collect(), next_page_token })
+        Ok(v1::ListApiKeysResponse { api_keys: self.shown_all(&keys).await?, next_page_token })
     }
 
     fn target(
@@ -385,7 +408,7 @@ impl ApiKeyServiceImpl {
         self.inner.verifier.key_changed(id);
         self.inner.verifier.secret_created(&new_secret.hash);
         Ok(v1::RotateApiKeyResponse {
-            api_key: Some(convert::api_key(&key)),
+            api_key: Some(self.shown(&key).await?),
             secret: secret.expose_secret().to_owned(),
         })
     }
@@ -405,6 +428,53 @@ impl ApiKeyServiceImpl {
         let used = self.inner.store.count_live(&owner, &environment.name, Utc::now()).await?;
         Ok(v1::GetKeyQuotaResponse { used, limit: environment.max_live_keys })
     }
+}
+
+/// Records the audit event of a failed mutation (a successful one recorded its own in
+/// its transaction) and maps the error to its status.
+pub(crate) async fn audited<T>(
+    store: &Store,
+    caller: &Caller,
+    operation: Operation,
+    target: &str,
+    request_id: &str,
+    result: Result<T>,
+) -> Result<T, Status> {
+    if let Err(err) = &result {
+        let event = AuditEvent {
+            actor: caller.subject(),
+            action: operation.as_str().to_owned(),
+            target: target.chars().take(64).collect(),
+            request_id: Some(request_id.chars().take(64).collect::<String>()).filter(|id| !id.is_empty()),
+            outcome: code_name(err).to_owned(),
+            occurred_at: Utc::now(),
+        };
+        if let Err(audit_err) = store.record_audit(&event).await {
+            tracing::error!(error = ?audit_err, "could not record the audit event of a failed mutation");
+        }
+    }
+    result.map_err(to_status)
+}
+
+/// Refill schedules: each unit once, amounts at least 1, a period set.
+pub(crate) fn refills(checks: &mut Checks, field: &str, schedules: &[v1::CreditRefill]) -> Vec<Refill> {
+    let amounts: Vec<Credit> = schedules.iter().map(|refill| Credit::new(refill.unit.clone(), refill.amount)).collect();
+    checks.credits(field, &amounts, AmountRule::Positive);
+    schedules
+        .iter()
+        .enumerate()
+        .filter_map(|(index, refill)| {
+            let period = match v1::RefillPeriod::try_from(refill.period) {
+                Ok(v1::RefillPeriod::Daily) => RefillPeriod::Daily,
+                Ok(v1::RefillPeriod::Monthly) => RefillPeriod::Monthly,
+                Ok(v1::RefillPeriod::Unspecified) | Err(_) => {
+                    checks.fail(format!("{field}[{index}].period"), "must be DAILY or MONTHLY");
+                    return None;
+                }
+            };
+            Some(Refill { unit: refill.unit.clone(), amount: refill.amount, period })
+        })
+        .collect()
 }
 
 fn future_time(
@@ -442,7 +512,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             let key = self.inner.store.create(new, max_live_keys, &mutation).await?;
             self.inner.verifier.secret_created(&hash);
             Ok(v1::CreateApiKeyResponse {
-                api_key: Some(convert::api_key(&key)),
+                api_key: Some(self.shown(&key).await?),
                 secret: secret.expose_secret().to_owned(),
             })
         }
@@ -458,7 +528,8 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let caller = self.caller(&request).await?;
         let v1::GetApiKeyRequest { id } = request.into_inner();
         let key = self.get_key(&caller, &id).await.map_err(to_status)?;
-        Ok(Response::new(v1::GetApiKeyResponse { api_key: Some(convert::api_key(&key)) }))
+        let api_key = self.shown(&key).await.map_err(to_status)?;
+        Ok(Response::new(v1::GetApiKeyResponse { api_key: Some(api_key) }))
     }
 
     #[tracing::instrument(name = "ListApiKeys", skip_all)]
@@ -488,7 +559,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
             let key = self.inner.store.update(id, &reach, &patch, &mutation).await?;
             self.inner.verifier.key_changed(id);
-            Ok(v1::UpdateApiKeyResponse { api_key: Some(convert::api_key(&key)) })
+            Ok(v1::UpdateApiKeyResponse { api_key: Some(self.shown(&key).await?) })
         }
         .await;
         self.audited(&caller, Operation::Update, &target, &request_id, result).await.map(Response::new)
@@ -506,7 +577,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             let mutation = Mutation { actor: caller.subject(), request_id: token, now: Utc::now() };
             let key = self.inner.store.delete(key_id, &reach, &mutation).await?;
             self.inner.verifier.key_changed(key_id);
-            Ok(v1::DeleteApiKeyResponse { api_key: Some(convert::api_key(&key)) })
+            Ok(v1::DeleteApiKeyResponse { api_key: Some(self.shown(&key).await?) })
         }
         .await;
         self.audited(&caller, Operation::Delete, &id, &request_id, result).await.map(Response::new)
@@ -528,7 +599,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             let retention = self.inner.rules.undelete_retention;
             let key = self.inner.store.undelete(key_id, &reach, retention, max_live_keys, &mutation).await?;
             self.inner.verifier.key_changed(key_id);
-            Ok(v1::UndeleteApiKeyResponse { api_key: Some(convert::api_key(&key)) })
+            Ok(v1::UndeleteApiKeyResponse { api_key: Some(self.shown(&key).await?) })
         }
         .await;
         self.audited(&caller, Operation::Undelete, &id, &request_id, result).await.map(Response::new)
@@ -553,14 +624,18 @@ impl ApiKeyService for ApiKeyServiceImpl {
     ) -> Result<Response<v1::VerifyApiKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         policy::authorize(&caller, Action::VerifyKey).map_err(to_status)?;
-        let v1::VerifyApiKeyRequest { key, required_scopes, network } = request.into_inner();
+        let v1::VerifyApiKeyRequest { key, required_scopes, network, cost, request_id } = request.into_inner();
         let mut checks = Checks::new();
         checks.labels("required_scopes", &required_scopes);
         if !network.is_empty() {
             checks.label("network", &network);
         }
+        let credits = checks.credits("cost", &convert::credits_in(&cost), AmountRule::Positive);
+        let request_id = checks.request_id("request_id", &request_id);
         checks.finish().map_err(to_status)?;
-        let verification = self.inner.verifier.verify(&key, &required_scopes, &network).await.map_err(to_status)?;
+        let cost = Cost { credits, request_id, actor: caller.subject() };
+        let verification =
+            self.inner.verifier.verify(&key, &required_scopes, &network, cost).await.map_err(to_status)?;
         if let Some(key) = &verification.key {
             tracing::Span::current().record("api_key.id", tracing::field::display(key.id));
         }
@@ -569,6 +644,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             valid: verification.verdict == keyward_core::verify::Verdict::Valid,
             code: convert::verification_code(verification.verdict).into(),
             api_key: verification.key.as_deref().map(convert::api_key),
+            remaining_credits: convert::credits(&verification.remaining),
         }))
     }
 
@@ -582,7 +658,8 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let v1::GetCallerApiKeyRequest {} = request.into_inner();
         match caller {
             Caller::Key(key) => {
-                Ok(Response::new(v1::GetCallerApiKeyResponse { api_key: Some(convert::api_key(&key)) }))
+                let api_key = self.shown(&key).await.map_err(to_status)?;
+                Ok(Response::new(v1::GetCallerApiKeyResponse { api_key: Some(api_key) }))
             }
             Caller::Person(_) => Err(to_status(Error::PermissionDenied { action: Action::ReadCallerKey.describe() })),
         }

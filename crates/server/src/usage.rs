@@ -7,7 +7,7 @@ use std::{
 };
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use keyward_core::verify::Verdict;
+use keyward_core::{credit::Credit, verify::Verdict};
 use keyward_store::{Store, UsageBatch};
 use uuid::Uuid;
 
@@ -31,6 +31,7 @@ pub(crate) fn outcome(verdict: Verdict) -> &'static str {
         Verdict::Expired => "EXPIRED",
         Verdict::InsufficientScope => "INSUFFICIENT_SCOPE",
         Verdict::NetworkNotAllowed => "NETWORK_NOT_ALLOWED",
+        Verdict::UsageExceeded => "USAGE_EXCEEDED",
     }
 }
 
@@ -50,6 +51,19 @@ impl UsageRecorder {
         }
     }
 
+    /// Counts credits a valid verification of key `id` presented as its cost.
+    pub(crate) fn spent(&self, id: Uuid, costs: &[Credit], at: DateTime<Utc>) {
+        if costs.is_empty() {
+            return;
+        }
+        let hour = at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at);
+        let mut pending = self.shard(id);
+        for cost in costs {
+            let spent = pending.spent.entry((id, hour, cost.unit.clone())).or_default();
+            *spent = spent.saturating_add(cost.amount);
+        }
+    }
+
     /// Records that key `id` authenticated a call.
     pub(crate) fn used(&self, id: Uuid, at: DateTime<Utc>) {
         self.shard(id).last_used.insert(id, at);
@@ -62,6 +76,7 @@ impl UsageRecorder {
             let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
             batch.counts.extend(taken.counts);
             batch.last_used.extend(taken.last_used);
+            batch.spent.extend(taken.spent);
         }
         if batch.is_empty() {
             return;
@@ -70,6 +85,11 @@ impl UsageRecorder {
             tracing::warn!(error = %err, "usage flush failed; keeping the counters for the next one");
             for (key, count) in batch.counts {
                 *self.shard(key.0).counts.entry(key).or_default() += count;
+            }
+            for (key, amount) in batch.spent {
+                let mut pending = self.shard(key.0);
+                let spent = pending.spent.entry(key).or_default();
+                *spent = spent.saturating_add(amount);
             }
             for (id, at) in batch.last_used {
                 let mut pending = self.shard(id);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use keyward_core::{
     Error,
+    credit::{Charge, ChargeOutcome, Credit},
     environment::Environments,
     error::Result,
     model::ApiKey,
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     cache::{KeyCache, Lookup},
+    charger::Charger,
     jwt::{JwtVerifier, looks_like_jwt},
     metrics::Metrics,
     usage::UsageRecorder,
@@ -35,6 +37,7 @@ pub(crate) struct Verifier {
     usage: Arc<UsageRecorder>,
     jwt: Option<Arc<JwtVerifier>>,
     metrics: Arc<Metrics>,
+    charger: Charger,
 }
 
 /// The outcome of a verification: the verdict and, when one was found, the key.
@@ -42,9 +45,20 @@ pub(crate) struct Verifier {
 pub(crate) struct Verification {
     pub(crate) verdict: Verdict,
     pub(crate) key: Option<Arc<ApiKey>>,
+    /// After a charge, the balances of the charged units.
+    pub(crate) remaining: Vec<Credit>,
+}
+
+/// What a verified request costs, and who asks.
+#[derive(Debug, Default)]
+pub(crate) struct Cost {
+    pub(crate) credits: Vec<Credit>,
+    pub(crate) request_id: Option<String>,
+    pub(crate) actor: String,
 }
 
 impl Verifier {
+    #[allow(clippy::too_many_arguments)] // each is a collaborator of its own, shared with other parts
     pub(crate) fn new(
         store: Store,
         hasher: SecretHasher,
@@ -53,8 +67,9 @@ impl Verifier {
         usage: Arc<UsageRecorder>,
         jwt: Option<Arc<JwtVerifier>>,
         metrics: Arc<Metrics>,
+        charger: Charger,
     ) -> Self {
-        Self { store, hasher, environments, cache, usage, jwt, metrics }
+        Self { store, hasher, environments, cache, usage, jwt, metrics, charger }
     }
 
     pub(crate) fn hasher(&self) -> &SecretHasher {
@@ -71,36 +86,52 @@ impl Verifier {
         self.cache.evict_hash(hash);
     }
 
-    /// Judges `presented` for a request needing `required_scopes` on `network`, and
-    /// counts the outcome against the key.
+    /// Judges `presented` for a request needing `required_scopes` on `network`, charges
+    /// a valid usage-limited key the `cost`, and counts the outcome against the key.
     pub(crate) async fn verify(
         &self,
         presented: &str,
         required_scopes: &[String],
         network: &str,
+        cost: Cost,
     ) -> Result<Verification> {
-        let verification = self.judge(presented, required_scopes, network).await?;
+        let mut verification = self.judge(presented, required_scopes, network).await?;
+        if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key)
+            && key.usage_limited
+            && !cost.credits.is_empty()
+        {
+            let charge =
+                Charge { key_id: key.id, costs: cost.credits.clone(), request_id: cost.request_id, actor: cost.actor };
+            match self.charger.charge(charge).await? {
+                ChargeOutcome::Charged(remaining) => verification.remaining = remaining,
+                ChargeOutcome::Exceeded => verification.verdict = Verdict::UsageExceeded,
+            }
+        }
         self.metrics.verified(verification.verdict);
         if let Some(key) = &verification.key {
-            self.usage.verified(key.id, verification.verdict, Utc::now());
+            let now = Utc::now();
+            self.usage.verified(key.id, verification.verdict, now);
+            if verification.verdict == Verdict::Valid {
+                self.usage.spent(key.id, &cost.credits, now);
+            }
         }
         Ok(verification)
     }
 
     async fn judge(&self, presented: &str, required_scopes: &[String], network: &str) -> Result<Verification> {
         if secret::classify(presented, self.environments.prefixes()) == Shape::Malformed {
-            return Ok(Verification { verdict: Verdict::Malformed, key: None });
+            return Ok(Verification { verdict: Verdict::Malformed, key: None, remaining: Vec::new() });
         }
         let hash = self.hasher.hash(presented);
         let Some(record) = self.record(&hash).await? else {
-            return Ok(Verification { verdict: Verdict::NotFound, key: None });
+            return Ok(Verification { verdict: Verdict::NotFound, key: None, remaining: Vec::new() });
         };
         // A secret removed by a rotation without grace no longer finds its key.
         let Some(secret) = record.secret(&hash) else {
-            return Ok(Verification { verdict: Verdict::NotFound, key: None });
+            return Ok(Verification { verdict: Verdict::NotFound, key: None, remaining: Vec::new() });
         };
         let verdict = judge(&record.key, secret.expires_at, required_scopes, network, Utc::now());
-        Ok(Verification { verdict, key: Some(Arc::clone(&record.key)) })
+        Ok(Verification { verdict, key: Some(Arc::clone(&record.key)), remaining: Vec::new() })
     }
 
     async fn record(&self, hash: &SecretHash) -> Result<Option<Arc<KeyRecord>>> {
@@ -137,7 +168,7 @@ impl Verifier {
             let jwt = self.jwt.as_ref().ok_or(Error::Unauthenticated { detail: "JWT callers are not configured" })?;
             return Ok(Caller::Person(Arc::new(jwt.authenticate(presented).await?)));
         }
-        let Verification { verdict, key } = self.judge(presented, &[], "").await?;
+        let Verification { verdict, key, .. } = self.judge(presented, &[], "").await?;
         match (verdict.auth_failure(), key) {
             (None, Some(key)) => {
                 self.usage.used(key.id, Utc::now());

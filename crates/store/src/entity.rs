@@ -196,3 +196,113 @@ pub mod master_key_canary {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `credit_balances`: a usage-limited key's balance per unit.
+pub mod credit_balance {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "credit_balances")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub unit: String,
+        pub balance: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `credit_transactions`: the append-only ledger of balance changes.
+pub mod credit_transaction {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "credit_transactions")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub key_id: Uuid,
+        pub unit: String,
+        pub delta: i64,
+        pub balance_after: i64,
+        pub reason: String,
+        pub request_id: Option<String>,
+        pub actor: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `charge_records`: whether the first charge of each (key, request id) went through.
+pub mod charge_record {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "charge_records")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub request_id: String,
+        pub charged: bool,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `credit_refills`: refill schedules and when each next applies.
+pub mod credit_refill {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "credit_refills")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub unit: String,
+        pub amount: i64,
+        pub period: String,
+        pub next_refill_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `credit_spend_counters`: credits presented as cost per key, hour and unit.
+pub mod credit_spend_counter {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "credit_spend_counters")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub bucket_start: DateTimeUtc,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub unit: String,
+        pub amount: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -6,6 +6,7 @@
 
 mod changes;
 mod convert;
+mod credits;
 pub mod entity;
 mod rpc_keys;
 pub use crate::rpc_keys::RpcKeyQuery;
@@ -40,6 +41,7 @@ use uuid::Uuid;
 
 pub use crate::{
     changes::{Change, ChangeListener},
+    credits::{CreditView, HourlyUsage, LedgerQuery, UsageScope},
     usage::UsageBatch,
 };
 use crate::{
@@ -111,6 +113,8 @@ pub enum Operation {
     UpdateRpcProviderKey,
     /// DeleteRpcProviderKey.
     DeleteRpcProviderKey,
+    /// AdjustCredits.
+    AdjustCredits,
 }
 
 impl Operation {
@@ -125,6 +129,7 @@ impl Operation {
             Self::CreateRpcProviderKey => "CreateRpcProviderKey",
             Self::UpdateRpcProviderKey => "UpdateRpcProviderKey",
             Self::DeleteRpcProviderKey => "DeleteRpcProviderKey",
+            Self::AdjustCredits => "AdjustCredits",
         }
     }
 }
@@ -163,7 +168,7 @@ pub struct NewSecret {
     pub old_secrets_until: DateTime<Utc>,
 }
 
-enum Claim {
+pub(crate) enum Claim {
     Fresh,
     Replay,
 }
@@ -241,7 +246,7 @@ impl Store {
         &self.db
     }
 
-    async fn begin_write(&self) -> Result<DatabaseTransaction> {
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction> {
         // IMMEDIATE takes SQLite's write lock up front; a deferred transaction that later
         // writes can fail with SQLITE_BUSY when another connection wrote first.
         let options = TransactionOptions {
@@ -361,6 +366,7 @@ impl Store {
             },
             Some(_) | None => db_error(err),
         })?;
+        credits::initialize(&txn, key.id, &new.credits, &new.refills, mutation).await?;
         audit(&txn, mutation, Operation::Create, key.id).await?;
         let created = find_row(&txn, key.id).await?;
         txn.commit().await.map_err(db_error)?;
@@ -388,6 +394,9 @@ impl Store {
             .map_err(db_error)?;
         if result.rows_affected == 0 {
             return Err(revoked_meanwhile(id));
+        }
+        if let Some(refills) = &patch.refills {
+            credits::replace_refills(&txn, id, refills, mutation.now).await?;
         }
         self.announce(&txn, id).await?;
         audit(&txn, mutation, Operation::Update, id).await?;
@@ -569,7 +578,7 @@ async fn find_row(conn: &impl ConnectionTrait, id: Uuid) -> Result<ApiKey> {
     to_domain(row.ok_or_else(|| Error::key_not_found(id.to_string()))?)
 }
 
-async fn find_in_reach(conn: &impl ConnectionTrait, id: Uuid, reach: &Reach) -> Result<ApiKey> {
+pub(crate) async fn find_in_reach(conn: &impl ConnectionTrait, id: Uuid, reach: &Reach) -> Result<ApiKey> {
     let key = find_row(conn, id).await?;
     if reach.covers(&key) { Ok(key) } else { Err(Error::key_not_found(id.to_string())) }
 }
@@ -624,7 +633,12 @@ async fn enforce_quota(
 }
 
 /// Records (actor, request_id) or finds the earlier record of it.
-async fn claim(txn: &DatabaseTransaction, mutation: &Mutation, operation: Operation, key_id: Uuid) -> Result<Claim> {
+pub(crate) async fn claim(
+    txn: &DatabaseTransaction,
+    mutation: &Mutation,
+    operation: Operation,
+    key_id: Uuid,
+) -> Result<Claim> {
     let Some(request_id) = &mutation.request_id else { return Ok(Claim::Fresh) };
     let inserted = idempotency_record::Entity::insert(idempotency_record::ActiveModel {
         actor: Set(mutation.actor.clone()),
@@ -684,7 +698,12 @@ fn revoked_meanwhile(id: Uuid) -> Error {
     }
 }
 
-async fn audit(txn: &DatabaseTransaction, mutation: &Mutation, operation: Operation, target: Uuid) -> Result<()> {
+pub(crate) async fn audit(
+    txn: &DatabaseTransaction,
+    mutation: &Mutation,
+    operation: Operation,
+    target: Uuid,
+) -> Result<()> {
     let event = AuditEvent {
         actor: mutation.actor.clone(),
         action: operation.as_str().to_owned(),

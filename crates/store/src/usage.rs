@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::{
     Store,
     convert::db_error,
-    entity::{api_key, usage_counter},
+    entity::{api_key, credit_spend_counter, usage_counter},
 };
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind-parameter limits.
@@ -28,12 +28,14 @@ pub struct UsageBatch {
     pub counts: HashMap<(Uuid, DateTime<Utc>, &'static str), i64>,
     /// Latest successful use per key.
     pub last_used: HashMap<Uuid, DateTime<Utc>>,
+    /// Credits presented as cost by valid verifications, per (key, hour, unit).
+    pub spent: HashMap<(Uuid, DateTime<Utc>, String), i64>,
 }
 
 impl UsageBatch {
     /// Whether there is nothing to flush.
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty() && self.last_used.is_empty()
+        self.counts.is_empty() && self.last_used.is_empty() && self.spent.is_empty()
     }
 }
 
@@ -66,6 +68,35 @@ impl Store {
                         usage_counter::Column::Count,
                         Expr::col((usage_counter::Entity, usage_counter::Column::Count))
                             .add(Expr::cust("excluded.count")),
+                    )
+                    .to_owned(),
+                )
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+        }
+        let spent: Vec<_> = batch
+            .spent
+            .iter()
+            .map(|((key_id, bucket_start, unit), amount)| credit_spend_counter::ActiveModel {
+                key_id: Set(*key_id),
+                bucket_start: Set(*bucket_start),
+                unit: Set(unit.clone()),
+                amount: Set(*amount),
+            })
+            .collect();
+        for chunk in spent.chunks(ROWS_PER_STATEMENT) {
+            credit_spend_counter::Entity::insert_many(chunk.to_vec())
+                .on_conflict(
+                    OnConflict::columns([
+                        credit_spend_counter::Column::KeyId,
+                        credit_spend_counter::Column::BucketStart,
+                        credit_spend_counter::Column::Unit,
+                    ])
+                    .value(
+                        credit_spend_counter::Column::Amount,
+                        Expr::col((credit_spend_counter::Entity, credit_spend_counter::Column::Amount))
+                            .add(Expr::cust("excluded.amount")),
                     )
                     .to_owned(),
                 )

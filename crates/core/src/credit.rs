@@ -1,0 +1,184 @@
+//! Credits: amounts per unit, refill schedules, and the arithmetic on balances. Amounts
+//! are whole numbers in `i64`; every sum is checked, never wrapped or saturated.
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use uuid::Uuid;
+
+/// Most units one cost, adjustment, balance list or refill list may name.
+pub const MAX_UNITS: usize = 100;
+/// Longest unit (asset ids are far shorter).
+pub const MAX_UNIT_CHARS: usize = 256;
+
+/// An amount of credits in one unit (`""` is the default unit).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Credit {
+    /// The unit.
+    pub unit: String,
+    /// The amount.
+    pub amount: i64,
+}
+
+impl Credit {
+    /// An amount of `unit`.
+    pub fn new(unit: impl Into<String>, amount: i64) -> Self {
+        Self { unit: unit.into(), amount }
+    }
+}
+
+/// How often a refill schedule applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefillPeriod {
+    /// At every midnight UTC.
+    Daily,
+    /// At midnight UTC on the first of every month.
+    Monthly,
+}
+
+impl RefillPeriod {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Daily => "daily",
+            Self::Monthly => "monthly",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "daily" => Some(Self::Daily),
+            "monthly" => Some(Self::Monthly),
+            _ => None,
+        }
+    }
+
+    /// The start of the period `at` falls in.
+    pub fn period_start(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let day = at.date_naive();
+        let first = match self {
+            Self::Daily => day,
+            Self::Monthly => day.with_day(1).unwrap_or(day),
+        };
+        midnight(first)
+    }
+
+    /// The start of the period after the one `at` falls in.
+    pub fn next_start(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let day = at.date_naive();
+        let next = match self {
+            Self::Daily => day.succ_opt(),
+            Self::Monthly => {
+                let (year, month) = if day.month() == 12 { (day.year() + 1, 1) } else { (day.year(), day.month() + 1) };
+                NaiveDate::from_ymd_opt(year, month, 1)
+            }
+        };
+        next.map_or(DateTime::<Utc>::MAX_UTC, midnight)
+    }
+}
+
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN))
+}
+
+/// A refill schedule of one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refill {
+    /// The unit.
+    pub unit: String,
+    /// The balance it is topped up to.
+    pub amount: i64,
+    /// When.
+    pub period: RefillPeriod,
+}
+
+/// A charge for one verification: every unit of `costs` or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// The key charged.
+    pub key_id: Uuid,
+    /// What it costs, each unit once.
+    pub costs: Vec<Credit>,
+    /// Idempotency token: a repeat for the same key charges nothing more.
+    pub request_id: Option<String>,
+    /// Who asked (the verifying caller).
+    pub actor: String,
+}
+
+/// What became of a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// Charged; the balances of the charged units afterwards.
+    Charged(Vec<Credit>),
+    /// Some balance was too low; nothing was charged.
+    Exceeded,
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Position in the ledger.
+    pub id: i64,
+    /// The key.
+    pub key_id: Uuid,
+    /// The unit.
+    pub unit: String,
+    /// The change.
+    pub delta: i64,
+    /// The balance right after it.
+    pub balance_after: i64,
+    /// Why.
+    pub reason: String,
+    /// The request id of the call that made it.
+    pub request_id: Option<String>,
+    /// Who made it.
+    pub actor: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `balance + delta`, refusing results below zero or above `i64::MAX`.
+pub fn apply_delta(unit: &str, balance: i64, delta: i64) -> crate::error::Result<i64> {
+    match balance.checked_add(delta) {
+        Some(next) if next >= 0 => Ok(next),
+        Some(_) => Err(crate::Error::FailedPrecondition {
+            reason: "INSUFFICIENT_CREDITS",
+            message: format!(
+                "unit {unit:?} holds {balance} credits, too few to take away {}; nothing was changed",
+                delta.unsigned_abs()
+            ),
+        }),
+        None => Err(crate::Error::invalid(
+            "deltas",
+            format!("unit {unit:?} would exceed the largest balance ({}); nothing was changed", i64::MAX),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).map(|at| at.with_timezone(&Utc)).unwrap_or_default()
+    }
+
+    #[test]
+    fn periods_start_at_midnight_utc() {
+        let now = at("2026-12-31T23:59:59Z");
+        assert_eq!(RefillPeriod::Daily.period_start(now), at("2026-12-31T00:00:00Z"));
+        assert_eq!(RefillPeriod::Daily.next_start(now), at("2027-01-01T00:00:00Z"));
+        assert_eq!(RefillPeriod::Monthly.period_start(now), at("2026-12-01T00:00:00Z"));
+        assert_eq!(RefillPeriod::Monthly.next_start(now), at("2027-01-01T00:00:00Z"));
+        assert_eq!(RefillPeriod::Monthly.next_start(at("2026-01-31T10:00:00Z")), at("2026-02-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn deltas_are_checked() {
+        let big = 1_i64 << 62;
+        assert_eq!(apply_delta("", big, big - 1).ok(), Some(i64::MAX));
+        assert!(matches!(apply_delta("", big, big), Err(crate::Error::InvalidArgument(_))));
+        assert!(matches!(apply_delta("", i64::MAX, 1), Err(crate::Error::InvalidArgument(_))));
+        assert!(matches!(apply_delta("", 5, -6), Err(crate::Error::FailedPrecondition { .. })));
+        assert_eq!(apply_delta("", 5, -5).ok(), Some(0));
+    }
+}

@@ -1,0 +1,241 @@
+//! `keyward.v1.CreditService`: balances, adjustments, the ledger and usage. Charges
+//! happen in VerifyApiKey.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use keyward_core::{
+    Error,
+    credit::Credit,
+    error::Result,
+    page,
+    policy::{self, Action, Caller},
+    validate::{AmountRule, Checks},
+};
+use keyward_proto::v1::{self, credit_service_server::CreditService};
+use keyward_store::{LedgerQuery, Mutation, Operation, Store, UsageScope};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    convert::{self, from_timestamp},
+    service::audited,
+    status::to_status,
+    verifier::Verifier,
+};
+
+/// Verifications per outcome and credits spent per unit, of one bucket.
+type BucketTotals = (BTreeMap<String, i64>, BTreeMap<String, i64>);
+
+/// Longest reason of an adjustment.
+const MAX_REASON_CHARS: usize = 200;
+/// Ledger reason of an adjustment that gives none.
+const DEFAULT_REASON: &str = "adjust";
+/// Longest range GetUsage answers.
+const MAX_USAGE_DAYS: i64 = 366;
+
+/// The CreditService implementation.
+#[derive(Debug, Clone)]
+pub struct CreditServiceImpl {
+    store: Store,
+    verifier: Verifier,
+}
+
+impl CreditServiceImpl {
+    pub(crate) fn new(store: Store, verifier: Verifier) -> Self {
+        Self { store, verifier }
+    }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.verifier.authenticate(request.metadata()).await.map_err(to_status)
+    }
+
+    async fn adjust(&self, caller: &Caller, request: v1::AdjustCreditsRequest) -> Result<v1::AdjustCreditsResponse> {
+        let reach = policy::authorize(caller, Action::AdjustCredits)?;
+        let v1::AdjustCreditsRequest { api_key_id, deltas, reason, request_id } = request;
+        let mut checks = Checks::new();
+        let id = checks.uuid("api_key_id", &api_key_id);
+        if deltas.is_empty() {
+            checks.fail("deltas", "is required: name at least one unit and its delta");
+        }
+        let amounts: Vec<Credit> = deltas.iter().map(|delta| Credit::new(delta.unit.clone(), delta.delta)).collect();
+        let deltas = checks.credits("deltas", &amounts, AmountRule::NonZero);
+        let reason_chars = reason.chars().count();
+        if reason_chars > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
+            checks.fail("reason", format!("must be at most {MAX_REASON_CHARS} characters without control characters"));
+        }
+        let request_id = checks.request_id("request_id", &request_id);
+        checks.finish()?;
+        let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
+        let reason = if reason.trim().is_empty() { DEFAULT_REASON } else { reason.as_str() };
+        let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
+        let balances = self.store.adjust_credits(id, &reach, &deltas, reason, &mutation).await?;
+        Ok(v1::AdjustCreditsResponse { balances: convert::credits(&balances) })
+    }
+
+    async fn transactions(
+        &self,
+        caller: &Caller,
+        request: v1::ListCreditTransactionsRequest,
+    ) -> Result<v1::ListCreditTransactionsResponse> {
+        let reach = policy::authorize(caller, Action::ReadKeys)?;
+        let v1::ListCreditTransactionsRequest { api_key_id, page_size, page_token, start_time, end_time } = request;
+        let mut checks = Checks::new();
+        let id = checks.uuid("api_key_id", &api_key_id);
+        let limit = page::page_size(page_size);
+        if let Err(Error::InvalidArgument(violations)) = &limit {
+            violations.iter().for_each(|v| checks.fail(v.field.clone(), v.description.clone()));
+        }
+        let start = optional_time(&mut checks, "start_time", start_time.as_ref());
+        let end = optional_time(&mut checks, "end_time", end_time.as_ref());
+        checks.finish()?;
+        let (id, limit) = (id.ok_or_else(|| Error::internal("id vanished after validation"))?, limit?);
+        let filters = format!("{reach:?}|{id}|{start:?}|{end:?}");
+        let after_id = page::decode(&page_token, &filters)?;
+        let query = LedgerQuery { key_id: id, after_id, start, end, limit: limit + 1 };
+        let mut entries = self.store.credit_transactions(&query, &reach).await?;
+        let next_page_token = if entries.len() as u64 > limit {
+            entries.truncate(usize::try_from(limit).map_err(Error::internal)?);
+            entries.last().map(|entry| page::encode(entry.id, &filters)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(v1::ListCreditTransactionsResponse {
+            transactions: entries.iter().map(convert::ledger_entry).collect(),
+            next_page_token,
+        })
+    }
+
+    async fn usage(&self, caller: &Caller, request: v1::GetUsageRequest) -> Result<v1::GetUsageResponse> {
+        let reach = policy::authorize(caller, Action::ReadKeys)?;
+        let v1::GetUsageRequest { api_key_id, owner, start_time, end_time, granularity } = request;
+        let mut checks = Checks::new();
+        let scope = match (api_key_id.is_empty(), owner.is_empty()) {
+            (false, true) => checks.uuid("api_key_id", &api_key_id).map(UsageScope::Key),
+            (true, false) => {
+                checks.subject("owner", &owner);
+                Some(UsageScope::Owner(owner))
+            }
+            (true, true) | (false, false) => {
+                checks.fail("api_key_id", "set exactly one of api_key_id and owner");
+                None
+            }
+        };
+        let start = match start_time.as_ref() {
+            None => {
+                checks.fail("start_time", "is required");
+                None
+            }
+            Some(at) => optional_time(&mut checks, "start_time", Some(at)),
+        };
+        let end = optional_time(&mut checks, "end_time", end_time.as_ref()).unwrap_or_else(Utc::now);
+        if let Some(start) = start
+            && (end <= start || end - start > TimeDelta::days(MAX_USAGE_DAYS))
+        {
+            checks.fail("end_time", format!("must be after start_time and at most {MAX_USAGE_DAYS} days later"));
+        }
+        let bucket = match v1::UsageGranularity::try_from(granularity) {
+            Ok(v1::UsageGranularity::Unspecified | v1::UsageGranularity::Hour) => TimeDelta::hours(1),
+            Ok(v1::UsageGranularity::Day) => TimeDelta::days(1),
+            Err(_) => {
+                checks.fail("granularity", "must be HOUR or DAY");
+                TimeDelta::hours(1)
+            }
+        };
+        checks.finish()?;
+        let (scope, start) = scope.zip(start).ok_or_else(|| Error::internal("range vanished after validation"))?;
+        match &scope {
+            UsageScope::Key(id) => {
+                self.store.get(*id, &reach).await?;
+            }
+            UsageScope::Owner(owner) if !reach.covers_owner(owner) => {
+                return Err(Error::PermissionDenied { action: "read the usage of other owners" });
+            }
+            UsageScope::Owner(_) => {}
+        }
+        // Stored counters are hourly: a day bucket gathers the hours that start within it.
+        let usage = self.store.hourly_usage(&scope, start, end).await?;
+        let mut buckets: BTreeMap<DateTime<Utc>, BucketTotals> = BTreeMap::new();
+        for (hour, outcome, count) in usage.verifications {
+            let entry = buckets.entry(hour.duration_trunc(bucket).unwrap_or(hour)).or_default();
+            *entry.0.entry(outcome).or_default() += count;
+        }
+        for (hour, unit, amount) in usage.spent {
+            let entry = buckets.entry(hour.duration_trunc(bucket).unwrap_or(hour)).or_default();
+            let spent = entry.1.entry(unit).or_default();
+            *spent = spent.saturating_add(amount);
+        }
+        Ok(v1::GetUsageResponse {
+            buckets: buckets
+                .into_iter()
+                .map(|(start, (verifications, spent))| v1::UsageBucket {
+                    start_time: Some(convert::timestamp(start)),
+                    verifications: verifications.into_iter().collect(),
+                    credits_spent: spent.into_iter().map(|(unit, amount)| v1::CreditAmount { unit, amount }).collect(),
+                })
+                .collect(),
+        })
+    }
+}
+
+fn optional_time(checks: &mut Checks, field: &str, at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let at = at?;
+    let parsed = from_timestamp(at);
+    if parsed.is_none() {
+        checks.fail(field, "is not a valid timestamp");
+    }
+    parsed
+}
+
+#[tonic::async_trait]
+impl CreditService for CreditServiceImpl {
+    #[tracing::instrument(name = "GetCreditBalances", skip_all)]
+    async fn get_credit_balances(
+        &self,
+        request: Request<v1::GetCreditBalancesRequest>,
+    ) -> Result<Response<v1::GetCreditBalancesResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let v1::GetCreditBalancesRequest { api_key_id } = request.into_inner();
+        let result = async {
+            let reach = policy::authorize(&caller, Action::ReadKeys)?;
+            let mut checks = Checks::new();
+            let id = checks.uuid("api_key_id", &api_key_id);
+            checks.finish()?;
+            let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
+            let key = self.store.get(id, &reach).await?;
+            let balances = self.store.balances(id, &reach).await?;
+            Ok(v1::GetCreditBalancesResponse {
+                usage_limited: key.usage_limited,
+                balances: convert::credits(&balances),
+            })
+        }
+        .await;
+        result.map(Response::new).map_err(to_status)
+    }
+
+    #[tracing::instrument(name = "AdjustCredits", skip_all)]
+    async fn adjust_credits(
+        &self,
+        request: Request<v1::AdjustCreditsRequest>,
+    ) -> Result<Response<v1::AdjustCreditsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let (target, request_id) = (request.api_key_id.clone(), request.request_id.clone());
+        let result = self.adjust(&caller, request).await;
+        audited(&self.store, &caller, Operation::AdjustCredits, &target, &request_id, result).await.map(Response::new)
+    }
+
+    #[tracing::instrument(name = "ListCreditTransactions", skip_all)]
+    async fn list_credit_transactions(
+        &self,
+        request: Request<v1::ListCreditTransactionsRequest>,
+    ) -> Result<Response<v1::ListCreditTransactionsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        self.transactions(&caller, request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    #[tracing::instrument(name = "GetUsage", skip_all)]
+    async fn get_usage(&self, request: Request<v1::GetUsageRequest>) -> Result<Response<v1::GetUsageResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        self.usage(&caller, request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+}
