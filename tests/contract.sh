@@ -13,7 +13,7 @@ die() { echo "contract: FAIL: $*" >&2; exit 1; }
 step "buf lint"
 buf lint
 
-BIN=target/debug/keyward
+BIN="${CARGO_TARGET_DIR:-target}/debug/keyward"
 [ -x "$BIN" ] || die "$BIN not found: run 'cargo build --bin keyward' first"
 
 TMP="$(mktemp -d)"

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 SECONDS_PER_TARGET="${1:-5}"
 cargo build --release --locked --bin keyward --bin keyward-bench
-BIN=target/release
+BIN="${CARGO_TARGET_DIR:-target}/release"
 WORK="$(mktemp -d)"
 MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
 ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"

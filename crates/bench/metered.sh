@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The metered-verification benchmark behind README's Performance section: VerifyApiKey
+# with a cost of 1 on usage-limited keys (PostgreSQL), against pgbench running the
+# equivalent single-row conditional UPDATE (`balance = balance - 1 WHERE balance >= 1`)
+# with 64 clients, on the same PostgreSQL in the same run. Two cases: 1,000 keys
+# (rows) and one key (row). The two tools alternate over 3 rounds; rates are averaged.
+#   bash crates/bench/metered.sh [seconds per run, default 5]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+SECONDS_PER_RUN="${1:-5}"
+ROUNDS=3
+KEYS=1000
+CREDITS=1000000000000
+cargo build --release --locked --bin keyward --bin keyward-bench
+BIN="${CARGO_TARGET_DIR:-target}/release"
+WORK="$(mktemp -d)"
+MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
+ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+PORT=50552
+SERVER=""
+PSQL=(psql -h 127.0.0.1 -U postgres -q)
+cleanup() {
+  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
+  "${PSQL[@]}" -c "DROP DATABASE IF EXISTS keyward_metered WITH (FORCE)" -c "DROP DATABASE IF EXISTS keyward_pgbench WITH (FORCE)" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"${PSQL[@]}" -c "DROP DATABASE IF EXISTS keyward_metered WITH (FORCE)" -c "CREATE DATABASE keyward_metered" \
+  -c "DROP DATABASE IF EXISTS keyward_pgbench WITH (FORCE)" -c "CREATE DATABASE keyward_pgbench"
+"${PSQL[@]}" -d keyward_pgbench -c "CREATE TABLE balances (id integer PRIMARY KEY, balance bigint NOT NULL)" \
+  -c "INSERT INTO balances SELECT id, $CREDITS FROM generate_series(1, $KEYS) AS id"
+cat > "$WORK/many.sql" <<SQL
+\set id random(1, $KEYS)
+UPDATE balances SET balance = balance - 1 WHERE id = :id AND balance >= 1;
+SQL
+cat > "$WORK/one.sql" <<SQL
+UPDATE balances SET balance = balance - 1 WHERE id = 1 AND balance >= 1;
+SQL
+
+KEYWARD_DATABASE_URL=postgres://postgres@127.0.0.1:5432/keyward_metered KEYWARD_DATA_DIR="$WORK/data" \
+  KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HTTP_ADDR=127.0.0.1:0 KEYWARD_HASH_SECRET=bench \
+  KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
+  KEYWARD_ENVIRONMENTS=production:kw_live:20000 KEYWARD_LOG=warn "$BIN/keyward" serve &
+SERVER=$!
+for _ in $(seq 1 100); do
+  "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && break
+  sleep 0.1
+done
+"$BIN/keyward-bench" seed --addr "127.0.0.1:$PORT" --auth "$ADMIN" --count "$KEYS" --credits "$CREDITS" --out "$WORK/keys.txt"
+head -1 "$WORK/keys.txt" > "$WORK/key.txt"
+
+pgbench_rate() { # pgbench_rate <script>
+  pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 64 -j 2 -T "$SECONDS_PER_RUN" -f "$1" keyward_pgbench 2>/dev/null \
+    | awk '/^tps = / {print $3}'
+}
+keyward_rate() { # keyward_rate <keys file>
+  "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --auth "$ADMIN" --concurrency 64 --connections 4 \
+    --duration "${SECONDS_PER_RUN}s" --warmup 1s --target verify-keys --keys-file "$1" --cost 1 \
+    --json "$WORK/run.json" >&2
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; assert r["verification_codes"].keys() == {"VERIFICATION_CODE_VALID"}, r; print(r["rate"])' "$WORK/run.json"
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $(pgbench --version)"
+for CASE in many one; do
+  if [ "$CASE" = many ]; then KEYS_FILE="$WORK/keys.txt"; LABEL="$KEYS keys"; else KEYS_FILE="$WORK/key.txt"; LABEL="one key"; fi
+  PG=(); KW=()
+  for round in $(seq 1 $ROUNDS); do
+    PG+=("$(pgbench_rate "$WORK/$CASE.sql")")
+    KW+=("$(keyward_rate "$KEYS_FILE")")
+    echo "round $round, $LABEL: pgbench ${PG[-1]} tps, keyward ${KW[-1]} charges/s" >&2
+  done
+  python3 - "$LABEL" "${PG[*]}" "${KW[*]}" <<'PY'
+import sys
+label, pg, kw = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
+pg_rate, kw_rate = sum(pg) / len(pg), sum(kw) / len(kw)
+print(f"== {label}, 64 in flight: pgbench {pg_rate:.0f} tps, keyward metered VerifyApiKey {kw_rate:.0f}/s, ratio {kw_rate / pg_rate:.2f}")
+PY
+done
