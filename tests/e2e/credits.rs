@@ -266,6 +266,20 @@ async fn bad_credit_input_is_refused_and_changes_nothing(backend: Backend) {
     };
     let denied = credits.adjust_credits(crate::helpers::with_key(&reader, take)).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
+    let (_, writer) = app.create_key("payer", &["keys:write"]).await;
+    let mint = v1::CreateApiKeyRequest {
+        api_key: Some(v1::ApiKey { name: "minted".into(), credits: amounts(&[("", 1)]), ..Default::default() }),
+        ..Default::default()
+    };
+    let denied = client.create_api_key(crate::helpers::with_key(&writer, mint)).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "only admins give credits");
+    let unlimit = v1::UpdateApiKeyRequest {
+        api_key: Some(v1::ApiKey { id: key.id.clone(), usage_limited: false, ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["usage_limited".into()] }),
+        ..Default::default()
+    };
+    let denied = client.update_api_key(crate::helpers::with_key(&writer, unlimit)).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "only admins lift a usage limit");
     let read = v1::GetCreditBalancesRequest { api_key_id: key.id.clone() };
     let seen = credits.get_credit_balances(crate::helpers::with_key(&reader, read)).await.unwrap().into_inner();
     assert!(seen.usage_limited);

@@ -138,6 +138,10 @@ impl ApiKeyServiceImpl {
         checks.name("api_key.name", &name);
         let credits = checks.credits("api_key.credits", &convert::credits_in(&credits), AmountRule::NonNegative);
         let refills = refills(&mut checks, "api_key.credit_refills", &credit_refills);
+        // Initial balances and refills mint credits: they take the right to adjust them.
+        if !credits.is_empty() || !refills.is_empty() {
+            policy::authorize(caller, Action::AdjustCredits)?;
+        }
         checks.subject("api_key.owner", &owner);
         checks.subject("api_key.organization_id", &organization_id);
         checks.subject("api_key.organization_name", &organization_name);
@@ -553,6 +557,10 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let result = async {
             let reach = policy::authorize(&caller, Action::UpdateKey)?;
             let (id, patch, request_id) = self.patch(request, Utc::now())?;
+            // Lifting a usage limit or changing refills is as good as granting credits.
+            if patch.usage_limited.is_some() || patch.refills.is_some() {
+                policy::authorize(&caller, Action::AdjustCredits)?;
+            }
             if let Some(scopes) = &patch.scopes {
                 policy::check_grantable(&caller, scopes)?;
             }
