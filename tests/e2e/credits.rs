@@ -130,6 +130,11 @@ async fn concurrent_charges_never_overdraw(backend: Backend) {
     assert_eq!(balances(&app.channel, &key.id).await, vec![(String::new(), 0)]);
     let entries = assert_ledger_matches(&app.channel, &key.id).await;
     assert_eq!(entries.iter().filter(|entry| entry.reason == "verify").count(), 100);
+    let metrics =
+        reqwest::get(format!("http://{}/metrics", app.running().http_addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("keyward_credits_charged_total{unit=\"\"} 100"), "{metrics}");
+    let batches = metrics.lines().find_map(|line| line.strip_prefix("keyward_charge_batch_size_count ")).unwrap();
+    assert!(batches.parse::<u64>().unwrap() < 200, "concurrent charges share transactions: 200 took {batches}");
     app.stop().await;
 }
 both!(concurrent_charges_never_overdraw);

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::metrics::Metrics;
 use chrono::Utc;
 use keyward_core::{
     Error,
@@ -31,11 +32,16 @@ pub(crate) struct Charger {
 impl Charger {
     /// Starts `workers` batching workers over `store`, each applying up to `max_batch`
     /// charges per transaction.
-    pub(crate) fn start(store: Store, workers: usize, max_batch: usize) -> (Self, Vec<JoinHandle<()>>) {
+    pub(crate) fn start(
+        store: Store,
+        workers: usize,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Self, Vec<JoinHandle<()>>) {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
         let handles = (0..workers.max(1))
-            .map(|_| tokio::spawn(work(store.clone(), Arc::clone(&receiver), max_batch.max(1))))
+            .map(|_| tokio::spawn(work(store.clone(), Arc::clone(&receiver), max_batch.max(1), Arc::clone(&metrics))))
             .collect();
         (Self { queue }, handles)
     }
@@ -49,7 +55,12 @@ impl Charger {
     }
 }
 
-async fn work(store: Store, receiver: Arc<Mutex<mpsc::Receiver<(Charge, Reply)>>>, max_batch: usize) {
+async fn work(
+    store: Store,
+    receiver: Arc<Mutex<mpsc::Receiver<(Charge, Reply)>>>,
+    max_batch: usize,
+    metrics: Arc<Metrics>,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     loop {
         {
@@ -59,6 +70,7 @@ async fn work(store: Store, receiver: Arc<Mutex<mpsc::Receiver<(Charge, Reply)>>
             }
         }
         let (charges, replies): (Vec<Charge>, Vec<Reply>) = batch.drain(..).unzip();
+        metrics.charge_batch(charges.len());
         match store.charge(&charges, Utc::now()).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {

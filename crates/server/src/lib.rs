@@ -199,6 +199,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store.clone(),
         usize::try_from(charge_workers).unwrap_or(1),
         usize::try_from(config.charge_batch).unwrap_or(1),
+        Arc::clone(&metrics),
     );
     background.extend(charge_workers);
     background.push(tokio::spawn(apply_refills(store.clone(), config.clock.clone(), config.refill_interval)));

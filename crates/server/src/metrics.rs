@@ -25,6 +25,8 @@ pub(crate) struct Metrics {
     cache_keys: IntGauge,
     pool: IntGaugeVec,
     invalidations: IntCounter,
+    credits_charged: IntCounterVec,
+    charge_batches: prometheus::Histogram,
 }
 
 fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -69,7 +71,22 @@ impl Metrics {
             "key-change notifications received from replicas (LISTEN/NOTIFY)",
         )
         .expect("valid metric");
+        let credits_charged = IntCounterVec::new(
+            Opts::new(
+                "keyward_credits_charged_total",
+                "credits in valid metered VerifyApiKey answers, by unit (a replayed request_id counts again)",
+            ),
+            &["unit"],
+        )
+        .expect("valid metric");
+        let charge_batches = prometheus::Histogram::with_opts(
+            HistogramOpts::new("keyward_charge_batch_size", "charges applied per database transaction")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+        )
+        .expect("valid metric");
         Self {
+            credits_charged: registered(&registry, credits_charged),
+            charge_batches: registered(&registry, charge_batches),
             requests: registered(&registry, requests),
             latency: registered(&registry, latency),
             verifications: registered(&registry, verifications),
@@ -83,6 +100,16 @@ impl Metrics {
 
     pub(crate) fn verified(&self, verdict: Verdict) {
         self.verifications.with_label_values(&[crate::usage::outcome(verdict)]).inc();
+    }
+
+    pub(crate) fn charged(&self, credits: &[keyward_core::credit::Credit]) {
+        for credit in credits {
+            self.credits_charged.with_label_values(&[credit.unit.as_str()]).inc_by(credit.amount.unsigned_abs());
+        }
+    }
+
+    pub(crate) fn charge_batch(&self, size: usize) {
+        self.charge_batches.observe(size as f64);
     }
 
     pub(crate) fn cache_lookup(&self, result: &'static str) {

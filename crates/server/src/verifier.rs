@@ -103,7 +103,10 @@ impl Verifier {
             let charge =
                 Charge { key_id: key.id, costs: cost.credits.clone(), request_id: cost.request_id, actor: cost.actor };
             match self.charger.charge(charge).await? {
-                ChargeOutcome::Charged(remaining) => verification.remaining = remaining,
+                ChargeOutcome::Charged(remaining) => {
+                    self.metrics.charged(&cost.credits);
+                    verification.remaining = remaining;
+                }
                 ChargeOutcome::Exceeded => verification.verdict = Verdict::UsageExceeded,
             }
         }
