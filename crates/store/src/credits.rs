@@ -2,7 +2,7 @@
 //! and its ledger entry are written in one transaction, so the ledger's deltas always
 //! sum to the balance.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use keyward_core::{
@@ -269,15 +269,89 @@ impl Store {
             outcomes[index] = Some(first_outcome(&txn, &charges[index]).await?);
         }
 
-        // Each round debits at most one charge per key, so one statement never touches a row twice.
         let mut ledger = Vec::new();
         let mut charged_ids = Vec::new();
-        while !fresh.is_empty() {
+
+        // First each key's charges together: one conditional debit of their summed cost
+        // per unit. Where that covers them all, each charge's balance follows from the
+        // one returned (the database did the arithmetic, under its own condition).
+        let mut by_key: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
+        for &index in &fresh {
+            by_key.entry(charges[index].key_id).or_default().push(index);
+        }
+        let mut totals: BTreeMap<(Uuid, String), i64> = BTreeMap::new();
+        let mut overflowing = HashSet::new();
+        for charge in fresh.iter().map(|&index| &charges[index]) {
+            for cost in &charge.costs {
+                let total = totals.entry((charge.key_id, cost.unit.clone())).or_default();
+                match total.checked_add(cost.amount) {
+                    Some(sum) => *total = sum,
+                    None => {
+                        overflowing.insert(charge.key_id);
+                    }
+                }
+            }
+        }
+        totals.retain(|(key_id, _), _| !overflowing.contains(key_id));
+        let rows: Vec<(Uuid, &str, i64)> =
+            totals.iter().map(|((key, unit), cost)| (*key, unit.as_str(), *cost)).collect();
+        let debited = debit(&txn, backend, rows).await?;
+        let mut one_by_one = Vec::new();
+        for (key_id, members) in by_key {
+            let units: Vec<(&String, i64)> = totals
+                .range((key_id, String::new())..)
+                .take_while(|((key, _), _)| *key == key_id)
+                .map(|((_, unit), cost)| (unit, *cost))
+                .collect();
+            let covered = !overflowing.contains(&key_id)
+                && units.iter().all(|(unit, _)| debited.contains_key(&(key_id, (*unit).clone())));
+            if covered {
+                let mut running: HashMap<&str, i64> = units
+                    .iter()
+                    .map(|(unit, total)| (unit.as_str(), debited[&(key_id, (*unit).clone())] + total))
+                    .collect();
+                for index in members {
+                    let charge = &charges[index];
+                    let after = charge
+                        .costs
+                        .iter()
+                        .map(|cost| {
+                            let balance = running.entry(cost.unit.as_str()).or_default();
+                            *balance -= cost.amount;
+                            Credit::new(cost.unit.clone(), *balance)
+                        })
+                        .collect();
+                    outcomes[index] = Some(settle(charge, after, now, &mut ledger, &mut charged_ids));
+                }
+                continue;
+            }
+            for (unit, total) in &units {
+                if debited.contains_key(&(key_id, (*unit).clone())) {
+                    credit_back(&txn, key_id, unit, *total).await?;
+                }
+            }
+            if members.len() == 1 && !overflowing.contains(&key_id) {
+                outcomes[members[0]] = Some(ChargeOutcome::Exceeded);
+            } else {
+                one_by_one.extend(members);
+            }
+        }
+
+        // Keys whose balance does not cover all their charges: one charge per key per
+        // round, in arrival order, so one statement never touches a row twice.
+        one_by_one.sort_unstable();
+        let mut pending = one_by_one;
+        while !pending.is_empty() {
             let mut keys_in_round = HashSet::new();
             let (round, later): (Vec<usize>, Vec<usize>) =
-                fresh.iter().partition(|&&index| keys_in_round.insert(charges[index].key_id));
-            fresh = later;
-            let debited = debit(&txn, backend, charges, &round).await?;
+                pending.iter().partition(|&&index| keys_in_round.insert(charges[index].key_id));
+            pending = later;
+            let mut rows = Vec::new();
+            for &index in &round {
+                let charge = &charges[index];
+                rows.extend(charge.costs.iter().map(|cost| (charge.key_id, cost.unit.as_str(), cost.amount)));
+            }
+            let debited = debit(&txn, backend, rows).await?;
             for index in round {
                 let charge = &charges[index];
                 let after: Vec<Credit> = charge
@@ -290,36 +364,13 @@ impl Store {
                     })
                     .collect();
                 if after.len() == charge.costs.len() {
-                    for (cost, balance) in charge.costs.iter().zip(&after) {
-                        ledger.push(ledger_row(
-                            charge.key_id,
-                            &cost.unit,
-                            -cost.amount,
-                            balance.amount,
-                            REASON_VERIFY,
-                            charge.request_id.as_deref(),
-                            &charge.actor,
-                            now,
-                        ));
-                    }
-                    if let Some(request_id) = &charge.request_id {
-                        charged_ids.push((charge.key_id, request_id.clone()));
-                    }
-                    outcomes[index] = Some(ChargeOutcome::Charged(after));
+                    outcomes[index] = Some(settle(charge, after, now, &mut ledger, &mut charged_ids));
                 } else {
                     // Some units were too low: give back the ones this statement took.
                     for credit in &after {
                         let cost =
                             charge.costs.iter().find(|cost| cost.unit == credit.unit).map_or(0, |cost| cost.amount);
-                        credit_balance::Entity::update_many()
-                            .col_expr(
-                                credit_balance::Column::Balance,
-                                Expr::col(credit_balance::Column::Balance).add(cost),
-                            )
-                            .filter(credit_balance::Column::KeyId.eq(charge.key_id))
-                            .filter(credit_balance::Column::Unit.eq(credit.unit.clone()))
-                            .exec(&txn)
-                            .await?;
+                        credit_back(&txn, charge.key_id, &credit.unit, cost).await?;
                     }
                     outcomes[index] = Some(ChargeOutcome::Exceeded);
                 }
@@ -665,6 +716,48 @@ async fn claim_request_ids(
     Ok(claimed)
 }
 
+/// Records a charge that went through: its ledger entries and its request id.
+fn settle(
+    charge: &Charge,
+    after: Vec<Credit>,
+    now: DateTime<Utc>,
+    ledger: &mut Vec<credit_transaction::ActiveModel>,
+    charged_ids: &mut Vec<(Uuid, String)>,
+) -> ChargeOutcome {
+    for (cost, balance) in charge.costs.iter().zip(&after) {
+        ledger.push(ledger_row(
+            charge.key_id,
+            &cost.unit,
+            -cost.amount,
+            balance.amount,
+            REASON_VERIFY,
+            charge.request_id.as_deref(),
+            &charge.actor,
+            now,
+        ));
+    }
+    if let Some(request_id) = &charge.request_id {
+        charged_ids.push((charge.key_id, request_id.clone()));
+    }
+    ChargeOutcome::Charged(after)
+}
+
+/// Gives back credits a debit of this transaction took.
+async fn credit_back(
+    txn: &DatabaseTransaction,
+    key_id: Uuid,
+    unit: &str,
+    amount: i64,
+) -> std::result::Result<(), DbErr> {
+    credit_balance::Entity::update_many()
+        .col_expr(credit_balance::Column::Balance, Expr::col(credit_balance::Column::Balance).add(amount))
+        .filter(credit_balance::Column::KeyId.eq(key_id))
+        .filter(credit_balance::Column::Unit.eq(unit.to_owned()))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
 /// The outcome the first charge with this (key, request id) had.
 async fn first_outcome(txn: &DatabaseTransaction, charge: &Charge) -> std::result::Result<ChargeOutcome, DbErr> {
     let request_id = charge.request_id.clone().unwrap_or_default();
@@ -682,21 +775,13 @@ async fn first_outcome(txn: &DatabaseTransaction, charge: &Charge) -> std::resul
     Ok(ChargeOutcome::Charged(entries.into_iter().map(|entry| Credit::new(entry.unit, entry.balance_after)).collect()))
 }
 
-/// One conditional UPDATE debiting every unit of the charges in `round` (distinct keys)
-/// whose balance covers its cost; returns the new balance of each debited (key, unit).
+/// One conditional UPDATE debiting each (key, unit) of `rows` (each at most once) whose
+/// balance covers its cost; returns the new balance of each debited (key, unit).
 async fn debit(
     txn: &DatabaseTransaction,
     backend: DbBackend,
-    charges: &[Charge],
-    round: &[usize],
+    mut rows: Vec<(Uuid, &str, i64)>,
 ) -> std::result::Result<HashMap<(Uuid, String), i64>, DbErr> {
-    let mut rows: Vec<(Uuid, &str, i64)> = round
-        .iter()
-        .flat_map(|&index| {
-            let charge = &charges[index];
-            charge.costs.iter().map(move |cost| (charge.key_id, cost.unit.as_str(), cost.amount))
-        })
-        .collect();
     // Rows locked in one order by every batch cannot deadlock one another.
     rows.sort_unstable();
     let mut debited = HashMap::with_capacity(rows.len());
