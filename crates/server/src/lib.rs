@@ -5,6 +5,7 @@
 mod cache;
 pub mod config;
 mod convert;
+mod gateway;
 mod https;
 mod jwt;
 mod metrics;
@@ -43,7 +44,12 @@ use crate::{
     usage::UsageRecorder,
     verifier::Verifier,
 };
-pub use crate::{config::Config, rpc_service::RpcProviderKeyServiceImpl, service::ApiKeyServiceImpl};
+pub use crate::{
+    config::Config,
+    gateway::{RunningGateway, start_gateway},
+    rpc_service::RpcProviderKeyServiceImpl,
+    service::ApiKeyServiceImpl,
+};
 
 /// Largest header block a call may send (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
 const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
@@ -198,6 +204,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
     let service = ApiKeyServiceImpl::new(store.clone(), verifier, rules);
+    // The REST gateway calls the same services in process: authentication and validation
+    // live in them, so both surfaces pass through them alike.
+    let in_process = tonic::service::Routes::new(ApiKeyServiceServer::new(service.clone()))
+        .add_service(RpcProviderKeyServiceServer::new(rpc_service.clone()));
+    let gateway =
+        keyward_gateway::router(keyward_gateway::Upstream::in_process(in_process), config.rest.gateway_settings());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
@@ -232,7 +244,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(addr = %http_addr, "http listening");
     let (http_shutdown, http_signal) = oneshot::channel::<()>();
     let exposition = (Arc::clone(&metrics), store.clone(), Arc::clone(&cache));
-    let router = axum::Router::new().route(
+    let router = gateway.route(
         "/metrics",
         axum::routing::get(move || {
             let (metrics, store, cache) = exposition.clone();
