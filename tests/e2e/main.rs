@@ -6,6 +6,7 @@ mod helpers;
 
 mod cache;
 mod contract;
+mod gateway;
 mod idempotency;
 mod jwt;
 mod lifecycle;

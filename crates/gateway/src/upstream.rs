@@ -4,7 +4,9 @@
 use std::convert::Infallible;
 
 use http::{HeaderMap, Request, Response};
-use keyward_proto::v1::api_key_service_client::ApiKeyServiceClient;
+use keyward_proto::v1::{
+    api_key_service_client::ApiKeyServiceClient, rpc_provider_key_service_client::RpcProviderKeyServiceClient,
+};
 use tonic::{
     body::Body,
     metadata::{AsciiMetadataValue, MetadataMap},
@@ -39,6 +41,10 @@ impl Upstream {
 
     pub(crate) fn api_keys(&self) -> ApiKeyServiceClient<Self> {
         ApiKeyServiceClient::new(self.clone())
+    }
+
+    pub(crate) fn rpc_provider_keys(&self) -> RpcProviderKeyServiceClient<Self> {
+        RpcProviderKeyServiceClient::new(self.clone())
     }
 }
 

@@ -134,7 +134,8 @@ impl Rule {
         (at == parts.len()).then_some(variables)
     }
 
-    /// The template in OpenAPI's form: variables as `{field}`, the verb kept.
+    /// The template in OpenAPI's form: each variable named by its last field name (so
+    /// `{api_key.id}` and `{id}` make one path), the verb kept.
     pub fn openapi_path(&self) -> String {
         let mut path = String::new();
         for segment in &self.segments {
@@ -143,7 +144,7 @@ impl Rule {
                 Segment::Literal(literal) => path.push_str(literal),
                 Segment::Variable(field) | Segment::Rest(field) => {
                     path.push('{');
-                    path.push_str(field);
+                    path.push_str(short_name(field));
                     path.push('}');
                 }
             }
@@ -165,6 +166,11 @@ impl Rule {
             })
             .collect()
     }
+}
+
+/// The last field name of a dotted path.
+pub fn short_name(field: &str) -> &str {
+    field.rsplit('.').next().unwrap_or(field)
 }
 
 fn percent_decode(text: &str) -> Option<String> {
