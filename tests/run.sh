@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as README's second command and CI run it:
 #   unit tests and the end-to-end binary (every store test on SQLite and PostgreSQL),
-#   then the contract checks (buf lint, reflection, a Python client, README's grpcurl examples).
+#   then the contract checks (buf lint, reflection, a Python client, README's grpcurl examples)
+#   and a schemathesis run against the REST gateway's /openapi.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,3 +12,4 @@ bash tests/tools.sh
 cargo build --workspace --locked --bins
 cargo test --workspace --locked
 bash tests/contract.sh
+bash tests/schemathesis.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the non-Rust tests need, under target/tools (gitignored):
-#   target/tools/venv  Python venv with grpcio, grpcio-tools, grpcio-health-checking, protobuf, buf-bin
-#   target/tools/bin   grpcurl, buf and python (the venv's); put this directory on PATH
+#   target/tools/venv  Python venv with grpcio, grpcio-tools, grpcio-health-checking, protobuf, buf-bin, schemathesis
+#   target/tools/bin   grpcurl, buf, schemathesis and python (the venv's); put this directory on PATH
 # Idempotent: what is already there is skipped, so a second run needs no network.
 set -euo pipefail
 
@@ -22,6 +22,12 @@ if ! "$PY" -c 'import grpc, grpc_tools.protoc, grpc_health.v1, google.protobuf' 
   "$PY" -m pip install --quiet --disable-pip-version-check \
     grpcio grpcio-tools grpcio-health-checking protobuf
 fi
+
+# schemathesis fuzzes the REST gateway against its /openapi.json (tests/schemathesis.sh).
+if [ ! -x "$VENV/bin/schemathesis" ]; then
+  "$PY" -m pip install --quiet --disable-pip-version-check "schemathesis>=4,<5"
+fi
+ln -sf "$VENV/bin/schemathesis" "$BIN/schemathesis"
 
 if [ ! -x "$VENV/bin/buf" ]; then
   "$PY" -m pip install --quiet --disable-pip-version-check "buf-bin==$BUF_VERSION"

@@ -3,6 +3,8 @@
 # grpc.health.v1.Health/Check (tonic's floor) on the same server in the same run, on
 # SQLite and on PostgreSQL, with one cached key, 10,000 cached keys, and 10,000 keys
 # through a 100-entry cache (mostly the database path). Targets alternate over 3 rounds.
+# Then the REST gateway: the PSP list route against gRPC ListApiKeys and
+# GET /api/v1/api-key-status against GetCallerApiKey, 64 in flight, in the same run.
 #   bash crates/bench/bench.sh [seconds per target and round, default 5]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -34,6 +36,28 @@ compare() { # compare <label> <target args...>
     --duration "${SECONDS_PER_TARGET}s" --rounds 3 --warmup 1s "${@:2}" --target health --json "$WORK/$STORE-${1// /-}.json"
 }
 
+rest() { # REST routes vs the gRPC calls behind them, 64 in flight, same run, on SQLite
+  STORE=rest
+  rm -rf "$WORK/data"
+  HTTP_PORT=58580
+  KEYWARD_DATA_DIR="$WORK/data" KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
+    KEYWARD_HASH_SECRET=bench KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" KEYWARD_LOG=warn \
+    "$BIN/keyward" serve &
+  SERVER=$!
+  for _ in $(seq 1 100); do
+    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  for pair in "rest-psp-list list-keys" "rest-key-status caller-key"; do
+    set -- $pair
+    echo "== REST $1 vs gRPC $2"
+    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --http-addr "127.0.0.1:$HTTP_PORT" --auth "$ADMIN" \
+      --concurrency 64 --connections 4 --duration "${SECONDS_PER_TARGET}s" --rounds 3 --warmup 1s \
+      --target "$1" --target "$2" --json "$WORK/rest-$1.json"
+  done
+  stop
+}
+
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 for STORE in sqlite postgres; do
   rm -rf "$WORK/data"
@@ -50,3 +74,4 @@ for STORE in sqlite postgres; do
   compare "10000 keys, 100-entry cache" --target verify-keys --keys-file "$WORK/keys.txt"
   stop
 done
+rest # the REST gateway against the native gRPC calls it makes

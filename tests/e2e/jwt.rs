@@ -23,11 +23,11 @@ use tonic::{Code, Request};
 
 use crate::helpers::{Backend, Replica, TestApp, admin, assert_status, both, create_request, key_with, spawn_with};
 
-const ISSUER: &str = "https://idp.keyward.test";
+pub(crate) const ISSUER: &str = "https://idp.keyward.test";
 const AUDIENCE: &str = "keyward";
 
 /// A signing key of the test's identity provider and its public JWK.
-struct Signer {
+pub(crate) struct Signer {
     kid: String,
     alg: Algorithm,
     key: EncodingKey,
@@ -36,7 +36,7 @@ struct Signer {
 }
 
 impl Signer {
-    fn rsa(kid: &str) -> Self {
+    pub(crate) fn rsa(kid: &str) -> Self {
         use rsa::{pkcs8::EncodePrivateKey, pkcs8::EncodePublicKey, traits::PublicKeyParts};
         let private = rsa::RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
         let pem = private.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
@@ -51,7 +51,7 @@ impl Signer {
         }
     }
 
-    fn ec(kid: &str) -> Self {
+    pub(crate) fn ec(kid: &str) -> Self {
         use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
         let secret = p256::SecretKey::random(&mut OsRng);
         let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false);
@@ -83,14 +83,14 @@ impl Signer {
         }
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
         encode(&header, claims, &self.key).unwrap()
     }
 
     /// A token for `sub` with `roles` in organisation `org`, valid for 10 minutes.
-    fn token(&self, sub: &str, roles: &[&str], org: &str) -> String {
+    pub(crate) fn token(&self, sub: &str, roles: &[&str], org: &str) -> String {
         self.sign(&claims(sub, roles, org))
     }
 }
@@ -99,7 +99,7 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn claims(sub: &str, roles: &[&str], org: &str) -> Value {
+pub(crate) fn claims(sub: &str, roles: &[&str], org: &str) -> Value {
     json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600,
         "cognito:groups": roles, "custom:organisation_id": org, "custom:organisation_name": format!("{org} Ltd")})
 }
@@ -114,7 +114,7 @@ fn bearer<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
-async fn spawn_with_jwks(backend: Backend, jwks_at: &str, cooldown: Duration) -> TestApp {
+pub(crate) async fn spawn_with_jwks(backend: Backend, jwks_at: &str, cooldown: Duration) -> TestApp {
     let jwks_at = jwks_at.to_owned();
     spawn_with(backend, move |config| {
         config.jwt.jwt_jwks = Some(jwks_at);
@@ -126,7 +126,7 @@ async fn spawn_with_jwks(backend: Backend, jwks_at: &str, cooldown: Duration) ->
     .await
 }
 
-fn write_jwks(path: &Path, signers: &[&Signer]) {
+pub(crate) fn write_jwks(path: &Path, signers: &[&Signer]) {
     let staged = path.with_extension("tmp");
     std::fs::write(&staged, jwks(signers)).unwrap();
     std::fs::rename(staged, path).unwrap();

@@ -7,6 +7,7 @@ mod helpers;
 mod cache;
 mod contract;
 mod credits;
+mod gateway;
 mod idempotency;
 mod jwt;
 mod lifecycle;

@@ -48,6 +48,14 @@ enum Target {
     Verify,
     /// VerifyApiKey cycling through the keys of --keys-file.
     VerifyKeys,
+    /// ListApiKeys (first page) as --auth.
+    ListKeys,
+    /// GetCallerApiKey as --auth.
+    CallerKey,
+    /// REST: GET /api/v1/psp/product-manager/customer-user-api-keys as --auth, on --http-addr.
+    RestPspList,
+    /// REST: GET /api/v1/api-key-status with `token: <--auth>`, on --http-addr.
+    RestKeyStatus,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +79,9 @@ struct RunArgs {
     /// keys are charged them.
     #[arg(long, default_value_t = 0)]
     cost: i64,
+    /// REST gateway address, host:port (the rest-* targets; HTTP/1.1 keep-alive).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http_addr: String,
     /// Calls kept in flight.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -197,13 +208,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("the verify targets need --key or --keys-file");
     }
     let channels = connect(&args.addr, args.connections).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .tcp_nodelay(true)
+        .build()
+        .context("building the HTTP client")?;
     let mut totals = Vec::new();
     for _ in 0..args.targets.len() {
         totals.push((Tally::new()?, 0.0));
     }
     for _ in 0..args.rounds {
         for (&target, (tally, seconds)) in args.targets.iter().zip(totals.iter_mut()) {
-            let (round, elapsed) = load(target, &args, &channels, &keys, auth.as_ref()).await?;
+            let (round, elapsed) = load(target, &args, &channels, &http, &keys, auth.as_ref()).await?;
             tally.merge(round)?;
             *seconds += elapsed;
         }
@@ -234,6 +250,7 @@ async fn load(
     target: Target,
     args: &RunArgs,
     channels: &[Channel],
+    http: &reqwest::Client,
     keys: &Arc<Vec<String>>,
     auth: Option<&MetadataValue<tonic::metadata::Ascii>>,
 ) -> anyhow::Result<(Tally, f64)> {
@@ -250,6 +267,9 @@ async fn load(
         let bounded = args.requests.is_some();
         let cost: Vec<v1::CreditAmount> =
             if args.cost > 0 { vec![v1::CreditAmount { unit: String::new(), amount: args.cost }] } else { vec![] };
+        let http = http.clone();
+        let base = format!("http://{}", args.http_addr);
+        let secret = args.auth.clone().unwrap_or_default();
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new()?;
             let mut health = HealthClient::new(channel.clone());
@@ -271,6 +291,38 @@ async fn load(
                     Target::Health => {
                         let result = health.check(HealthCheckRequest { service: String::new() }).await;
                         (result.map(drop).err().map(|s| s.code()), None)
+                    }
+                    Target::ListKeys => {
+                        let mut request = Request::new(v1::ListApiKeysRequest::default());
+                        if let Some(auth) = &auth {
+                            request.metadata_mut().insert("authorization", auth.clone());
+                        }
+                        (keyward.list_api_keys(request).await.map(drop).err().map(|s| s.code()), None)
+                    }
+                    Target::CallerKey => {
+                        let mut request = Request::new(v1::GetCallerApiKeyRequest {});
+                        if let Some(auth) = &auth {
+                            request.metadata_mut().insert("authorization", auth.clone());
+                        }
+                        (keyward.get_caller_api_key(request).await.map(drop).err().map(|s| s.code()), None)
+                    }
+                    Target::RestPspList | Target::RestKeyStatus => {
+                        let request = if target == Target::RestPspList {
+                            http.get(format!("{base}/api/v1/psp/product-manager/customer-user-api-keys"))
+                                .header("authorization", format!("Bearer {secret}"))
+                        } else {
+                            http.get(format!("{base}/api/v1/api-key-status")).header("token", secret.as_str())
+                        };
+                        let outcome = match request.send().await {
+                            Ok(response) => {
+                                let status = response.status();
+                                // The whole body is read, as a client would.
+                                let _ = response.bytes().await;
+                                status.is_success().then_some(()).ok_or(tonic::Code::Unknown)
+                            }
+                            Err(_) => Err(tonic::Code::Unavailable),
+                        };
+                        (outcome.err(), None)
                     }
                     Target::Verify | Target::VerifyKeys => {
                         let index = usize::try_from(next_key.fetch_add(1, Ordering::Relaxed)).unwrap_or(0) % keys.len();

@@ -13,8 +13,11 @@ pub const SCOPE_KEYS_READ: &str = "keys:read";
 pub const SCOPE_KEYS_WRITE: &str = "keys:write";
 /// Scope to verify any key.
 pub const SCOPE_VERIFY: &str = "verify";
+/// Scope of the generic scoped-key API (seed `002`) that lets a key manage the keys of
+/// its owner there: read, create, update and delete them.
+pub const SCOPE_MANAGE: &str = "MANAGE";
 /// Scopes that confer rights in keyward itself; a caller may grant only those it holds.
-pub const RESERVED_SCOPES: [&str; 4] = [SCOPE_ADMIN, SCOPE_KEYS_READ, SCOPE_KEYS_WRITE, SCOPE_VERIFY];
+pub const RESERVED_SCOPES: [&str; 5] = [SCOPE_ADMIN, SCOPE_KEYS_READ, SCOPE_KEYS_WRITE, SCOPE_VERIFY, SCOPE_MANAGE];
 
 /// PSP role that may list, update and delete every key of its organisation, but not create.
 pub const ROLE_SUPER_DEV: &str = "Super_Dev";
@@ -206,6 +209,11 @@ const TABLE: &[(Grant, Action, Span)] = &[
     (Grant::Scope(SCOPE_KEYS_WRITE), Action::UndeleteKey, Span::Own),
     (Grant::Scope(SCOPE_KEYS_WRITE), Action::RotateKey, Span::Own),
     (Grant::Scope(SCOPE_VERIFY), Action::VerifyKey, Span::Every),
+    (Grant::Scope(SCOPE_MANAGE), Action::ReadKeys, Span::Own),
+    (Grant::Scope(SCOPE_MANAGE), Action::ReadQuota, Span::Own),
+    (Grant::Scope(SCOPE_MANAGE), Action::CreateKey, Span::Own),
+    (Grant::Scope(SCOPE_MANAGE), Action::UpdateKey, Span::Own),
+    (Grant::Scope(SCOPE_MANAGE), Action::DeleteKey, Span::Own),
     (Grant::Role(ROLE_SUPER_DEV), Action::ReadKeys, Span::Organization),
     (Grant::Role(ROLE_SUPER_DEV), Action::UpdateKey, Span::Organization),
     (Grant::Role(ROLE_SUPER_DEV), Action::DeleteKey, Span::Organization),
@@ -305,6 +313,9 @@ mod tests {
         assert_eq!(authorize(&caller(&["verify"]), Action::VerifyKey).unwrap(), Reach::All);
         assert!(authorize(&caller(&["verify"]), Action::ReadKeys).is_err());
         assert!(authorize(&caller(&["app:read"]), Action::ReadCallerKey).is_ok());
+        assert_eq!(authorize(&caller(&["MANAGE"]), Action::CreateKey).unwrap(), Reach::Owner("svc-a".into()));
+        assert!(authorize(&caller(&["READ", "CREATE", "UPDATE", "DELETE"]), Action::ReadKeys).is_err());
+        assert!(check_grantable(&caller(&["keys:write"]), &["MANAGE".to_owned()].into()).is_err());
     }
 
     fn person(roles: &[&str]) -> Caller {

@@ -31,6 +31,15 @@ impl AmountRule {
     }
 }
 
+/// How a request names a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRef {
+    /// By its id.
+    Id(Uuid),
+    /// By its stable number.
+    Number(i64),
+}
+
 /// Longest key name.
 pub const MAX_NAME_CHARS: usize = 200;
 /// Longest owner, organisation or other subject id.
@@ -141,6 +150,21 @@ impl Checks {
                 None
             }
         }
+    }
+
+    /// A key named by its id (a UUID) or by its number (the integer id of the compatible
+    /// REST APIs), in decimal.
+    pub fn key_ref(&mut self, field: &str, value: &str) -> Option<KeyRef> {
+        if !value.is_empty() && value.len() <= 19 && value.bytes().all(|b| b.is_ascii_digit()) {
+            return match value.parse::<i64>() {
+                Ok(number) if number > 0 => Some(KeyRef::Number(number)),
+                Ok(_) | Err(_) => {
+                    self.fail(field, "must be a UUID or a positive key number");
+                    None
+                }
+            };
+        }
+        self.uuid(field, value).map(KeyRef::Id)
     }
 
     /// An optional idempotency token (AIP-155): empty, or a UUID.

@@ -23,6 +23,8 @@ pub enum Command {
     Serve(Box<Config>),
     /// Apply pending database migrations and exit.
     Migrate(StoreConfig),
+    /// Run the REST gateway alone, calling a keyward server's gRPC API over the network.
+    Gateway(GatewayConfig),
     /// Re-encrypt every RPC provider key under a new master key, in one transaction.
     /// Afterwards start the server with the new key; the old one is no longer needed.
     RotateMasterKey(RotateMasterKeyArgs),
@@ -40,6 +42,42 @@ pub struct RotateMasterKeyArgs {
     /// File holding the new master key (base64 of 32 bytes).
     #[arg(long)]
     pub new_key_file: PathBuf,
+}
+
+/// Settings of `keyward gateway`.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayConfig {
+    /// gRPC address of the keyward server the gateway calls, e.g. `http://keyward:50051`.
+    #[arg(long, env = "KEYWARD_UPSTREAM")]
+    pub upstream: String,
+    /// Listen address of the standalone gateway; port 0 picks a free port (the bound address is logged).
+    #[arg(long, env = "KEYWARD_GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
+    pub gateway_addr: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub rest: RestConfig,
+    /// Log filter in tracing EnvFilter syntax.
+    #[arg(long, env = "KEYWARD_LOG", default_value = "info")]
+    pub log: String,
+    /// Log lines as `text` or `json` (one object per line).
+    #[arg(long, env = "KEYWARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Settings of the REST surfaces, in `serve` and in `gateway` alike.
+#[derive(Debug, Clone, Args)]
+pub struct RestConfig {
+    /// Environment the PSP routes create keys in and count them for; empty means the
+    /// server's default environment.
+    #[arg(long, env = "KEYWARD_PSP_ENVIRONMENT", default_value = "")]
+    pub psp_environment: String,
+}
+
+impl RestConfig {
+    /// The gateway's settings.
+    pub fn gateway_settings(&self) -> keyward_gateway::Settings {
+        keyward_gateway::Settings { psp_environment: self.psp_environment.clone() }
+    }
 }
 
 /// How log lines are written.
@@ -185,9 +223,12 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub jwt: JwtConfig,
-    /// HTTP listen address of `/metrics`; port 0 picks a free port (the bound address is logged).
+    /// HTTP listen address of the REST gateway and `/metrics`; port 0 picks a free port (the bound address is logged).
     #[arg(long, env = "KEYWARD_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub rest: RestConfig,
     /// Admin key (15–550 characters) imported at start when no active admin key exists.
     #[arg(long, env = "KEYWARD_BOOTSTRAP_ADMIN_KEY", value_parser = parse_secret, hide_env_values = true)]
     pub bootstrap_admin_key: Option<SecretString>,
@@ -273,7 +314,7 @@ pub fn parse_args() -> Result<Cli, String> {
     let subcommand = args
         .iter()
         .skip(1)
-        .find_map(|arg| ["serve", "migrate", "rotate-master-key"].into_iter().find(|name| arg == *name));
+        .find_map(|arg| ["serve", "migrate", "gateway", "rotate-master-key"].into_iter().find(|name| arg == *name));
     let subcommand = subcommand.unwrap_or_else(|| {
         args.insert(1, OsString::from("serve"));
         "serve"
@@ -285,6 +326,7 @@ pub fn parse_args() -> Result<Cli, String> {
     let takes = match subcommand {
         "migrate" => <StoreConfig as Args>::augment_args(clap::Command::new(subcommand)),
         "rotate-master-key" => <RotateMasterKeyArgs as Args>::augment_args(clap::Command::new(subcommand)),
+        "gateway" => <GatewayConfig as Args>::augment_args(clap::Command::new(subcommand)),
         _ => <Config as Args>::augment_args(clap::Command::new(subcommand)),
     };
     let text = std::fs::read_to_string(&file)
@@ -292,10 +334,12 @@ pub fn parse_args() -> Result<Cli, String> {
     let table: toml::Table =
         text.parse().map_err(|err| format!("KEYWARD_CONFIG {} is not valid TOML: {err}", file.display()))?;
     let settings = <Config as Args>::augment_args(clap::Command::new("serve"));
+    let gateway_settings = <GatewayConfig as Args>::augment_args(clap::Command::new("gateway"));
     let mut from_file = Vec::new();
     for (key, value) in table {
         let arg = settings
             .get_arguments()
+            .chain(gateway_settings.get_arguments())
             .find(|arg| arg.get_id().as_str() == key && arg.get_long().is_some() && key != "config")
             .ok_or_else(|| format!("KEYWARD_CONFIG {}: unknown setting `{key}`", file.display()))?;
         let flag = format!("--{}", arg.get_long().unwrap_or_default());
@@ -349,7 +393,9 @@ impl Config {
     pub fn defaults() -> Self {
         match Cli::parse_from(["keyward", "serve"]).command {
             Some(Command::Serve(config)) => *config,
-            Some(Command::Migrate(_) | Command::RotateMasterKey(_)) | None => unreachable!("`serve` parses as Serve"),
+            Some(Command::Migrate(_) | Command::Gateway(_) | Command::RotateMasterKey(_)) | None => {
+                unreachable!("`serve` parses as Serve")
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ mod charger;
 pub mod config;
 mod convert;
 mod credit_service;
+mod gateway;
 mod https;
 mod jwt;
 mod metrics;
@@ -49,6 +50,7 @@ use crate::{
 pub use crate::{
     config::{Clock, Config},
     credit_service::CreditServiceImpl,
+    gateway::{RunningGateway, start_gateway},
     rpc_service::RpcProviderKeyServiceImpl,
     service::ApiKeyServiceImpl,
 };
@@ -221,6 +223,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
     let credit_service = CreditServiceImpl::new(store.clone(), verifier.clone());
     let service = ApiKeyServiceImpl::new(store.clone(), verifier, rules);
+    // The REST gateway calls the same services in process: authentication and validation
+    // live in them, so both surfaces pass through them alike.
+    let in_process = tonic::service::Routes::new(ApiKeyServiceServer::new(service.clone()))
+        .add_service(RpcProviderKeyServiceServer::new(rpc_service.clone()))
+        .add_service(CreditServiceServer::new(credit_service.clone()));
+    let gateway =
+        keyward_gateway::router(keyward_gateway::Upstream::in_process(in_process), config.rest.gateway_settings());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
@@ -256,7 +265,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(addr = %http_addr, "http listening");
     let (http_shutdown, http_signal) = oneshot::channel::<()>();
     let exposition = (Arc::clone(&metrics), store.clone(), Arc::clone(&cache));
-    let router = axum::Router::new().route(
+    let router = gateway.route(
         "/metrics",
         axum::routing::get(move || {
             let (metrics, store, cache) = exposition.clone();

@@ -1,4 +1,4 @@
-//! The `keyward` binary: `serve` (the default) and `migrate`.
+//! The `keyward` binary: `serve` (the default), `gateway`, `migrate` and `rotate-master-key`.
 
 use std::process::ExitCode;
 
@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
             Ok(_telemetry) => keyward_server::open_store(&store).await.map(|_| tracing::info!("migrations applied")),
             Err(err) => Err(err),
         },
+        Some(Command::Gateway(config)) => gateway(config).await,
         Some(Command::RotateMasterKey(args)) => match telemetry::init("info", LogFormat::Text) {
             Ok(_telemetry) => keyward_server::rotate_master_key(&args).await.map(|count| {
                 tracing::info!(count, "re-encrypted every RPC provider key; start the server with the new master key")
@@ -53,6 +54,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(result) => result,
         Err(_) => anyhow::bail!("in-flight calls did not finish within KEYWARD_SHUTDOWN_TIMEOUT"),
     }
+}
+
+async fn gateway(config: keyward_server::config::GatewayConfig) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(&config.log, config.log_format)?;
+    let mut running = keyward_server::start_gateway(config).await?;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        result = running.wait() => return result,
+    }
+    tracing::info!("shutting down; finishing in-flight requests");
+    running.stop().await
 }
 
 async fn shutdown_signal() {

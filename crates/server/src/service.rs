@@ -13,7 +13,7 @@ use keyward_core::{
     page,
     policy::{self, Action, Caller, Reach},
     secret,
-    validate::{AmountRule, Checks},
+    validate::{AmountRule, Checks, KeyRef},
 };
 use keyward_proto::v1::{self, api_key_service_server::ApiKeyService};
 use keyward_store::{ListQuery, Mutation, NewSecret, Operation, Store};
@@ -220,7 +220,11 @@ impl ApiKeyServiceImpl {
         Ok((new, secret, environment.max_live_keys, mutation))
     }
 
-    fn patch(&self, request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Result<(Uuid, KeyPatch, Option<String>)> {
+    fn patch(
+        &self,
+        request: v1::UpdateApiKeyRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(KeyRef, KeyPatch, Option<String>)> {
         let v1::UpdateApiKeyRequest { api_key, update_mask, request_id } = request;
         let mut checks = Checks::new();
         let Some(api_key) = api_key else {
@@ -249,7 +253,7 @@ impl ApiKeyServiceImpl {
             credits: _,
             credit_refills,
         } = api_key;
-        let id = checks.uuid("api_key.id", &id);
+        let id = checks.key_ref("api_key.id", &id);
         let paths = update_mask.map(|mask| mask.paths).unwrap_or_default();
         if paths.is_empty() {
             checks.fail(
@@ -309,9 +313,9 @@ impl ApiKeyServiceImpl {
     async fn get_key(&self, caller: &Caller, id: &str) -> Result<ApiKey> {
         let reach = policy::authorize(caller, Action::ReadKeys)?;
         let mut checks = Checks::new();
-        let id = checks.uuid("id", id);
+        let id = checks.key_ref("id", id);
         checks.finish()?;
-        let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
+        let id = self.resolve(id.ok_or_else(|| Error::internal("id vanished after validation"))?).await?;
         self.inner.store.get(id, &reach).await
     }
 
@@ -362,7 +366,7 @@ impl ApiKeyServiceImpl {
         Ok(v1::ListApiKeysResponse { api_keys: self.shown_all(&keys).await?, next_page_token })
     }
 
-    fn target(
+    async fn target(
         &self,
         caller: &Caller,
         action: Action,
@@ -371,16 +375,25 @@ impl ApiKeyServiceImpl {
     ) -> Result<(Reach, Uuid, Option<String>)> {
         let reach = policy::authorize(caller, action)?;
         let mut checks = Checks::new();
-        let id = checks.uuid("id", id);
+        let id = checks.key_ref("id", id);
         let request_id = checks.request_id("request_id", request_id);
         checks.finish()?;
-        let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
+        let id = self.resolve(id.ok_or_else(|| Error::internal("id vanished after validation"))?).await?;
         Ok((reach, id, request_id))
+    }
+
+    /// The id of a key named by id or number. An unknown number is NOT_FOUND, like a key
+    /// outside the caller's reach, so numbers reveal no more than ids.
+    async fn resolve(&self, key: KeyRef) -> Result<Uuid> {
+        match key {
+            KeyRef::Id(id) => Ok(id),
+            KeyRef::Number(number) => self.inner.store.id_by_number(number).await,
+        }
     }
 
     async fn rotate(&self, caller: &Caller, request: v1::RotateApiKeyRequest) -> Result<v1::RotateApiKeyResponse> {
         let v1::RotateApiKeyRequest { id, grace_period, request_id } = request;
-        let (reach, id, request_id) = self.target(caller, Action::RotateKey, &id, &request_id)?;
+        let (reach, id, request_id) = self.target(caller, Action::RotateKey, &id, &request_id).await?;
         let max = self.inner.rules.max_rotation_grace;
         let grace = match grace_period.map(Duration::try_from) {
             None => Duration::ZERO,
@@ -561,6 +574,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             if patch.usage_limited.is_some() || patch.refills.is_some() {
                 policy::authorize(&caller, Action::AdjustCredits)?;
             }
+            let id = self.resolve(id).await?;
             if let Some(scopes) = &patch.scopes {
                 policy::check_grantable(&caller, scopes)?;
             }
@@ -581,7 +595,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let caller = self.caller(&request).await?;
         let v1::DeleteApiKeyRequest { id, request_id } = request.into_inner();
         let result = async {
-            let (reach, key_id, token) = self.target(&caller, Action::DeleteKey, &id, &request_id)?;
+            let (reach, key_id, token) = self.target(&caller, Action::DeleteKey, &id, &request_id).await?;
             let mutation = Mutation { actor: caller.subject(), request_id: token, now: Utc::now() };
             let key = self.inner.store.delete(key_id, &reach, &mutation).await?;
             self.inner.verifier.key_changed(key_id);
@@ -599,7 +613,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let caller = self.caller(&request).await?;
         let v1::UndeleteApiKeyRequest { id, request_id } = request.into_inner();
         let result = async {
-            let (reach, key_id, token) = self.target(&caller, Action::UndeleteKey, &id, &request_id)?;
+            let (reach, key_id, token) = self.target(&caller, Action::UndeleteKey, &id, &request_id).await?;
             let key = self.inner.store.get(key_id, &reach).await?;
             let max_live_keys =
                 self.inner.rules.environments.resolve(&key.environment).map_or(i64::MAX, |env| env.max_live_keys);

@@ -290,6 +290,12 @@ impl Store {
         find_in_reach(&self.db, id, reach).await
     }
 
+    /// The id of the key with this number; NOT_FOUND when there is none.
+    pub async fn id_by_number(&self, number: i64) -> Result<Uuid> {
+        let row = api_key::Entity::find_by_id(number).one(&self.db).await.map_err(db_error)?;
+        row.map(|row| row.id).ok_or_else(|| Error::key_not_found(number.to_string()))
+    }
+
     /// One page of keys in `number` order.
     pub async fn list(&self, query: &ListQuery) -> Result<Vec<ApiKey>> {
         let mut select = api_key::Entity::find().order_by_asc(api_key::Column::Number).limit(query.limit);

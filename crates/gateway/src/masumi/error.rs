@@ -1,0 +1,57 @@
+//! Errors of the Masumi surface: `{"status": "error", "error": {"message": "…"}}`. As in
+//! the Masumi service itself, every authentication or permission failure is a 401.
+
+use axum::{
+    Json,
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
+use serde::Serialize;
+use tonic::Code;
+use utoipa::ToSchema;
+
+use crate::Failure;
+
+/// The body of every Masumi error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MasumiError {
+    /// Always `error`.
+    pub status: String,
+    /// What went wrong.
+    pub error: MasumiErrorMessage,
+}
+
+/// The message of a Masumi error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MasumiErrorMessage {
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The response of a failed Masumi call.
+pub(crate) fn respond(failure: Failure) -> Response {
+    let (status, message) = match failure {
+        Failure::Status(status) => match status.code() {
+            Code::Unauthenticated | Code::PermissionDenied => (StatusCode::UNAUTHORIZED, "Unauthorized".to_owned()),
+            Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable".to_owned()),
+            Code::NotFound => (StatusCode::NOT_FOUND, "API key not found".to_owned()),
+            Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss | Code::Unimplemented => {
+                (crate::status::http_status(status.code()), "Internal server error".to_owned())
+            }
+            Code::Cancelled
+            | Code::InvalidArgument
+            | Code::DeadlineExceeded
+            | Code::AlreadyExists
+            | Code::ResourceExhausted
+            | Code::FailedPrecondition
+            | Code::Aborted
+            | Code::OutOfRange => (crate::status::http_status(status.code()), status.message().to_owned()),
+        },
+        Failure::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+        Failure::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large".to_owned()),
+        Failure::NoRoute => (StatusCode::NOT_FOUND, "Not found".to_owned()),
+        Failure::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed".to_owned()),
+    };
+    let body = MasumiError { status: "error".to_owned(), error: MasumiErrorMessage { message } };
+    (status, Json(body)).into_response()
+}
