@@ -280,7 +280,7 @@ pub struct Config {
     #[arg(long, env = "KEYWARD_CHARGE_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub charge_batch: u32,
     /// Charge transactions in flight at once; 0 picks 1 on SQLite (one writer at a time)
-    /// and 4 on PostgreSQL.
+    /// and 2 on PostgreSQL (one batch commits while the next gathers).
     #[arg(long, env = "KEYWARD_CHARGE_WORKERS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub charge_workers: u32,
     /// The time refills are scheduled by; the wall clock unless a test embeds the server.

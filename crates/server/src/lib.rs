@@ -193,7 +193,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => None,
     };
     let charge_workers = match config.charge_workers {
-        0 if config.store.is_postgres() => 4,
+        0 if config.store.is_postgres() => 2,
         0 => 1,
         workers => workers,
     };
