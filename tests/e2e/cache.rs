@@ -54,7 +54,7 @@ async fn changes_apply_at_once_to_cached_keys(backend: Backend) {
     let rotate = v1::RotateApiKeyRequest {
         id: rotating.id.clone(),
         grace_period: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
-        request_id: String::new(),
+        ..Default::default()
     };
     let new = client.rotate_api_key(admin(rotate)).await.unwrap().into_inner().secret;
     assert!(app.verify(&old, &[], "").await.valid, "grace period");

@@ -38,7 +38,7 @@ async fn retries_apply_once(backend: Backend) {
         .await
         .unwrap();
     let rotate =
-        v1::RotateApiKeyRequest { id: id.clone(), grace_period: None, request_id: uuid::Uuid::new_v4().to_string() };
+        v1::RotateApiKeyRequest { id: id.clone(), request_id: uuid::Uuid::new_v4().to_string(), ..Default::default() };
     let rotated = client.rotate_api_key(admin(rotate.clone())).await.unwrap().into_inner();
     assert_status(
         &client.rotate_api_key(admin(rotate)).await.unwrap_err(),

@@ -167,7 +167,7 @@ async fn rotation_with_and_without_grace(backend: Backend) {
     let rotate = |grace: i64| v1::RotateApiKeyRequest {
         id: key.id.clone(),
         grace_period: Some(prost_types::Duration { seconds: grace, nanos: 0 }),
-        request_id: String::new(),
+        ..Default::default()
     };
     let rotated = client.rotate_api_key(admin(rotate(2))).await.unwrap().into_inner();
     let second = rotated.secret;
@@ -256,3 +256,40 @@ async fn concurrent_creates_respect_the_quota(backend: Backend) {
     app.stop().await;
 }
 both!(concurrent_creates_respect_the_quota);
+
+async fn rotation_imports_a_chosen_secret(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut client = app.client.clone();
+    let (key, old) = app.create_key("user-import", &[]).await;
+    let (_, other_secret) = app.create_key("user-other", &[]).await;
+    let (_, writer) = app.create_key("svc", &["keys:write"]).await;
+    let imported = "masumi_chosen_secret_0001";
+    let rotate = |import_secret: &str| v1::RotateApiKeyRequest {
+        id: key.id.clone(),
+        import_secret: import_secret.to_owned(),
+        ..Default::default()
+    };
+
+    // Only admins import, and only secrets of 15 to 550 characters: nothing changes otherwise.
+    let refused = client.rotate_api_key(crate::helpers::with_key(&writer, rotate(imported))).await.unwrap_err();
+    assert_status(&refused, Code::PermissionDenied, "PERMISSION_DENIED");
+    let short = client.rotate_api_key(admin(rotate("too_short_14ch"))).await.unwrap_err();
+    crate::helpers::assert_invalid(&short, "import_secret");
+    let spaced = client.rotate_api_key(admin(rotate("has a space inside it"))).await.unwrap_err();
+    crate::helpers::assert_invalid(&spaced, "import_secret");
+    let taken = client.rotate_api_key(admin(rotate(&other_secret))).await.unwrap_err();
+    assert_status(&taken, Code::AlreadyExists, "SECRET_ALREADY_EXISTS");
+    assert_eq!(app.verify(&old, &[], "").await.code(), VerificationCode::Valid, "refused rotations change nothing");
+    assert_eq!(app.verify(&other_secret, &[], "").await.code(), VerificationCode::Valid);
+
+    let rotated = client.rotate_api_key(admin(rotate(imported))).await.unwrap().into_inner();
+    assert_eq!(rotated.secret, imported, "the imported secret is shown back this once");
+    assert_eq!(rotated.api_key.unwrap().mask, "…0001");
+    assert_eq!(app.verify(&old, &[], "").await.code(), VerificationCode::NotFound, "the old secret ends at once");
+    let verified = app.verify(imported, &[], "").await;
+    assert_eq!((verified.code(), verified.api_key.unwrap().id), (VerificationCode::Valid, key.id.clone()));
+    let fetched = client.get_api_key(admin(v1::GetApiKeyRequest { id: key.id.clone() })).await.unwrap().into_inner();
+    assert_eq!(fetched.api_key.unwrap().mask, "…0001");
+    app.stop().await;
+}
+both!(rotation_imports_a_chosen_secret);

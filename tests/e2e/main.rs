@@ -11,6 +11,7 @@ mod gateway;
 mod idempotency;
 mod jwt;
 mod lifecycle;
+mod masumi;
 mod operations;
 mod pagination;
 mod rights;

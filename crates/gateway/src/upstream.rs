@@ -5,7 +5,8 @@ use std::convert::Infallible;
 
 use http::{HeaderMap, Request, Response};
 use keyward_proto::v1::{
-    api_key_service_client::ApiKeyServiceClient, rpc_provider_key_service_client::RpcProviderKeyServiceClient,
+    api_key_service_client::ApiKeyServiceClient, credit_service_client::CreditServiceClient,
+    rpc_provider_key_service_client::RpcProviderKeyServiceClient,
 };
 use tonic::{
     body::Body,
@@ -41,6 +42,10 @@ impl Upstream {
 
     pub(crate) fn api_keys(&self) -> ApiKeyServiceClient<Self> {
         ApiKeyServiceClient::new(self.clone())
+    }
+
+    pub(crate) fn credits(&self) -> CreditServiceClient<Self> {
+        CreditServiceClient::new(self.clone())
     }
 
     pub(crate) fn rpc_provider_keys(&self) -> RpcProviderKeyServiceClient<Self> {

@@ -392,7 +392,11 @@ impl ApiKeyServiceImpl {
     }
 
     async fn rotate(&self, caller: &Caller, request: v1::RotateApiKeyRequest) -> Result<v1::RotateApiKeyResponse> {
-        let v1::RotateApiKeyRequest { id, grace_period, request_id } = request;
+        let v1::RotateApiKeyRequest { id, grace_period, request_id, import_secret } = request;
+        if !import_secret.is_empty() {
+            policy::authorize(caller, Action::ImportSecret)?;
+            secret::check_importable(&import_secret).map_err(|problem| Error::invalid("import_secret", problem))?;
+        }
         let (reach, id, request_id) = self.target(caller, Action::RotateKey, &id, &request_id).await?;
         let max = self.inner.rules.max_rotation_grace;
         let grace = match grace_period.map(Duration::try_from) {
@@ -412,7 +416,11 @@ impl ApiKeyServiceImpl {
                 reason: "ENVIRONMENT_NOT_CONFIGURED",
                 message: format!("the key's environment {} is no longer configured", key.environment),
             })?;
-        let secret = secret::generate(&environment.key_prefix);
+        let secret = if import_secret.is_empty() {
+            secret::generate(&environment.key_prefix)
+        } else {
+            SecretString::from(import_secret)
+        };
         let hasher = self.inner.verifier.hasher();
         let new_secret = NewSecret {
             hash: hasher.hash(secret.expose_secret()),

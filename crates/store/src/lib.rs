@@ -364,14 +364,7 @@ impl Store {
         })
         .exec(&txn)
         .await
-        .map_err(|err| match err.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => Error::AlreadyExists {
-                reason: "SECRET_ALREADY_EXISTS",
-                message: "another API key already has this secret; choose another import_secret".to_owned(),
-                resource_id: None,
-            },
-            Some(_) | None => db_error(err),
-        })?;
+        .map_err(secret_insert_error)?;
         credits::initialize(&txn, key.id, &new.credits, &new.refills, mutation).await?;
         audit(&txn, mutation, Operation::Create, key.id).await?;
         let created = find_row(&txn, key.id).await?;
@@ -532,7 +525,7 @@ impl Store {
         })
         .exec(&txn)
         .await
-        .map_err(db_error)?;
+        .map_err(secret_insert_error)?;
         api_key::Entity::update_many()
             .col_expr(api_key::Column::Mask, Expr::value(secret.mask.as_str()))
             .col_expr(api_key::Column::UpdatedAt, Expr::value(mutation.now))
@@ -695,6 +688,19 @@ async fn already_applied(mutation: &Mutation, txn: &DatabaseTransaction) -> Resu
         ),
         resource_id: Some(earlier.key_id.to_string()),
     })
+}
+
+/// The error of inserting a secret hash: a hash another key (or this one, within a
+/// rotation grace period) already holds means an imported secret is taken.
+fn secret_insert_error(err: DbErr) -> Error {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => Error::AlreadyExists {
+            reason: "SECRET_ALREADY_EXISTS",
+            message: "another API key already has this secret; choose another import_secret".to_owned(),
+            resource_id: None,
+        },
+        Some(_) | None => db_error(err),
+    }
 }
 
 fn revoked_meanwhile(id: Uuid) -> Error {

@@ -3,9 +3,10 @@
 //! ReadAndPay → `read`, `pay`; Admin → `admin`. Outside creation, `token` is the key's
 //! mask: keyward keeps no secret it could return.
 //!
-//! Credits (`UsageCredits`, `RemainingUsageCredits`, `UsageCreditsToAddOrRemove`) and
-//! importing a caller-chosen `token` on PATCH need the credits API; until the server has
-//! it they are refused with 400 (and `RemainingUsageCredits` is empty).
+//! Credits are the key's balances per unit (`""` is the default unit, lovelace), amounts
+//! as decimal strings: `UsageCredits` are a new key's initial balances,
+//! `RemainingUsageCredits` its balances now, and `UsageCreditsToAddOrRemove` one atomic
+//! `AdjustCredits`. A `token` on PATCH imports a caller-chosen key through `RotateApiKey`.
 
 pub mod error;
 
@@ -97,7 +98,8 @@ pub enum Network {
 pub struct Credit {
     /// The unit; empty is the default unit (lovelace).
     pub unit: String,
-    /// The amount, a decimal integer string.
+    /// The amount, a decimal integer string (a change may be negative).
+    #[schema(example = "10000000")]
     pub amount: String,
 }
 
@@ -236,17 +238,19 @@ pub struct CreateKey {
 pub struct UpdateKey {
     /// The key's id.
     pub id: String,
-    /// A caller-chosen key (15 to 550 characters) to replace the old one.
+    /// A caller-chosen key (15 to 550 characters) to replace the old one, which stops
+    /// working at once.
     #[serde(default)]
+    #[schema(min_length = 15, max_length = 550)]
     pub token: Option<String>,
-    /// Credit changes, applied as one adjustment.
+    /// Credit changes, applied as one adjustment: all or none; a balance may not go below zero.
     #[serde(rename = "UsageCreditsToAddOrRemove", default)]
     pub usage_credits_to_add_or_remove: Vec<Credit>,
     /// Whether the key may only spend its credits.
     #[serde(rename = "usageLimited", default, deserialize_with = "flag")]
     #[schema(value_type = Option<bool>)]
     pub usage_limited: Option<bool>,
-    /// `Active` or `Inactive`.
+    /// `Active` or `Inactive`; a revoked key stays revoked.
     #[serde(default)]
     pub status: Option<MasumiStatus>,
     /// Networks the key may be used on.
@@ -342,6 +346,36 @@ fn changed(key: v1::ApiKey, token: Option<String>) -> ChangedKey {
     }
 }
 
+/// The balances of a key, amounts as decimal strings.
+fn remaining(credits: Vec<v1::CreditAmount>) -> Vec<Credit> {
+    credits.into_iter().map(|credit| Credit { unit: credit.unit, amount: credit.amount.to_string() }).collect()
+}
+
+/// Masumi's amounts, parsed: decimal integers without sign (`signed` allows a leading `-`)
+/// that fit in 64 bits. Anything else refuses the whole request before anything changes.
+fn amounts(field: &str, credits: &[Credit], signed: bool) -> Result<Vec<(String, i64)>, Failure> {
+    credits
+        .iter()
+        .enumerate()
+        .map(|(index, credit)| {
+            let digits =
+                if signed { credit.amount.strip_prefix('-').unwrap_or(&credit.amount) } else { &credit.amount };
+            let amount = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                credit.amount.parse::<i64>().ok()
+            } else {
+                None
+            };
+            let kind = if signed { "an integer" } else { "a non-negative integer" };
+            amount.map(|amount| (credit.unit.clone(), amount)).ok_or_else(|| {
+                Failure::BadRequest(format!(
+                    "{field}[{index}].amount must be {kind} as a decimal string within 64 bits, got {:?}",
+                    credit.amount.chars().take(40).collect::<String>()
+                ))
+            })
+        })
+        .collect()
+}
+
 fn limit(given: Option<i64>, default: i32) -> Result<i32, Failure> {
     match given {
         None => Ok(default),
@@ -382,7 +416,7 @@ pub(crate) async fn status(
                 permission: Permission::of(&key.scopes),
                 network_limit: networks(key.networks),
                 usage_limited: key.usage_limited,
-                remaining_usage_credits: Vec::new(),
+                remaining_usage_credits: remaining(key.credits),
             })
         }
         .await,
@@ -421,7 +455,7 @@ pub(crate) async fn list(
                         keys.push(ListedKey {
                             permission: Permission::of(&key.scopes),
                             usage_limited: key.usage_limited,
-                            remaining_usage_credits: Vec::new(),
+                            remaining_usage_credits: remaining(key.credits),
                             status: masumi_status(key.status),
                             token: key.mask,
                             network_limit: networks(key.networks),
@@ -453,9 +487,10 @@ pub(crate) async fn create(
     success(
         async {
             let CreateKey { usage_limited, usage_credits, permission, network_limit } = body::json(body)?;
-            if !usage_credits.is_empty() {
-                return Err(Failure::BadRequest("UsageCredits are not supported by this server yet".to_owned()));
-            }
+            let credits = amounts("UsageCredits", &usage_credits, false)?
+                .into_iter()
+                .map(|(unit, amount)| v1::CreditAmount { unit, amount })
+                .collect();
             let permission = permission.unwrap_or(Permission::Read);
             let network_limit = network_limit.unwrap_or_else(|| vec![Network::Preprod, Network::Mainnet]);
             let message = v1::CreateApiKeyRequest {
@@ -464,6 +499,7 @@ pub(crate) async fn create(
                     scopes: permission.scopes(),
                     networks: network_names(&network_limit),
                     usage_limited: usage_limited.unwrap_or(true),
+                    credits,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -489,16 +525,23 @@ pub(crate) async fn update(
         async {
             let UpdateKey { id, token, usage_credits_to_add_or_remove, usage_limited, status, network_limit } =
                 body::json(body)?;
-            if token.is_some() || !usage_credits_to_add_or_remove.is_empty() || usage_limited.is_some() {
-                return Err(Failure::BadRequest(
-                    "token, UsageCreditsToAddOrRemove and usageLimited are not supported by this server yet".to_owned(),
-                ));
+            // Everything is checked before anything changes.
+            let deltas: Vec<v1::CreditDelta> =
+                amounts("UsageCreditsToAddOrRemove", &usage_credits_to_add_or_remove, true)?
+                    .into_iter()
+                    // Adding or removing nothing is no change (and AdjustCredits refuses zero deltas).
+                    .filter(|(_, delta)| *delta != 0)
+                    .map(|(unit, delta)| v1::CreditDelta { unit, delta })
+                    .collect();
+            if let Some(token) = &token {
+                keyward_core::secret::check_importable(token)
+                    .map_err(|problem| Failure::BadRequest(format!("token {problem}")))?;
             }
-            let mut key = v1::ApiKey { id, ..Default::default() };
+            let mut patch = v1::ApiKey::default();
             let mut paths = Vec::new();
             match status {
-                Some(MasumiStatus::Active) => key.status = v1::ApiKeyStatus::Active.into(),
-                Some(MasumiStatus::Inactive) => key.status = v1::ApiKeyStatus::Inactive.into(),
+                Some(MasumiStatus::Active) => patch.status = v1::ApiKeyStatus::Active.into(),
+                Some(MasumiStatus::Inactive) => patch.status = v1::ApiKeyStatus::Inactive.into(),
                 Some(MasumiStatus::Revoked) => {
                     return Err(Failure::BadRequest("status must be Active or Inactive; DELETE revokes".to_owned()));
                 }
@@ -508,24 +551,101 @@ pub(crate) async fn update(
                 paths.push("status".to_owned());
             }
             if let Some(networks) = &network_limit {
-                key.networks = network_names(networks);
+                patch.networks = network_names(networks);
                 paths.push("networks".to_owned());
             }
-            let key = if paths.is_empty() {
-                let message = v1::GetApiKeyRequest { id: key.id };
-                upstream.api_keys().get_api_key(request(&headers, message)).await?.into_inner().api_key
+            if let Some(usage_limited) = usage_limited {
+                patch.usage_limited = usage_limited;
+                paths.push("usage_limited".to_owned());
+            }
+
+            // The key as it is: it exists, the caller may see it, and it is not revoked (a
+            // revoked key is never changed, so never re-activated).
+            let mut keys = upstream.api_keys();
+            let message = v1::GetApiKeyRequest { id };
+            let mut key = keys.get_api_key(request(&headers, message)).await?.into_inner().api_key.unwrap_or_default();
+            if masumi_status(key.status) == MasumiStatus::Revoked {
+                return Err(Failure::BadRequest("the API key is revoked; a revoked key cannot be changed".to_owned()));
+            }
+
+            // The parts are applied in a fixed order: credits, then token, then the other
+            // fields. The credit adjustment goes first because it is the part most likely
+            // to be refused (too much taken away): it is all or nothing, and when it fails
+            // nothing else has changed. Should the token import or the update fail after
+            // it, the adjustment is undone with its inverse, so that a retry of the whole
+            // PATCH does not apply it twice. The token goes before the update as the more
+            // likely to fail of the two (a secret another key holds); the update can then
+            // only fail to a concurrent change, which leaves the new token in place.
+            let adjusted = if deltas.is_empty() {
+                false
             } else {
-                let message = v1::UpdateApiKeyRequest {
-                    api_key: Some(key),
-                    update_mask: Some(prost_types::FieldMask { paths }),
+                let message = v1::AdjustCreditsRequest {
+                    api_key_id: key.id.clone(),
+                    deltas: deltas.clone(),
+                    reason: "masumi: UsageCreditsToAddOrRemove".to_owned(),
                     request_id: String::new(),
                 };
-                upstream.api_keys().update_api_key(request(&headers, message)).await?.into_inner().api_key
+                upstream.credits().adjust_credits(request(&headers, message)).await?;
+                true
             };
-            Ok(changed(key.unwrap_or_default(), None))
+            let key_id = key.id.clone();
+            let forwarded = &headers;
+            let rest = async move {
+                if let Some(import_secret) = token {
+                    let message = v1::RotateApiKeyRequest {
+                        id: key.id.clone(),
+                        import_secret,
+                        grace_period: None,
+                        request_id: String::new(),
+                    };
+                    let rotated = keys.rotate_api_key(request(forwarded, message)).await?.into_inner();
+                    // The response shows the mask only: the secret is the caller's own.
+                    key = rotated.api_key.unwrap_or_default();
+                }
+                if !paths.is_empty() {
+                    patch.id = key.id.clone();
+                    let message = v1::UpdateApiKeyRequest {
+                        api_key: Some(patch),
+                        update_mask: Some(prost_types::FieldMask { paths }),
+                        request_id: String::new(),
+                    };
+                    key = keys
+                        .update_api_key(request(forwarded, message))
+                        .await?
+                        .into_inner()
+                        .api_key
+                        .unwrap_or_default();
+                }
+                Ok::<_, Failure>(key)
+            }
+            .await;
+            match rest {
+                Ok(key) => Ok(changed(key, None)),
+                Err(failure) => {
+                    if adjusted {
+                        undo(&upstream, &headers, key_id, deltas).await;
+                    }
+                    Err(failure)
+                }
+            }
         }
         .await,
     )
+}
+
+/// Takes back a credit adjustment whose PATCH failed later on, by its inverse. Should that
+/// be refused too (the credits were spent meanwhile), it is logged: the ledger shows both.
+async fn undo(upstream: &Upstream, headers: &HeaderMap, api_key_id: String, deltas: Vec<v1::CreditDelta>) {
+    let message = v1::AdjustCreditsRequest {
+        deltas: deltas.into_iter().map(|d| v1::CreditDelta { unit: d.unit, delta: -d.delta }).collect(),
+        api_key_id: api_key_id.clone(),
+        reason: "masumi: PATCH failed, credit change undone".to_owned(),
+        request_id: String::new(),
+    };
+    if let Err(status) = upstream.credits().adjust_credits(request(headers, message)).await {
+        tracing::warn!(api_key.id = api_key_id, code = ?status.code(), error = status.message(),
+            "could not undo the credit change of a failed Masumi PATCH");
+    }
 }
 
 #[utoipa::path(delete, path = "/api/v1/api-key", tag = "masumi", description = "Revokes a key (admin), for good.",
