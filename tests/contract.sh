@@ -18,8 +18,9 @@ BIN="${CARGO_TARGET_DIR:-target}/debug/keyward"
 
 TMP="$(mktemp -d)"
 LOG="$TMP/server.log"
-PORT="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-ADDR="127.0.0.1:$PORT"
+free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+ADDR="127.0.0.1:$(free_port)"
+HTTP_ADDR="127.0.0.1:$(free_port)"
 ADMIN_KEY="kwadmin_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 SERVER_PID=""
 
@@ -34,7 +35,7 @@ trap cleanup EXIT
 
 step "start $BIN serve on $ADDR"
 mkdir "$TMP/data"
-KEYWARD_DATA_DIR="$TMP/data" KEYWARD_GRPC_ADDR="$ADDR" KEYWARD_HTTP_ADDR=127.0.0.1:0 KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN_KEY" \
+KEYWARD_DATA_DIR="$TMP/data" KEYWARD_GRPC_ADDR="$ADDR" KEYWARD_HTTP_ADDR="$HTTP_ADDR" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN_KEY" \
   "$BIN" serve >"$LOG" 2>&1 &
 SERVER_PID=$!
 
@@ -67,5 +68,18 @@ grep -q '[^[:space:]]' "$TMP/examples.sh" || die "the README grpcurl-examples se
 # -e: every example must exit 0; -x: show each one as it runs.
 KEYWARD_ADMIN_KEY="$ADMIN_KEY" bash -euxo pipefail "$TMP/examples.sh" ||
   die "a README example failed: the last '+' line above"
+
+step "README curl examples"
+grep -q '<!-- curl-examples:start -->' README.md && grep -q '<!-- curl-examples:end -->' README.md ||
+  die "README.md has no <!-- curl-examples:start --> ... <!-- curl-examples:end --> section"
+awk '/<!-- curl-examples:start -->/ { on = 1; next }
+     /<!-- curl-examples:end -->/   { on = 0 }
+     on && /^```/                  { fence = !fence; next }
+     on && fence' README.md |
+  sed -e "s/localhost:8080/$HTTP_ADDR/g" -e "s/^ADMIN=kwadmin_change_me_0123456789 .*/ADMIN=$ADMIN_KEY/" >"$TMP/curl.sh"
+grep -q '^ADMIN=kwadmin_' "$TMP/curl.sh" || die "the README curl examples do not start with ADMIN=kwadmin_change_me_0123456789"
+# --fail-with-body: a 4xx or 5xx answer fails the example and shows its body.
+{ echo 'curl() { command curl --fail-with-body "$@"; }'; cat "$TMP/curl.sh"; } >"$TMP/curl-checked.sh"
+bash -euxo pipefail "$TMP/curl-checked.sh" || die "a README curl example failed: the last '+' line above"
 
 echo "contract: all checks passed"
