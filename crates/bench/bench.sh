@@ -5,10 +5,11 @@
 # through a 100-entry cache (mostly the database path). Targets alternate over 3 rounds.
 # Then the REST gateway: the PSP list route against gRPC ListApiKeys and
 # GET /api/v1/api-key-status against GetCallerApiKey, 64 in flight, in the same run.
-#   bash crates/bench/bench.sh [seconds per target and round, default 5]
+#   bash crates/bench/bench.sh [seconds per target and round, default 5] [all|verify|rest, default all]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 SECONDS_PER_TARGET="${1:-5}"
+PARTS="${2:-all}"
 cargo build --release --locked --bin keyward --bin keyward-bench
 BIN="${CARGO_TARGET_DIR:-target}/release"
 WORK="$(mktemp -d)"
@@ -60,6 +61,7 @@ rest() { # REST routes vs the gRPC calls behind them, 64 in flight, same run, on
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 for STORE in sqlite postgres; do
+  [ "$PARTS" = rest ] && break
   rm -rf "$WORK/data"
   if [ "$STORE" = sqlite ]; then URL="sqlite://$WORK/data/keyward.db"; else
     psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS keyward_bench WITH (FORCE)" -c "CREATE DATABASE keyward_bench"
@@ -74,4 +76,4 @@ for STORE in sqlite postgres; do
   compare "10000 keys, 100-entry cache" --target verify-keys --keys-file "$WORK/keys.txt"
   stop
 done
-rest # the REST gateway against the native gRPC calls it makes
+[ "$PARTS" = verify ] || rest # the REST gateway against the native gRPC calls it makes
