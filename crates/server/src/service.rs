@@ -663,7 +663,9 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let credits = checks.credits("cost", &convert::credits_in(&cost), AmountRule::Positive);
         let request_id = checks.request_id("request_id", &request_id);
         checks.finish().map_err(to_status)?;
-        let cost = Cost { credits, request_id, actor: caller.subject() };
+        // The actor is only written with a charge: no allocation on the unmetered hot path.
+        let actor = if credits.is_empty() { String::new() } else { caller.subject() };
+        let cost = Cost { credits, request_id, actor };
         let verification =
             self.inner.verifier.verify(&key, &required_scopes, &network, cost).await.map_err(to_status)?;
         if let Some(key) = &verification.key {
