@@ -596,6 +596,9 @@ async fn standalone_gateway_survives_an_upstream_outage() {
     assert_psp_error(&rest.send("GET", PSP, &auth, None).await, 503, "PSP Product Manager Api is unavailable.");
     let scoped = rest.send("GET", "/api/v1/api-keys", &auth, None).await;
     assert_eq!((scoped.status, scoped.body["error"].clone()), (503, json!("UNAVAILABLE")));
+    let masumi = rest.send("GET", "/api/v1/api-key-status", &token, None).await;
+    assert_eq!((masumi.status, masumi.body["status"].clone()), (503, json!("error")), "{:?}", masumi.body);
+    assert!(masumi.body["error"]["message"].as_str().is_some_and(|message| !message.is_empty()));
 
     let _upstream = serve_on(data.path(), &grpc).await;
     let mut status = 0;
@@ -609,4 +612,5 @@ async fn standalone_gateway_survives_an_upstream_outage() {
     assert_eq!(status, 200, "the gateway reconnects without a restart");
     assert_eq!(rest.send("GET", PSP, &auth, None).await.status, 200);
     assert_eq!(rest.send("GET", "/v1/callerApiKey", &auth, None).await.status, 200);
+    assert_eq!(rest.send("GET", "/api/v1/api-key-status", &token, None).await.status, 200);
 }
