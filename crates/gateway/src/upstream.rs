@@ -44,6 +44,25 @@ impl Upstream {
         ApiKeyServiceClient::new(self.clone())
     }
 
+    /// Every key `query` selects, walking its pages, with the caller's forwarded headers.
+    pub(crate) async fn all_api_keys(
+        &self,
+        headers: &HeaderMap,
+        mut query: keyward_proto::v1::ListApiKeysRequest,
+    ) -> Result<Vec<keyward_proto::v1::ApiKey>, tonic::Status> {
+        let mut client = self.api_keys();
+        let mut keys = Vec::new();
+        query.page_size = 100;
+        loop {
+            let page = client.list_api_keys(request(headers, query.clone())).await?.into_inner();
+            keys.extend(page.api_keys);
+            if page.next_page_token.is_empty() {
+                return Ok(keys);
+            }
+            query.page_token = page.next_page_token;
+        }
+    }
+
     pub(crate) fn credits(&self) -> CreditServiceClient<Self> {
         CreditServiceClient::new(self.clone())
     }

@@ -233,24 +233,10 @@ pub(crate) async fn list(State(psp): State<Psp>, headers: HeaderMap, body: Resul
     respond(
         async {
             body::none(body)?;
-            let mut client = psp.upstream.api_keys();
-            let mut keys = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = v1::ListApiKeysRequest {
-                    page_size: 100,
-                    page_token,
-                    environment: psp.settings.psp_environment.clone(),
-                    ..Default::default()
-                };
-                let page = client.list_api_keys(request(&headers, page)).await?.into_inner();
-                keys.extend(page.api_keys.into_iter().map(listed));
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
-            Ok((StatusCode::OK, keys))
+            let query =
+                v1::ListApiKeysRequest { environment: psp.settings.psp_environment.clone(), ..Default::default() };
+            let keys = psp.upstream.all_api_keys(&headers, query).await?;
+            Ok((StatusCode::OK, keys.into_iter().map(listed).collect::<Vec<_>>()))
         }
         .await,
     )

@@ -182,19 +182,8 @@ pub(crate) async fn list(
     respond(
         async {
             body::none(body)?;
-            let mut client = upstream.api_keys();
-            let mut keys = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = v1::ListApiKeysRequest { page_size: 100, page_token, ..Default::default() };
-                let page = client.list_api_keys(request(&headers, page)).await?.into_inner();
-                keys.extend(page.api_keys.into_iter().map(scoped));
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
-            Ok((StatusCode::OK, keys))
+            let keys = upstream.all_api_keys(&headers, v1::ListApiKeysRequest::default()).await?;
+            Ok((StatusCode::OK, keys.into_iter().map(scoped).collect::<Vec<_>>()))
         }
         .await,
     )
