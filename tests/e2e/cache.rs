@@ -15,6 +15,7 @@ fn status_update(id: &str, status: ApiKeyStatus) -> v1::UpdateApiKeyRequest {
         api_key: Some(v1::ApiKey { id: id.to_owned(), status: status.into(), ..Default::default() }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
         request_id: String::new(),
+        ..Default::default()
     }
 }
 

@@ -51,6 +51,7 @@ async fn retries_apply_once(backend: Backend) {
         api_key: Some(v1::ApiKey { id, name: "renamed once".into(), ..Default::default() }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["name".into()] }),
         request_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
     };
     let updated = client.update_api_key(admin(update.clone())).await.unwrap().into_inner();
     let replayed = client.update_api_key(admin(update)).await.unwrap().into_inner();

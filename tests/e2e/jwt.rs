@@ -206,6 +206,7 @@ async fn psp_roles_decide_each_key_rpc(backend: Backend) {
                 }),
                 update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
                 request_id: String::new(),
+                ..Default::default()
             },
         )
     };

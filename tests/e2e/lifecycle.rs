@@ -52,6 +52,7 @@ async fn create_get_list_update(backend: Backend) {
             paths: vec!["name".into(), "scopes".into(), "status".into(), "expire_time".into()],
         }),
         request_id: String::new(),
+        ..Default::default()
     };
     let updated = client.update_api_key(admin(update)).await.unwrap().into_inner().api_key.unwrap();
     assert_eq!(updated.name, "renamed");
@@ -66,6 +67,7 @@ async fn create_get_list_update(backend: Backend) {
         api_key: Some(v1::ApiKey { id: key.id.clone(), status: ApiKeyStatus::Active.into(), ..Default::default() }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
         request_id: String::new(),
+        ..Default::default()
     };
     client.update_api_key(admin(reactivate)).await.unwrap();
     let verdict = app.verify(&secret, &["app:read"], "Preprod").await;
@@ -103,6 +105,7 @@ async fn delete_and_undelete(backend: Backend) {
         api_key: Some(v1::ApiKey { id: key.id.clone(), name: "nope".into(), ..Default::default() }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["name".into()] }),
         request_id: String::new(),
+        ..Default::default()
     };
     let refused = client.update_api_key(admin(update)).await.unwrap_err();
     assert_status(&refused, Code::FailedPrecondition, "API_KEY_REVOKED");

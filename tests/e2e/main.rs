@@ -7,6 +7,7 @@ mod helpers;
 mod cache;
 mod contract;
 mod credits;
+mod escalation;
 mod gateway;
 mod idempotency;
 mod jwt;

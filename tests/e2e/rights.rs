@@ -66,6 +66,7 @@ async fn bad_credentials_are_unauthenticated_everywhere(backend: Backend) {
             api_key: Some(v1::ApiKey { id: inactive.id, status: ApiKeyStatus::Inactive.into(), ..Default::default() }),
             update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
             request_id: String::new(),
+            ..Default::default()
         }))
         .await
         .unwrap();
@@ -169,6 +170,7 @@ async fn each_scope_grants_exactly_its_rights(backend: Backend) {
         api_key: Some(v1::ApiKey { id: created.id.clone(), scopes: vec!["verify".into()], ..Default::default() }),
         update_mask: Some(prost_types::FieldMask { paths: vec!["scopes".into()] }),
         request_id: String::new(),
+        ..Default::default()
     };
     assert_status(
         &client.update_api_key(with_key(&writer, escalate_update)).await.unwrap_err(),

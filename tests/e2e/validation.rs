@@ -72,6 +72,7 @@ async fn bad_ids_masks_and_page_sizes(backend: Backend) {
         api_key: Some(v1::ApiKey { id: key.id.clone(), name: "renamed".into(), ..Default::default() }),
         update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
         request_id: String::new(),
+        ..Default::default()
     };
     assert_invalid(&client.update_api_key(admin(update(&["owner"]))).await.unwrap_err(), "update_mask.paths[0]");
     assert_invalid(

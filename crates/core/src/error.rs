@@ -115,6 +115,12 @@ impl Error {
         Self::NotFound { kind: "API key", id: id.into() }
     }
 
+    /// The same error, but an API key's NOT_FOUND names `asked`, the reference the caller
+    /// sent (a key number, say), never the id it resolved to.
+    pub fn naming(self, asked: &str) -> Self {
+        if let Self::NotFound { kind: "API key", .. } = self { Self::key_not_found(asked) } else { self }
+    }
+
     /// An internal error from any source.
     pub fn internal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(source.into())

@@ -65,12 +65,21 @@ impl Caller {
         }
     }
 
-    /// The organisation keys the caller creates belong to: a person's own; a key
-    /// caller names it in the request.
-    pub fn organization(&self) -> Option<(&str, &str)> {
+    /// The caller's organisation (id, display name), both empty if it has none. The keys
+    /// it creates belong to it unless the request names another (which only admin may).
+    pub fn organization(&self) -> (&str, &str) {
         match self {
-            Self::Key(_) => None,
-            Self::Person(person) => Some((&person.organization_id, &person.organization_name)),
+            Self::Key(key) => (&key.organization_id, &key.organization_name),
+            Self::Person(person) => (&person.organization_id, &person.organization_name),
+        }
+    }
+
+    /// The latest expiry a key the caller creates may have: a key caller that is not
+    /// admin cannot outlive itself through its keys.
+    pub fn expiry_ceiling(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            Self::Key(key) if !key.scopes.contains(SCOPE_ADMIN) => key.expires_at,
+            Self::Key(_) | Self::Person(_) => None,
         }
     }
 
@@ -150,8 +159,13 @@ pub enum Reach {
     All,
     /// Keys of this owner only.
     Owner(String),
-    /// Keys of this organisation.
-    Organization(String),
+    /// Keys of this organisation, and the caller's own.
+    Organization {
+        /// The organisation.
+        id: String,
+        /// The caller's subject: its own keys stay in reach whatever their organisation.
+        subject: String,
+    },
 }
 
 impl Reach {
@@ -161,7 +175,7 @@ impl Reach {
         match self {
             Self::All => true,
             Self::Owner(owner) => key.owner == *owner,
-            Self::Organization(organization) => key.organization_id == *organization,
+            Self::Organization { id, subject } => key.organization_id == *id || key.owner == *subject,
         }
     }
 
@@ -171,10 +185,115 @@ impl Reach {
             Self::All => true,
             Self::Owner(own) => own == owner,
             // An owner's keys may span organisations; an organisation reach alone does
-            // not make every key of an owner visible.
-            Self::Organization(_) => false,
+            // not make every key of another owner visible.
+            Self::Organization { subject, .. } => subject == owner,
         }
     }
+}
+
+/// What an allowed mutation may touch: keys in its reach that the caller could have
+/// created itself (see [`permit`]).
+#[derive(Debug, Clone)]
+pub struct Authority {
+    reach: Reach,
+    caller: Caller,
+}
+
+impl Authority {
+    /// The keys in reach.
+    pub fn reach(&self) -> &Reach {
+        &self.reach
+    }
+
+    /// Admits `key` as the target of the mutation: NOT_FOUND outside the reach,
+    /// PERMISSION_DENIED when the key holds rights the caller could not have granted.
+    pub fn admit(&self, key: &ApiKey) -> crate::error::Result<()> {
+        if !self.reach.covers(key) {
+            return Err(Error::key_not_found(key.id.to_string()));
+        }
+        permit(&self.caller, key)
+    }
+
+    /// Admits the state a mutation leaves a key in: the caller must be able to grant it.
+    pub fn admit_outcome(&self, key: &ApiKey) -> crate::error::Result<()> {
+        permit(&self.caller, key)
+    }
+}
+
+/// Decides `action` over everything of one owner (its quota, its usage): the owner must
+/// be in the caller's reach.
+pub fn authorize_owner(caller: &Caller, action: Action, owner: &str) -> crate::error::Result<()> {
+    if authorize(caller, action)?.covers_owner(owner) {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied { action: "act on the keys of other owners" })
+    }
+}
+
+/// Decides a mutation of existing keys: the caller's reach for `action`, and the
+/// ceiling every key it touches must stay under.
+pub fn authorize_mutation(caller: &Caller, action: Action) -> crate::error::Result<Authority> {
+    Ok(Authority { reach: authorize(caller, action)?, caller: caller.clone() })
+}
+
+/// Decides whether `caller` may create `key` (with initial credits or refills when
+/// `mints_credits`): the right to create, the owner in reach, and every right the key
+/// carries grantable by the caller.
+pub fn authorize_new_key(caller: &Caller, key: &ApiKey, mints_credits: bool) -> crate::error::Result<()> {
+    let reach = authorize(caller, Action::CreateKey)?;
+    if mints_credits {
+        authorize(caller, Action::AdjustCredits)?;
+    }
+    if !reach.covers_owner(&key.owner) {
+        return Err(Error::PermissionDenied { action: "create API keys for other owners" });
+    }
+    permit(caller, key)
+}
+
+/// Decides the parts of an update that need a right of their own: lifting a usage limit
+/// or changing refills is as good as granting credits.
+pub fn authorize_patch(caller: &Caller, patch: &crate::model::KeyPatch) -> crate::error::Result<Authority> {
+    let authority = authorize_mutation(caller, Action::UpdateKey)?;
+    if patch.usage_limited.is_some() || patch.refills.is_some() {
+        authorize(caller, Action::AdjustCredits)?;
+    }
+    Ok(authority)
+}
+
+/// The one ceiling rule: a caller that is not admin may hold, create or change a key only
+/// if it could grant everything the key carries — each keyward scope, the organisation,
+/// unmetered use, a life without expiry (or past the caller's own), and any network.
+/// Persons hold no keyward scopes, are not metered and do not expire; their keys belong
+/// to their organisation.
+pub fn permit(caller: &Caller, key: &ApiKey) -> crate::error::Result<()> {
+    let denied = |action| Err(Error::PermissionDenied { action });
+    if caller.scopes().contains(SCOPE_ADMIN) {
+        return Ok(());
+    }
+    let held = caller.scopes();
+    if key.scopes.iter().any(|scope| RESERVED_SCOPES.contains(&scope.as_str()) && !held.contains(scope)) {
+        return denied("grant or touch keyward scopes it does not hold");
+    }
+    let organization = match caller {
+        Caller::Key(own) => own.organization_id.as_str(),
+        Caller::Person(person) => person.organization_id.as_str(),
+    };
+    if key.organization_id != organization {
+        return denied("grant or touch keys of another organisation");
+    }
+    let Caller::Key(own) = caller else { return Ok(()) };
+    if !key.usage_limited && own.usage_limited {
+        return denied("grant or touch unmetered keys while it is usage-limited");
+    }
+    if let Some(own_expiry) = own.expires_at
+        && key.expires_at.is_none_or(|at| at > own_expiry)
+    {
+        return denied("grant or touch keys that outlive its own expiry");
+    }
+    if !own.networks.is_empty() && (key.networks.is_empty() || !key.networks.is_subset(&own.networks)) {
+        return denied("grant or touch networks it is not allowed");
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -250,27 +369,14 @@ pub fn authorize(caller: &Caller, action: Action) -> crate::error::Result<Reach>
         .filter(|(grant, granted, _)| *granted == action && caller.holds(*grant))
         .map(|(_, _, span)| *span)
         .max();
-    match (span, caller.organization()) {
+    match (span, caller.organization().0) {
         (Some(Span::Every), _) => Ok(Reach::All),
-        (Some(Span::Organization), Some((organization, _))) if !organization.is_empty() => {
-            Ok(Reach::Organization(organization.to_owned()))
+        (Some(Span::Organization), organization) if !organization.is_empty() => {
+            Ok(Reach::Organization { id: organization.to_owned(), subject: caller.owner().to_owned() })
         }
         // Without an organisation claim there is no organisation to reach: own keys only.
         (Some(Span::Organization | Span::Own), _) => Ok(Reach::Owner(caller.owner().to_owned())),
         (None, _) => Err(Error::PermissionDenied { action: action.describe() }),
-    }
-}
-
-/// Refuses to let a caller grant keyward scopes it does not hold itself, so `keys:write`
-/// cannot mint an `admin` key.
-pub fn check_grantable(caller: &Caller, scopes: &BTreeSet<String>) -> crate::error::Result<()> {
-    let held = caller.scopes();
-    if held.contains(SCOPE_ADMIN) {
-        return Ok(());
-    }
-    match scopes.iter().find(|scope| RESERVED_SCOPES.contains(&scope.as_str()) && !held.contains(*scope)) {
-        Some(_) => Err(Error::PermissionDenied { action: "grant keyward scopes it does not hold" }),
-        None => Ok(()),
     }
 }
 
@@ -315,7 +421,6 @@ mod tests {
         assert!(authorize(&caller(&["app:read"]), Action::ReadCallerKey).is_ok());
         assert_eq!(authorize(&caller(&["MANAGE"]), Action::CreateKey).unwrap(), Reach::Owner("svc-a".into()));
         assert!(authorize(&caller(&["READ", "CREATE", "UPDATE", "DELETE"]), Action::ReadKeys).is_err());
-        assert!(check_grantable(&caller(&["keys:write"]), &["MANAGE".to_owned()].into()).is_err());
     }
 
     fn person(roles: &[&str]) -> Caller {
@@ -330,7 +435,7 @@ mod tests {
     #[test]
     fn psp_roles_follow_the_claims_table() {
         let own = Reach::Owner("user-1".into());
-        let org = Reach::Organization("org-1".into());
+        let org = Reach::Organization { id: "org-1".into(), subject: "user-1".into() };
         assert_eq!(authorize(&person(&["Super_Dev"]), Action::ReadKeys).unwrap(), org);
         assert_eq!(authorize(&person(&["Super_Dev"]), Action::DeleteKey).unwrap(), org);
         assert!(authorize(&person(&["Super_Dev"]), Action::CreateKey).is_err());
@@ -344,15 +449,54 @@ mod tests {
         assert_eq!(authorize(&person(&["Super_Dev", "Issuer_Dev"]), Action::ReadKeys).unwrap(), org, "the wider reach");
         assert!(authorize(&person(&["Viewer"]), Action::ReadKeys).is_err());
         assert!(authorize(&person(&[]), Action::ReadCallerKey).is_err());
-        assert!(check_grantable(&person(&["Issuer_Admin"]), &["admin".to_owned()].into()).is_err());
+    }
+
+    fn key(scopes: &[&str]) -> ApiKey {
+        match caller(scopes) {
+            Caller::Key(key) => (*key).clone(),
+            Caller::Person(_) => unreachable!("caller() makes key callers"),
+        }
     }
 
     #[test]
-    fn callers_grant_only_keyward_scopes_they_hold() {
+    fn callers_grant_only_what_they_hold() {
         let writer = caller(&["keys:write"]);
-        let set = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
-        assert!(check_grantable(&writer, &set(&["keys:write", "app:anything"])).is_ok());
-        assert!(check_grantable(&writer, &set(&["admin"])).is_err());
-        assert!(check_grantable(&caller(&["admin"]), &set(&["admin"])).is_ok());
+        assert!(permit(&writer, &key(&["keys:write", "app:anything"])).is_ok());
+        for scope in RESERVED_SCOPES.iter().filter(|scope| **scope != "keys:write") {
+            assert!(permit(&writer, &key(&[scope])).is_err(), "{scope}");
+            assert!(permit(&caller(&["admin"]), &key(&[scope])).is_ok(), "{scope}");
+        }
+        let mut other_org = key(&[]);
+        other_org.organization_id = "org-2".into();
+        assert!(permit(&writer, &other_org).is_err());
+        assert!(permit(&person(&["Super_Dev"]), &key(&[])).is_err(), "a key outside the person's organisation");
+
+        let mut limited = key(&["keys:write"]);
+        limited.usage_limited = true;
+        limited.expires_at = Some(chrono::Utc::now() + chrono::Duration::days(1));
+        limited.networks = ["Preprod".to_owned()].into();
+        let limited = Caller::Key(Arc::new(limited.clone()));
+        let mut child = key(&[]);
+        assert!(permit(&limited, &child).is_err(), "unmetered, no expiry, any network");
+        child.usage_limited = true;
+        assert!(permit(&limited, &child).is_err(), "no expiry, any network");
+        child.expires_at = limited.expiry_ceiling();
+        assert!(permit(&limited, &child).is_err(), "any network");
+        child.networks = ["Preprod".to_owned()].into();
+        assert!(permit(&limited, &child).is_ok());
+        child.networks.insert("Mainnet".to_owned());
+        assert!(permit(&limited, &child).is_err(), "a network beyond its own");
+    }
+
+    #[test]
+    fn super_dev_reaches_its_organisation_and_its_own_keys() {
+        let reach = authorize(&person(&["Super_Dev"]), Action::ReadKeys).unwrap();
+        let mut own = key(&[]);
+        own.owner = "user-1".into();
+        assert!(reach.covers(&own) && reach.covers_owner("user-1"));
+        own.owner = "user-2".into();
+        assert!(!reach.covers(&own) && !reach.covers_owner("user-2"));
+        own.organization_id = "org-1".into();
+        assert!(reach.covers(&own));
     }
 }

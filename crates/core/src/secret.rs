@@ -70,12 +70,17 @@ fn has_valid_checksum(secret: &str) -> bool {
     checksum(&format!("{head}_{random}")) == sum
 }
 
-/// The mask shown in place of a secret: its prefix (if keyward-shaped) and its last 4 characters.
-pub fn mask(secret: &SecretString) -> String {
+/// The mask shown in place of a secret: its last 4 characters, after its prefix when it
+/// is a keyward secret of one of the configured `prefixes`. An imported secret shows no
+/// prefix: what precedes its last `_` may be most of a passphrase.
+pub fn mask<'a>(secret: &SecretString, prefixes: impl Iterator<Item = &'a str>) -> String {
     let secret = secret.expose_secret();
     let tail: String = secret.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let mut prefixes = prefixes;
     match secret.rsplit_once('_') {
-        Some((prefix, body)) if body.len() == RANDOM_LEN + CHECKSUM_LEN => format!("{prefix}_…{tail}"),
+        Some((prefix, _)) if prefixes.any(|known| known == prefix) && has_valid_checksum(secret) => {
+            format!("{prefix}_…{tail}")
+        }
         Some(_) | None => format!("…{tail}"),
     }
 }
@@ -175,8 +180,13 @@ mod tests {
     fn masks_show_prefix_and_last_four() {
         let secret = generate("kw_test");
         let text = secret.expose_secret();
-        assert_eq!(mask(&secret), format!("kw_test_…{}", &text[text.len() - 4..]));
-        assert_eq!(mask(&SecretString::from("imported-secret-1234")), "…1234");
+        let known = || ["kw_live", "kw_test"].into_iter();
+        assert_eq!(mask(&secret, known()), format!("kw_test_…{}", &text[text.len() - 4..]));
+        assert_eq!(mask(&SecretString::from("imported-secret-1234"), known()), "…1234");
+        assert_eq!(mask(&secret, ["kw_live"].into_iter()), format!("…{}", &text[text.len() - 4..]));
+        // A passphrase shaped like a keyward secret shows none of what precedes its `_`.
+        let passphrase = format!("my-long-private-passphrase_{}", "a".repeat(49));
+        assert_eq!(mask(&SecretString::from(passphrase), known()), "…aaaa");
     }
 
     #[test]

@@ -55,7 +55,14 @@ pub const MAX_METADATA_KEY_CHARS: usize = 64;
 /// Longest metadata value.
 pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
 
-/// Accumulates violations of one request.
+/// Most violations reported for one request: enough to fix it, never a flood.
+pub const MAX_VIOLATIONS: usize = 10;
+/// Longest reason of a credit adjustment.
+pub const MAX_REASON_CHARS: usize = 200;
+/// Ledger reason of an adjustment that gives none.
+pub const DEFAULT_REASON: &str = "adjust";
+
+/// Accumulates violations of one request, at most [`MAX_VIOLATIONS`] of them.
 #[derive(Debug, Default)]
 pub struct Checks(Vec<Violation>);
 
@@ -65,9 +72,25 @@ impl Checks {
         Self::default()
     }
 
-    /// Records a violation.
+    /// Records a violation; past [`MAX_VIOLATIONS`], one last entry says the list stops.
     pub fn fail(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(Violation::new(field, description));
+        match self.0.len() {
+            len if len < MAX_VIOLATIONS => self.0.push(Violation::new(field, description)),
+            MAX_VIOLATIONS => self.0.push(Violation::new(
+                "request",
+                format!("has more than {MAX_VIOLATIONS} invalid fields; fix these first"),
+            )),
+            _ => {}
+        }
+    }
+
+    /// An optional ledger reason: at most [`MAX_REASON_CHARS`] characters without control
+    /// characters. Returns the reason to record ([`DEFAULT_REASON`] when blank).
+    pub fn reason(&mut self, field: &str, value: &str) -> String {
+        if value.chars().count() > MAX_REASON_CHARS || value.chars().any(char::is_control) {
+            self.fail(field, format!("must be at most {MAX_REASON_CHARS} characters without control characters"));
+        }
+        if value.trim().is_empty() { DEFAULT_REASON.to_owned() } else { value.to_owned() }
     }
 
     /// A required, printable name of 1 to [`MAX_NAME_CHARS`] characters.
@@ -97,6 +120,7 @@ impl Checks {
     pub fn labels(&mut self, field: &str, values: &[String]) -> BTreeSet<String> {
         if values.len() > MAX_SET_LEN {
             self.fail(field, format!("must hold at most {MAX_SET_LEN} entries, got {}", values.len()));
+            return BTreeSet::new();
         }
         for (index, value) in values.iter().enumerate() {
             self.label(&format!("{field}[{index}]"), value);
@@ -121,16 +145,22 @@ impl Checks {
     ) -> BTreeMap<String, String> {
         if values.len() > MAX_METADATA_ENTRIES {
             self.fail(field, format!("must hold at most {MAX_METADATA_ENTRIES} entries, got {}", values.len()));
+            return BTreeMap::new();
         }
         for (key, value) in values {
             let key_len = key.chars().count();
-            if key_len == 0 || key_len > MAX_METADATA_KEY_CHARS {
-                self.fail(format!("{field}.{key}"), format!("keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"));
+            if key_len == 0 || key_len > MAX_METADATA_KEY_CHARS || key.chars().any(char::is_control) {
+                // A bad key is not echoed in the field path: it may be long or forge log lines.
+                self.fail(
+                    field,
+                    format!("keys must be 1 to {MAX_METADATA_KEY_CHARS} characters without control characters"),
+                );
+                continue;
             }
-            if value.chars().count() > MAX_METADATA_VALUE_CHARS {
+            if value.chars().count() > MAX_METADATA_VALUE_CHARS || value.chars().any(char::is_control) {
                 self.fail(
                     format!("{field}.{key}"),
-                    format!("values must be at most {MAX_METADATA_VALUE_CHARS} characters"),
+                    format!("values must be at most {MAX_METADATA_VALUE_CHARS} characters without control characters"),
                 );
             }
         }

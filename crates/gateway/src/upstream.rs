@@ -5,8 +5,7 @@ use std::convert::Infallible;
 
 use http::{HeaderMap, Request, Response};
 use keyward_proto::v1::{
-    api_key_service_client::ApiKeyServiceClient, credit_service_client::CreditServiceClient,
-    rpc_provider_key_service_client::RpcProviderKeyServiceClient,
+    api_key_service_client::ApiKeyServiceClient, rpc_provider_key_service_client::RpcProviderKeyServiceClient,
 };
 use tonic::{
     body::Body,
@@ -44,7 +43,9 @@ impl Upstream {
         ApiKeyServiceClient::new(self.clone())
     }
 
-    /// Every key `query` selects, walking its pages, with the caller's forwarded headers.
+    /// The keys `query` selects, walking its pages with the caller's forwarded headers,
+    /// for the compatible lists whose contracts have no paging: at most
+    /// [`MAX_UNPAGED_KEYS`], so one request's cost stays bounded.
     pub(crate) async fn all_api_keys(
         &self,
         headers: &HeaderMap,
@@ -56,21 +57,20 @@ impl Upstream {
         loop {
             let page = client.list_api_keys(request(headers, query.clone())).await?.into_inner();
             keys.extend(page.api_keys);
-            if page.next_page_token.is_empty() {
+            if page.next_page_token.is_empty() || keys.len() >= MAX_UNPAGED_KEYS {
                 return Ok(keys);
             }
             query.page_token = page.next_page_token;
         }
     }
 
-    pub(crate) fn credits(&self) -> CreditServiceClient<Self> {
-        CreditServiceClient::new(self.clone())
-    }
-
     pub(crate) fn rpc_provider_keys(&self) -> RpcProviderKeyServiceClient<Self> {
         RpcProviderKeyServiceClient::new(self.clone())
     }
 }
+
+/// Most keys a list without paging answers (ten pages of ListApiKeys).
+pub(crate) const MAX_UNPAGED_KEYS: usize = 1000;
 
 impl tower::Service<Request<Body>> for Upstream {
     type Response = Response<Body>;

@@ -26,10 +26,6 @@ use crate::{
 /// Verifications per outcome and credits spent per unit, of one bucket.
 type BucketTotals = (BTreeMap<String, i64>, BTreeMap<String, i64>);
 
-/// Longest reason of an adjustment.
-const MAX_REASON_CHARS: usize = 200;
-/// Ledger reason of an adjustment that gives none.
-const DEFAULT_REASON: &str = "adjust";
 /// Longest range GetUsage answers.
 const MAX_USAGE_DAYS: i64 = 366;
 
@@ -50,7 +46,7 @@ impl CreditServiceImpl {
     }
 
     async fn adjust(&self, caller: &Caller, request: v1::AdjustCreditsRequest) -> Result<v1::AdjustCreditsResponse> {
-        let reach = policy::authorize(caller, Action::AdjustCredits)?;
+        let authority = policy::authorize_mutation(caller, Action::AdjustCredits)?;
         let v1::AdjustCreditsRequest { api_key_id, deltas, reason, request_id } = request;
         let mut checks = Checks::new();
         let id = checks.uuid("api_key_id", &api_key_id);
@@ -59,16 +55,12 @@ impl CreditServiceImpl {
         }
         let amounts: Vec<Credit> = deltas.iter().map(|delta| Credit::new(delta.unit.clone(), delta.delta)).collect();
         let deltas = checks.credits("deltas", &amounts, AmountRule::NonZero);
-        let reason_chars = reason.chars().count();
-        if reason_chars > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
-            checks.fail("reason", format!("must be at most {MAX_REASON_CHARS} characters without control characters"));
-        }
+        let reason = checks.reason("reason", &reason);
         let request_id = checks.request_id("request_id", &request_id);
         checks.finish()?;
         let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
-        let reason = if reason.trim().is_empty() { DEFAULT_REASON } else { reason.as_str() };
         let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
-        let balances = self.store.adjust_credits(id, &reach, &deltas, reason, &mutation).await?;
+        let balances = self.store.adjust_credits(id, &authority, &deltas, &reason, &mutation).await?;
         Ok(v1::AdjustCreditsResponse { balances: convert::credits(&balances) })
     }
 
@@ -147,10 +139,7 @@ impl CreditServiceImpl {
             UsageScope::Key(id) => {
                 self.store.get(*id, &reach).await?;
             }
-            UsageScope::Owner(owner) if !reach.covers_owner(owner) => {
-                return Err(Error::PermissionDenied { action: "read the usage of other owners" });
-            }
-            UsageScope::Owner(_) => {}
+            UsageScope::Owner(owner) => policy::authorize_owner(caller, Action::ReadKeys, owner)?,
         }
         // Stored counters are hourly: a day bucket gathers the hours that start within it.
         let usage = self.store.hourly_usage(&scope, start, end).await?;

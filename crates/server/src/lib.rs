@@ -423,7 +423,7 @@ async fn bootstrap_admin(
         id: Uuid::now_v7(),
         number: 0,
         name: "bootstrap admin".to_owned(),
-        mask: secret::mask(admin_secret),
+        mask: secret::mask(admin_secret, environments.prefixes()),
         owner: "bootstrap".to_owned(),
         creator: "system:bootstrap".to_owned(),
         organization_id: String::new(),

@@ -11,12 +11,12 @@ use keyward_core::{
     error::Result,
     model::{ApiKey, AuditEvent, KeyPatch, KeyStatus, NewApiKey},
     page,
-    policy::{self, Action, Caller, Reach},
+    policy::{self, Action, Authority, Caller, Reach},
     secret,
     validate::{AmountRule, Checks, KeyRef},
 };
 use keyward_proto::v1::{self, api_key_service_server::ApiKeyService};
-use keyward_store::{ListQuery, Mutation, NewSecret, Operation, Store};
+use keyward_store::{KeyUpdate, ListQuery, Mutation, NewSecret, Operation, Store};
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -46,6 +46,18 @@ struct Inner {
     store: Store,
     verifier: Verifier,
     rules: Rules,
+}
+
+/// One validated UpdateApiKey.
+struct Change {
+    key: KeyRef,
+    /// The key as the caller named it, for NOT_FOUND answers.
+    asked: String,
+    patch: KeyPatch,
+    credit_deltas: Vec<Credit>,
+    credit_reason: String,
+    import_secret: Option<SecretString>,
+    request_id: Option<String>,
 }
 
 const UPDATABLE_FIELDS: [&str; 8] =
@@ -104,7 +116,8 @@ impl ApiKeyServiceImpl {
         now: DateTime<Utc>,
     ) -> Result<(NewApiKey, SecretString, i64, Mutation)> {
         let v1::CreateApiKeyRequest { api_key, request_id, import_secret } = request;
-        let reach = policy::authorize(caller, Action::CreateKey)?;
+        // Callers without the right are refused before their request is read.
+        policy::authorize(caller, Action::CreateKey)?;
         if !import_secret.is_empty() {
             policy::authorize(caller, Action::ImportSecret)?;
         }
@@ -138,10 +151,6 @@ impl ApiKeyServiceImpl {
         checks.name("api_key.name", &name);
         let credits = checks.credits("api_key.credits", &convert::credits_in(&credits), AmountRule::NonNegative);
         let refills = refills(&mut checks, "api_key.credit_refills", &credit_refills);
-        // Initial balances and refills mint credits: they take the right to adjust them.
-        if !credits.is_empty() || !refills.is_empty() {
-            policy::authorize(caller, Action::AdjustCredits)?;
-        }
         checks.subject("api_key.owner", &owner);
         checks.subject("api_key.organization_id", &organization_id);
         checks.subject("api_key.organization_name", &organization_name);
@@ -167,31 +176,34 @@ impl ApiKeyServiceImpl {
         checks.finish()?;
         let environment = environment.ok_or_else(|| Error::internal("environment vanished after validation"))?;
         let owner = if owner.is_empty() { caller.owner().to_owned() } else { owner };
-        if !reach.covers_owner(&owner) {
-            return Err(Error::PermissionDenied { action: "create API keys for other owners" });
-        }
-        // A person's keys belong to the organisation their token names.
-        let (organization_id, organization_name) = match caller.organization() {
-            None => (organization_id, organization_name),
-            Some((id, _)) if !organization_id.is_empty() && organization_id != id => {
-                return Err(Error::PermissionDenied { action: "create API keys for another organisation" });
-            }
-            Some((id, name)) => (id.to_owned(), name.to_owned()),
+        // A key belongs to its creator's organisation unless the request names another.
+        let (own_id, own_name) = caller.organization();
+        let (organization_id, organization_name) = if organization_id.is_empty() || organization_id == own_id {
+            let name = if organization_name.is_empty() { own_name.to_owned() } else { organization_name };
+            (own_id.to_owned(), name)
+        } else {
+            (organization_id, organization_name)
         };
-        policy::check_grantable(caller, &scopes)?;
         let secret = if import_secret.is_empty() {
             secret::generate(&environment.key_prefix)
         } else {
             SecretString::from(import_secret)
         };
+        // Without an explicit expiry a key lives the environment's TTL, and never past
+        // the expiry of a key that creates it.
         let expires_at = expires_at.or_else(|| {
-            environment.default_ttl.and_then(|ttl| chrono::Duration::from_std(ttl).ok()).map(|ttl| now + ttl)
+            let default =
+                environment.default_ttl.and_then(|ttl| chrono::Duration::from_std(ttl).ok()).map(|ttl| now + ttl);
+            match (default, caller.expiry_ceiling()) {
+                (Some(default), Some(ceiling)) => Some(default.min(ceiling)),
+                (default, ceiling) => default.or(ceiling),
+            }
         });
         let key = ApiKey {
             id: Uuid::now_v7(),
             number: 0,
             name,
-            mask: secret::mask(&secret),
+            mask: secret::mask(&secret, self.inner.rules.environments.prefixes()),
             owner,
             creator: caller.subject(),
             organization_id,
@@ -208,6 +220,8 @@ impl ApiKeyServiceImpl {
             last_used_at: None,
             metadata,
         };
+        // Initial balances and refills mint credits.
+        policy::authorize_new_key(caller, &key, !credits.is_empty() || !refills.is_empty())?;
         let hasher = self.inner.verifier.hasher();
         let new = NewApiKey {
             key,
@@ -220,12 +234,9 @@ impl ApiKeyServiceImpl {
         Ok((new, secret, environment.max_live_keys, mutation))
     }
 
-    fn patch(
-        &self,
-        request: v1::UpdateApiKeyRequest,
-        now: DateTime<Utc>,
-    ) -> Result<(KeyRef, KeyPatch, Option<String>)> {
-        let v1::UpdateApiKeyRequest { api_key, update_mask, request_id } = request;
+    fn patch(&self, request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Result<Change> {
+        let v1::UpdateApiKeyRequest { api_key, update_mask, request_id, credit_deltas, credit_reason, import_secret } =
+            request;
         let mut checks = Checks::new();
         let Some(api_key) = api_key else {
             return Err(Error::invalid("api_key", "is required"));
@@ -253,16 +264,22 @@ impl ApiKeyServiceImpl {
             credits: _,
             credit_refills,
         } = api_key;
-        let id = checks.key_ref("api_key.id", &id);
+        let key = checks.key_ref("api_key.id", &id);
         let paths = update_mask.map(|mask| mask.paths).unwrap_or_default();
-        if paths.is_empty() {
+        if paths.is_empty() && credit_deltas.is_empty() && import_secret.is_empty() {
             checks.fail(
                 "update_mask",
-                format!("is required: list the fields to change, any of {}", UPDATABLE_FIELDS.join(", ")),
+                format!(
+                    "is required: list the fields to change, any of {} (or give credit_deltas or import_secret)",
+                    UPDATABLE_FIELDS.join(", ")
+                ),
             );
         }
+        if paths.len() > UPDATABLE_FIELDS.len() {
+            checks.fail("update_mask", format!("must name at most {} fields", UPDATABLE_FIELDS.len()));
+        }
         let mut patch = KeyPatch::default();
-        for (index, path) in paths.iter().enumerate() {
+        for (index, path) in paths.iter().enumerate().take(UPDATABLE_FIELDS.len()) {
             match path.as_str() {
                 "name" => {
                     checks.name("api_key.name", &name);
@@ -296,33 +313,55 @@ impl ApiKeyServiceImpl {
                 }
                 "credits" => checks.fail(
                     format!("update_mask.paths[{index}]"),
-                    "balances change only through AdjustCredits (and charges and refills)",
+                    "balances change through credit_deltas, AdjustCredits, charges and refills",
                 ),
-                other => checks.fail(
+                _ => checks.fail(
                     format!("update_mask.paths[{index}]"),
-                    format!("`{other}` cannot be updated; use any of {}", UPDATABLE_FIELDS.join(", ")),
+                    format!("names no updatable field; use any of {}", UPDATABLE_FIELDS.join(", ")),
                 ),
             }
         }
+        let amounts: Vec<Credit> =
+            credit_deltas.iter().map(|delta| Credit::new(delta.unit.clone(), delta.delta)).collect();
+        let credit_deltas = checks.credits("credit_deltas", &amounts, AmountRule::NonZero);
+        let credit_reason = checks.reason("credit_reason", &credit_reason);
+        if !import_secret.is_empty()
+            && let Err(problem) = secret::check_importable(&import_secret)
+        {
+            checks.fail("import_secret", problem);
+        }
         let request_id = checks.request_id("request_id", &request_id);
         checks.finish()?;
-        let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
-        Ok((id, patch, request_id))
+        let key = key.ok_or_else(|| Error::internal("id vanished after validation"))?;
+        let import_secret = Some(import_secret).filter(|secret| !secret.is_empty()).map(SecretString::from);
+        Ok(Change { key, asked: id, patch, credit_deltas, credit_reason, import_secret, request_id })
     }
 
-    async fn get_key(&self, caller: &Caller, id: &str) -> Result<ApiKey> {
+    async fn get_key(&self, caller: &Caller, asked: &str) -> Result<ApiKey> {
         let reach = policy::authorize(caller, Action::ReadKeys)?;
         let mut checks = Checks::new();
-        let id = checks.key_ref("id", id);
+        let key = checks.key_ref("id", asked);
         checks.finish()?;
-        let id = self.resolve(id.ok_or_else(|| Error::internal("id vanished after validation"))?).await?;
-        self.inner.store.get(id, &reach).await
+        let id = self.resolve(key.ok_or_else(|| Error::internal("id vanished after validation"))?).await;
+        let found = match id {
+            Ok(id) => self.inner.store.get(id, &reach).await,
+            Err(err) => Err(err),
+        };
+        found.map_err(|err| err.naming(asked))
     }
 
     async fn list(&self, caller: &Caller, request: v1::ListApiKeysRequest) -> Result<v1::ListApiKeysResponse> {
         let reach = policy::authorize(caller, Action::ReadKeys)?;
-        let v1::ListApiKeysRequest { page_size, page_token, owner, organization_id, environment, status, show_revoked } =
-            request;
+        let v1::ListApiKeysRequest {
+            page_size,
+            page_token,
+            owner,
+            organization_id,
+            environment,
+            status,
+            show_revoked,
+            start_at,
+        } = request;
         let mut checks = Checks::new();
         let limit = page::page_size(page_size);
         if let Err(Error::InvalidArgument(violations)) = &limit {
@@ -341,10 +380,20 @@ impl ApiKeyServiceImpl {
                 None
             }
         };
+        let start_at =
+            Some(start_at).filter(|start| !start.is_empty()).and_then(|start| checks.key_ref("start_at", &start));
         checks.finish()?;
         let limit = limit?;
         let filters = format!("{reach:?}|{owner}|{organization_id}|{environment}|{status:?}|{show_revoked}");
-        let after = page::decode(&page_token, &filters)?;
+        let after = match (page::decode(&page_token, &filters)?, start_at) {
+            (Some(after), _) => Some(after),
+            (None, None) => None,
+            // The page starts at the key: after the number before its own.
+            (None, Some(start)) => match self.start_number(start, &reach).await? {
+                Some(number) => Some(number - 1),
+                None => return Ok(v1::ListApiKeysResponse::default()),
+            },
+        };
         let some = |text: String| Some(text).filter(|t| !t.is_empty());
         let query = ListQuery {
             reach,
@@ -366,20 +415,21 @@ impl ApiKeyServiceImpl {
         Ok(v1::ListApiKeysResponse { api_keys: self.shown_all(&keys).await?, next_page_token })
     }
 
+    /// The key a mutation of `action` names, and the authority it runs under.
     async fn target(
         &self,
         caller: &Caller,
         action: Action,
         id: &str,
         request_id: &str,
-    ) -> Result<(Reach, Uuid, Option<String>)> {
-        let reach = policy::authorize(caller, action)?;
+    ) -> Result<(Authority, Uuid, Option<String>)> {
+        let authority = policy::authorize_mutation(caller, action)?;
         let mut checks = Checks::new();
-        let id = checks.key_ref("id", id);
+        let key = checks.key_ref("id", id);
         let request_id = checks.request_id("request_id", request_id);
         checks.finish()?;
-        let id = self.resolve(id.ok_or_else(|| Error::internal("id vanished after validation"))?).await?;
-        Ok((reach, id, request_id))
+        let key = self.resolve(key.ok_or_else(|| Error::internal("id vanished after validation"))?).await?;
+        Ok((authority, key, request_id))
     }
 
     /// The id of a key named by id or number. An unknown number is NOT_FOUND, like a key
@@ -391,13 +441,90 @@ impl ApiKeyServiceImpl {
         }
     }
 
+    /// The number of the key a list starts at, if it exists and is in reach.
+    async fn start_number(&self, start: KeyRef, reach: &Reach) -> Result<Option<i64>> {
+        let id = match self.resolve(start).await {
+            Ok(id) => id,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        match self.inner.store.get(id, reach).await {
+            Ok(key) => Ok(Some(key.number)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The live-key quota of each environment (unlimited for one no longer configured).
+    fn quota(&self) -> impl Fn(&str) -> i64 + Sync + '_ {
+        |environment| self.inner.rules.environments.resolve(environment).map_or(i64::MAX, |env| env.max_live_keys)
+    }
+
+    async fn update(&self, caller: &Caller, request: v1::UpdateApiKeyRequest) -> Result<v1::UpdateApiKeyResponse> {
+        // A caller without the right is refused before its request is read.
+        policy::authorize(caller, Action::UpdateKey)?;
+        let now = Utc::now();
+        let change = self.patch(request, now)?;
+        let authority = policy::authorize_patch(caller, &change.patch)?;
+        if !change.credit_deltas.is_empty() {
+            policy::authorize(caller, Action::AdjustCredits)?;
+        }
+        if change.import_secret.is_some() {
+            policy::authorize(caller, Action::ImportSecret)?;
+        }
+        let asked = change.asked.as_str();
+        let id = self.resolve(change.key).await.map_err(|err| err.naming(asked))?;
+        let secret = change.import_secret.as_ref().map(|secret| {
+            let hasher = self.inner.verifier.hasher();
+            NewSecret {
+                hash: hasher.hash(secret.expose_secret()),
+                hash_version: hasher.version(),
+                mask: secret::mask(secret, self.inner.rules.environments.prefixes()),
+                old_secrets_until: now,
+            }
+        });
+        let update = KeyUpdate {
+            patch: &change.patch,
+            credit_deltas: &change.credit_deltas,
+            credit_reason: &change.credit_reason,
+            secret: secret.as_ref(),
+        };
+        let mutation = Mutation { actor: caller.subject(), request_id: change.request_id.clone(), now };
+        let quota = self.quota();
+        let key =
+            self.inner.store.update(id, &authority, &update, &quota, &mutation).await.map_err(|e| e.naming(asked))?;
+        self.inner.verifier.key_changed(id);
+        if let Some(secret) = &secret {
+            self.inner.verifier.secret_created(&secret.hash);
+        }
+        Ok(v1::UpdateApiKeyResponse { api_key: Some(self.shown(&key).await?) })
+    }
+
+    async fn delete(&self, caller: &Caller, id: &str, request_id: &str) -> Result<v1::DeleteApiKeyResponse> {
+        let (authority, key_id, request_id) = self.target(caller, Action::DeleteKey, id, request_id).await?;
+        let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
+        let key = self.inner.store.delete(key_id, &authority, &mutation).await?;
+        self.inner.verifier.key_changed(key_id);
+        Ok(v1::DeleteApiKeyResponse { api_key: Some(self.shown(&key).await?) })
+    }
+
+    async fn undelete(&self, caller: &Caller, id: &str, request_id: &str) -> Result<v1::UndeleteApiKeyResponse> {
+        let (authority, key_id, request_id) = self.target(caller, Action::UndeleteKey, id, request_id).await?;
+        let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
+        let retention = self.inner.rules.undelete_retention;
+        let quota = self.quota();
+        let key = self.inner.store.undelete(key_id, &authority, retention, &quota, &mutation).await?;
+        self.inner.verifier.key_changed(key_id);
+        Ok(v1::UndeleteApiKeyResponse { api_key: Some(self.shown(&key).await?) })
+    }
+
     async fn rotate(&self, caller: &Caller, request: v1::RotateApiKeyRequest) -> Result<v1::RotateApiKeyResponse> {
         let v1::RotateApiKeyRequest { id, grace_period, request_id, import_secret } = request;
         if !import_secret.is_empty() {
             policy::authorize(caller, Action::ImportSecret)?;
             secret::check_importable(&import_secret).map_err(|problem| Error::invalid("import_secret", problem))?;
         }
-        let (reach, id, request_id) = self.target(caller, Action::RotateKey, &id, &request_id).await?;
+        let (authority, id, request_id) = self.target(caller, Action::RotateKey, &id, &request_id).await?;
         let max = self.inner.rules.max_rotation_grace;
         let grace = match grace_period.map(Duration::try_from) {
             None => Duration::ZERO,
@@ -410,7 +537,7 @@ impl ApiKeyServiceImpl {
             }
         };
         let now = Utc::now();
-        let key = self.inner.store.get(id, &reach).await?;
+        let key = self.inner.store.get(id, authority.reach()).await?;
         let environment =
             self.inner.rules.environments.resolve(&key.environment).ok_or_else(|| Error::FailedPrecondition {
                 reason: "ENVIRONMENT_NOT_CONFIGURED",
@@ -425,11 +552,11 @@ impl ApiKeyServiceImpl {
         let new_secret = NewSecret {
             hash: hasher.hash(secret.expose_secret()),
             hash_version: hasher.version(),
-            mask: secret::mask(&secret),
+            mask: secret::mask(&secret, self.inner.rules.environments.prefixes()),
             old_secrets_until: now + chrono::Duration::from_std(grace).map_err(Error::internal)?,
         };
         let mutation = Mutation { actor: caller.subject(), request_id, now };
-        let key = self.inner.store.rotate(id, &reach, &new_secret, &mutation).await?;
+        let key = self.inner.store.rotate(id, &authority, &new_secret, &mutation).await?;
         self.inner.verifier.key_changed(id);
         self.inner.verifier.secret_created(&new_secret.hash);
         Ok(v1::RotateApiKeyResponse {
@@ -438,8 +565,8 @@ impl ApiKeyServiceImpl {
         })
     }
 
-    async fn quota(&self, caller: &Caller, request: v1::GetKeyQuotaRequest) -> Result<v1::GetKeyQuotaResponse> {
-        let reach = policy::authorize(caller, Action::ReadQuota)?;
+    async fn key_quota(&self, caller: &Caller, request: v1::GetKeyQuotaRequest) -> Result<v1::GetKeyQuotaResponse> {
+        policy::authorize(caller, Action::ReadQuota)?;
         let v1::GetKeyQuotaRequest { owner, environment } = request;
         let mut checks = Checks::new();
         checks.subject("owner", &owner);
@@ -447,9 +574,7 @@ impl ApiKeyServiceImpl {
         checks.finish()?;
         let environment = environment.ok_or_else(|| Error::internal("environment vanished after validation"))?;
         let owner = if owner.is_empty() { caller.owner().to_owned() } else { owner };
-        if !reach.covers_owner(&owner) {
-            return Err(Error::PermissionDenied { action: "read key quotas of other owners" });
-        }
+        policy::authorize_owner(caller, Action::ReadQuota, &owner)?;
         let used = self.inner.store.count_live(&owner, &environment.name, Utc::now()).await?;
         Ok(v1::GetKeyQuotaResponse { used, limit: environment.max_live_keys })
     }
@@ -575,23 +700,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let request = request.into_inner();
         let target = request.api_key.as_ref().map(|key| key.id.clone()).unwrap_or_default();
         let request_id = request.request_id.clone();
-        let result = async {
-            let reach = policy::authorize(&caller, Action::UpdateKey)?;
-            let (id, patch, request_id) = self.patch(request, Utc::now())?;
-            // Lifting a usage limit or changing refills is as good as granting credits.
-            if patch.usage_limited.is_some() || patch.refills.is_some() {
-                policy::authorize(&caller, Action::AdjustCredits)?;
-            }
-            let id = self.resolve(id).await?;
-            if let Some(scopes) = &patch.scopes {
-                policy::check_grantable(&caller, scopes)?;
-            }
-            let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
-            let key = self.inner.store.update(id, &reach, &patch, &mutation).await?;
-            self.inner.verifier.key_changed(id);
-            Ok(v1::UpdateApiKeyResponse { api_key: Some(self.shown(&key).await?) })
-        }
-        .await;
+        let result = self.update(&caller, request).await;
         self.audited(&caller, Operation::Update, &target, &request_id, result).await.map(Response::new)
     }
 
@@ -602,14 +711,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
     ) -> Result<Response<v1::DeleteApiKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let v1::DeleteApiKeyRequest { id, request_id } = request.into_inner();
-        let result = async {
-            let (reach, key_id, token) = self.target(&caller, Action::DeleteKey, &id, &request_id).await?;
-            let mutation = Mutation { actor: caller.subject(), request_id: token, now: Utc::now() };
-            let key = self.inner.store.delete(key_id, &reach, &mutation).await?;
-            self.inner.verifier.key_changed(key_id);
-            Ok(v1::DeleteApiKeyResponse { api_key: Some(self.shown(&key).await?) })
-        }
-        .await;
+        let result = self.delete(&caller, &id, &request_id).await.map_err(|err| err.naming(&id));
         self.audited(&caller, Operation::Delete, &id, &request_id, result).await.map(Response::new)
     }
 
@@ -620,18 +722,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
     ) -> Result<Response<v1::UndeleteApiKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let v1::UndeleteApiKeyRequest { id, request_id } = request.into_inner();
-        let result = async {
-            let (reach, key_id, token) = self.target(&caller, Action::UndeleteKey, &id, &request_id).await?;
-            let key = self.inner.store.get(key_id, &reach).await?;
-            let max_live_keys =
-                self.inner.rules.environments.resolve(&key.environment).map_or(i64::MAX, |env| env.max_live_keys);
-            let mutation = Mutation { actor: caller.subject(), request_id: token, now: Utc::now() };
-            let retention = self.inner.rules.undelete_retention;
-            let key = self.inner.store.undelete(key_id, &reach, retention, max_live_keys, &mutation).await?;
-            self.inner.verifier.key_changed(key_id);
-            Ok(v1::UndeleteApiKeyResponse { api_key: Some(self.shown(&key).await?) })
-        }
-        .await;
+        let result = self.undelete(&caller, &id, &request_id).await.map_err(|err| err.naming(&id));
         self.audited(&caller, Operation::Undelete, &id, &request_id, result).await.map(Response::new)
     }
 
@@ -643,7 +734,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let caller = self.caller(&request).await?;
         let request = request.into_inner();
         let (id, request_id) = (request.id.clone(), request.request_id.clone());
-        let result = self.rotate(&caller, request).await;
+        let result = self.rotate(&caller, request).await.map_err(|err| err.naming(&id));
         self.audited(&caller, Operation::Rotate, &id, &request_id, result).await.map(Response::new)
     }
 
@@ -703,6 +794,6 @@ impl ApiKeyService for ApiKeyServiceImpl {
         request: Request<v1::GetKeyQuotaRequest>,
     ) -> Result<Response<v1::GetKeyQuotaResponse>, Status> {
         let caller = self.caller(&request).await?;
-        self.quota(&caller, request.into_inner()).await.map(Response::new).map_err(to_status)
+        self.key_quota(&caller, request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 }

@@ -1,6 +1,7 @@
 //! The one mapping from domain errors to gRPC statuses (AIP-193: every status carries an
 //! `ErrorInfo`; INVALID_ARGUMENT also a `BadRequest`). The log level follows the error
 //! class: internal errors once at `error!` with their cause chain, auth failures at `warn!`.
+//! Text a caller chose is logged with `?` (escaped), never raw, so it cannot forge lines.
 
 use std::collections::HashMap;
 
@@ -15,8 +16,8 @@ pub const ERROR_DOMAIN: &str = "keyward.v1";
 pub fn to_status(err: Error) -> Status {
     let (code, reason, message, metadata, violations) = match err {
         Error::InvalidArgument(violations) => {
-            tracing::info!(error = %Error::InvalidArgument(violations.clone()), "invalid request");
             let message = format!("invalid request: {}", join_violations(&violations));
+            tracing::info!(error = ?message, "invalid request");
             (Code::InvalidArgument, "INVALID_ARGUMENT", message, HashMap::new(), violations)
         }
         Error::Unauthenticated { detail } => {
@@ -30,31 +31,31 @@ pub fn to_status(err: Error) -> Status {
             (Code::PermissionDenied, "PERMISSION_DENIED", format!("the caller may not {action}"), metadata, vec![])
         }
         Error::NotFound { kind, id } => {
-            tracing::info!(kind, id, "not found");
+            tracing::info!(kind, ?id, "not found");
             let message = format!("{kind} {id} not found");
             let metadata = HashMap::from([("id".to_owned(), id)]);
             let reason = if kind == "RPC provider key" { "RPC_PROVIDER_KEY_NOT_FOUND" } else { "API_KEY_NOT_FOUND" };
             (Code::NotFound, reason, message, metadata, vec![])
         }
         Error::AlreadyExists { reason, message, resource_id } => {
-            tracing::info!(reason, %message, "already exists");
+            tracing::info!(reason, ?message, "already exists");
             let metadata = resource_id.map(|id| HashMap::from([("id".to_owned(), id)])).unwrap_or_default();
             (Code::AlreadyExists, reason, message, metadata, vec![])
         }
         Error::FailedPrecondition { reason, message } => {
-            tracing::info!(reason, %message, "failed precondition");
+            tracing::info!(reason, ?message, "failed precondition");
             (Code::FailedPrecondition, reason, message, HashMap::new(), vec![])
         }
         Error::ResourceExhausted { reason, message } => {
-            tracing::info!(reason, %message, "resource exhausted");
+            tracing::info!(reason, ?message, "resource exhausted");
             (Code::ResourceExhausted, reason, message, HashMap::new(), vec![])
         }
         Error::Aborted { message } => {
-            tracing::info!(%message, "aborted");
+            tracing::info!(?message, "aborted");
             (Code::Aborted, "CONCURRENT_CHANGE", message, HashMap::new(), vec![])
         }
         Error::DataLoss { reason, message } => {
-            tracing::error!(reason, %message, "stored data cannot be read");
+            tracing::error!(reason, ?message, "stored data cannot be read");
             (Code::DataLoss, reason, message, HashMap::new(), vec![])
         }
         Error::Unavailable(source) => {

@@ -9,7 +9,7 @@ use keyward_core::{
     Error,
     credit::{Charge, ChargeOutcome, Credit, LedgerEntry, Refill, RefillPeriod, apply_delta},
     error::Result,
-    policy::Reach,
+    policy::{Authority, Reach},
 };
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -25,7 +25,7 @@ use crate::{
     entity::{
         api_key, charge_record, credit_balance, credit_refill, credit_spend_counter, credit_transaction, usage_counter,
     },
-    find_in_reach,
+    find_in_reach, lock_target,
 };
 
 /// Ledger reason of initial balances.
@@ -165,44 +165,23 @@ impl Store {
         all_balances(&self.db, id).await
     }
 
-    /// Adds `deltas` to a key's balances, all or none, with one ledger entry per unit.
-    /// A replayed request id changes nothing and returns the balances as they are.
+    /// Adds `deltas` to the balances of a key the authority admits, all or none, with one
+    /// ledger entry per unit. A replayed request id changes nothing and returns the
+    /// balances as they are.
     pub async fn adjust_credits(
         &self,
         id: Uuid,
-        reach: &Reach,
+        authority: &Authority,
         deltas: &[Credit],
         reason: &str,
         mutation: &Mutation,
     ) -> Result<Vec<Credit>> {
         let txn = self.begin_write().await?;
-        find_in_reach(&txn, id, reach).await?;
+        lock_target(&txn, id, authority).await?;
         if let Claim::Replay = claim(&txn, mutation, Operation::AdjustCredits, id).await? {
             return all_balances(&txn, id).await;
         }
-        let current = lock_balances(&txn, id, deltas.iter().map(|delta| delta.unit.as_str())).await?;
-        let mut entries = Vec::with_capacity(deltas.len());
-        for delta in deltas {
-            let balance = current.get(&delta.unit).copied().unwrap_or(0);
-            let next = apply_delta(&delta.unit, balance, delta.amount)?;
-            entries.push((delta, next));
-        }
-        for (delta, next) in &entries {
-            set_balance(&txn, id, &delta.unit, *next).await?;
-        }
-        let ledger = entries.iter().map(|(delta, next)| {
-            ledger_row(
-                id,
-                &delta.unit,
-                delta.amount,
-                *next,
-                reason,
-                mutation.request_id.as_deref(),
-                &mutation.actor,
-                mutation.now,
-            )
-        });
-        insert_ledger(&txn, ledger.collect()).await?;
+        apply_deltas(&txn, id, deltas, reason, mutation).await?;
         audit(&txn, mutation, Operation::AdjustCredits, id).await?;
         let balances = all_balances(&txn, id).await?;
         txn.commit().await.map_err(db_error)?;
@@ -812,4 +791,37 @@ async fn debit(
         }
     }
     Ok(debited)
+}
+
+/// Adds `deltas` to a key's balances inside `txn`, all or none, with one ledger entry per unit.
+pub(crate) async fn apply_deltas(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+    deltas: &[Credit],
+    reason: &str,
+    mutation: &Mutation,
+) -> Result<()> {
+    let current = lock_balances(txn, id, deltas.iter().map(|delta| delta.unit.as_str())).await?;
+    let mut entries = Vec::with_capacity(deltas.len());
+    for delta in deltas {
+        let balance = current.get(&delta.unit).copied().unwrap_or(0);
+        let next = apply_delta(&delta.unit, balance, delta.amount)?;
+        entries.push((delta, next));
+    }
+    for (delta, next) in &entries {
+        set_balance(txn, id, &delta.unit, *next).await?;
+    }
+    let ledger = entries.iter().map(|(delta, next)| {
+        ledger_row(
+            id,
+            &delta.unit,
+            delta.amount,
+            *next,
+            reason,
+            mutation.request_id.as_deref(),
+            &mutation.actor,
+            mutation.now,
+        )
+    });
+    insert_ledger(txn, ledger.collect()).await
 }

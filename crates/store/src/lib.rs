@@ -23,9 +23,10 @@ use std::{
 use chrono::{DateTime, Utc};
 use keyward_core::{
     Error,
+    credit::Credit,
     error::Result,
     model::{ApiKey, AuditEvent, KeyPatch, KeyStatus, NewApiKey},
-    policy::Reach,
+    policy::{Authority, Reach},
     secret::SecretHash,
 };
 use keyward_migrations::{Migrator, MigratorTrait};
@@ -153,6 +154,19 @@ pub struct ListQuery {
     pub after: Option<i64>,
     /// Page size.
     pub limit: u64,
+}
+
+/// One UpdateApiKey: field changes, credit deltas and a new secret, applied together.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyUpdate<'a> {
+    /// Field changes.
+    pub patch: &'a KeyPatch,
+    /// Credit deltas, each unit once; empty for none.
+    pub credit_deltas: &'a [Credit],
+    /// Ledger reason of the deltas.
+    pub credit_reason: &'a str,
+    /// A secret to install, if any.
+    pub secret: Option<&'a NewSecret>,
 }
 
 /// What a rotation installs.
@@ -302,8 +316,10 @@ impl Store {
         match &query.reach {
             Reach::All => {}
             Reach::Owner(owner) => select = select.filter(api_key::Column::Owner.eq(owner.as_str())),
-            Reach::Organization(organization) => {
-                select = select.filter(api_key::Column::OrganizationId.eq(organization.as_str()));
+            Reach::Organization { id, subject } => {
+                select = select.filter(
+                    api_key::Column::OrganizationId.eq(id.as_str()).or(api_key::Column::Owner.eq(subject.as_str())),
+                );
             }
         }
         if let Some(owner) = &query.owner {
@@ -333,16 +349,23 @@ impl Store {
         count_live(&self.db, owner, environment, now).await
     }
 
-    /// Whether an active key with the `admin` scope exists.
+    /// Whether an active, unexpired key holds exactly the `admin` scope. The LIKE only
+    /// narrows the rows read (it also matches `x"admin` and, on SQLite, `ADMIN`); the
+    /// decoded scopes decide.
     pub async fn has_live_admin(&self, now: DateTime<Utc>) -> Result<bool> {
-        let admins = api_key::Entity::find()
+        let candidates = api_key::Entity::find()
             .filter(api_key::Column::Status.eq(KeyStatus::Active.as_str()))
-            .filter(api_key::Column::Scopes.like("%\"admin\"%"))
+            .filter(api_key::Column::Scopes.like("%admin%"))
             .filter(api_key::Column::ExpiresAt.is_null().or(api_key::Column::ExpiresAt.gt(now)))
-            .count(&self.db)
+            .all(&self.db)
             .await
             .map_err(db_error)?;
-        Ok(admins > 0)
+        for row in candidates {
+            if to_domain(row)?.scopes.contains(keyward_core::policy::SCOPE_ADMIN) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Inserts a key and its secret, unless its owner already holds `max_live_keys` live
@@ -373,29 +396,50 @@ impl Store {
         Ok(created)
     }
 
-    /// Applies `patch` to a key in reach; a revoked key is refused with FAILED_PRECONDITION.
-    pub async fn update(&self, id: Uuid, reach: &Reach, patch: &KeyPatch, mutation: &Mutation) -> Result<ApiKey> {
+    /// Applies one update to a key the authority admits, in one transaction: the field
+    /// changes, credit deltas (all or none, with their ledger entries) and a new secret.
+    /// The row is locked first, so a change the caller was told succeeded sticks, and
+    /// the caller must be able to grant the key both as it was and as it becomes. A key
+    /// that comes back to life (its expiry lifted) must fit its owner's quota, which
+    /// `quota` gives per environment. A revoked key is refused with FAILED_PRECONDITION.
+    pub async fn update(
+        &self,
+        id: Uuid,
+        authority: &Authority,
+        update: &KeyUpdate<'_>,
+        quota: &(dyn Fn(&str) -> i64 + Sync),
+        mutation: &Mutation,
+    ) -> Result<ApiKey> {
         let txn = self.begin_write().await?;
-        let key = find_in_reach(&txn, id, reach).await?;
+        let key = lock_target(&txn, id, authority).await?;
         if let Claim::Replay = claim(&txn, mutation, Operation::Update, id).await? {
             return Ok(key);
         }
-        let next = patch.apply(&key, mutation.now)?;
-        let mut row = to_row(&next)?;
-        row.number = NotSet;
-        row.id = NotSet;
-        let result = api_key::Entity::update_many()
-            .set(row)
-            .filter(api_key::Column::Id.eq(id))
-            .filter(api_key::Column::Status.ne(KeyStatus::Revoked.as_str()))
-            .exec(&txn)
-            .await
-            .map_err(db_error)?;
-        if result.rows_affected == 0 {
-            return Err(revoked_meanwhile(id));
+        let next = update.patch.apply(&key, mutation.now)?;
+        authority.admit_outcome(&next)?;
+        if key.is_expired(mutation.now) && !next.is_expired(mutation.now) {
+            enforce_quota(&txn, &key.owner, &key.environment, quota(&key.environment), mutation.now).await?;
         }
-        if let Some(refills) = &patch.refills {
+        if next != key {
+            let mut row = to_row(&next)?;
+            row.number = NotSet;
+            row.id = NotSet;
+            row.last_used_at = NotSet;
+            api_key::Entity::update_many()
+                .set(row)
+                .filter(api_key::Column::Id.eq(id))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+        }
+        if let Some(refills) = &update.patch.refills {
             credits::replace_refills(&txn, id, refills, mutation.now).await?;
+        }
+        if !update.credit_deltas.is_empty() {
+            credits::apply_deltas(&txn, id, update.credit_deltas, update.credit_reason, mutation).await?;
+        }
+        if let Some(secret) = update.secret {
+            install_secret(&txn, id, secret, mutation.now).await?;
         }
         self.announce(&txn, id).await?;
         audit(&txn, mutation, Operation::Update, id).await?;
@@ -404,10 +448,10 @@ impl Store {
         Ok(updated)
     }
 
-    /// Revokes a key in reach (soft delete).
-    pub async fn delete(&self, id: Uuid, reach: &Reach, mutation: &Mutation) -> Result<ApiKey> {
+    /// Revokes a key the authority admits (soft delete).
+    pub async fn delete(&self, id: Uuid, authority: &Authority, mutation: &Mutation) -> Result<ApiKey> {
         let txn = self.begin_write().await?;
-        let key = find_in_reach(&txn, id, reach).await?;
+        let key = lock_target(&txn, id, authority).await?;
         if let Claim::Replay = claim(&txn, mutation, Operation::Delete, id).await? {
             return Ok(key);
         }
@@ -433,17 +477,18 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Restores a key revoked less than `retention` ago, within its owner's quota.
+    /// Restores a key the authority admits, revoked less than `retention` ago, within its
+    /// owner's quota (`quota` per environment).
     pub async fn undelete(
         &self,
         id: Uuid,
-        reach: &Reach,
+        authority: &Authority,
         retention: Duration,
-        max_live_keys: i64,
+        quota: &(dyn Fn(&str) -> i64 + Sync),
         mutation: &Mutation,
     ) -> Result<ApiKey> {
         let txn = self.begin_write().await?;
-        let key = find_in_reach(&txn, id, reach).await?;
+        let key = lock_target(&txn, id, authority).await?;
         if let Claim::Replay = claim(&txn, mutation, Operation::Undelete, id).await? {
             return Ok(key);
         }
@@ -466,7 +511,7 @@ impl Store {
                 ),
             });
         }
-        enforce_quota(&txn, &key.owner, &key.environment, max_live_keys, mutation.now).await?;
+        enforce_quota(&txn, &key.owner, &key.environment, quota(&key.environment), mutation.now).await?;
         let result = api_key::Entity::update_many()
             .col_expr(api_key::Column::Status, Expr::value(KeyStatus::Active.as_str()))
             .col_expr(api_key::Column::DeletedAt, Expr::value(Option::<DateTime<Utc>>::None))
@@ -486,11 +531,17 @@ impl Store {
         Ok(restored)
     }
 
-    /// Installs a new secret for a key in reach; its old secrets verify until
+    /// Installs a new secret for a key the authority admits; its old secrets verify until
     /// `secret.old_secrets_until`. A replayed request id fails with ALREADY_EXISTS.
-    pub async fn rotate(&self, id: Uuid, reach: &Reach, secret: &NewSecret, mutation: &Mutation) -> Result<ApiKey> {
+    pub async fn rotate(
+        &self,
+        id: Uuid,
+        authority: &Authority,
+        secret: &NewSecret,
+        mutation: &Mutation,
+    ) -> Result<ApiKey> {
         let txn = self.begin_write().await?;
-        let key = find_in_reach(&txn, id, reach).await?;
+        let key = lock_target(&txn, id, authority).await?;
         if let Claim::Replay = claim(&txn, mutation, Operation::Rotate, id).await? {
             return Err(already_applied(mutation, &txn).await?);
         }
@@ -500,39 +551,7 @@ impl Store {
                 message: format!("API key {id} is revoked; undelete it before rotating"),
             });
         }
-        let until = secret.old_secrets_until;
-        if until <= mutation.now {
-            api_key_secret::Entity::delete_many()
-                .filter(api_key_secret::Column::KeyId.eq(id))
-                .exec(&txn)
-                .await
-                .map_err(db_error)?;
-        } else {
-            api_key_secret::Entity::update_many()
-                .col_expr(api_key_secret::Column::ExpiresAt, Expr::value(until))
-                .filter(api_key_secret::Column::KeyId.eq(id))
-                .filter(api_key_secret::Column::ExpiresAt.is_null().or(api_key_secret::Column::ExpiresAt.gt(until)))
-                .exec(&txn)
-                .await
-                .map_err(db_error)?;
-        }
-        api_key_secret::Entity::insert(api_key_secret::ActiveModel {
-            secret_hash: Set(secret.hash.to_hex()),
-            hash_version: Set(secret.hash_version),
-            key_id: Set(id),
-            created_at: Set(mutation.now),
-            expires_at: Set(None),
-        })
-        .exec(&txn)
-        .await
-        .map_err(secret_insert_error)?;
-        api_key::Entity::update_many()
-            .col_expr(api_key::Column::Mask, Expr::value(secret.mask.as_str()))
-            .col_expr(api_key::Column::UpdatedAt, Expr::value(mutation.now))
-            .filter(api_key::Column::Id.eq(id))
-            .exec(&txn)
-            .await
-            .map_err(db_error)?;
+        install_secret(&txn, id, secret, mutation.now).await?;
         self.announce(&txn, id).await?;
         audit(&txn, mutation, Operation::Rotate, id).await?;
         let rotated = find_row(&txn, id).await?;
@@ -575,6 +594,60 @@ fn record_from_rows(rows: Vec<(api_key_secret::Model, Option<api_key::Model>)>) 
 async fn find_row(conn: &impl ConnectionTrait, id: Uuid) -> Result<ApiKey> {
     let row = api_key::Entity::find().filter(api_key::Column::Id.eq(id)).one(conn).await.map_err(db_error)?;
     to_domain(row.ok_or_else(|| Error::key_not_found(id.to_string()))?)
+}
+
+/// The target of a mutation, read under a row lock (PostgreSQL; SQLite's write
+/// transaction already excludes other writers) and admitted by the caller's authority.
+pub(crate) async fn lock_target(txn: &DatabaseTransaction, id: Uuid, authority: &Authority) -> Result<ApiKey> {
+    let row = api_key::Entity::find()
+        .filter(api_key::Column::Id.eq(id))
+        .lock_exclusive()
+        .one(txn)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::key_not_found(id.to_string()))?;
+    let key = to_domain(row)?;
+    authority.admit(&key)?;
+    Ok(key)
+}
+
+/// Makes `secret` the key's current secret; its other secrets verify until
+/// `secret.old_secrets_until` (or stop now).
+async fn install_secret(txn: &DatabaseTransaction, id: Uuid, secret: &NewSecret, now: DateTime<Utc>) -> Result<()> {
+    let until = secret.old_secrets_until;
+    if until <= now {
+        api_key_secret::Entity::delete_many()
+            .filter(api_key_secret::Column::KeyId.eq(id))
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
+    } else {
+        api_key_secret::Entity::update_many()
+            .col_expr(api_key_secret::Column::ExpiresAt, Expr::value(until))
+            .filter(api_key_secret::Column::KeyId.eq(id))
+            .filter(api_key_secret::Column::ExpiresAt.is_null().or(api_key_secret::Column::ExpiresAt.gt(until)))
+            .exec(txn)
+            .await
+            .map_err(db_error)?;
+    }
+    api_key_secret::Entity::insert(api_key_secret::ActiveModel {
+        secret_hash: Set(secret.hash.to_hex()),
+        hash_version: Set(secret.hash_version),
+        key_id: Set(id),
+        created_at: Set(now),
+        expires_at: Set(None),
+    })
+    .exec(txn)
+    .await
+    .map_err(secret_insert_error)?;
+    api_key::Entity::update_many()
+        .col_expr(api_key::Column::Mask, Expr::value(secret.mask.as_str()))
+        .col_expr(api_key::Column::UpdatedAt, Expr::value(now))
+        .filter(api_key::Column::Id.eq(id))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
 }
 
 pub(crate) async fn find_in_reach(conn: &impl ConnectionTrait, id: Uuid, reach: &Reach) -> Result<ApiKey> {
@@ -700,13 +773,6 @@ fn secret_insert_error(err: DbErr) -> Error {
             resource_id: None,
         },
         Some(_) | None => db_error(err),
-    }
-}
-
-fn revoked_meanwhile(id: Uuid) -> Error {
-    Error::FailedPrecondition {
-        reason: "API_KEY_REVOKED",
-        message: format!("API key {id} is revoked and cannot be updated; undelete it first"),
     }
 }
 

@@ -28,6 +28,20 @@ pub struct MasumiErrorMessage {
     pub message: String,
 }
 
+/// keyward's field names in messages, and the Masumi fields they stand for.
+const FIELD_NAMES: [(&str, &str); 5] = [
+    ("import_secret", "token"),
+    ("credit_deltas", "UsageCreditsToAddOrRemove"),
+    ("api_key.credits", "UsageCredits"),
+    ("api_key.networks", "networkLimit"),
+    ("api_key.usage_limited", "usageLimited"),
+];
+
+/// A keyward message in Masumi's words: its fields named as the Masumi request names them.
+fn masumi_names(message: &str) -> String {
+    FIELD_NAMES.iter().fold(message.to_owned(), |message, (ours, theirs)| message.replace(ours, theirs))
+}
+
 /// The response of a failed Masumi call.
 pub(crate) fn respond(failure: Failure) -> Response {
     let (status, message) = match failure {
@@ -45,7 +59,7 @@ pub(crate) fn respond(failure: Failure) -> Response {
             | Code::ResourceExhausted
             | Code::FailedPrecondition
             | Code::Aborted
-            | Code::OutOfRange => (crate::status::http_status(status.code()), status.message().to_owned()),
+            | Code::OutOfRange => (crate::status::http_status(status.code()), masumi_names(status.message())),
         },
         Failure::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
         Failure::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large".to_owned()),

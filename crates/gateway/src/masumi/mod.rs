@@ -442,27 +442,25 @@ pub(crate) async fn list(
             let mut client = upstream.api_keys();
             let mut keys = Vec::new();
             let mut page_token = String::new();
-            let mut started = cursor.is_none();
-            // Masumi's cursors are inclusive ids; keyward's page tokens are opaque, so the
-            // pages are walked from the start to the cursor.
+            // Masumi's cursors are inclusive ids: the first page starts at the cursor's key.
             while keys.len() < limit {
-                let page =
-                    v1::ListApiKeysRequest { page_size: 100, page_token, show_revoked: true, ..Default::default() };
+                let page = v1::ListApiKeysRequest {
+                    page_size: i32::try_from(limit - keys.len()).unwrap_or(100).min(100),
+                    start_at: if page_token.is_empty() { cursor.clone().unwrap_or_default() } else { String::new() },
+                    page_token,
+                    show_revoked: true,
+                    ..Default::default()
+                };
                 let page = client.list_api_keys(request(&headers, page)).await?.into_inner();
-                for key in page.api_keys {
-                    started = started || cursor.as_deref() == Some(key.id.as_str());
-                    if started && keys.len() < limit {
-                        keys.push(ListedKey {
-                            permission: Permission::of(&key.scopes),
-                            usage_limited: key.usage_limited,
-                            remaining_usage_credits: remaining(key.credits),
-                            status: masumi_status(key.status),
-                            token: key.mask,
-                            network_limit: networks(key.networks),
-                            id: key.id,
-                        });
-                    }
-                }
+                keys.extend(page.api_keys.into_iter().map(|key| ListedKey {
+                    permission: Permission::of(&key.scopes),
+                    usage_limited: key.usage_limited,
+                    remaining_usage_credits: remaining(key.credits),
+                    status: masumi_status(key.status),
+                    token: key.mask,
+                    network_limit: networks(key.networks),
+                    id: key.id,
+                }));
                 if page.next_page_token.is_empty() {
                     break;
                 }
@@ -533,11 +531,7 @@ pub(crate) async fn update(
                     .filter(|(_, delta)| *delta != 0)
                     .map(|(unit, delta)| v1::CreditDelta { unit, delta })
                     .collect();
-            if let Some(token) = &token {
-                keyward_core::secret::check_importable(token)
-                    .map_err(|problem| Failure::BadRequest(format!("token {problem}")))?;
-            }
-            let mut patch = v1::ApiKey::default();
+            let mut patch = v1::ApiKey { id, ..Default::default() };
             let mut paths = Vec::new();
             match status {
                 Some(MasumiStatus::Active) => patch.status = v1::ApiKeyStatus::Active.into(),
@@ -558,94 +552,22 @@ pub(crate) async fn update(
                 patch.usage_limited = usage_limited;
                 paths.push("usage_limited".to_owned());
             }
-
-            // The key as it is: it exists, the caller may see it, and it is not revoked (a
-            // revoked key is never changed, so never re-activated).
-            let mut keys = upstream.api_keys();
-            let message = v1::GetApiKeyRequest { id };
-            let mut key = keys.get_api_key(request(&headers, message)).await?.into_inner().api_key.unwrap_or_default();
-            if masumi_status(key.status) == MasumiStatus::Revoked {
-                return Err(Failure::BadRequest("the API key is revoked; a revoked key cannot be changed".to_owned()));
-            }
-
-            // The parts are applied in a fixed order: credits, then token, then the other
-            // fields. The credit adjustment goes first because it is the part most likely
-            // to be refused (too much taken away): it is all or nothing, and when it fails
-            // nothing else has changed. Should the token import or the update fail after
-            // it, the adjustment is undone with its inverse, so that a retry of the whole
-            // PATCH does not apply it twice. The token goes before the update as the more
-            // likely to fail of the two (a secret another key holds); the update can then
-            // only fail to a concurrent change, which leaves the new token in place.
-            let adjusted = if deltas.is_empty() {
-                false
-            } else {
-                let message = v1::AdjustCreditsRequest {
-                    api_key_id: key.id.clone(),
-                    deltas: deltas.clone(),
-                    reason: "masumi: UsageCreditsToAddOrRemove".to_owned(),
-                    request_id: String::new(),
-                };
-                upstream.credits().adjust_credits(request(&headers, message)).await?;
-                true
+            // One call, one transaction: the credits, the token and the fields change
+            // together or not at all (a revoked key is refused and never re-activated).
+            let message = v1::UpdateApiKeyRequest {
+                api_key: Some(patch),
+                update_mask: Some(prost_types::FieldMask { paths }),
+                request_id: String::new(),
+                credit_deltas: deltas,
+                credit_reason: "masumi: UsageCreditsToAddOrRemove".to_owned(),
+                import_secret: token.unwrap_or_default(),
             };
-            let key_id = key.id.clone();
-            let forwarded = &headers;
-            let rest = async move {
-                if let Some(import_secret) = token {
-                    let message = v1::RotateApiKeyRequest {
-                        id: key.id.clone(),
-                        import_secret,
-                        grace_period: None,
-                        request_id: String::new(),
-                    };
-                    let rotated = keys.rotate_api_key(request(forwarded, message)).await?.into_inner();
-                    // The response shows the mask only: the secret is the caller's own.
-                    key = rotated.api_key.unwrap_or_default();
-                }
-                if !paths.is_empty() {
-                    patch.id = key.id.clone();
-                    let message = v1::UpdateApiKeyRequest {
-                        api_key: Some(patch),
-                        update_mask: Some(prost_types::FieldMask { paths }),
-                        request_id: String::new(),
-                    };
-                    key = keys
-                        .update_api_key(request(forwarded, message))
-                        .await?
-                        .into_inner()
-                        .api_key
-                        .unwrap_or_default();
-                }
-                Ok::<_, Failure>(key)
-            }
-            .await;
-            match rest {
-                Ok(key) => Ok(changed(key, None)),
-                Err(failure) => {
-                    if adjusted {
-                        undo(&upstream, &headers, key_id, deltas).await;
-                    }
-                    Err(failure)
-                }
-            }
+            let key = upstream.api_keys().update_api_key(request(&headers, message)).await?.into_inner();
+            // The response shows the mask only: an imported token is the caller's own.
+            Ok(changed(key.api_key.unwrap_or_default(), None))
         }
         .await,
     )
-}
-
-/// Takes back a credit adjustment whose PATCH failed later on, by its inverse. Should that
-/// be refused too (the credits were spent meanwhile), it is logged: the ledger shows both.
-async fn undo(upstream: &Upstream, headers: &HeaderMap, api_key_id: String, deltas: Vec<v1::CreditDelta>) {
-    let message = v1::AdjustCreditsRequest {
-        deltas: deltas.into_iter().map(|d| v1::CreditDelta { unit: d.unit, delta: -d.delta }).collect(),
-        api_key_id: api_key_id.clone(),
-        reason: "masumi: PATCH failed, credit change undone".to_owned(),
-        request_id: String::new(),
-    };
-    if let Err(status) = upstream.credits().adjust_credits(request(headers, message)).await {
-        tracing::warn!(api_key.id = api_key_id, code = ?status.code(), error = status.message(),
-            "could not undo the credit change of a failed Masumi PATCH");
-    }
 }
 
 #[utoipa::path(delete, path = "/api/v1/api-key", tag = "masumi", description = "Revokes a key (admin), for good.",

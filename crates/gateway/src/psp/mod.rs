@@ -341,6 +341,7 @@ pub(crate) async fn update(
                 api_key: Some(v1::ApiKey { id: key_number(&id)?, status: status.into(), ..Default::default() }),
                 update_mask: Some(prost_types::FieldMask { paths: vec!["status".to_owned()] }),
                 request_id: String::new(),
+                ..Default::default()
             };
             let key = psp.upstream.api_keys().update_api_key(request(&headers, message)).await?.into_inner();
             Ok((StatusCode::OK, updated(key.api_key.unwrap_or_default())))
