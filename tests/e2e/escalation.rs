@@ -343,6 +343,18 @@ async fn every_caller_against_every_target(backend: Backend) {
         }
     }
     assert!(failures.is_empty(), "{} answers differ from the rule:\n{}", failures.len(), failures.join("\n"));
+
+    // A Super_Dev reads the usage of its own keys; another owner's is not its to read.
+    let usage = |owner: &str| v1::GetUsageRequest {
+        owner: owner.to_owned(),
+        start_time: Some(timestamp_in(-3600)),
+        ..Default::default()
+    };
+    let own = usage(&Callers::owner(CallerKind::SuperDev));
+    credits.clone().get_usage(callers.request(CallerKind::SuperDev, own)).await.expect("its own usage");
+    let other = usage(&Callers::owner(CallerKind::Writer));
+    let refused = credits.clone().get_usage(callers.request(CallerKind::SuperDev, other)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
     app.stop().await;
 }
 both!(every_caller_against_every_target);

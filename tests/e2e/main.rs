@@ -9,6 +9,7 @@ mod contract;
 mod credits;
 mod escalation;
 mod gateway;
+mod hardening;
 mod idempotency;
 mod jwt;
 mod lifecycle;

@@ -222,11 +222,16 @@ async fn masumi_routes_follow_the_seed(backend: Backend) {
 
     // `token` imports a caller-chosen key; the old one stops working, the answer shows the mask.
     let (_, other_secret) = masumi.create(json!({})).await;
+    let ledger = app.count_rows("credit_transactions").await;
     let taken = masumi
-        .patch(json!({"id": id, "token": other_secret, "UsageCreditsToAddOrRemove": [{"unit": "", "amount": "3"}]}))
+        .patch(json!({"id": id, "token": other_secret, "status": "Inactive",
+            "UsageCreditsToAddOrRemove": [{"unit": "", "amount": "3"}]}))
         .await;
     failure(&taken, 409);
-    assert_eq!(masumi.balances(&secret).await, json!({"": "10000000", "usdm": "7"}), "the adjustment is undone");
+    // One transaction: nothing of the PATCH happened, so there is nothing to undo either.
+    assert_eq!(masumi.balances(&secret).await, json!({"": "10000000", "usdm": "7"}), "no adjustment");
+    assert_eq!(app.count_rows("credit_transactions").await, ledger, "no ledger entry, no compensating one");
+    assert_eq!(success(&masumi.send("GET", STATUS, &secret, None).await)["status"], "Active", "token and status kept");
     for token in ["too_short_14ch", "with a space in it", &"x".repeat(551)] {
         let answer = masumi.patch(json!({"id": id, "token": token})).await;
         assert!(failure(&answer, 400).contains("token"), "{token}");
