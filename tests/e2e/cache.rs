@@ -99,7 +99,8 @@ async fn the_ttl_bounds_staleness_without_notifications() {
 }
 
 async fn floods_of_unknown_keys_spare_the_database(backend: Backend) {
-    let app = spawn(backend).await;
+    // A negative TTL longer than the test, so a slow machine counts the same reads.
+    let app = spawn_with(backend, |config| config.negative_cache_ttl = Duration::from_secs(600)).await;
     // Well-formed (valid checksum) keys that were never stored: rotated-away secrets
     // make real ones, and random imported-looking strings the rest.
     let mut unknown = Vec::new();
@@ -122,8 +123,9 @@ async fn floods_of_unknown_keys_spare_the_database(backend: Backend) {
         }
     }
     let database_reads = app.running().store.lookup_reads() - reads;
-    // 10,000 verifications of 200 distinct unknown keys: each is read once per negative
-    // TTL (plus the caller's key, cached once).
+    // 10,000 verifications of 200 distinct unknown keys: each is read once within the
+    // negative TTL (plus the caller's key, cached once; concurrent first lookups may
+    // each read).
     assert!(database_reads < 1_000, "{database_reads} database reads for 10,000 verifications");
     app.stop().await;
 }

@@ -16,6 +16,7 @@ mod lifecycle;
 mod masumi;
 mod operations;
 mod pagination;
+mod resilience;
 mod rights;
 mod rpc_keys;
 mod tls;

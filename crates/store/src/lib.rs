@@ -204,7 +204,9 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
-            });
+            })
+            .map_sqlx_sqlite_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(async { Ok(reusable(conn)) })))
+            .map_sqlx_postgres_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(async { Ok(reusable(conn)) })));
         let db = Database::connect(options).await.map_err(db_error)?;
         let notify_channel =
             (db.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| Arc::from(notify_channel));
@@ -806,7 +808,36 @@ fn audit_row(event: &AuditEvent) -> audit_event::ActiveModel {
     }
 }
 
-/// Whether an error means the database could not be reached.
+/// Whether a connection handed back to the pool may serve again: only outside any
+/// transaction. After a COMMIT fails (a full disk, say) the rollback that follows can fail
+/// too and leave the connection inside a transaction, where every later statement would
+/// run and never commit while the write lock stays held. Such a connection is closed
+/// (which rolls it back) and the pool opens a fresh one.
+fn reusable(conn: &impl sea_orm::sqlx::Connection) -> bool {
+    !conn.is_in_transaction()
+}
+
+/// Whether an error means the database could not be reached or could not store, so that
+/// retrying later may succeed: a lost connection; SQLite's full disk (SQLITE_FULL) or I/O
+/// error (SQLITE_IOERR and its extended codes); PostgreSQL's connection errors (class
+/// 08), full disk (53100) or shutdown (57P01–57P03).
 pub fn is_unavailable(err: &DbErr) -> bool {
-    matches!(err, DbErr::Conn(_) | DbErr::ConnectionAcquire(_))
+    if matches!(err, DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) {
+        return true;
+    }
+    let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(source)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(source))) =
+        err
+    else {
+        return false;
+    };
+    if matches!(&**source, sea_orm::sqlx::Error::Io(_) | sea_orm::sqlx::Error::WorkerCrashed) {
+        return true;
+    }
+    let Some(database) = source.as_database_error() else { return false };
+    let code = database.code().unwrap_or_default();
+    if database.try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>().is_some() {
+        code.parse::<i32>().is_ok_and(|code| matches!(code & 0xff, 10 | 13))
+    } else {
+        code.starts_with("08") || code == "53100" || code.starts_with("57P0")
+    }
 }

@@ -1,0 +1,157 @@
+//! A bad day for the operator: the disk of the embedded database fills up. No write
+//! answered OK may be missing afterwards, and the service recovers by itself once space
+//! returns.
+
+use std::{
+    path::Path,
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use keyward_proto::v1;
+use sea_orm::{ConnectionTrait, Database, Statement};
+
+use crate::helpers::{Backend, admin, create_request, key_with, spawn_with};
+
+/// A small tmpfs of its own, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .ok()?;
+        status.success().then_some(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+async fn count(url: &str, sql: &str) -> i64 {
+    let db = Database::connect(url).await.unwrap();
+    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap().unwrap();
+    let n = row.try_get::<i64>("", "n").unwrap();
+    db.close().await.ok();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_loses_no_acknowledged_write() {
+    let Some(disk) = SmallDisk::mount("12m") else {
+        println!("skipped: cannot mount a tmpfs here (needs root); the full-disk path is untested on this machine");
+        return;
+    };
+    let data_dir = disk.path().to_owned();
+    let app = spawn_with(Backend::Sqlite, |config| {
+        config.store.data_dir = data_dir.clone();
+        config.environments = vec!["production:kw_live:1000000".parse().unwrap()];
+    })
+    .await;
+    let mut metered = key_with("metered");
+    metered.usage_limited = true;
+    metered.credits = vec![v1::CreditAmount { unit: String::new(), amount: 1_000_000 }];
+    let metered = app.client.clone().create_api_key(admin(create_request(metered))).await.unwrap().into_inner().secret;
+
+    // Take most of the space, so the database runs out soon.
+    let filler = disk.path().join("filler");
+    let free = fs_free(disk.path());
+    std::fs::write(&filler, vec![0u8; usize::try_from(free.saturating_sub(1_500_000)).unwrap()]).unwrap();
+
+    let created = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let charged = Arc::new(Mutex::new(0_i64));
+    let mut tasks = Vec::new();
+    for task in 0..3 {
+        let (mut client, created, refused) = (app.client.clone(), Arc::clone(&created), Arc::clone(&refused));
+        tasks.push(tokio::spawn(async move {
+            let mut failures = 0;
+            for n in 0..4000 {
+                let mut key = key_with(&format!("fill {task} {n} {}", "x".repeat(150)));
+                key.metadata = (0..8).map(|m| (format!("m{m}"), "y".repeat(200))).collect();
+                match client.create_api_key(admin(create_request(key))).await {
+                    Ok(answer) => created.lock().unwrap().push(answer.into_inner().api_key.unwrap().id),
+                    Err(status) => {
+                        assert!(
+                            matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Internal),
+                            "a storage failure is UNAVAILABLE or INTERNAL: {status:?}"
+                        );
+                        failures += 1;
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        if failures > 30 {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    {
+        let (mut client, charged) = (app.client.clone(), Arc::clone(&charged));
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..3000 {
+                let request = v1::VerifyApiKeyRequest {
+                    key: metered.clone(),
+                    cost: vec![v1::CreditAmount { unit: String::new(), amount: 1 }],
+                    ..Default::default()
+                };
+                if let Ok(answer) = client.verify_api_key(admin(request)).await
+                    && answer.into_inner().valid
+                {
+                    *charged.lock().unwrap() += 1;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let created = created.lock().unwrap().clone();
+    assert!(refused.load(Ordering::Relaxed) > 0, "the disk never filled: the test proves nothing");
+
+    // Space returns: the same server writes again, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let mut after = Vec::new();
+    for n in 0..20 {
+        let answer = app.client.clone().create_api_key(admin(create_request(key_with(&format!("after {n}"))))).await;
+        after.push(answer.expect("creates succeed once space returns").into_inner().api_key.unwrap().id);
+    }
+
+    // Every key answered OK is in the database, read by a connection of its own.
+    let url = format!("sqlite://{}/keyward.db?mode=ro", disk.path().display());
+    let stored = count(&url, "SELECT COUNT(*) AS n FROM api_keys").await;
+    // The bootstrap admin and the metered key, besides those the tasks made.
+    assert_eq!(stored, i64::try_from(created.len() + after.len() + 2).unwrap(), "acknowledged creates are stored");
+    for id in created.iter().chain(&after) {
+        app.client.clone().get_api_key(admin(v1::GetApiKeyRequest { id: id.clone() })).await.expect("stored key");
+    }
+    // Every VALID charge is in the ledger, and the ledger sums to the balance.
+    let charged = *charged.lock().unwrap();
+    let spent =
+        count(&url, "SELECT COALESCE(-SUM(delta), 0) AS n FROM credit_transactions WHERE reason = 'verify'").await;
+    assert!(spent >= charged, "{charged} charges answered VALID, {spent} in the ledger");
+    let balance = count(&url, "SELECT COALESCE(SUM(balance), 0) AS n FROM credit_balances").await;
+    let deltas = count(&url, "SELECT COALESCE(SUM(delta), 0) AS n FROM credit_transactions").await;
+    assert_eq!(balance, deltas, "the ledger sums to the balances");
+    app.stop().await;
+}
+
+fn fs_free(path: &Path) -> u64 {
+    let output = Command::new("df").args(["--output=avail", "-B1"]).arg(path).output().unwrap();
+    String::from_utf8(output.stdout).unwrap().lines().nth(1).unwrap().trim().parse().unwrap()
+}
