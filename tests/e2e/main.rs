@@ -8,6 +8,7 @@ mod cache;
 mod contract;
 mod credits;
 mod gateway;
+mod hardening;
 mod idempotency;
 mod jwt;
 mod lifecycle;
