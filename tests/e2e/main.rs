@@ -8,6 +8,7 @@ mod cache;
 mod contract;
 mod credits;
 mod escalation;
+mod exposure;
 mod gateway;
 mod hardening;
 mod idempotency;

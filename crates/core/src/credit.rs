@@ -8,6 +8,9 @@ use uuid::Uuid;
 pub const MAX_UNITS: usize = 100;
 /// Longest unit (asset ids are far shorter).
 pub const MAX_UNIT_CHARS: usize = 256;
+/// Most one verification may cost in one unit: far above any real price, and far enough
+/// below `i64::MAX` that the counters of millions of calls stay exact.
+pub const MAX_COST: i64 = 1_000_000_000_000;
 
 /// An amount of credits in one unit (`""` is the default unit).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -136,6 +139,22 @@ pub struct LedgerEntry {
     pub created_at: DateTime<Utc>,
 }
 
+/// Refuses a verification cost with an amount above [`MAX_COST`] (INVALID_ARGUMENT
+/// naming `cost`), whether or not the key is usage-limited.
+pub fn check_costs(costs: &[Credit]) -> crate::error::Result<()> {
+    let violations: Vec<crate::Violation> = costs
+        .iter()
+        .filter(|cost| cost.amount > MAX_COST)
+        .map(|cost| {
+            crate::Violation::new(
+                "cost",
+                format!("unit {:?} costs {}, more than one verification may cost ({MAX_COST})", cost.unit, cost.amount),
+            )
+        })
+        .collect();
+    if violations.is_empty() { Ok(()) } else { Err(crate::Error::InvalidArgument(violations)) }
+}
+
 /// `balance + delta`, refusing results below zero or above `i64::MAX`.
 pub fn apply_delta(unit: &str, balance: i64, delta: i64) -> crate::error::Result<i64> {
     match balance.checked_add(delta) {
@@ -160,6 +179,18 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).map(|at| at.with_timezone(&Utc)).unwrap_or_default()
+    }
+
+    #[test]
+    fn costs_are_bounded_per_unit() {
+        assert!(check_costs(&[Credit::new("", MAX_COST), Credit::new("ada", 1)]).is_ok());
+        let Err(crate::Error::InvalidArgument(violations)) =
+            check_costs(&[Credit::new("", i64::MAX), Credit::new("ada", 1), Credit::new("x", MAX_COST + 1)])
+        else {
+            panic!("an absurd cost is refused");
+        };
+        assert_eq!(violations.len(), 2);
+        assert!(violations.iter().all(|violation| violation.field == "cost"));
     }
 
     #[test]

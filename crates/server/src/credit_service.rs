@@ -146,7 +146,8 @@ impl CreditServiceImpl {
         let mut buckets: BTreeMap<DateTime<Utc>, BucketTotals> = BTreeMap::new();
         for (hour, outcome, count) in usage.verifications {
             let entry = buckets.entry(hour.duration_trunc(bucket).unwrap_or(hour)).or_default();
-            *entry.0.entry(outcome).or_default() += count;
+            let verifications = entry.0.entry(outcome).or_default();
+            *verifications = verifications.saturating_add(count);
         }
         for (hour, unit, amount) in usage.spent {
             let entry = buckets.entry(hour.duration_trunc(bucket).unwrap_or(hour)).or_default();

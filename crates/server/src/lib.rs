@@ -14,6 +14,7 @@ mod metrics;
 mod rpc_service;
 mod secrets;
 mod service;
+mod services;
 pub mod status;
 pub mod telemetry;
 mod usage;
@@ -232,9 +233,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         keyward_gateway::router(keyward_gateway::Upstream::in_process(in_process), config.rest.gateway_settings());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
-    health_reporter.set_serving::<RpcProviderKeyServiceServer<RpcProviderKeyServiceImpl>>().await;
-    health_reporter.set_serving::<CreditServiceServer<CreditServiceImpl>>().await;
+    report_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
     background.push(tokio::spawn(probe_health(store.clone(), health_reporter, config.health_interval)));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -367,7 +366,7 @@ async fn flush_usage(store: Store, usage: Arc<UsageRecorder>, interval: Duration
     }
 }
 
-/// Reports NOT_SERVING while the database does not answer, SERVING again once it does.
+/// Applies due credit refills on an interval.
 async fn apply_refills(store: Store, clock: Clock, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -381,6 +380,7 @@ async fn apply_refills(store: Store, clock: Clock, interval: Duration) {
     }
 }
 
+/// Reports NOT_SERVING while the database does not answer, SERVING again once it does.
 async fn probe_health(store: Store, reporter: HealthReporter, interval: Duration) {
     let mut serving = true;
     loop {
@@ -390,17 +390,22 @@ async fn probe_health(store: Store, reporter: HealthReporter, interval: Duration
             serving = healthy;
             if healthy {
                 tracing::info!("database reachable again; serving");
-                reporter.set_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
-                reporter.set_serving::<RpcProviderKeyServiceServer<RpcProviderKeyServiceImpl>>().await;
-                reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                report_health(&reporter, tonic_health::ServingStatus::Serving).await;
             } else {
                 tracing::error!("database unreachable; not serving");
-                reporter.set_not_serving::<ApiKeyServiceServer<ApiKeyServiceImpl>>().await;
-                reporter.set_not_serving::<RpcProviderKeyServiceServer<RpcProviderKeyServiceImpl>>().await;
-                reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                report_health(&reporter, tonic_health::ServingStatus::NotServing).await;
             }
         }
     }
+}
+
+/// Sets the status of the server as a whole (`""`) and of every keyward service the
+/// protos declare, so a service added later cannot be left out.
+async fn report_health(reporter: &HealthReporter, status: tonic_health::ServingStatus) {
+    for service in services::keyward_services() {
+        reporter.set_service_status(service, status).await;
+    }
+    reporter.set_service_status("", status).await;
 }
 
 /// Imports KEYWARD_BOOTSTRAP_ADMIN_KEY when no active admin key exists; only its hash is stored.

@@ -175,11 +175,13 @@ pub(crate) struct GrpcMetrics<S> {
     metrics: Arc<Metrics>,
 }
 
-/// Known method paths keep their name; anything else is `other`, so random paths cannot
-/// grow the label set.
-fn method_label(path: &str) -> String {
-    let known = ["/keyward.v1.", "/grpc.health.v1.", "/grpc.reflection."].iter().any(|prefix| path.starts_with(prefix));
-    if known && path.len() <= 100 { path.trim_start_matches('/').to_owned() } else { "other".to_owned() }
+/// Label of the calls to paths the server has no method for.
+const UNKNOWN_METHOD: &str = "other";
+
+/// A method the server has keeps its name; any other path is [`UNKNOWN_METHOD`], so
+/// made-up paths (under a keyward service or not) cannot grow the label set.
+fn method_label(path: &str) -> &'static str {
+    crate::services::known_method(path).unwrap_or(UNKNOWN_METHOD)
 }
 
 impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
@@ -226,8 +228,8 @@ where
                         .and_then(|value| value.to_str().ok())
                         .and_then(|value| value.parse::<i32>().ok())
                         .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-                    metrics.requests.with_label_values(&[method.as_str(), code_label(code)]).inc();
-                    metrics.latency.with_label_values(&[method.as_str()]).observe(started.elapsed().as_secs_f64());
+                    metrics.requests.with_label_values(&[method, code_label(code)]).inc();
+                    metrics.latency.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
                     tracing::Span::current().record("rpc.grpc.status_code", code as i32);
                     tracing::debug!(method = %method, code = ?code, elapsed_us = started.elapsed().as_micros(), "grpc call");
                 }

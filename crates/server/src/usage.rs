@@ -7,7 +7,7 @@ use std::{
 };
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use keyward_core::{credit::Credit, verify::Verdict};
+use keyward_core::{Error, credit::Credit, verify::Verdict};
 use keyward_store::{Store, UsageBatch};
 use uuid::Uuid;
 
@@ -45,7 +45,8 @@ impl UsageRecorder {
     pub(crate) fn verified(&self, id: Uuid, verdict: Verdict, at: DateTime<Utc>) {
         let hour = at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at);
         let mut pending = self.shard(id);
-        *pending.counts.entry((id, hour, outcome(verdict))).or_default() += 1;
+        let count = pending.counts.entry((id, hour, outcome(verdict))).or_default();
+        *count = count.saturating_add(1);
         if verdict == Verdict::Valid {
             pending.last_used.insert(id, at);
         }
@@ -69,7 +70,9 @@ impl UsageRecorder {
         self.shard(id).last_used.insert(id, at);
     }
 
-    /// Writes what was gathered; on failure keeps it for the next flush.
+    /// Writes what was gathered. While the database is unavailable everything is kept
+    /// for the next flush; when it refuses the batch otherwise, the rows are written one
+    /// by one, so a row it refuses is logged and dropped alone and every other lands.
     pub(crate) async fn flush(&self, store: &Store) {
         let mut batch = UsageBatch::default();
         for shard in &self.shards {
@@ -81,21 +84,47 @@ impl UsageRecorder {
         if batch.is_empty() {
             return;
         }
-        if let Err(err) = store.flush_usage(&batch).await {
-            tracing::warn!(error = %err, "usage flush failed; keeping the counters for the next one");
-            for (key, count) in batch.counts {
-                *self.shard(key.0).counts.entry(key).or_default() += count;
+        match store.flush_usage(&batch).await {
+            Ok(()) => {}
+            Err(err @ Error::Unavailable(_)) => {
+                tracing::warn!(error = %err, "usage flush failed; keeping the counters for the next one");
+                self.keep(batch);
             }
-            for (key, amount) in batch.spent {
-                let mut pending = self.shard(key.0);
-                let spent = pending.spent.entry(key).or_default();
-                *spent = spent.saturating_add(amount);
+            Err(err) => {
+                tracing::warn!(error = %err, "usage flush refused; writing its rows one by one");
+                let mut rows = batch.into_rows();
+                while let Some(row) = rows.next() {
+                    match store.flush_usage(&row).await {
+                        Ok(()) => {}
+                        Err(err @ Error::Unavailable(_)) => {
+                            tracing::warn!(error = %err, "usage flush failed; keeping the counters for the next one");
+                            self.keep(row);
+                            rows.for_each(|rest| self.keep(rest));
+                            return;
+                        }
+                        Err(err) => tracing::error!(error = %err, ?row, "usage row refused by the database; dropped"),
+                    }
+                }
             }
-            for (id, at) in batch.last_used {
-                let mut pending = self.shard(id);
-                let latest = pending.last_used.entry(id).or_insert(at);
-                *latest = (*latest).max(at);
-            }
+        }
+    }
+
+    /// Puts usage that could not be written back, to be written with the next flush.
+    fn keep(&self, batch: UsageBatch) {
+        for (key, count) in batch.counts {
+            let mut pending = self.shard(key.0);
+            let kept = pending.counts.entry(key).or_default();
+            *kept = kept.saturating_add(count);
+        }
+        for (key, amount) in batch.spent {
+            let mut pending = self.shard(key.0);
+            let spent = pending.spent.entry(key).or_default();
+            *spent = spent.saturating_add(amount);
+        }
+        for (id, at) in batch.last_used {
+            let mut pending = self.shard(id);
+            let latest = pending.last_used.entry(id).or_insert(at);
+            *latest = (*latest).max(at);
         }
     }
 }

@@ -95,6 +95,8 @@ impl Verifier {
         network: &str,
         cost: Cost,
     ) -> Result<Verification> {
+        // Bounded before anything is judged, charged or counted, metered key or not.
+        keyward_core::credit::check_costs(&cost.credits)?;
         let mut verification = self.judge(presented, required_scopes, network).await?;
         if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key)
             && key.usage_limited

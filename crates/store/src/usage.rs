@@ -8,7 +8,7 @@ use keyward_core::error::Result;
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, EntityTrait, ExprTrait, QueryFilter, TransactionTrait,
-    sea_query::{Expr, OnConflict},
+    sea_query::{Expr, OnConflict, SimpleExpr},
 };
 use uuid::Uuid;
 
@@ -37,6 +37,33 @@ impl UsageBatch {
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty() && self.last_used.is_empty() && self.spent.is_empty()
     }
+
+    /// One batch per row, so rows can be written (and refused) one at a time.
+    pub fn into_rows(self) -> impl Iterator<Item = UsageBatch> {
+        let counts = self
+            .counts
+            .into_iter()
+            .map(|(key, count)| UsageBatch { counts: HashMap::from([(key, count)]), ..UsageBatch::default() });
+        let spent = self
+            .spent
+            .into_iter()
+            .map(|(key, amount)| UsageBatch { spent: HashMap::from([(key, amount)]), ..UsageBatch::default() });
+        let last_used = self
+            .last_used
+            .into_iter()
+            .map(|(id, at)| UsageBatch { last_used: HashMap::from([(id, at)]), ..UsageBatch::default() });
+        counts.chain(spent).chain(last_used)
+    }
+}
+
+/// `table.column + excluded.column`, stopping at `i64::MAX` instead of overflowing: an
+/// overflow turns the column into a REAL on SQLite and fails the statement on PostgreSQL.
+/// The subtraction cannot overflow, as flushed amounts are never negative.
+fn saturating_sum(table: &str, column: &str) -> SimpleExpr {
+    let max = i64::MAX;
+    Expr::cust(format!(
+        "CASE WHEN {table}.{column} > {max} - excluded.{column} THEN {max} ELSE {table}.{column} + excluded.{column} END"
+    ))
 }
 
 impl Store {
@@ -53,7 +80,7 @@ impl Store {
                 key_id: Set(*key_id),
                 bucket_start: Set(*bucket_start),
                 outcome: Set((*outcome).to_owned()),
-                count: Set(*count),
+                count: Set(Ord::max(*count, 0)),
             })
             .collect();
         for chunk in counters.chunks(ROWS_PER_STATEMENT) {
@@ -64,11 +91,7 @@ impl Store {
                         usage_counter::Column::BucketStart,
                         usage_counter::Column::Outcome,
                     ])
-                    .value(
-                        usage_counter::Column::Count,
-                        Expr::col((usage_counter::Entity, usage_counter::Column::Count))
-                            .add(Expr::cust("excluded.count")),
-                    )
+                    .value(usage_counter::Column::Count, saturating_sum("usage_counters", "count"))
                     .to_owned(),
                 )
                 .exec(&txn)
@@ -82,7 +105,7 @@ impl Store {
                 key_id: Set(*key_id),
                 bucket_start: Set(*bucket_start),
                 unit: Set(unit.clone()),
-                amount: Set(*amount),
+                amount: Set(Ord::max(*amount, 0)),
             })
             .collect();
         for chunk in spent.chunks(ROWS_PER_STATEMENT) {
@@ -93,11 +116,7 @@ impl Store {
                         credit_spend_counter::Column::BucketStart,
                         credit_spend_counter::Column::Unit,
                     ])
-                    .value(
-                        credit_spend_counter::Column::Amount,
-                        Expr::col((credit_spend_counter::Entity, credit_spend_counter::Column::Amount))
-                            .add(Expr::cust("excluded.amount")),
-                    )
+                    .value(credit_spend_counter::Column::Amount, saturating_sum("credit_spend_counters", "amount"))
                     .to_owned(),
                 )
                 .exec(&txn)
@@ -132,6 +151,6 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(db_error)?;
-        Ok(rows.iter().map(|row| row.count).sum())
+        Ok(rows.iter().fold(0_i64, |total, row| total.saturating_add(row.count)))
     }
 }

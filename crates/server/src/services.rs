@@ -1,0 +1,92 @@
+//! The gRPC services keyward serves, read once from their descriptor sets: the health
+//! reporter flips every keyward service the protos declare, and metrics name only the
+//! methods these services have, so neither list can drift from what is served.
+
+use std::{collections::HashSet, sync::LazyLock};
+
+use prost::Message;
+use prost_types::FileDescriptorSet;
+
+/// Full names of the keyward services the protos declare (`keyward.v1.ApiKeyService`, …).
+static KEYWARD_SERVICES: LazyLock<Vec<String>> =
+    LazyLock::new(|| services(keyward_proto::FILE_DESCRIPTOR_SET).map(|(name, _)| name).collect());
+
+/// Every method the server answers, as `package.Service/Method`: keyward's, health's and
+/// server reflection's (v1 and v1alpha).
+static METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    [
+        keyward_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .into_iter()
+    .flat_map(services)
+    .flat_map(|(service, methods)| methods.into_iter().map(move |method| format!("{service}/{method}")))
+    .collect()
+});
+
+/// The services of an encoded descriptor set, each with its methods.
+fn services(encoded: &[u8]) -> impl Iterator<Item = (String, Vec<String>)> {
+    let set = FileDescriptorSet::decode(encoded).expect("the built-in descriptor sets decode");
+    set.file.into_iter().flat_map(|file| {
+        let package = file.package.unwrap_or_default();
+        file.service.into_iter().map(move |service| {
+            let name = format!("{package}.{}", service.name.unwrap_or_default());
+            (name, service.method.into_iter().map(|method| method.name.unwrap_or_default()).collect())
+        })
+    })
+}
+
+/// Full names of the keyward services, as the health service reports them.
+pub(crate) fn keyward_services() -> &'static [String] {
+    &KEYWARD_SERVICES
+}
+
+/// The method a request path names (`/package.Service/Method`), if the server has it; the
+/// returned name lives as long as the process, so labelling a call allocates nothing.
+pub(crate) fn known_method(path: &str) -> Option<&'static str> {
+    let name = path.strip_prefix('/')?;
+    METHODS.get(name).map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward_proto::v1::{
+        api_key_service_server::ApiKeyServiceServer, credit_service_server::CreditServiceServer,
+        rpc_provider_key_service_server::RpcProviderKeyServiceServer,
+    };
+    use tonic::server::NamedService;
+
+    use super::*;
+    use crate::{ApiKeyServiceImpl, CreditServiceImpl, RpcProviderKeyServiceImpl};
+
+    #[test]
+    fn every_declared_keyward_service_is_served() {
+        let served = [
+            <ApiKeyServiceServer<ApiKeyServiceImpl> as NamedService>::NAME,
+            <RpcProviderKeyServiceServer<RpcProviderKeyServiceImpl> as NamedService>::NAME,
+            <CreditServiceServer<CreditServiceImpl> as NamedService>::NAME,
+        ];
+        let mut declared: Vec<&str> = keyward_services().iter().map(String::as_str).collect();
+        declared.sort_unstable();
+        let mut served = served.to_vec();
+        served.sort_unstable();
+        assert_eq!(declared, served, "a service the protos declare must be added to the server (lib.rs)");
+    }
+
+    #[test]
+    fn only_served_methods_are_known() {
+        assert_eq!(
+            known_method("/keyward.v1.ApiKeyService/VerifyApiKey"),
+            Some("keyward.v1.ApiKeyService/VerifyApiKey")
+        );
+        assert_eq!(known_method("/keyward.v1.CreditService/GetUsage"), Some("keyward.v1.CreditService/GetUsage"));
+        assert_eq!(known_method("/grpc.health.v1.Health/Check"), Some("grpc.health.v1.Health/Check"));
+        assert!(known_method("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").is_some());
+        assert!(known_method("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo").is_some());
+        assert_eq!(known_method("/keyward.v1.ApiKeyService/Invented"), None);
+        assert_eq!(known_method("/keyward.v1.ApiKeyService"), None);
+        assert_eq!(known_method("keyward.v1.ApiKeyService/VerifyApiKey"), None);
+    }
+}

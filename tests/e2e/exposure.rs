@@ -1,0 +1,355 @@
+//! Findings of the security review about what an outsider can reach without a right, each attacked end to end: unbounded metric labels,
+//! usage counters an absurd cost could break, replayed charge request ids, the JWKS
+//! fetch, the TLS handshake, and the health of every service.
+
+use std::collections::BTreeSet;
+
+use keyward_proto::v1::{self, credit_service_client::CreditServiceClient};
+use keyward_store::UsageBatch;
+use prost::Message;
+use sea_orm::ConnectionTrait;
+use tonic::{Code, codegen::http::uri::PathAndQuery};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+use crate::helpers::{ADMIN_KEY, Backend, TestApp, admin, assert_invalid, both, spawn, with_key};
+
+async fn scrape(app: &crate::helpers::TestApp) -> String {
+    let url = format!("http://{}/metrics", app.running().http_addr);
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// The `method` label of a series line, if it has one.
+fn method_of(line: &str) -> Option<&str> {
+    let rest = &line[line.find("method=\"")? + "method=\"".len()..];
+    Some(&rest[..rest.find('"')?])
+}
+
+/// The series lines (not comments) of the gRPC metrics.
+fn grpc_series(text: &str) -> Vec<&str> {
+    text.lines().filter(|line| line.starts_with("keyward_grpc_")).collect()
+}
+
+/// An empty-message gRPC call to any path, as a hostile client can make.
+async fn call_path(channel: &tonic::transport::Channel, path: &str) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    let path = PathAndQuery::try_from(path.to_owned()).unwrap();
+    match grpc.unary(tonic::Request::new(()), path, codec).await {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let app = spawn(Backend::Sqlite).await;
+    // One real call of each kind, so the known labels exist before the flood.
+    app.verify("garbage", &[], "").await;
+    let mut health = HealthClient::new(app.channel.clone());
+    health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    let before = scrape(&app).await;
+    let known_before: Vec<&str> =
+        grpc_series(&before).into_iter().filter(|line| method_of(line) != Some("other")).collect();
+
+    for index in 0..1000 {
+        let path = match index % 5 {
+            0 | 1 => format!("/keyward.v1.ApiKeyService/Invented{index}"),
+            2 => format!("/keyward.v1.Invented{index}/Call"),
+            3 => format!("/grpc.health.v1.Health/Probe{index}"),
+            _ => format!("/attacker{index}.Service/Method"),
+        };
+        assert_eq!(call_path(&app.channel, &path).await, Code::Unimplemented, "{path}");
+    }
+
+    let after = scrape(&app).await;
+    let series = grpc_series(&after);
+    let labels: BTreeSet<&str> = series.iter().filter_map(|line| method_of(line)).collect();
+    assert!(
+        labels
+            .iter()
+            .all(|label| !label.contains("Invented") && !label.contains("Probe") && !label.contains("attacker")),
+        "{labels:?}"
+    );
+    let known_after: Vec<&str> = series.iter().copied().filter(|line| method_of(line) != Some("other")).collect();
+    assert_eq!(known_after.len(), known_before.len(), "no series of a known method was added");
+    // One counter (code Unimplemented) and one histogram (buckets, +Inf, sum, count).
+    let other: Vec<&str> = series.iter().copied().filter(|line| method_of(line) == Some("other")).collect();
+    let buckets = other.iter().filter(|line| line.contains("_bucket{")).count();
+    assert_eq!(other.len(), 1 + buckets + 2, "the fixed label holds one counter and one histogram: {other:#?}");
+    let counted = other
+        .iter()
+        .find_map(|line| line.strip_prefix(r#"keyward_grpc_requests_total{code="Unimplemented",method="other"} "#))
+        .expect("the made-up calls are counted under the fixed label");
+    assert_eq!(counted.trim(), "1000");
+    app.stop().await;
+}
+
+/// Every keyward service the protos declare, by full name.
+fn declared_services() -> Vec<String> {
+    let set = prost_types::FileDescriptorSet::decode(keyward_proto::FILE_DESCRIPTOR_SET).unwrap();
+    set.file
+        .iter()
+        .flat_map(|file| file.service.iter().map(move |service| format!("{}.{}", file.package(), service.name())))
+        .collect()
+}
+
+async fn health_of_every_service_follows_the_database(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut health = HealthClient::new(app.channel.clone());
+    let mut services = declared_services();
+    assert!(services.iter().any(|name| name == "keyward.v1.CreditService"), "{services:?}");
+    services.push(String::new());
+    let statuses = |mut health: HealthClient<tonic::transport::Channel>, services: Vec<String>| async move {
+        let mut statuses = Vec::new();
+        for service in services {
+            let answer = health.check(HealthCheckRequest { service: service.clone() }).await.unwrap().into_inner();
+            statuses.push((service, answer.status()));
+        }
+        statuses
+    };
+    let all = |status: ServingStatus| services.iter().map(|name| (name.clone(), status)).collect::<Vec<_>>();
+    assert_eq!(statuses(health.clone(), services.clone()).await, all(ServingStatus::Serving));
+    if backend == Backend::Postgres {
+        let url = app.config.store.database_url();
+        let (base, name) = url.rsplit_once('/').unwrap();
+        let admin_db = sea_orm::Database::connect(format!("{base}/postgres")).await.unwrap();
+        admin_db.execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
+        admin_db
+            .execute_unprepared(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            seen = statuses(health.clone(), services.clone()).await;
+            if seen == all(ServingStatus::NotServing) {
+                break;
+            }
+        }
+        assert_eq!(seen, all(ServingStatus::NotServing), "every service, CreditService included, stops serving");
+        admin_db.execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            seen = statuses(health.clone(), services.clone()).await;
+            if seen == all(ServingStatus::Serving) {
+                break;
+            }
+        }
+        assert_eq!(seen, all(ServingStatus::Serving), "every service serves again once the database is back");
+    }
+    health.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    app.stop().await;
+}
+both!(health_of_every_service_follows_the_database);
+
+/// Most one verification may cost per unit (the documented bound).
+const MAX_COST: i64 = 1_000_000_000_000;
+
+fn amounts(pairs: &[(&str, i64)]) -> Vec<v1::CreditAmount> {
+    pairs.iter().map(|(unit, amount)| v1::CreditAmount { unit: (*unit).to_owned(), amount: *amount }).collect()
+}
+
+/// A key of `owner`, usage-limited with `credits` when given; returns it and its secret.
+async fn key_of(app: &TestApp, owner: &str, credits: Option<&[(&str, i64)]>) -> (v1::ApiKey, String) {
+    let request = v1::CreateApiKeyRequest {
+        api_key: Some(v1::ApiKey {
+            name: format!("key of {owner}"),
+            owner: owner.to_owned(),
+            usage_limited: credits.is_some(),
+            credits: amounts(credits.unwrap_or_default()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = app.client.clone().create_api_key(admin(request)).await.expect("create").into_inner();
+    (created.api_key.expect("key"), created.secret)
+}
+
+/// VerifyApiKey as `caller` with a cost and a request id.
+async fn verify_as(
+    app: &TestApp,
+    caller: &str,
+    secret: &str,
+    cost: &[(&str, i64)],
+    request_id: &str,
+) -> Result<v1::VerifyApiKeyResponse, tonic::Status> {
+    let request = v1::VerifyApiKeyRequest {
+        key: secret.to_owned(),
+        cost: amounts(cost),
+        request_id: request_id.to_owned(),
+        ..Default::default()
+    };
+    app.client.clone().verify_api_key(with_key(caller, request)).await.map(tonic::Response::into_inner)
+}
+
+async fn balances(app: &TestApp, id: &str) -> Vec<(String, i64)> {
+    let request = v1::GetCreditBalancesRequest { api_key_id: id.to_owned() };
+    let answer = CreditServiceClient::new(app.channel.clone()).get_credit_balances(admin(request)).await.unwrap();
+    answer.into_inner().balances.into_iter().map(|credit| (credit.unit, credit.amount)).collect()
+}
+
+/// GetUsage of a key or an owner since three hours ago, in hour or day buckets.
+async fn usage(app: &TestApp, api_key_id: &str, owner: &str, day: bool) -> Result<v1::GetUsageResponse, tonic::Status> {
+    let granularity = if day { v1::UsageGranularity::Day } else { v1::UsageGranularity::Hour };
+    let request = v1::GetUsageRequest {
+        api_key_id: api_key_id.to_owned(),
+        owner: owner.to_owned(),
+        start_time: Some(crate::helpers::timestamp_in(-3 * 3600)),
+        granularity: granularity.into(),
+        ..Default::default()
+    };
+    CreditServiceClient::new(app.channel.clone()).get_usage(admin(request)).await.map(tonic::Response::into_inner)
+}
+
+/// The largest per-bucket count of `outcome` and the largest per-bucket spend of the default unit.
+fn peaks(usage: &v1::GetUsageResponse, outcome: &str) -> (i64, i64) {
+    let count = usage.buckets.iter().filter_map(|bucket| bucket.verifications.get(outcome)).copied().max();
+    let spent = usage
+        .buckets
+        .iter()
+        .flat_map(|bucket| &bucket.credits_spent)
+        .filter(|credit| credit.unit.is_empty())
+        .map(|credit| credit.amount)
+        .max();
+    (count.unwrap_or(0), spent.unwrap_or(0))
+}
+
+/// The total count of `outcome` over every bucket.
+fn total(usage: &v1::GetUsageResponse, outcome: &str) -> i64 {
+    usage.buckets.iter().filter_map(|bucket| bucket.verifications.get(outcome)).sum()
+}
+
+fn this_hour() -> chrono::DateTime<chrono::Utc> {
+    use chrono::DurationRound;
+    chrono::Utc::now().duration_trunc(chrono::TimeDelta::hours(1)).unwrap()
+}
+
+async fn absurd_costs_are_refused_and_usage_counters_saturate(backend: Backend) {
+    let app = spawn(backend).await;
+    let (unmetered, unmetered_secret) = key_of(&app, "saturated", None).await;
+    let (sibling, _) = key_of(&app, "saturated", None).await;
+    let (metered, metered_secret) = key_of(&app, "payer", Some(&[("", 100)])).await;
+    let (bystander, bystander_secret) = key_of(&app, "bystander", None).await;
+
+    // The attack: an absurd cost, then any other. Refused before anything is counted.
+    for secret in [&unmetered_secret, &metered_secret] {
+        for cost in [i64::MAX, MAX_COST + 1] {
+            let refused = verify_as(&app, ADMIN_KEY, secret, &[("", cost)], "").await.unwrap_err();
+            assert_invalid(&refused, "cost");
+        }
+    }
+    assert_eq!(balances(&app, &metered.id).await, vec![(String::new(), 100)], "nothing was charged");
+
+    // Counters close to the top, in this hour and the next (a test may cross the hour).
+    let store = &app.running().store;
+    let mut seed = UsageBatch::default();
+    for hour in [this_hour(), this_hour() + chrono::TimeDelta::hours(1)] {
+        for id in [&unmetered.id, &sibling.id] {
+            seed.counts.insert((id.parse().unwrap(), hour, "VALID"), i64::MAX - 1);
+            seed.spent.insert((id.parse().unwrap(), hour, String::new()), i64::MAX - MAX_COST);
+        }
+    }
+    store.flush_usage(&seed).await.expect("seeding the counters");
+
+    for _ in 0..3 {
+        let answer = verify_as(&app, ADMIN_KEY, &unmetered_secret, &[("", MAX_COST)], "").await.unwrap();
+        assert!(answer.valid, "the bound itself is a valid cost");
+        assert!(app.verify(&bystander_secret, &[], "").await.valid);
+    }
+    app.running().flush_usage().await;
+
+    let by_key = usage(&app, &unmetered.id, "", false).await.expect("GetUsage of the saturated key");
+    assert_eq!(peaks(&by_key, "VALID"), (i64::MAX, i64::MAX), "both counters stop at the top: {by_key:?}");
+    for day in [false, true] {
+        let by_owner = usage(&app, "", "saturated", day).await.expect("GetUsage of the saturated owner");
+        assert_eq!(peaks(&by_owner, "VALID"), (i64::MAX, i64::MAX), "sums over keys saturate too: {by_owner:?}");
+    }
+    let other = usage(&app, &bystander.id, "", false).await.expect("GetUsage of another key");
+    assert_eq!(total(&other, "VALID"), 3, "another key's counts landed: {other:?}");
+
+    // Later flushes still work for everyone.
+    assert!(app.verify(&bystander_secret, &[], "").await.valid);
+    verify_as(&app, ADMIN_KEY, &unmetered_secret, &[("", 1)], "").await.unwrap();
+    app.running().flush_usage().await;
+    let other = usage(&app, &bystander.id, "", false).await.unwrap();
+    assert_eq!(total(&other, "VALID"), 4, "{other:?}");
+    let by_key = usage(&app, &unmetered.id, "", false).await.unwrap();
+    assert_eq!(peaks(&by_key, "VALID"), (i64::MAX, i64::MAX));
+    app.stop().await;
+}
+both!(absurd_costs_are_refused_and_usage_counters_saturate);
+
+async fn a_usage_row_the_database_refuses_is_dropped_alone(backend: Backend) {
+    let app = spawn(backend).await;
+    let (refused, refused_secret) = key_of(&app, "refused", None).await;
+    let (bystander, bystander_secret) = key_of(&app, "bystander", None).await;
+    // Make the database refuse spend counters above 1000, as it would any bad row.
+    let db = app.running().store.connection();
+    let cap = match backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER test_cap BEFORE INSERT ON credit_spend_counters WHEN NEW.amount > 1000 \
+             BEGIN SELECT RAISE(ABORT, 'over the test cap'); END"
+        }
+        Backend::Postgres => "ALTER TABLE credit_spend_counters ADD CONSTRAINT test_cap CHECK (amount <= 1000)",
+    };
+    db.execute_unprepared(cap).await.unwrap();
+
+    assert!(verify_as(&app, ADMIN_KEY, &refused_secret, &[("", 5000)], "").await.unwrap().valid);
+    for _ in 0..2 {
+        assert!(app.verify(&bystander_secret, &[], "").await.valid);
+    }
+    app.running().flush_usage().await;
+    let other = usage(&app, &bystander.id, "", false).await.unwrap();
+    assert_eq!(total(&other, "VALID"), 2, "the rest of the batch landed: {other:?}");
+    let by_key = usage(&app, &refused.id, "", false).await.unwrap();
+    assert_eq!(peaks(&by_key, "VALID"), (1, 0), "only the refused row is missing: {by_key:?}");
+
+    // The refused row was dropped, not kept to fail every later flush.
+    assert!(app.verify(&bystander_secret, &[], "").await.valid);
+    app.running().flush_usage().await;
+    assert_eq!(total(&usage(&app, &bystander.id, "", false).await.unwrap(), "VALID"), 3);
+    app.stop().await;
+}
+both!(a_usage_row_the_database_refuses_is_dropped_alone);
+
+/// SQLite databases whose counters overflowed into REAL before counters saturated are
+/// repaired by a migration, so GetUsage reads them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_that_overflowed_into_real_are_repaired() {
+    use keyward_migrations::MigratorTrait;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/old.db?mode=rwc", dir.path().display());
+    let old = sea_orm::Database::connect(&url).await.unwrap();
+    keyward_migrations::Migrator::up(&old, Some(4)).await.unwrap();
+    let key = uuid::Uuid::now_v7();
+    for sql in [
+        "INSERT INTO usage_counters (key_id, bucket_start, outcome, count) VALUES (?, ?, 'VALID', 9223372036854775807 + 1)",
+        "INSERT INTO credit_spend_counters (key_id, bucket_start, unit, amount) VALUES (?, ?, '', 9223372036854775807 + 5)",
+    ] {
+        let values: [sea_orm::Value; 2] = [key.into(), this_hour().into()];
+        old.execute_raw(sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values))
+            .await
+            .unwrap();
+    }
+    let kind =
+        "SELECT typeof(count) AS kind FROM usage_counters UNION ALL SELECT typeof(amount) FROM credit_spend_counters";
+    let kinds = |db: &sea_orm::DatabaseConnection| {
+        let db = db.clone();
+        async move {
+            let rows =
+                db.query_all_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Sqlite, kind)).await.unwrap();
+            rows.iter().map(|row| row.try_get::<String>("", "kind").unwrap()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(kinds(&old).await, ["real", "real"], "the state the overflow left");
+    old.close().await.unwrap();
+
+    let app = crate::helpers::spawn_with(Backend::Sqlite, |config| config.store.database_url = Some(url.clone())).await;
+    let db = app.running().store.connection().clone();
+    assert_eq!(kinds(&db).await, ["integer", "integer"]);
+    assert_eq!(app.running().store.usage_count(key, "VALID").await.unwrap(), i64::MAX);
+    app.stop().await;
+}
