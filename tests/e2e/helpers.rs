@@ -117,6 +117,22 @@ impl TestApp {
         }
     }
 
+    /// Cuts the server off its PostgreSQL database (refusing new connections and ending
+    /// the open ones) or lets it back in: an outage of this test's database alone.
+    pub(crate) async fn set_postgres_reachable(&self, reachable: bool) {
+        let name = self.postgres_database.as_ref().expect("a PostgreSQL test");
+        let admin = Database::connect(format!("{}/postgres", postgres_base())).await.expect("connect");
+        admin
+            .execute_unprepared(&format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {reachable}"))
+            .await
+            .expect("alter database");
+        if !reachable {
+            let terminate = format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'");
+            admin.execute_unprepared(&terminate).await.expect("end connections");
+        }
+        admin.close().await.ok();
+    }
+
     /// Creates a key as admin with `scopes` for `owner`; returns it and its secret.
     pub(crate) async fn create_key(&self, owner: &str, scopes: &[&str]) -> (v1::ApiKey, String) {
         let request = v1::CreateApiKeyRequest {

@@ -1,6 +1,6 @@
-//! A bad day for the operator: the disk of the embedded database fills up. No write
-//! answered OK may be missing afterwards, and the service recovers by itself once space
-//! returns.
+//! A bad day for the operator: the disk of the embedded database fills up, or PostgreSQL
+//! goes away. No write answered OK may be missing afterwards, what can be answered
+//! without the database still is, and the service recovers by itself.
 
 use std::{
     path::Path,
@@ -11,8 +11,11 @@ use std::{
     },
 };
 
+use std::time::{Duration, Instant};
+
 use keyward_proto::v1;
 use sea_orm::{ConnectionTrait, Database, Statement};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::helpers::{Backend, admin, create_request, key_with, spawn_with};
 
@@ -154,4 +157,75 @@ async fn a_full_disk_loses_no_acknowledged_write() {
 fn fs_free(path: &Path) -> u64 {
     let output = Command::new("df").args(["--output=avail", "-B1"]).arg(path).output().unwrap();
     String::from_utf8(output.stdout).unwrap().lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+async fn health(app: &crate::helpers::TestApp) -> ServingStatus {
+    let mut health = HealthClient::new(app.channel.clone());
+    let request = HealthCheckRequest { service: String::new() };
+    health.check(request).await.unwrap().into_inner().status()
+}
+
+async fn wait_for_health(app: &crate::helpers::TestApp, want: ServingStatus) -> Duration {
+    let started = Instant::now();
+    while health(app).await != want {
+        assert!(started.elapsed() < Duration::from_secs(10), "health never became {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// While PostgreSQL is gone, cached verifications answer as before; what needs the
+/// database fails fast with UNAVAILABLE; health follows the database both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_keeps_cached_verifications_answering() {
+    let app = crate::helpers::spawn(Backend::Postgres).await;
+    let (_, live) = app.create_key("svc", &["app:read"]).await;
+    let (revoked, revoked_secret) = app.create_key("svc", &[]).await;
+    let (_, uncached) = app.create_key("svc", &[]).await;
+    let mut metered = key_with("metered");
+    metered.usage_limited = true;
+    metered.credits = vec![v1::CreditAmount { unit: String::new(), amount: 100 }];
+    let metered = app.client.clone().create_api_key(admin(create_request(metered))).await.unwrap().into_inner().secret;
+    let message = v1::DeleteApiKeyRequest { id: revoked.id, ..Default::default() };
+    app.client.clone().delete_api_key(admin(message)).await.unwrap();
+    assert!(app.verify(&live, &["app:read"], "").await.valid);
+    assert_eq!(app.verify(&revoked_secret, &[], "").await.code(), v1::VerificationCode::Revoked);
+    assert!(app.verify(&metered, &[], "").await.valid);
+
+    app.set_postgres_reachable(false).await;
+    let flipped = wait_for_health(&app, ServingStatus::NotServing).await;
+    println!("health NOT_SERVING {flipped:?} after the database went away");
+    for _ in 0..20 {
+        assert!(app.verify(&live, &["app:read"], "").await.valid, "cached and valid");
+        assert_eq!(app.verify(&revoked_secret, &[], "").await.code(), v1::VerificationCode::Revoked);
+    }
+    let started = Instant::now();
+    let request = v1::VerifyApiKeyRequest { key: uncached.clone(), ..Default::default() };
+    let refused = app.client.clone().verify_api_key(admin(request)).await.unwrap_err();
+    let miss = started.elapsed();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let started = Instant::now();
+    let charge = v1::VerifyApiKeyRequest {
+        key: metered.clone(),
+        cost: vec![v1::CreditAmount { unit: String::new(), amount: 1 }],
+        ..Default::default()
+    };
+    let refused = app.client.clone().verify_api_key(admin(charge.clone())).await.unwrap_err();
+    let charge_time = started.elapsed();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let create = app.client.clone().create_api_key(admin(create_request(key_with("during")))).await.unwrap_err();
+    assert_eq!(create.code(), tonic::Code::Unavailable, "{create:?}");
+    println!("during the outage: a miss failed in {miss:?}, a charge in {charge_time:?}");
+    // Fast means without waiting out the pool's acquire timeout (2 s by default).
+    assert!(miss < Duration::from_secs(1) && charge_time < Duration::from_secs(1), "{miss:?} {charge_time:?}");
+
+    app.set_postgres_reachable(true).await;
+    let back = wait_for_health(&app, ServingStatus::Serving).await;
+    println!("health SERVING {back:?} after the database returned");
+    let request = v1::VerifyApiKeyRequest { key: uncached, ..Default::default() };
+    assert!(app.client.clone().verify_api_key(admin(request)).await.unwrap().into_inner().valid);
+    let charged = app.client.clone().verify_api_key(admin(charge)).await.unwrap().into_inner();
+    assert!(charged.valid);
+    assert_eq!(charged.remaining_credits[0].amount, 99, "exactly one charge landed");
+    app.stop().await;
 }

@@ -3,8 +3,10 @@
 //!
 //! Staleness is bounded three ways: local changes evict at once; changes on other
 //! replicas arrive by notification; and entries live at most `ttl`, in case a
-//! notification is missed. While the change listener is disconnected the cache is
-//! bypassed altogether.
+//! notification is missed. When the change listener disconnects (a database outage,
+//! say), what the cache holds was kept current until that moment, so it keeps answering
+//! for `ttl` after it — no answer is staler than `ttl` — and is bypassed after that
+//! until the listener is back and the cache has been emptied.
 
 use std::{
     sync::{
@@ -70,6 +72,12 @@ pub(crate) struct KeyCache {
     by_id: Cache<Uuid, Arc<KeyRecord>>,
     epoch: AtomicU64,
     bypass: AtomicBool,
+    ttl: Duration,
+    /// Start of the clock `lost_at` counts from.
+    origin: Instant,
+    /// Milliseconds after `origin` (plus one) when change notifications were lost; 0
+    /// while they arrive.
+    lost_at: AtomicU64,
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -90,11 +98,14 @@ impl KeyCache {
             by_id: Cache::builder().max_capacity(settings.capacity).time_to_live(settings.ttl).build(),
             epoch: AtomicU64::new(0),
             bypass: AtomicBool::new(bypass || settings.capacity == 0),
+            ttl: settings.ttl,
+            origin: Instant::now(),
+            lost_at: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn lookup(&self, hash: &SecretHash) -> Lookup {
-        if self.bypass.load(Ordering::Acquire) {
+        if self.bypass.load(Ordering::Acquire) || self.lost_too_long() {
             return Lookup::Miss;
         }
         match self.by_hash.get(hash) {
@@ -142,10 +153,23 @@ impl KeyCache {
         self.by_hash.invalidate(hash);
     }
 
-    /// Stops answering from the cache (changes may be missed from now on).
+    /// Notes that changes may be missed from now on: the cache answers for `ttl` more.
     pub(crate) fn suspend(&self) {
-        self.bypass.store(true, Ordering::Release);
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        // The first loss counts; a second one before a resync changes nothing.
+        let _ = self.lost_at.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether notifications were lost longer than `ttl` ago: what the cache holds may
+    /// then be staler than `ttl`.
+    fn lost_too_long(&self) -> bool {
+        match self.lost_at.load(Ordering::Acquire) {
+            0 => false,
+            lost_at => {
+                let since = self.origin.elapsed().saturating_sub(Duration::from_millis(lost_at - 1));
+                since > self.ttl
+            }
+        }
     }
 
     /// Drops everything (changes may have been missed) and answers from the cache again.
@@ -153,6 +177,7 @@ impl KeyCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.by_hash.invalidate_all();
         self.by_id.invalidate_all();
+        self.lost_at.store(0, Ordering::Release);
         self.bypass.store(false, Ordering::Release);
     }
 }

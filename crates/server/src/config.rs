@@ -161,6 +161,12 @@ pub struct StoreConfig {
     /// Most database connections per replica.
     #[arg(long, env = "KEYWARD_DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
+    /// Longest a call waits for a database connection, and the longest health probe.
+    #[arg(long, env = "KEYWARD_DATABASE_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub database_acquire_timeout: Duration,
+    /// Longest wait to open a new database connection.
+    #[arg(long, env = "KEYWARD_DATABASE_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub database_connect_timeout: Duration,
     /// PostgreSQL LISTEN/NOTIFY channel on which replicas announce key changes to each other.
     #[arg(long, env = "KEYWARD_NOTIFY_CHANNEL", default_value = "keyward_key_changes", value_parser = parse_channel)]
     pub notify_channel: String,
@@ -253,8 +259,9 @@ pub struct Config {
     /// Longest grace period RotateApiKey grants the old secret.
     #[arg(long, env = "KEYWARD_MAX_ROTATION_GRACE", default_value = "7d", value_parser = humantime::parse_duration)]
     pub max_rotation_grace: Duration,
-    /// How often the database is pinged for the health status.
-    #[arg(long, env = "KEYWARD_HEALTH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How often the database is probed for the health status; while a probe fails,
+    /// calls that need the database fail at once with UNAVAILABLE.
+    #[arg(long, env = "KEYWARD_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
     /// How long shutdown waits for in-flight calls.
     #[arg(long, env = "KEYWARD_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]

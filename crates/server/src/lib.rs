@@ -108,7 +108,12 @@ pub async fn open_store(config: &config::StoreConfig) -> anyhow::Result<Store> {
             .with_context(|| format!("cannot create KEYWARD_DATA_DIR {}", config.data_dir.display()))?;
     }
     let url = checked_database_url(config)?;
-    let store = Store::connect(&url, config.database_max_connections, &config.notify_channel)
+    let pool = keyward_store::PoolSettings {
+        max_connections: config.database_max_connections,
+        acquire_timeout: config.database_acquire_timeout,
+        connect_timeout: config.database_connect_timeout,
+    };
+    let store = Store::connect(&url, &pool, &config.notify_channel)
         .await
         .map_err(|err| anyhow::anyhow!("cannot open KEYWARD_DATABASE_URL: {}", source_chain(&err)))?;
     store.migrate().await.map_err(|err| anyhow::anyhow!("database migration failed: {}", source_chain(&err)))?;
@@ -385,7 +390,7 @@ async fn probe_health(store: Store, reporter: HealthReporter, interval: Duration
     let mut serving = true;
     loop {
         tokio::time::sleep(interval).await;
-        let healthy = store.ping().await.is_ok();
+        let healthy = store.probe().await;
         if healthy != serving {
             serving = healthy;
             if healthy {

@@ -140,7 +140,7 @@ impl Store {
         let balances = credit_balance::Entity::find()
             .filter(credit_balance::Column::KeyId.is_in(ids.iter().copied()))
             .order_by_asc(credit_balance::Column::Unit)
-            .all(&self.db)
+            .all(self.db()?)
             .await
             .map_err(db_error)?;
         for row in balances {
@@ -149,7 +149,7 @@ impl Store {
         let refills = credit_refill::Entity::find()
             .filter(credit_refill::Column::KeyId.is_in(ids.iter().copied()))
             .order_by_asc(credit_refill::Column::Unit)
-            .all(&self.db)
+            .all(self.db()?)
             .await
             .map_err(db_error)?;
         for row in refills {
@@ -161,8 +161,8 @@ impl Store {
 
     /// Every balance of a key in reach.
     pub async fn balances(&self, id: Uuid, reach: &Reach) -> Result<Vec<Credit>> {
-        find_in_reach(&self.db, id, reach).await?;
-        all_balances(&self.db, id).await
+        find_in_reach(self.db()?, id, reach).await?;
+        all_balances(self.db()?, id).await
     }
 
     /// Adds `deltas` to the balances of a key the authority admits, all or none, with one
@@ -210,7 +210,7 @@ impl Store {
         charges: &[Charge],
         now: DateTime<Utc>,
     ) -> std::result::Result<Vec<ChargeOutcome>, DbErr> {
-        let backend = self.db.get_database_backend();
+        let backend = self.pool.get_database_backend();
         let txn = self.begin_write().await.map_err(|err| DbErr::Custom(err.to_string()))?;
         let mut outcomes: Vec<Option<ChargeOutcome>> = vec![None; charges.len()];
 
@@ -382,7 +382,7 @@ impl Store {
 
     /// A page of a key's ledger, oldest first.
     pub async fn credit_transactions(&self, query: &LedgerQuery, reach: &Reach) -> Result<Vec<LedgerEntry>> {
-        find_in_reach(&self.db, query.key_id, reach).await?;
+        find_in_reach(self.db()?, query.key_id, reach).await?;
         let mut select = credit_transaction::Entity::find().filter(credit_transaction::Column::KeyId.eq(query.key_id));
         if let Some(after) = query.after_id {
             select = select.filter(credit_transaction::Column::Id.gt(after));
@@ -396,7 +396,7 @@ impl Store {
         let rows = select
             .order_by_asc(credit_transaction::Column::Id)
             .limit(query.limit)
-            .all(&self.db)
+            .all(self.db()?)
             .await
             .map_err(db_error)?;
         Ok(rows
@@ -423,7 +423,7 @@ impl Store {
         let due = credit_refill::Entity::find()
             .filter(credit_refill::Column::NextRefillAt.lte(now))
             .limit(REFILLS_PER_SWEEP)
-            .all(&self.db)
+            .all(self.db()?)
             .await
             .map_err(db_error)?;
         let mut applied = 0;
@@ -489,7 +489,7 @@ impl Store {
             .filter(keys)
             .filter(usage_counter::Column::BucketStart.gte(start))
             .filter(usage_counter::Column::BucketStart.lt(end))
-            .all(&self.db)
+            .all(self.db()?)
             .await
             .map_err(db_error)?;
         let spend_keys = match scope {
@@ -508,7 +508,7 @@ impl Store {
             .filter(spend_keys)
             .filter(credit_spend_counter::Column::BucketStart.gte(start))
             .filter(credit_spend_counter::Column::BucketStart.lt(end))
-            .all(&self.db)
+            .all(self.db()?)
             .await
             .map_err(db_error)?;
         Ok(HourlyUsage {

@@ -15,7 +15,7 @@ mod usage;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -53,7 +53,11 @@ use crate::{
 /// The store: a pool of connections to one database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: DatabaseConnection,
+    pool: DatabaseConnection,
+    /// Whether the last probe reached the database. While it did not, calls that need
+    /// the database fail at once with UNAVAILABLE instead of waiting out the pool.
+    reachable: Arc<AtomicBool>,
+    probe_timeout: Duration,
     /// PostgreSQL channel on which key changes are announced to every replica.
     notify_channel: Option<Arc<str>>,
     lookup_reads: Arc<AtomicU64>,
@@ -82,6 +86,17 @@ impl KeyRecord {
     pub fn secret(&self, hash: &SecretHash) -> Option<&StoredSecret> {
         self.secrets.iter().find(|secret| secret.hash == *hash)
     }
+}
+
+/// Sizes and timeouts of the connection pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Most connections.
+    pub max_connections: u32,
+    /// Longest wait for a connection (and for a health probe).
+    pub acquire_timeout: Duration,
+    /// Longest wait to open a new connection.
+    pub connect_timeout: Duration,
 }
 
 /// Who is mutating, under which idempotency token, and when.
@@ -191,13 +206,13 @@ impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if
     /// absent and opened in WAL mode. On PostgreSQL, key changes are announced on
     /// `notify_channel`.
-    pub async fn connect(url: &str, max_connections: u32, notify_channel: &str) -> Result<Self> {
+    pub async fn connect(url: &str, pool: &PoolSettings, notify_channel: &str) -> Result<Self> {
         let mut options = ConnectOptions::new(url);
         options
-            .max_connections(max_connections)
+            .max_connections(pool.max_connections)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(pool.acquire_timeout)
+            .connect_timeout(pool.connect_timeout)
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(|opts| {
                 opts.create_if_missing(true)
@@ -210,16 +225,40 @@ impl Store {
         let db = Database::connect(options).await.map_err(db_error)?;
         let notify_channel =
             (db.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| Arc::from(notify_channel));
-        Ok(Self { db, notify_channel, lookup_reads: Arc::default() })
+        Ok(Self {
+            pool: db,
+            reachable: Arc::new(AtomicBool::new(true)),
+            probe_timeout: pool.acquire_timeout.min(Duration::from_secs(1)),
+            notify_channel,
+            lookup_reads: Arc::default(),
+        })
+    }
+
+    /// The pool, unless the last probe found the database unreachable: then UNAVAILABLE
+    /// at once, so callers learn it in microseconds rather than after the pool's timeout.
+    fn db(&self) -> Result<&DatabaseConnection> {
+        if self.reachable.load(Ordering::Acquire) {
+            Ok(&self.pool)
+        } else {
+            Err(Error::Unavailable("the database did not answer the last health probe; retry shortly".into()))
+        }
+    }
+
+    /// Pings the database (within a second at most) and records the answer:
+    /// calls fail fast while it is unreachable and go through again once it answers.
+    pub async fn probe(&self) -> bool {
+        let answered = matches!(tokio::time::timeout(self.probe_timeout, self.pool.ping()).await, Ok(Ok(())));
+        self.reachable.store(answered, Ordering::Release);
+        answered
     }
 
     /// Connections of the pool: (in use, idle).
     pub fn pool_connections(&self) -> (u32, u32) {
         let (size, idle) = if self.notify_channel.is_some() {
-            let pool = self.db.get_postgres_connection_pool();
+            let pool = self.pool.get_postgres_connection_pool();
             (pool.size(), pool.num_idle())
         } else {
-            let pool = self.db.get_sqlite_connection_pool();
+            let pool = self.pool.get_sqlite_connection_pool();
             (pool.size(), pool.num_idle())
         };
         let idle = u32::try_from(idle).unwrap_or(u32::MAX);
@@ -234,7 +273,7 @@ impl Store {
     /// Listens for key changes announced by any replica; `None` on SQLite.
     pub async fn change_listener(&self) -> Result<Option<ChangeListener>> {
         match &self.notify_channel {
-            Some(channel) => ChangeListener::connect(&self.db, channel).await.map(Some),
+            Some(channel) => ChangeListener::connect(&self.pool, channel).await.map(Some),
             None => Ok(None),
         }
     }
@@ -249,17 +288,12 @@ impl Store {
 
     /// Applies every pending migration.
     pub async fn migrate(&self) -> Result<()> {
-        Migrator::up(&self.db, None).await.map_err(db_error)
-    }
-
-    /// Checks that the database answers.
-    pub async fn ping(&self) -> Result<()> {
-        self.db.ping().await.map_err(db_error)
+        Migrator::up(&self.pool, None).await.map_err(db_error)
     }
 
     /// The connection, for tests that inspect tables directly.
     pub fn connection(&self) -> &DatabaseConnection {
-        &self.db
+        &self.pool
     }
 
     pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction> {
@@ -269,7 +303,7 @@ impl Store {
             sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
             ..TransactionOptions::default()
         };
-        self.db.begin_with_options(options).await.map_err(db_error)
+        self.db()?.begin_with_options(options).await.map_err(db_error)
     }
 
     /// The key one of whose secrets hashes to `hash`, with all its secrets: one indexed read.
@@ -283,7 +317,7 @@ impl Store {
         let rows = api_key_secret::Entity::find()
             .filter(api_key_secret::Column::KeyId.in_subquery(owner_of_hash))
             .find_also_related(api_key::Entity)
-            .all(&self.db)
+            .all(self.db()?)
             .await
             .map_err(db_error)?;
         record_from_rows(rows)
@@ -295,7 +329,7 @@ impl Store {
         let rows = api_key_secret::Entity::find()
             .filter(api_key_secret::Column::KeyId.eq(id))
             .find_also_related(api_key::Entity)
-            .all(&self.db)
+            .all(self.db()?)
             .await
             .map_err(db_error)?;
         record_from_rows(rows)
@@ -303,12 +337,12 @@ impl Store {
 
     /// The key with this id, if the reach covers it.
     pub async fn get(&self, id: Uuid, reach: &Reach) -> Result<ApiKey> {
-        find_in_reach(&self.db, id, reach).await
+        find_in_reach(self.db()?, id, reach).await
     }
 
     /// The id of the key with this number; NOT_FOUND when there is none.
     pub async fn id_by_number(&self, number: i64) -> Result<Uuid> {
-        let row = api_key::Entity::find_by_id(number).one(&self.db).await.map_err(db_error)?;
+        let row = api_key::Entity::find_by_id(number).one(self.db()?).await.map_err(db_error)?;
         row.map(|row| row.id).ok_or_else(|| Error::key_not_found(number.to_string()))
     }
 
@@ -343,12 +377,12 @@ impl Store {
         if let Some(after) = query.after {
             select = select.filter(api_key::Column::Number.gt(after));
         }
-        select.all(&self.db).await.map_err(db_error)?.into_iter().map(to_domain).collect()
+        select.all(self.db()?).await.map_err(db_error)?.into_iter().map(to_domain).collect()
     }
 
     /// Live (not revoked, not expired) keys of `owner` in `environment`.
     pub async fn count_live(&self, owner: &str, environment: &str, now: DateTime<Utc>) -> Result<i64> {
-        count_live(&self.db, owner, environment, now).await
+        count_live(self.db()?, owner, environment, now).await
     }
 
     /// Whether an active, unexpired key holds exactly the `admin` scope. The LIKE only
@@ -359,7 +393,7 @@ impl Store {
             .filter(api_key::Column::Status.eq(KeyStatus::Active.as_str()))
             .filter(api_key::Column::Scopes.like("%admin%"))
             .filter(api_key::Column::ExpiresAt.is_null().or(api_key::Column::ExpiresAt.gt(now)))
-            .all(&self.db)
+            .all(self.db()?)
             .await
             .map_err(db_error)?;
         for row in candidates {
@@ -564,14 +598,17 @@ impl Store {
     /// Records the audit event of a mutation that failed (successful ones are written
     /// with their effect).
     pub async fn record_audit(&self, event: &AuditEvent) -> Result<()> {
-        audit_event::Entity::insert(audit_row(event)).exec(&self.db).await.map_err(db_error)?;
+        audit_event::Entity::insert(audit_row(event)).exec(self.db()?).await.map_err(db_error)?;
         Ok(())
     }
 
     /// Audit events, oldest first (for tests and operators).
     pub async fn audit_events(&self) -> Result<Vec<AuditEvent>> {
-        let rows =
-            audit_event::Entity::find().order_by_asc(audit_event::Column::Id).all(&self.db).await.map_err(db_error)?;
+        let rows = audit_event::Entity::find()
+            .order_by_asc(audit_event::Column::Id)
+            .all(self.db()?)
+            .await
+            .map_err(db_error)?;
         Ok(rows.into_iter().map(convert::audit_from_row).collect())
     }
 }

@@ -117,7 +117,7 @@ impl Store {
     /// Checks `master` against the stored canary, writing one on first use. A wrong key
     /// is refused before anything is encrypted under it.
     pub async fn check_master_key(&self, master: &MasterKey) -> Result<()> {
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.db()?.begin().await.map_err(db_error)?;
         match master_key_canary::Entity::find_by_id(CANARY_ID).one(&txn).await.map_err(db_error)? {
             Some(canary) => {
                 if master.open(&canary.sealed, CANARY_RECORD).as_deref() != Ok(CANARY_PLAINTEXT) {
@@ -185,7 +185,7 @@ impl Store {
 
     /// One RPC provider key, its secret decrypted.
     pub async fn get_rpc_key(&self, master: &MasterKey, id: Uuid) -> Result<RpcProviderKey> {
-        find(&self.db, master, id).await
+        find(self.db()?, master, id).await
     }
 
     /// One page of RPC provider keys in creation order.
@@ -200,7 +200,7 @@ impl Store {
         if let Some(after) = query.after {
             select = select.filter(rpc_provider_key::Column::Id.gt(after));
         }
-        let rows = select.all(&self.db).await.map_err(db_error)?;
+        let rows = select.all(self.db()?).await.map_err(db_error)?;
         rows.into_iter().map(|row| open_row(master, row)).collect()
     }
 

@@ -72,7 +72,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin().await.map_err(db_error)?;
+        let txn = self.db()?.begin().await.map_err(db_error)?;
         let counters: Vec<_> = batch
             .counts
             .iter()
@@ -148,7 +148,7 @@ impl Store {
         let rows = usage_counter::Entity::find()
             .filter(usage_counter::Column::KeyId.eq(key_id))
             .filter(usage_counter::Column::Outcome.eq(outcome))
-            .all(&self.db)
+            .all(self.db()?)
             .await
             .map_err(db_error)?;
         Ok(rows.iter().fold(0_i64, |total, row| total.saturating_add(row.count)))
