@@ -2,7 +2,8 @@
 # The whole test suite, as README's second command and CI run it:
 #   unit tests and the end-to-end binary (every store test on SQLite and PostgreSQL),
 #   then the contract checks (buf lint, reflection, a Python client, README's grpcurl examples)
-#   and a schemathesis run against the REST gateway's /openapi.json.
+#   a schemathesis run against the REST gateway's /openapi.json, and one against each of
+#   Masumi's own contract documents (tests/contracts/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,3 +14,4 @@ cargo build --workspace --locked --bins
 cargo test --workspace --locked
 bash tests/contract.sh
 bash tests/schemathesis.sh
+bash tests/masumi_contracts.sh

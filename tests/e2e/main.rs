@@ -15,6 +15,7 @@ mod idempotency;
 mod jwt;
 mod lifecycle;
 mod masumi;
+mod masumi_clients;
 mod operations;
 mod pagination;
 mod resilience;

@@ -14,25 +14,38 @@ const KEY: &str = "/api/v1/api-key";
 const STATUS: &str = "/api/v1/api-key-status";
 const RPC: &str = "/api/v1/rpc-api-keys";
 
-/// `data` of POST, PATCH (and, with `deletedAt`, DELETE), as the seed shows it.
-const CHANGED_FIELDS: [&str; 6] = ["id", "token", "permission", "usageLimited", "networkLimit", "status"];
-/// `data` of `GET /api-key-status`.
-const STATUS_FIELDS: [&str; 6] =
-    ["status", "token", "permission", "networkLimit", "usageLimited", "RemainingUsageCredits"];
-/// An entry of `data.ApiKeys`.
-const LISTED_FIELDS: [&str; 7] =
-    ["id", "token", "permission", "usageLimited", "RemainingUsageCredits", "status", "networkLimit"];
+/// A key as every route answers it (with `deletedAt` once revoked): the union of the
+/// fields of both Masumi contract eras, each in its own spelling.
+pub(crate) const KEY_FIELDS: [&str; 14] = [
+    "id",
+    "token",
+    "permission",
+    "canRead",
+    "canPay",
+    "canAdmin",
+    "usageLimited",
+    "networkLimit",
+    "NetworkLimit",
+    "ChainIdLimit",
+    "RemainingUsageCredits",
+    "status",
+    "walletScopeEnabled",
+    "WalletScopes",
+];
+const CHANGED_FIELDS: [&str; 14] = KEY_FIELDS;
+const STATUS_FIELDS: [&str; 14] = KEY_FIELDS;
+const LISTED_FIELDS: [&str; 14] = KEY_FIELDS;
 /// An entry of `data.RpcProviderKeys`.
 const RPC_FIELDS: [&str; 6] = ["network", "id", "rpcProviderApiKey", "rpcProvider", "createdAt", "updatedAt"];
 
-fn keys(value: &Value) -> Vec<String> {
+pub(crate) fn keys(value: &Value) -> Vec<String> {
     let mut keys: Vec<String> =
         value.as_object().unwrap_or_else(|| panic!("not an object: {value}")).keys().cloned().collect();
     keys.sort();
     keys
 }
 
-fn sorted(names: &[&str]) -> Vec<String> {
+pub(crate) fn sorted(names: &[&str]) -> Vec<String> {
     let mut names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     names.sort();
     names
@@ -40,16 +53,26 @@ fn sorted(names: &[&str]) -> Vec<String> {
 
 /// A success: `{"status": "success", "data": …}` and nothing else; returns `data`.
 #[track_caller]
-fn success(answer: &Answer) -> &Value {
+pub(crate) fn success(answer: &Answer) -> &Value {
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert_eq!(keys(&answer.body), sorted(&["status", "data"]), "{:?}", answer.body);
     assert_eq!(answer.body["status"], "success");
     &answer.body["data"]
 }
 
+/// The RPC provider key answer: the list at the top level (2025-12) and in `data` (2026-07).
+#[track_caller]
+pub(crate) fn rpc_success(answer: &Answer) -> &Value {
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(keys(&answer.body), sorted(&["status", "data", "RpcProviderKeys"]), "{:?}", answer.body);
+    assert_eq!(answer.body["status"], "success");
+    assert_eq!(answer.body["data"]["RpcProviderKeys"], answer.body["RpcProviderKeys"]);
+    &answer.body["data"]
+}
+
 /// An error in Masumi's envelope with `status`; returns the message.
 #[track_caller]
-fn failure(answer: &Answer, status: u16) -> String {
+pub(crate) fn failure(answer: &Answer, status: u16) -> String {
     assert_eq!(answer.status, status, "{:?}", answer.body);
     assert_eq!(keys(&answer.body), sorted(&["status", "error"]), "{:?}", answer.body);
     assert_eq!(answer.body["status"], "error");
@@ -61,17 +84,24 @@ fn failure(answer: &Answer, status: u16) -> String {
 
 /// The types the seed's examples show, field by field.
 #[track_caller]
-fn assert_key_types(data: &Value) {
+pub(crate) fn assert_key_types(data: &Value) {
     for field in ["id", "token", "permission", "status"] {
         if let Some(value) = data.get(field) {
             assert!(value.is_string(), "{field} is a string: {data}");
         }
     }
     assert!(["Read", "ReadAndPay", "Admin"].contains(&data["permission"].as_str().unwrap()), "{data}");
-    assert!(["Active", "Inactive", "Revoked"].contains(&data["status"].as_str().unwrap()), "{data}");
+    assert!(["Active", "Revoked"].contains(&data["status"].as_str().unwrap()), "the contract's enum only: {data}");
     assert!(data["usageLimited"].is_boolean(), "{data}");
     let networks = data["networkLimit"].as_array().expect("networkLimit is an array");
     assert!(networks.iter().all(|n| n == "Preprod" || n == "Mainnet"), "{data}");
+    assert_eq!(data["networkLimit"], data["NetworkLimit"], "both spellings agree");
+    for flag in ["canRead", "canPay", "canAdmin", "walletScopeEnabled"] {
+        assert!(data[flag].is_boolean(), "{flag}: {data}");
+    }
+    assert!(data["ChainIdLimit"].is_array() && data["WalletScopes"].is_array(), "{data}");
+    let token = data["token"].as_str().unwrap();
+    assert!(!token.is_empty(), "{data}");
     if let Some(credits) = data.get("RemainingUsageCredits") {
         for credit in credits.as_array().expect("RemainingUsageCredits is an array") {
             assert_eq!(keys(credit), sorted(&["unit", "amount"]));
@@ -120,13 +150,12 @@ async fn masumi_routes_follow_the_seed(backend: Backend) {
     let masumi = Masumi::new(&app);
 
     // POST: `token` is the raw key, this once; the shape is the seed's.
-    let body =
-        json!({"usageLimited": "true", "UsageCredits": [{"unit": "", "amount": "10000000"}], "permission": "Admin"});
+    let body = json!({"usageLimited": "true", "UsageCredits": [{"unit": "", "amount": "10000000"}], "permission": "ReadAndPay"});
     let created = masumi.send("POST", KEY, ADMIN_KEY, Some(&body)).await;
     let data = success(&created).clone();
     assert_eq!(keys(&data), sorted(&CHANGED_FIELDS));
     assert_key_types(&data);
-    assert_eq!((data["permission"].clone(), data["usageLimited"].clone()), (json!("Admin"), json!(true)));
+    assert_eq!((data["permission"].clone(), data["usageLimited"].clone()), (json!("ReadAndPay"), json!(true)));
     assert_eq!(
         (data["status"].clone(), data["networkLimit"].clone()),
         (json!("Active"), json!(["Mainnet", "Preprod"]))
@@ -180,10 +209,12 @@ async fn masumi_routes_follow_the_seed(backend: Backend) {
     assert_eq!(masumi.balances(&secret).await, json!({"": "10000000", "usdm": "7"}));
     // … nor anything else the PATCH asked for.
     let mixed = masumi
-        .patch(json!({"id": id, "status": "Inactive", "UsageCreditsToAddOrRemove": [{"unit": "usdm", "amount": "-8"}]}))
+        .patch(
+            json!({"id": id, "usageLimited": false, "UsageCreditsToAddOrRemove": [{"unit": "usdm", "amount": "-8"}]}),
+        )
         .await;
     failure(&mixed, 400);
-    assert_eq!(success(&masumi.send("GET", STATUS, &secret, None).await)["status"], "Active");
+    assert_eq!(success(&masumi.send("GET", STATUS, &secret, None).await)["usageLimited"], true);
 
     // Amounts that are not decimal integers within 64 bits: 400, nothing changed.
     for amount in ["ten", "1.5", "", "+5", " 5", "1e6", "99999999999999999999", "--1", "-"] {
@@ -207,14 +238,13 @@ async fn masumi_routes_follow_the_seed(backend: Backend) {
     assert_eq!(count, listed.len(), "refused creations create nothing");
 
     // The other fields.
-    let patched =
-        masumi.patch(json!({"id": id, "usageLimited": false, "status": "Inactive", "networkLimit": ["Preprod"]})).await;
+    let patched = masumi.patch(json!({"id": id, "usageLimited": false, "networkLimit": ["Preprod"]})).await;
     let data = success(&patched);
     assert_eq!(
         (data["usageLimited"].clone(), data["status"].clone(), data["networkLimit"].clone()),
-        (json!(false), json!("Inactive"), json!(["Preprod"]))
+        (json!(false), json!("Active"), json!(["Preprod"]))
     );
-    let patched = masumi.patch(json!({"id": id, "status": "Active", "usageLimited": "true"})).await;
+    let patched = masumi.patch(json!({"id": id, "status": "Active", "usageLimited": "TRUE"})).await;
     assert_eq!(
         (success(&patched)["status"].clone(), patched.body["data"]["usageLimited"].clone()),
         (json!("Active"), json!(true))
@@ -224,14 +254,15 @@ async fn masumi_routes_follow_the_seed(backend: Backend) {
     let (_, other_secret) = masumi.create(json!({})).await;
     let ledger = app.count_rows("credit_transactions").await;
     let taken = masumi
-        .patch(json!({"id": id, "token": other_secret, "status": "Inactive",
+        .patch(json!({"id": id, "token": other_secret, "usageLimited": false,
             "UsageCreditsToAddOrRemove": [{"unit": "", "amount": "3"}]}))
         .await;
     failure(&taken, 409);
     // One transaction: nothing of the PATCH happened, so there is nothing to undo either.
     assert_eq!(masumi.balances(&secret).await, json!({"": "10000000", "usdm": "7"}), "no adjustment");
     assert_eq!(app.count_rows("credit_transactions").await, ledger, "no ledger entry, no compensating one");
-    assert_eq!(success(&masumi.send("GET", STATUS, &secret, None).await)["status"], "Active", "token and status kept");
+    let kept = masumi.send("GET", STATUS, &secret, None).await;
+    assert_eq!(success(&kept)["usageLimited"], true, "token and usageLimited kept");
     for token in ["too_short_14ch", "with a space in it", &"x".repeat(551)] {
         let answer = masumi.patch(json!({"id": id, "token": token})).await;
         assert!(failure(&answer, 400).contains("token"), "{token}");
@@ -243,22 +274,23 @@ async fn masumi_routes_follow_the_seed(backend: Backend) {
         .await;
     let data = success(&rotated);
     assert_eq!(keys(data), sorted(&CHANGED_FIELDS));
-    assert_eq!(data["token"], "…osen", "the mask, never the secret");
+    assert!(data["token"].as_str().unwrap().starts_with("…osen~"), "the handle, never the secret: {data}");
     failure(&masumi.send("GET", STATUS, &secret, None).await, 401);
-    assert_eq!(masumi.balances(imported).await, json!({"": "10000000", "usdm": "0"}));
+    assert_eq!(masumi.balances(imported).await, json!({"": "10000000"}), "a unit at zero is gone");
 
     // DELETE: revoked for good.
     let deleted = masumi.send("DELETE", KEY, ADMIN_KEY, Some(&json!({"id": id}))).await;
-    let data = success(&deleted);
+    let data = success(&deleted).clone();
     let mut fields = CHANGED_FIELDS.to_vec();
     fields.push("deletedAt");
-    assert_eq!(keys(data), sorted(&fields));
-    assert_key_types(data);
+    assert_eq!(keys(&data), sorted(&fields));
+    assert_key_types(&data);
     assert_eq!(data["status"], "Revoked");
+    let again = masumi.send("DELETE", KEY, ADMIN_KEY, Some(&json!({"id": id}))).await;
+    assert_eq!(success(&again)["deletedAt"], data["deletedAt"], "deleting a revoked key answers it, 200");
     assert!(chrono::DateTime::parse_from_rfc3339(data["deletedAt"].as_str().unwrap()).is_ok());
     failure(&masumi.send("GET", STATUS, imported, None).await, 401);
     for body in [
-        json!({"id": id, "status": "Active"}),
         json!({"id": id, "UsageCreditsToAddOrRemove": [{"unit": "", "amount": "1"}]}),
         json!({"id": id, "token": "another_chosen_secret_1"}),
     ] {
@@ -271,20 +303,19 @@ async fn masumi_routes_follow_the_seed(backend: Backend) {
         success(&listed)["ApiKeys"].as_array().unwrap().iter().find(|k| k["id"] == json!(id)).unwrap().clone();
     assert_eq!(
         (revoked["status"].clone(), revoked["RemainingUsageCredits"].clone()),
-        (json!("Revoked"), json!([{"unit": "", "amount": "10000000"}, {"unit": "usdm", "amount": "0"}]))
+        (json!("Revoked"), json!([{"unit": "", "amount": "10000000"}]))
     );
 
-    // Malformed bodies and unknown keys.
-    for body in [
-        "{",
-        "[]",
-        r#"{"id": 5}"#,
-        r#"{"id": "x", "status": "Paused"}"#,
-        r#"{"id": "x", "nope": 1}"#,
-        r#"{"id":"x","status":"Revoked"}"#,
-    ] {
+    // Malformed bodies and values outside the contract's enums; unknown fields are ignored.
+    for body in
+        ["{", "[]", r#"{"id": 5}"#, r#"{"id": "x", "status": "Paused"}"#, r#"{"id": "x", "status": "Inactive"}"#]
+    {
         let answer = masumi.rest.send("PATCH", KEY, &[("token", ADMIN_KEY)], Some(body)).await;
         failure(&answer, 400);
+    }
+    for body in [r#"{"id": "x", "nope": 1}"#, r#"{"id":"unique_cuid_v2_of_entry","status":"Revoked"}"#] {
+        let answer = masumi.rest.send("PATCH", KEY, &[("token", ADMIN_KEY)], Some(body)).await;
+        assert_eq!(failure(&answer, 404), "API key not found", "{body}");
     }
     let missing = masumi.patch(json!({"id": uuid::Uuid::now_v7().to_string(), "status": "Active"})).await;
     failure(&missing, 404);
@@ -316,10 +347,13 @@ async fn masumi_permissions_route_by_route(backend: Backend) {
         ];
         for (method, path, body) in routes {
             let answer = masumi.send(method, path, token, body.as_ref()).await;
-            if admin {
+            if admin && path == RPC {
+                rpc_success(&answer);
+            } else if admin {
                 success(&answer);
             } else {
-                assert_eq!(failure(&answer, 401), "Unauthorized", "{permission} {method} {path}");
+                let message = failure(&answer, 401);
+                assert_eq!(message, "Unauthorized, admin access required", "{permission} {method} {path}");
             }
         }
     }
@@ -352,7 +386,8 @@ async fn masumi_cursors_are_inclusive(backend: Backend) {
         masumi.create(json!({})).await;
     }
     let ids = |answer: &Answer, field: &str| -> Vec<String> {
-        success(answer)[field].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_owned()).collect()
+        let data = if field == "ApiKeys" { success(answer) } else { rpc_success(answer) };
+        data[field].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap().to_owned()).collect()
     };
     let all = ids(&masumi.send("GET", KEY, ADMIN_KEY, None).await, "ApiKeys");
     assert_eq!(all.len(), 5, "the admin's key and four more; default limit 10");
@@ -377,7 +412,7 @@ async fn masumi_cursors_are_inclusive(backend: Backend) {
         assert_eq!(created.status, 200, "{:?}", created.body);
     }
     let answer = masumi.send("GET", RPC, ADMIN_KEY, None).await;
-    let data = success(&answer);
+    let data = rpc_success(&answer);
     assert_eq!(keys(data), sorted(&["RpcProviderKeys"]));
     for key in data["RpcProviderKeys"].as_array().unwrap() {
         assert_eq!(keys(key), sorted(&RPC_FIELDS));
@@ -449,7 +484,7 @@ async fn masumi_seed_examples_replay(backend: Backend) {
     let patched = send("PATCH", body.replace("unique_cuid_v2_of_entry_to_update", &id)).await;
     assert_eq!(keys(success(&patched)), sorted(&CHANGED_FIELDS));
     assert_key_types(&patched.body["data"]);
-    assert_eq!(masumi.balances("api_key_to_change_to").await, json!({"": "10000000", "usdm_policy_and_asset_id": "0"}));
+    assert_eq!(masumi.balances("api_key_to_change_to").await, json!({"": "10000000"}), "a unit at zero is gone");
 
     // DELETE /api-key
     let body = "{\n  \"id\": \"id_or_apiKey_unique_cuid_v2_of_entry_to_delete\"\n}";
@@ -461,7 +496,7 @@ async fn masumi_seed_examples_replay(backend: Backend) {
 
     // GET /rpc-api-keys
     let rpc = get(RPC).await;
-    assert_eq!(success(&rpc)["RpcProviderKeys"], json!([]));
+    assert_eq!(rpc_success(&rpc)["RpcProviderKeys"], json!([]));
     app.stop().await;
 }
 both!(masumi_seed_examples_replay);

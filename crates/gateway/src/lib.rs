@@ -8,6 +8,9 @@
 //!   and the generic scoped keys ([`scoped`]), each in its own legacy JSON shape.
 //!
 //! Each surface maps failures to HTTP in its own `error` module, from one [`Failure`] type.
+//! Every route answers with or without a trailing slash, an unknown path answers 404 in
+//! the shape of the surface its prefix belongs to, and CORS is answered when configured
+//! ([`CorsOrigins`]).
 
 #![forbid(unsafe_code)]
 
@@ -22,12 +25,23 @@ pub mod status;
 mod time;
 pub mod upstream;
 
-use axum::{Router, extract::DefaultBodyLimit};
+use std::{str::FromStr, time::Duration};
+
+use axum::{Router, extract::DefaultBodyLimit, http::Uri, response::Response};
+use http::HeaderValue;
+use tower::Layer;
+use tower_http::{
+    cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer},
+    normalize_path::NormalizePathLayer,
+};
 
 pub use crate::{failure::Failure, upstream::Upstream};
 
 /// Largest request body any route accepts; larger ones are answered 413 in the surface's shape.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a browser may cache a CORS preflight answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Settings of the gateway itself (the rest is the upstream's business).
 #[derive(Debug, Clone, Default)]
@@ -35,17 +49,123 @@ pub struct Settings {
     /// Environment the PSP surface creates keys in and counts them for; empty means the
     /// server's default environment.
     pub psp_environment: String,
+    /// Browser origins allowed to call the REST routes (CORS); none by default.
+    pub cors_allowed_origins: CorsOrigins,
+}
+
+/// The origins CORS lets call the gateway: `KEYWARD_CORS_ALLOWED_ORIGINS`, a
+/// comma-separated list of origins (`https://dashboard.example.com`), or `*` for any.
+/// Empty (the default) answers no CORS headers at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS: browsers on other origins are refused by the browser itself.
+    #[default]
+    None,
+    /// Any origin (`*`).
+    Any,
+    /// These origins, exactly.
+    List(Vec<HeaderValue>),
+}
+
+impl FromStr for CorsOrigins {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let origins: Vec<&str> = text.split(',').map(str::trim).filter(|origin| !origin.is_empty()).collect();
+        if origins.is_empty() {
+            return Ok(Self::None);
+        }
+        if origins.contains(&"*") {
+            return if origins.len() == 1 {
+                Ok(Self::Any)
+            } else {
+                Err("`*` allows every origin and cannot be combined with others".to_owned())
+            };
+        }
+        origins
+            .into_iter()
+            .map(|origin| {
+                let uri: Uri = origin.parse().map_err(|_| format!("{origin:?} is not an origin"))?;
+                let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
+                if uri.scheme().is_none() || uri.authority().is_none() || !bare || origin.ends_with('/') {
+                    return Err(format!("{origin:?} is not an origin (scheme://host[:port], no path)"));
+                }
+                HeaderValue::from_str(origin).map_err(|_| format!("{origin:?} is not an origin"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self::List)
+    }
+}
+
+impl CorsOrigins {
+    fn layer(&self) -> Option<CorsLayer> {
+        let origins = match self {
+            Self::None => return None,
+            Self::Any => AllowOrigin::any(),
+            Self::List(origins) => AllowOrigin::list(origins.iter().cloned()),
+        };
+        Some(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods(AllowMethods::mirror_request())
+                .allow_headers(AllowHeaders::mirror_request())
+                .max_age(CORS_MAX_AGE),
+        )
+    }
 }
 
 /// Every REST route, over `upstream`: the native API, the three compatible surfaces and
-/// `GET /openapi.json`.
+/// `GET /openapi.json`; a trailing slash is ignored, and CORS is answered as configured.
 pub fn router(upstream: Upstream, settings: Settings) -> Router {
     let native = native::Native::new(upstream.clone());
-    Router::new()
+    let routes = Router::new()
         .merge(psp::routes(upstream.clone(), settings.clone()))
         .merge(masumi::routes(upstream.clone()))
         .merge(scoped::routes(upstream))
         .merge(openapi::routes(&native))
         .merge(native.routes())
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    // Paths are trimmed before routing (a layer on a Router runs after it), so that
+    // `/api/v1/api-key/` is `/api/v1/api-key`, as Masumi's generated client calls it.
+    let trimmed = NormalizePathLayer::trim_trailing_slash().layer(routes);
+    match settings.cors_allowed_origins.layer() {
+        Some(cors) => Router::new().fallback_service(cors.layer(trimmed)),
+        None => Router::new().fallback_service(trimmed),
+    }
+}
+
+/// An unknown path, answered in the shape of the surface whose prefix it carries.
+async fn no_route(uri: Uri) -> Response {
+    let path = uri.path();
+    let under = |base: &str| path == base || path.strip_prefix(base).is_some_and(|rest| rest.starts_with('/'));
+    if under(psp::BASE) {
+        psp::error::respond(Failure::NoRoute)
+    } else if under(scoped::BASE) {
+        scoped::error::respond(Failure::NoRoute)
+    } else if under("/api/v1") {
+        // Masumi's server prefix: every other path under it is Masumi's.
+        masumi::error::respond(Failure::NoRoute)
+    } else {
+        native::error::respond(Failure::NoRoute)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CorsOrigins;
+
+    #[test]
+    fn cors_origins_parse() {
+        assert_eq!("".parse::<CorsOrigins>(), Ok(CorsOrigins::None));
+        assert_eq!(" , ".parse::<CorsOrigins>(), Ok(CorsOrigins::None));
+        assert_eq!("*".parse::<CorsOrigins>(), Ok(CorsOrigins::Any));
+        let CorsOrigins::List(list) = "https://a.example, http://b.example:3000".parse().unwrap() else {
+            panic!("a list")
+        };
+        assert_eq!(list, ["https://a.example", "http://b.example:3000"]);
+        for bad in ["*,https://a.example", "a.example", "https://a.example/path", "https://a.example/"] {
+            assert!(bad.parse::<CorsOrigins>().is_err(), "{bad}");
+        }
+    }
 }

@@ -71,12 +71,19 @@ pub struct RestConfig {
     /// server's default environment.
     #[arg(long, env = "KEYWARD_PSP_ENVIRONMENT", default_value = "")]
     pub psp_environment: String,
+    /// Browser origins allowed to call the REST routes (CORS), comma-separated, or `*` for
+    /// any; empty answers no CORS headers.
+    #[arg(long, env = "KEYWARD_CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: keyward_gateway::CorsOrigins,
 }
 
 impl RestConfig {
     /// The gateway's settings.
     pub fn gateway_settings(&self) -> keyward_gateway::Settings {
-        keyward_gateway::Settings { psp_environment: self.psp_environment.clone() }
+        keyward_gateway::Settings {
+            psp_environment: self.psp_environment.clone(),
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+        }
     }
 }
 

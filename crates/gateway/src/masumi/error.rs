@@ -29,12 +29,13 @@ pub struct MasumiErrorMessage {
 }
 
 /// keyward's field names in messages, and the Masumi fields they stand for.
-const FIELD_NAMES: [(&str, &str); 5] = [
+const FIELD_NAMES: [(&str, &str); 6] = [
     ("import_secret", "token"),
     ("credit_deltas", "UsageCreditsToAddOrRemove"),
     ("api_key.credits", "UsageCredits"),
     ("api_key.networks", "networkLimit"),
     ("api_key.usage_limited", "usageLimited"),
+    ("api_key.scopes", "permission"),
 ];
 
 /// A keyward message in Masumi's words: its fields named as the Masumi request names them.
@@ -46,7 +47,9 @@ fn masumi_names(message: &str) -> String {
 pub(crate) fn respond(failure: Failure) -> Response {
     let (status, message) = match failure {
         Failure::Status(status) => match status.code() {
-            Code::Unauthenticated | Code::PermissionDenied => (StatusCode::UNAUTHORIZED, "Unauthorized".to_owned()),
+            Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "Unauthorized".to_owned()),
+            // Every Masumi route a key may lack the right for is an admin route.
+            Code::PermissionDenied => (StatusCode::UNAUTHORIZED, "Unauthorized, admin access required".to_owned()),
             Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable".to_owned()),
             Code::NotFound => (StatusCode::NOT_FOUND, "API key not found".to_owned()),
             Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss | Code::Unimplemented => {
