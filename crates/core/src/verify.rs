@@ -42,6 +42,11 @@ impl Verdict {
     }
 }
 
+/// The network label of a key allowed no network at all (Masumi's `networkLimit: []`):
+/// every verification that names a network fails, this label included. (An empty set of
+/// networks means any network.)
+pub const NO_NETWORK: &str = "keyward.reserved/no-network";
+
 /// Judges `key`, found by a secret that itself expires at `secret_expires_at` (set during
 /// a rotation grace period), against the request's scopes and network.
 pub fn judge(
@@ -62,8 +67,45 @@ pub fn judge(
     if !required_scopes.iter().all(|scope| key.scopes.contains(scope)) {
         return Verdict::InsufficientScope;
     }
-    if !network.is_empty() && !key.networks.is_empty() && !key.networks.contains(network) {
+    let no_network = key.networks.contains(NO_NETWORK);
+    if !network.is_empty() && (no_network || (!key.networks.is_empty() && !key.networks.contains(network))) {
         return Verdict::NetworkNotAllowed;
     }
     Verdict::Valid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_with_no_network_fails_every_named_network_even_the_reserved_label() {
+        let now = Utc::now();
+        let key = ApiKey {
+            id: uuid::Uuid::now_v7(),
+            number: 1,
+            name: "no network".into(),
+            mask: String::new(),
+            owner: "o".into(),
+            creator: "c".into(),
+            organization_id: String::new(),
+            organization_name: String::new(),
+            environment: "production".into(),
+            scopes: Default::default(),
+            networks: [NO_NETWORK.to_owned()].into(),
+            status: KeyStatus::Active,
+            usage_limited: false,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+            deleted_at: None,
+            last_used_at: None,
+            metadata: Default::default(),
+        };
+        for network in ["Preprod", "Mainnet", NO_NETWORK] {
+            assert_eq!(judge(&key, None, &[], network, now), Verdict::NetworkNotAllowed, "{network}");
+        }
+        // Authentication names no network: the key still identifies its caller.
+        assert_eq!(judge(&key, None, &[], "", now), Verdict::Valid);
+    }
 }
