@@ -12,6 +12,7 @@ mod m20261124_000003_create_rpc_provider_keys;
 mod m20261124_000004_create_credits;
 mod m20261201_000005_repair_usage_overflow;
 mod m20261201_000006_index_live_keys;
+mod m20261201_000007_fingerprint_charge_records;
 
 /// Runs every migration in order.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_create_credits::Migration),
             Box::new(m20261201_000005_repair_usage_overflow::Migration),
             Box::new(m20261201_000006_index_live_keys::Migration),
+            Box::new(m20261201_000007_fingerprint_charge_records::Migration),
         ]
     }
 }

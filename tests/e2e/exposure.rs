@@ -145,6 +145,9 @@ async fn health_of_every_service_follows_the_database(backend: Backend) {
 }
 both!(health_of_every_service_follows_the_database);
 
+/// A cost as (unit, amount) pairs.
+type Cost<'a> = &'a [(&'a str, i64)];
+
 /// Most one verification may cost per unit (the documented bound).
 const MAX_COST: i64 = 1_000_000_000_000;
 
@@ -353,3 +356,115 @@ async fn counters_that_overflowed_into_real_are_repaired() {
     assert_eq!(app.running().store.usage_count(key, "VALID").await.unwrap(), i64::MAX);
     app.stop().await;
 }
+
+/// Every ledger entry of a key: (unit, delta, request id).
+async fn ledger(app: &TestApp, id: &str) -> Vec<(String, i64, String)> {
+    let request = v1::ListCreditTransactionsRequest { api_key_id: id.to_owned(), page_size: 100, ..Default::default() };
+    let answer = CreditServiceClient::new(app.channel.clone()).list_credit_transactions(admin(request)).await.unwrap();
+    answer.into_inner().transactions.into_iter().map(|entry| (entry.unit, entry.delta, entry.request_id)).collect()
+}
+
+fn remaining(answer: &v1::VerifyApiKeyResponse) -> Vec<(String, i64)> {
+    answer.remaining_credits.iter().map(|credit| (credit.unit.clone(), credit.amount)).collect()
+}
+
+async fn a_replayed_request_id_must_be_the_same_charge(backend: Backend) {
+    let app = spawn(backend).await;
+    let (key, secret) = key_of(&app, "payer", Some(&[("", 100), ("ada", 100)])).await;
+    let (other, other_secret) = key_of(&app, "payer", Some(&[("", 10_000)])).await;
+    let (_, verifier) = app.create_key("billing", &["verify"]).await;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let first = verify_as(&app, ADMIN_KEY, &secret, &[("", 1)], &request_id).await.unwrap();
+    assert!(first.valid);
+    assert_eq!(remaining(&first), vec![(String::new(), 99)]);
+
+    let replays: [(&str, &str, Cost<'_>); 6] = [
+        (ADMIN_KEY, &secret, &[("", 1000)]),
+        (ADMIN_KEY, &secret, &[("", 2)]),
+        (ADMIN_KEY, &secret, &[("", 1), ("ada", 1)]),
+        (ADMIN_KEY, &secret, &[("ada", 1)]),
+        (ADMIN_KEY, &other_secret, &[("", 1)]),
+        (&verifier, &secret, &[("", 1)]),
+    ];
+    for (caller, presented, cost) in replays {
+        let refused = verify_as(&app, caller, presented, cost, &request_id).await.unwrap_err();
+        assert_invalid(&refused, "request_id");
+    }
+    let again = verify_as(&app, ADMIN_KEY, &secret, &[("", 1)], &request_id).await.unwrap();
+    assert_eq!((again.valid, remaining(&again)), (true, remaining(&first)), "an exact replay gets the first answer");
+    assert_eq!(balances(&app, &key.id).await, vec![(String::new(), 99), ("ada".into(), 100)]);
+    assert_eq!(balances(&app, &other.id).await, vec![(String::new(), 10_000)]);
+    let charged: Vec<_> = ledger(&app, &key.id).await.into_iter().filter(|entry| entry.2 == request_id).collect();
+    assert_eq!(charged, vec![(String::new(), -1, request_id.clone())], "charged once, for the first request");
+    assert_eq!(ledger(&app, &other.id).await.len(), 1, "only the initial credit");
+
+    // A charge recorded before fingerprints existed is judged by its ledger entries.
+    let db = app.running().store.connection();
+    let legacy = sea_orm::Statement::from_sql_and_values(
+        db.get_database_backend(),
+        match backend {
+            Backend::Sqlite => "UPDATE charge_records SET fingerprint = NULL WHERE request_id = ?",
+            Backend::Postgres => "UPDATE charge_records SET fingerprint = NULL WHERE request_id = $1",
+        },
+        [request_id.clone().into()],
+    );
+    assert_eq!(db.execute_raw(legacy).await.unwrap().rows_affected(), 1);
+    for (caller, cost) in [(ADMIN_KEY, &[("", 1000)][..]), (ADMIN_KEY, &[("", 1), ("ada", 1)]), (&verifier, &[("", 1)])]
+    {
+        let refused = verify_as(&app, caller, &secret, cost, &request_id).await.unwrap_err();
+        assert_invalid(&refused, "request_id");
+    }
+    let again = verify_as(&app, ADMIN_KEY, &secret, &[("", 1)], &request_id).await.unwrap();
+    assert_eq!(remaining(&again), remaining(&first));
+    assert_eq!(balances(&app, &key.id).await, vec![(String::new(), 99), ("ada".into(), 100)]);
+
+    // A refused first charge: its exact replay is refused alike, any other is not its replay.
+    let (_, poor_secret) = key_of(&app, "poor", Some(&[("", 0)])).await;
+    let refused_id = uuid::Uuid::new_v4().to_string();
+    for _ in 0..2 {
+        let answer = verify_as(&app, ADMIN_KEY, &poor_secret, &[("", 1)], &refused_id).await.unwrap();
+        assert_eq!(answer.code(), v1::VerificationCode::UsageExceeded);
+    }
+    let cheaper = verify_as(&app, ADMIN_KEY, &poor_secret, &[("", 2)], &refused_id).await.unwrap_err();
+    assert_invalid(&cheaper, "request_id");
+
+    // Racing: one request id, two costs, or two keys, in flight together. One charge
+    // is applied; calls that match it get its answer, the others are refused.
+    let raced = uuid::Uuid::new_v4().to_string();
+    let calls = (0..20).map(|index| {
+        let cost = if index % 2 == 0 { 1 } else { 1000 };
+        let (app, secret, raced) = (&app, other_secret.clone(), raced.clone());
+        async move { (cost, verify_as(app, ADMIN_KEY, &secret, &[("", cost)], &raced).await) }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let entries: Vec<_> = ledger(&app, &other.id).await.into_iter().filter(|entry| entry.2 == raced).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let winner = -entries[0].1;
+    for (cost, answer) in &answers {
+        match answer {
+            Ok(answer) => {
+                assert_eq!(*cost, winner, "only the charge applied is answered");
+                assert_eq!(remaining(answer), vec![(String::new(), 10_000 - winner)]);
+            }
+            Err(status) => {
+                assert_ne!(*cost, winner, "{status:?}");
+                assert_invalid(status, "request_id");
+            }
+        }
+    }
+    assert_eq!(balances(&app, &other.id).await, vec![(String::new(), 10_000 - winner)]);
+
+    let across = uuid::Uuid::new_v4().to_string();
+    let calls = (0..20).map(|index| {
+        let secret = if index % 2 == 0 { secret.clone() } else { other_secret.clone() };
+        let (app, across) = (&app, across.clone());
+        async move { verify_as(app, ADMIN_KEY, &secret, &[("", 1)], &across).await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let mut charged = ledger(&app, &key.id).await;
+    charged.extend(ledger(&app, &other.id).await);
+    assert_eq!(charged.iter().filter(|entry| entry.2 == across).count(), 1, "one key was charged, once");
+    assert_eq!(answers.iter().filter(|answer| answer.is_ok()).count(), 10, "the calls of that key got its answer");
+    app.stop().await;
+}
+both!(a_replayed_request_id_must_be_the_same_charge);

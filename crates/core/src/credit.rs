@@ -107,6 +107,29 @@ pub struct Charge {
     pub actor: String,
 }
 
+impl Charge {
+    /// What a request id stands for: the key, every unit and amount of the cost, and the
+    /// caller, as a SHA-256 hex digest. A replay must match it to get the first answer.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut costs: Vec<&Credit> = self.costs.iter().collect();
+        costs.sort();
+        let mut digest = Sha256::new();
+        digest.update(b"keyward charge\0");
+        digest.update(self.key_id.as_bytes());
+        // Lengths before the text, so no two different charges encode alike.
+        digest.update((self.actor.len() as u64).to_be_bytes());
+        digest.update(self.actor.as_bytes());
+        digest.update((costs.len() as u64).to_be_bytes());
+        for cost in costs {
+            digest.update((cost.unit.len() as u64).to_be_bytes());
+            digest.update(cost.unit.as_bytes());
+            digest.update(cost.amount.to_be_bytes());
+        }
+        hex::encode(digest.finalize())
+    }
+}
+
 /// What became of a charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
@@ -114,6 +137,9 @@ pub enum ChargeOutcome {
     Charged(Vec<Credit>),
     /// Some balance was too low; nothing was charged.
     Exceeded,
+    /// The request id was first used for another charge (another key, cost or caller);
+    /// nothing was charged.
+    RequestIdReused,
 }
 
 /// One ledger entry.
@@ -179,6 +205,28 @@ mod tests {
 
     fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).map(|at| at.with_timezone(&Utc)).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_fingerprint_covers_key_cost_and_caller() {
+        let key = Uuid::now_v7();
+        let charge = |key_id, costs: &[(&str, i64)], actor: &str| Charge {
+            key_id,
+            costs: costs.iter().map(|(unit, amount)| Credit::new(*unit, *amount)).collect(),
+            request_id: Some("r".to_owned()),
+            actor: actor.to_owned(),
+        };
+        let first = charge(key, &[("", 1), ("ada", 2)], "key:a").fingerprint();
+        assert_eq!(first, charge(key, &[("ada", 2), ("", 1)], "key:a").fingerprint(), "order does not matter");
+        for other in [
+            charge(Uuid::now_v7(), &[("", 1), ("ada", 2)], "key:a"),
+            charge(key, &[("", 1000), ("ada", 2)], "key:a"),
+            charge(key, &[("", 1)], "key:a"),
+            charge(key, &[("", 1), ("ad", 2)], "key:a"),
+            charge(key, &[("", 1), ("ada", 2)], "key:b"),
+        ] {
+            assert_ne!(first, other.fingerprint(), "{other:?}");
+        }
     }
 
     #[test]

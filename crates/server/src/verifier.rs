@@ -110,6 +110,13 @@ impl Verifier {
                     verification.remaining = remaining;
                 }
                 ChargeOutcome::Exceeded => verification.verdict = Verdict::UsageExceeded,
+                ChargeOutcome::RequestIdReused => {
+                    return Err(Error::invalid(
+                        "request_id",
+                        "was already used for another charge (another key, cost or caller); nothing was charged: \
+                         use a fresh request_id for a new request",
+                    ));
+                }
             }
         }
         self.metrics.verified(verification.verdict);

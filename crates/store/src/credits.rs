@@ -190,8 +190,9 @@ impl Store {
 
     /// Applies a batch of charges in one transaction: each is charged in full or not at
     /// all, under the database's own `balance >= cost` condition, with its ledger
-    /// entries; a charge whose (key, request id) was seen before gets its first outcome.
-    /// Nothing is reported charged before the transaction has committed.
+    /// entries. A charge whose request id was seen before gets the first outcome if it is
+    /// the same charge (key, cost and caller), and [`ChargeOutcome::RequestIdReused`] with
+    /// nothing charged otherwise. Nothing is reported charged before the commit.
     pub async fn charge(&self, charges: &[Charge], now: DateTime<Utc>) -> Result<Vec<ChargeOutcome>> {
         let mut attempt = 1;
         loop {
@@ -214,16 +215,22 @@ impl Store {
         let txn = self.begin_write().await.map_err(|err| DbErr::Custom(err.to_string()))?;
         let mut outcomes: Vec<Option<ChargeOutcome>> = vec![None; charges.len()];
 
-        // Charges repeating a (key, request id) of this batch follow the first one.
-        let mut first_of: HashMap<(Uuid, &str), usize> = HashMap::new();
+        // A request id stands for one charge: a repeat within this batch follows the
+        // first charge with that id if it is the same charge; one that differs is judged
+        // once the first's claim has shown which charge the id stands for.
+        let fingerprints: Vec<Option<String>> =
+            charges.iter().map(|charge| charge.request_id.as_ref().map(|_| charge.fingerprint())).collect();
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
         let mut copies = Vec::new();
+        let mut differing = Vec::new();
         let mut fresh = Vec::new();
         for (index, charge) in charges.iter().enumerate() {
             match charge.request_id.as_deref() {
-                Some(request_id) => match first_of.get(&(charge.key_id, request_id)) {
-                    Some(&first) => copies.push((index, first)),
+                Some(request_id) => match first_of.get(request_id) {
+                    Some(&first) if fingerprints[first] == fingerprints[index] => copies.push((index, first)),
+                    Some(_) => differing.push(index),
                     None => {
-                        first_of.insert((charge.key_id, request_id), index);
+                        first_of.insert(request_id, index);
                         fresh.push(index);
                     }
                 },
@@ -231,21 +238,29 @@ impl Store {
             }
         }
 
-        // Claim the request ids; those claimed earlier are replays of their first outcome.
-        let claimed = claim_request_ids(&txn, backend, charges, &first_of, now).await?;
-        let mut replays = Vec::new();
-        fresh.retain(|&index| {
-            let charge = &charges[index];
-            match charge.request_id.as_deref() {
-                Some(request_id) if !claimed.contains(&(charge.key_id, request_id.to_owned())) => {
-                    replays.push(index);
-                    false
-                }
-                Some(_) | None => true,
+        // Claim the request ids; one claimed earlier gets the first outcome if it stands
+        // for the same charge, and is refused otherwise.
+        let claimed = claim_request_ids(&txn, backend, charges, &fingerprints, &first_of, now).await?;
+        let mut earlier = Vec::new();
+        fresh.retain(|&index| match charges[index].request_id.as_deref() {
+            Some(request_id) if !claimed.contains(request_id) => {
+                earlier.push(index);
+                false
             }
+            Some(_) | None => true,
         });
-        for index in replays {
-            outcomes[index] = Some(first_outcome(&txn, &charges[index]).await?);
+        for index in earlier {
+            let fingerprint = fingerprints[index].as_deref().unwrap_or_default();
+            outcomes[index] = Some(replayed_outcome(&txn, &charges[index], fingerprint).await?);
+        }
+        for index in differing {
+            let request_id = charges[index].request_id.as_deref().unwrap_or_default();
+            outcomes[index] = Some(if claimed.contains(request_id) {
+                ChargeOutcome::RequestIdReused
+            } else {
+                let fingerprint = fingerprints[index].as_deref().unwrap_or_default();
+                replayed_outcome(&txn, &charges[index], fingerprint).await?
+            });
         }
 
         let mut ledger = Vec::new();
@@ -665,34 +680,75 @@ async fn insert_ledger(txn: &DatabaseTransaction, rows: Vec<credit_transaction::
     Ok(())
 }
 
-/// Inserts a charge record per first (key, request id) of the batch; returns those this
-/// transaction claimed. A claim racing another transaction's waits for it to end.
+/// Inserts a charge record, with its fingerprint, per first request id of the batch;
+/// returns the request ids this transaction claimed. A claim racing another
+/// transaction's waits for it to end (the unique index on request_id decides).
 async fn claim_request_ids(
     txn: &DatabaseTransaction,
     backend: DbBackend,
     charges: &[Charge],
-    first_of: &HashMap<(Uuid, &str), usize>,
+    fingerprints: &[Option<String>],
+    first_of: &HashMap<&str, usize>,
     now: DateTime<Utc>,
-) -> std::result::Result<HashSet<(Uuid, String)>, DbErr> {
+) -> std::result::Result<HashSet<String>, DbErr> {
     let mut claimed = HashSet::new();
     // A fixed order keeps two batches sharing request ids from waiting on each other in a cycle.
-    let mut ids: Vec<(Uuid, &str)> = first_of.keys().copied().collect();
+    let mut ids: Vec<(&str, usize)> = first_of.iter().map(|(request_id, index)| (*request_id, *index)).collect();
     ids.sort_unstable();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let mut sql = Sql::new(backend);
-        sql.push("INSERT INTO charge_records (key_id, request_id, charged, created_at) VALUES ");
-        for (position, (key_id, request_id)) in chunk.iter().enumerate() {
+        sql.push("INSERT INTO charge_records (key_id, request_id, charged, created_at, fingerprint) VALUES ");
+        for (position, (request_id, index)) in chunk.iter().enumerate() {
             sql.push(if position == 0 { "(" } else { ", (" });
-            sql.bind(*key_id, "").push(", ").bind(*request_id, "").push(", ").bind(false, "").push(", ");
-            sql.bind(now, "").push(")");
+            sql.bind(charges[*index].key_id, "").push(", ").bind(*request_id, "").push(", ").bind(false, "");
+            sql.push(", ").bind(now, "").push(", ").bind(fingerprints[*index].clone(), "").push(")");
         }
-        sql.push(" ON CONFLICT DO NOTHING RETURNING key_id, request_id");
+        sql.push(" ON CONFLICT DO NOTHING RETURNING request_id");
         for row in txn.query_all_raw(sql.statement()).await? {
-            claimed.insert((row.try_get::<Uuid>("", "key_id")?, row.try_get::<String>("", "request_id")?));
+            claimed.insert(row.try_get::<String>("", "request_id")?);
         }
     }
-    debug_assert!(charges.len() >= claimed.len());
     Ok(claimed)
+}
+
+/// The answer to a charge whose request id an earlier charge claimed: that charge's
+/// outcome if it was the same charge (same fingerprint), else [`ChargeOutcome::RequestIdReused`].
+async fn replayed_outcome(
+    txn: &DatabaseTransaction,
+    charge: &Charge,
+    fingerprint: &str,
+) -> std::result::Result<ChargeOutcome, DbErr> {
+    let request_id = charge.request_id.clone().unwrap_or_default();
+    // Read through the unique index on request_id (it holds the rows with a fingerprint).
+    let claim = charge_record::Entity::find()
+        .filter(charge_record::Column::RequestId.eq(request_id.clone()))
+        .filter(charge_record::Column::Fingerprint.is_not_null())
+        .one(txn)
+        .await?;
+    if let Some(claim) = claim {
+        return if claim.fingerprint.as_deref() == Some(fingerprint) {
+            first_outcome(txn, charge).await
+        } else {
+            Ok(ChargeOutcome::RequestIdReused)
+        };
+    }
+    // A record from before fingerprints: the same key's, or the claim would have gone
+    // through. Its ledger entries tell what a charge that went through was; one that did
+    // not left none, and replaying its refusal gives nothing away.
+    let record = charge_record::Entity::find_by_id((charge.key_id, request_id.clone())).one(txn).await?;
+    let Some(record) = record else { return Ok(ChargeOutcome::RequestIdReused) };
+    if record.charged {
+        let entries = verify_entries(txn, charge.key_id, &request_id).await?;
+        let mut charged: Vec<Credit> =
+            entries.iter().map(|entry| Credit::new(entry.unit.clone(), -entry.delta)).collect();
+        charged.sort();
+        let mut asked = charge.costs.clone();
+        asked.sort();
+        if charged != asked || entries.iter().any(|entry| entry.actor != charge.actor) {
+            return Ok(ChargeOutcome::RequestIdReused);
+        }
+    }
+    first_outcome(txn, charge).await
 }
 
 /// Records a charge that went through: its ledger entries and its request id.
@@ -744,14 +800,23 @@ async fn first_outcome(txn: &DatabaseTransaction, charge: &Charge) -> std::resul
     if !record.is_some_and(|record| record.charged) {
         return Ok(ChargeOutcome::Exceeded);
     }
-    let entries = credit_transaction::Entity::find()
-        .filter(credit_transaction::Column::KeyId.eq(charge.key_id))
-        .filter(credit_transaction::Column::RequestId.eq(request_id))
+    let entries = verify_entries(txn, charge.key_id, &request_id).await?;
+    Ok(ChargeOutcome::Charged(entries.into_iter().map(|entry| Credit::new(entry.unit, entry.balance_after)).collect()))
+}
+
+/// The ledger entries a charge with this (key, request id) wrote, by unit.
+async fn verify_entries(
+    txn: &DatabaseTransaction,
+    key_id: Uuid,
+    request_id: &str,
+) -> std::result::Result<Vec<credit_transaction::Model>, DbErr> {
+    credit_transaction::Entity::find()
+        .filter(credit_transaction::Column::KeyId.eq(key_id))
+        .filter(credit_transaction::Column::RequestId.eq(request_id.to_owned()))
         .filter(credit_transaction::Column::Reason.eq(REASON_VERIFY))
         .order_by_asc(credit_transaction::Column::Unit)
         .all(txn)
-        .await?;
-    Ok(ChargeOutcome::Charged(entries.into_iter().map(|entry| Credit::new(entry.unit, entry.balance_after)).collect()))
+        .await
 }
 
 /// One conditional UPDATE debiting each (key, unit) of `rows` (each at most once) whose

@@ -242,7 +242,8 @@ pub mod credit_transaction {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// `charge_records`: whether the first charge of each (key, request id) went through.
+/// `charge_records`: whether the first charge of each request id went through, and what
+/// that charge was (its fingerprint).
 pub mod charge_record {
     use sea_orm::entity::prelude::*;
 
@@ -255,6 +256,8 @@ pub mod charge_record {
         pub request_id: String,
         pub charged: bool,
         pub created_at: DateTimeUtc,
+        /// [`keyward_core::credit::Charge::fingerprint`]; `None` on rows written before it.
+        pub fingerprint: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
