@@ -141,6 +141,9 @@ pub struct JwtConfig {
     /// random `kid`s cannot hammer the identity provider.
     #[arg(long, env = "KEYWARD_JWT_KID_REFRESH_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
     pub jwt_kid_refresh_cooldown: Duration,
+    /// Longest a JWKS fetch over HTTP may take, body included (connecting: at most 5 s of it).
+    #[arg(long, env = "KEYWARD_JWT_JWKS_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub jwt_jwks_timeout: Duration,
 }
 
 /// Where the master key of RPC provider keys comes from.

@@ -20,6 +20,11 @@ use tokio::sync::Mutex;
 
 /// Tokens longer than this are refused unread.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Largest JWKS accepted (an identity provider's holds a few keys, a few KiB): a larger
+/// one is refused as soon as it is seen to be larger, never read whole.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// Longest a JWKS fetch may spend connecting.
+const JWKS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ALLOWED: [Algorithm; 8] = [
     Algorithm::RS256,
     Algorithm::RS384,
@@ -40,6 +45,8 @@ pub(crate) struct JwtSettings {
     pub(crate) leeway: Duration,
     pub(crate) refresh_interval: Duration,
     pub(crate) unknown_kid_cooldown: Duration,
+    /// Longest a JWKS fetch over HTTP may take, body included.
+    pub(crate) fetch_timeout: Duration,
     pub(crate) roles_claim: String,
     pub(crate) organization_id_claim: String,
     pub(crate) organization_name_claim: String,
@@ -76,7 +83,10 @@ impl JwtVerifier {
     pub(crate) async fn new(settings: JwtSettings) -> anyhow::Result<Self> {
         let source = if settings.jwks.starts_with("https://") || is_loopback_http(&settings.jwks) {
             let url = reqwest::Url::parse(&settings.jwks).map_err(|err| anyhow::anyhow!("KEYWARD_JWT_JWKS: {err}"))?;
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+            let client = reqwest::Client::builder()
+                .connect_timeout(JWKS_CONNECT_TIMEOUT.min(settings.fetch_timeout))
+                .timeout(settings.fetch_timeout)
+                .build()?;
             Source::Url(url, client)
         } else if settings.jwks.contains("://") {
             anyhow::bail!("KEYWARD_JWT_JWKS must be a file path or an https:// URL (http:// only on loopback)");
@@ -94,10 +104,20 @@ impl JwtVerifier {
     }
 
     async fn fetch(&self) -> anyhow::Result<HashMap<String, Jwk>> {
-        let set: JwkSet = match &self.source {
-            Source::File(path) => serde_json::from_slice(&tokio::fs::read(path).await?)?,
-            Source::Url(url, client) => client.get(url.clone()).send().await?.error_for_status()?.json().await?,
+        let body = match &self.source {
+            Source::File(path) => read_file(path).await?,
+            Source::Url(url, client) => download(client, url).await.map_err(|err| {
+                if err.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_timeout) {
+                    anyhow::anyhow!(
+                        "the JWKS fetch took longer than KEYWARD_JWT_JWKS_TIMEOUT ({}); refused",
+                        humantime::format_duration(self.settings.fetch_timeout)
+                    )
+                } else {
+                    err
+                }
+            })?,
         };
+        let set: JwkSet = serde_json::from_slice(&body)?;
         Ok(set.keys.into_iter().filter_map(|jwk| jwk.common.key_id.clone().map(|kid| (kid, jwk))).collect())
     }
 
@@ -113,7 +133,7 @@ impl JwtVerifier {
                 tracing::debug!(keys = keys.len(), "refreshed the JWKS");
                 *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
             }
-            Err(err) => tracing::warn!(error = %err, "could not refresh the JWKS; keeping the keys it had"),
+            Err(err) => tracing::error!(error = %err, "could not refresh the JWKS; keeping the keys it had"),
         }
     }
 
@@ -200,6 +220,38 @@ fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
         ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
         _ => "token invalid",
     }
+}
+
+fn too_large() -> anyhow::Error {
+    anyhow::anyhow!("the JWKS is larger than {} MiB; refused", MAX_JWKS_BYTES / (1024 * 1024))
+}
+
+/// The JWKS at `url`, read chunk by chunk and refused once larger than [`MAX_JWKS_BYTES`];
+/// the client's timeout bounds the whole exchange, body included.
+async fn download(client: &reqwest::Client, url: &reqwest::Url) -> anyhow::Result<Vec<u8>> {
+    let mut response = client.get(url.clone()).send().await?.error_for_status()?;
+    if response.content_length().is_some_and(|length| length > MAX_JWKS_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The JWKS file, refused when larger than [`MAX_JWKS_BYTES`] without reading it whole.
+async fn read_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut body = Vec::new();
+    tokio::fs::File::open(path).await?.take(MAX_JWKS_BYTES as u64 + 1).read_to_end(&mut body).await?;
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(too_large());
+    }
+    Ok(body)
 }
 
 fn is_loopback_http(url: &str) -> bool {

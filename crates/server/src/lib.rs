@@ -340,6 +340,7 @@ fn jwt_settings(config: &config::JwtConfig) -> anyhow::Result<Option<jwt::JwtSet
         leeway: config.jwt_leeway,
         refresh_interval: config.jwt_jwks_refresh,
         unknown_kid_cooldown: config.jwt_kid_refresh_cooldown,
+        fetch_timeout: config.jwt_jwks_timeout,
         roles_claim: config.jwt_roles_claim.clone(),
         organization_id_claim: config.jwt_org_id_claim.clone(),
         organization_name_claim: config.jwt_org_name_claim.clone(),
