@@ -627,3 +627,41 @@ async fn a_bad_jwks_refresh_keeps_the_keys_and_logs_an_error() {
         assert!(line.contains("ERROR"), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_completes_the_tls_handshake_is_dropped() {
+    use tokio::io::AsyncReadExt;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let app = crate::helpers::spawn_with(Backend::Sqlite, |config| {
+        config.tls.tls_cert = Some(cert);
+        config.tls.tls_key = Some(key);
+        config.tls.tls_handshake_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    for (listener, addr) in [("gRPC", app.running().grpc_addr), ("HTTP", app.running().http_addr)] {
+        // Opens TCP and sends nothing: the server must close the connection.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buffer = [0u8; 64];
+        // A guard against a hang, not a measure of time.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(60), idle.read(&mut buffer)).await;
+        match closed.unwrap_or_else(|_| panic!("the {listener} listener kept a silent connection open")) {
+            Ok(0) | Err(_) => {}
+            Ok(read) => panic!("the {listener} listener sent {read} bytes to a client that said nothing"),
+        }
+    }
+    // A client that does shake hands is still served.
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", app.running().http_addr)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/metrics", app.running().http_addr.port());
+    assert!(client.get(url).send().await.unwrap().status().is_success());
+    app.stop().await;
+}

@@ -108,6 +108,10 @@ pub struct TlsConfig {
     /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
     #[arg(long, env = "KEYWARD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Longest a client may take to complete the TLS handshake on either listener; a
+    /// connection still shaking hands then is closed.
+    #[arg(long, env = "KEYWARD_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: Duration,
 }
 
 /// JWT callers: people authenticated by their identity provider (off unless a JWKS is given).

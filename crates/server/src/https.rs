@@ -1,6 +1,6 @@
 //! TLS for the HTTP listener, with the same certificate, key and client CA as gRPC.
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use hyper_util::{
@@ -52,11 +52,13 @@ fn certificates(path: &Path, setting: &str) -> anyhow::Result<Vec<CertificateDer
     Ok(certs)
 }
 
-/// Serves `router` over TLS until `shutdown` fires.
+/// Serves `router` over TLS until `shutdown` fires. A client that has not completed the
+/// handshake within `handshake_timeout` is dropped, so idle sockets cannot pile up.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: axum::Router,
     tls: Arc<ServerConfig>,
+    handshake_timeout: Duration,
     mut shutdown: oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
@@ -67,8 +69,11 @@ pub(crate) async fn serve(
         };
         let (acceptor, router) = (acceptor.clone(), router.clone());
         tokio::spawn(async move {
-            // A client that fails the handshake (no or a wrong certificate) is just dropped.
-            let Ok(stream) = acceptor.accept(tcp).await else { return };
+            // A client that fails the handshake (no or a wrong certificate) or does not
+            // finish it in time is just dropped.
+            let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await else {
+                return;
+            };
             let service = TowerToHyperService::new(router);
             let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });

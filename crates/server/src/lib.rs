@@ -282,7 +282,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }),
     );
     let http = match https {
-        Some(tls) => tokio::spawn(https::serve(http_listener, router, tls, http_signal)),
+        Some(tls) => {
+            tokio::spawn(https::serve(http_listener, router, tls, config.tls.tls_handshake_timeout, http_signal))
+        }
         None => tokio::spawn(async move {
             axum::serve(http_listener, router)
                 .with_graceful_shutdown(async {
@@ -318,7 +320,8 @@ fn tls_config(config: &config::TlsConfig) -> anyhow::Result<Option<ServerTlsConf
         std::fs::read(path).with_context(|| format!("cannot read {setting} {}", path.display()))
     };
     let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(cert, "KEYWARD_TLS_CERT")?, read(key, "KEYWARD_TLS_KEY")?));
+        .identity(Identity::from_pem(read(cert, "KEYWARD_TLS_CERT")?, read(key, "KEYWARD_TLS_KEY")?))
+        .timeout(config.tls_handshake_timeout);
     if let Some(ca) = &config.tls_client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca, "KEYWARD_TLS_CLIENT_CA")?));
     }
