@@ -229,3 +229,40 @@ async fn a_postgres_outage_keeps_cached_verifications_answering() {
     assert_eq!(charged.remaining_credits[0].amount, 99, "exactly one charge landed");
     app.stop().await;
 }
+
+/// Calls that hang past KEYWARD_SHUTDOWN_TIMEOUT are cut off, and the last usage flush
+/// still runs after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_usage_even_when_calls_hang() {
+    let mut app = spawn_with(Backend::Postgres, |config| config.shutdown_timeout = Duration::from_secs(1)).await;
+    let (locked, _) = app.create_key("svc", &[]).await;
+    let (counted, counted_secret) = app.create_key("svc", &[]).await;
+    for _ in 0..3 {
+        assert!(app.verify(&counted_secret, &[], "").await.valid);
+    }
+    // Another session holds the row of `locked`, so an update of it waits for the lock.
+    let db = Database::connect(app.config.store.database_url()).await.unwrap();
+    let holder = sea_orm::TransactionTrait::begin(&db).await.unwrap();
+    let lock = format!("SELECT 1 FROM api_keys WHERE id = '{}' FOR UPDATE", locked.id);
+    holder.execute_unprepared(&lock).await.unwrap();
+    let mut client = app.client.clone();
+    let hanging = tokio::spawn(async move {
+        let rename = v1::UpdateApiKeyRequest {
+            api_key: Some(v1::ApiKey { id: locked.id, name: "renamed".into(), ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["name".into()] }),
+            ..Default::default()
+        };
+        client.update_api_key(admin(rename)).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let store = app.running().store.clone();
+    let stopped = app.running.take().unwrap().stop().await;
+    assert!(stopped.is_err(), "the hanging call is reported");
+    let id = uuid::Uuid::parse_str(&counted.id).unwrap();
+    assert_eq!(store.usage_count(id, "VALID").await.unwrap(), 3, "the last flush ran");
+    holder.rollback().await.unwrap();
+    // The cut-off call's outcome does not matter here, only that stopping did not wait for it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), hanging).await;
+    db.close().await.ok();
+    app.stop().await;
+}

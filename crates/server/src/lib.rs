@@ -74,19 +74,38 @@ pub struct Running {
     http: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
     usage: Arc<UsageRecorder>,
+    shutdown_timeout: Duration,
 }
 
+/// How long the last usage flush may take at shutdown, once calls have stopped.
+const FINAL_FLUSH_BUDGET: Duration = Duration::from_secs(10);
+
 impl Running {
-    /// Stops accepting calls, lets in-flight ones finish, writes pending usage, and
-    /// waits for the server to end.
+    /// Stops accepting calls and lets in-flight ones finish within
+    /// `KEYWARD_SHUTDOWN_TIMEOUT` (calls still running then are cut off, which rolls
+    /// their transactions back); then writes the pending usage within a budget of its
+    /// own, so calls that hang never cost a flush interval of counters.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let Self { shutdown, server, http_shutdown, http, background, usage, store, .. } = self;
+        let Self { shutdown, mut server, http_shutdown, mut http, background, usage, store, shutdown_timeout, .. } =
+            self;
         let _ = shutdown.send(());
         let _ = http_shutdown.send(());
-        let served = server.await.context("server task failed")?.context("gRPC server failed");
-        http.await.context("HTTP task failed")?.context("HTTP server failed")?;
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
+        let served = match tokio::time::timeout_at(deadline, &mut server).await {
+            Ok(served) => served.context("server task failed")?.context("gRPC server failed"),
+            Err(_) => {
+                server.abort();
+                Err(anyhow::anyhow!("in-flight calls did not finish within KEYWARD_SHUTDOWN_TIMEOUT"))
+            }
+        };
+        match tokio::time::timeout_at(deadline, &mut http).await {
+            Ok(finished) => finished.context("HTTP task failed")?.context("HTTP server failed")?,
+            Err(_) => http.abort(),
+        }
         background.iter().for_each(JoinHandle::abort);
-        usage.flush(&store).await;
+        if tokio::time::timeout(FINAL_FLUSH_BUDGET, usage.flush(&store)).await.is_err() {
+            tracing::error!("the last usage flush did not finish within 10 s; its counters are lost");
+        }
         served
     }
 
@@ -310,7 +329,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));
-    Ok(Running { grpc_addr, http_addr, store, shutdown, server, http_shutdown, http, background, usage })
+    let shutdown_timeout = config.shutdown_timeout;
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        store,
+        shutdown,
+        server,
+        http_shutdown,
+        http,
+        background,
+        usage,
+        shutdown_timeout,
+    })
 }
 
 /// The listener's TLS settings, read and checked at start.
