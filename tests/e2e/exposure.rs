@@ -554,20 +554,13 @@ fn jwks_of(signers: &[&crate::jwt::Signer]) -> String {
 
 /// Starts a server on SQLite with the JWKS at `url`; the start's error, if it fails.
 async fn start_with_jwks(url: &str) -> Result<keyward_server::Running, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = keyward_server::Config::defaults();
-    config.store.data_dir = dir.path().to_owned();
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.hash_secret = Some(secrecy::SecretString::from("e2e hash secret"));
-    config.master_key.master_key = Some(secrecy::SecretString::from(crate::helpers::MASTER_KEY));
-    config.jwt.jwt_jwks = Some(url.to_owned());
-    config.jwt.jwt_issuer = Some(crate::jwt::ISSUER.to_owned());
-    config.jwt.jwt_audience = Some("keyward".to_owned());
-    config.jwt.jwt_jwks_timeout = std::time::Duration::from_millis(500);
-    // A guard against a hang, not a measure of time: the start must end on its own.
-    let started = tokio::time::timeout(std::time::Duration::from_secs(60), keyward_server::start(config)).await;
-    started.expect("the start ends").map_err(|err| format!("{err:#}"))
+    crate::helpers::try_start(|config| {
+        config.jwt.jwt_jwks = Some(url.to_owned());
+        config.jwt.jwt_issuer = Some(crate::jwt::ISSUER.to_owned());
+        config.jwt.jwt_audience = Some("keyward".to_owned());
+        config.jwt.jwt_jwks_timeout = std::time::Duration::from_millis(500);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,18 @@ use crate::{
     jwt::{Signer, claims, spawn_with_jwks, write_jwks},
 };
 
-const PSP: &str = "/api/v1/psp/product-manager/customer-user-api-keys";
+pub(crate) const PSP: &str = "/api/v1/psp/product-manager/customer-user-api-keys";
+
+/// Every PSP route, with a valid body, acting on key `id`.
+pub(crate) fn psp_routes(id: i64) -> [(&'static str, String, Option<&'static str>); 5] {
+    [
+        ("GET", PSP.to_owned(), None),
+        ("POST", PSP.to_owned(), Some(r#"{"name":"x"}"#)),
+        ("PATCH", format!("{PSP}/{id}"), Some(r#"{"status":"active"}"#)),
+        ("DELETE", format!("{PSP}/{id}"), None),
+        ("GET", format!("{PSP}/usage"), None),
+    ]
+}
 
 /// A plain HTTP/1.1 client of one gateway.
 #[derive(Clone)]
@@ -301,13 +312,7 @@ async fn psp_routes_follow_the_seed(backend: Backend) {
 
     // The claims table, route by route.
     assert_psp_error(&send("POST", PSP.into(), &carol, Some(r#"{"name":"x"}"#)).await, 403, FORBIDDEN);
-    for (method, path, body) in [
-        ("GET", PSP.to_owned(), None),
-        ("POST", PSP.to_owned(), Some(r#"{"name":"x"}"#)),
-        ("PATCH", format!("{PSP}/{alices}"), Some(r#"{"status":"active"}"#)),
-        ("DELETE", format!("{PSP}/{alices}"), None),
-        ("GET", format!("{PSP}/usage"), None),
-    ] {
+    for (method, path, body) in psp_routes(alices) {
         assert_psp_error(&send(method, path.clone(), &eve, body).await, 403, FORBIDDEN);
         assert_psp_error(&rest.send(method, &path, &[], body).await, 401, UNAUTHENTICATED);
         let stranger = bearer(&idp.sign(&{

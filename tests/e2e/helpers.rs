@@ -60,6 +60,22 @@ pub(crate) async fn spawn(backend: Backend) -> TestApp {
     spawn_with(backend, |_| {}).await
 }
 
+/// Starts a server on a fresh SQLite database with `adjust`ed settings; the start's
+/// error, if it fails.
+pub(crate) async fn try_start(adjust: impl FnOnce(&mut Config)) -> Result<Running, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults();
+    config.store.data_dir = dir.path().to_owned();
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.hash_secret = Some(SecretString::from("e2e hash secret"));
+    config.master_key.master_key = Some(SecretString::from(MASTER_KEY));
+    adjust(&mut config);
+    // A guard against a hang, not a measure of time: the start must end on its own.
+    let started = tokio::time::timeout(std::time::Duration::from_secs(60), keyward_server::start(config)).await;
+    started.expect("the start ends").map_err(|err| format!("{err:#}"))
+}
+
 pub(crate) async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
     static DATABASES: AtomicU64 = AtomicU64::new(0);
     let data_dir = tempfile::tempdir().expect("temp dir");

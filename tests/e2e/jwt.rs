@@ -2,6 +2,7 @@
 //! (file and HTTP, refreshed and rotated), and the PSP roles in the policy table.
 
 use std::{
+    collections::HashMap,
     path::Path,
     sync::{
         Arc, Mutex,
@@ -104,7 +105,7 @@ pub(crate) fn claims(sub: &str, roles: &[&str], org: &str) -> Value {
         "cognito:groups": roles, "custom:organisation_id": org, "custom:organisation_name": format!("{org} Ltd")})
 }
 
-fn jwks(signers: &[&Signer]) -> String {
+pub(crate) fn jwks(signers: &[&Signer]) -> String {
     json!({"keys": signers.iter().map(|s| s.jwk.clone()).collect::<Vec<_>>()}).to_string()
 }
 
@@ -257,19 +258,20 @@ async fn psp_roles_decide_each_key_rpc(backend: Backend) {
 }
 both!(psp_roles_decide_each_key_rpc);
 
-/// Serves a JWKS over HTTP and counts the fetches.
-struct JwksServer {
-    url: String,
-    body: Arc<Mutex<String>>,
-    fetches: Arc<AtomicUsize>,
+/// Serves fixed documents by path over loopback HTTP, as an identity provider publishes
+/// its JWKS and discovery document, and counts the requests.
+pub(crate) struct DocumentServer {
+    base: String,
+    documents: Arc<Mutex<HashMap<String, String>>>,
+    requests: Arc<AtomicUsize>,
 }
 
-impl JwksServer {
-    async fn start(body: String) -> Self {
+impl DocumentServer {
+    pub(crate) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
-        let (body, fetches) = (Arc::new(Mutex::new(body)), Arc::new(AtomicUsize::new(0)));
-        let (shared, counter) = (Arc::clone(&body), Arc::clone(&fetches));
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (documents, requests): (Arc<Mutex<HashMap<String, String>>>, Arc<AtomicUsize>) = Default::default();
+        let (shared, counter) = (Arc::clone(&documents), Arc::clone(&requests));
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let (shared, counter) = (Arc::clone(&shared), Arc::clone(&counter));
@@ -283,23 +285,43 @@ impl JwksServer {
                         }
                     }
                     counter.fetch_add(1, Ordering::SeqCst);
-                    let body = shared.lock().unwrap().clone();
+                    let line = String::from_utf8_lossy(&request).lines().next().unwrap_or_default().to_owned();
+                    let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let found = shared.lock().unwrap().get(&path).cloned();
+                    let (status, body) = found.map_or(("404 Not Found", String::new()), |body| ("200 OK", body));
                     let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = socket.write_all(response.as_bytes()).await;
                 });
             }
         });
-        Self { url, body, fetches }
+        Self { base, documents, requests }
+    }
+
+    /// The URL of `path` on this server.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub(crate) fn set(&self, path: &str, body: String) {
+        self.documents.lock().unwrap().insert(path.to_owned(), body);
+    }
+
+    pub(crate) fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 }
+
+const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_and_never_logged() {
     let (rsa, ec, ed) = (Signer::rsa("rsa-1"), Signer::ec("ec-1"), Signer::ed25519("ed-1"));
-    let server = JwksServer::start(jwks(&[&rsa, &ec, &ed])).await;
+    let server = DocumentServer::start().await;
+    server.set(JWKS_PATH, jwks(&[&rsa, &ec, &ed]));
+    let jwks_url = server.url(JWKS_PATH);
     // A real process, so its log can be read.
     let app = spawn_with(Backend::Sqlite, |_| {}).await;
     let url = app.config.store.database_url();
@@ -308,7 +330,7 @@ async fn bad_tokens_are_refused_and_never_logged() {
         &url,
         data.path(),
         &[
-            ("KEYWARD_JWT_JWKS", server.url.as_str()),
+            ("KEYWARD_JWT_JWKS", jwks_url.as_str()),
             ("KEYWARD_JWT_ISSUER", ISSUER),
             ("KEYWARD_JWT_AUDIENCE", AUDIENCE),
             ("KEYWARD_JWT_LEEWAY", "5s"),
@@ -363,13 +385,13 @@ async fn bad_tokens_are_refused_and_never_logged() {
         assert_status(&status, Code::Unauthenticated, "UNAUTHENTICATED");
         assert!(!status.message().contains(token.as_str()), "{case}");
     }
-    assert_eq!(server.fetches.load(Ordering::SeqCst), 1, "known kids need no refetch");
+    assert_eq!(server.requests(), 1, "known kids need no refetch");
     let unknown = Signer::ec("unknown-kid");
     for _ in 0..5 {
         let status = client.get_key_quota(quota(&unknown.token("alice", &["Issuer_Dev"], "org-1"))).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
     }
-    assert_eq!(server.fetches.load(Ordering::SeqCst), 2, "an unknown kid refreshes the JWKS once, then is refused");
+    assert_eq!(server.requests(), 2, "an unknown kid refreshes the JWKS once, then is refused");
 
     let log = replica.log();
     assert!(log.contains("authentication failed"), "refusals are logged: {log}");
@@ -378,7 +400,6 @@ async fn bad_tokens_are_refused_and_never_logged() {
         assert!(signature.len() < 8 || !log.contains(signature), "the log holds the {case} token");
     }
     drop(replica);
-    *server.body.lock().unwrap() = String::new();
     app.stop().await;
 }
 

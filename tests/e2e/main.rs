@@ -18,6 +18,7 @@ mod masumi;
 mod masumi_clients;
 mod operations;
 mod pagination;
+mod providers;
 mod resilience;
 mod rights;
 mod rpc_keys;

@@ -114,18 +114,33 @@ pub struct TlsConfig {
     pub tls_handshake_timeout: Duration,
 }
 
-/// JWT callers: people authenticated by their identity provider (off unless a JWKS is given).
+/// JWT callers: people authenticated by their identity provider (off unless an issuer or
+/// a JWKS is given).
+///
+/// Claim settings name a claim by its exact name first (`cognito:groups`,
+/// `https://example.com/roles`), and otherwise as a dotted path through nested objects
+/// (`realm_access.roles`).
 #[derive(Debug, Clone, Args)]
 pub struct JwtConfig {
-    /// JWKS of the identity provider: a file path or an https:// URL (http:// only on loopback).
+    /// JWKS of the identity provider: a file path or an https:// URL (http:// only on
+    /// loopback). Without it, the JWKS is found through OIDC discovery from the issuer.
     #[arg(long, env = "KEYWARD_JWT_JWKS")]
     pub jwt_jwks: Option<String>,
-    /// Required `iss` of caller JWTs (required with a JWKS).
+    /// Required `iss` of caller JWTs; alone, it turns JWT callers on and its
+    /// `/.well-known/openid-configuration` names the JWKS.
     #[arg(long, env = "KEYWARD_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Required `aud` of caller JWTs (required with a JWKS).
+    /// Accepted audiences, comma-separated (required with JWT callers): matched against
+    /// `aud` (a string or a list), or against `client_id` in a Cognito access token.
     #[arg(long, env = "KEYWARD_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// Accepted Cognito token kinds (`token_use`), comma-separated: `id`, `access`.
+    /// Setting it, or an issuer that is a Cognito user pool, makes the claim required.
+    #[arg(long, env = "KEYWARD_JWT_TOKEN_USE", value_enum, value_delimiter = ',')]
+    pub jwt_token_use: Option<Vec<TokenUse>>,
+    /// Claim naming the caller (the owner of the keys it creates).
+    #[arg(long, env = "KEYWARD_JWT_OWNER_CLAIM", default_value = "sub")]
+    pub jwt_owner_claim: String,
     /// Claim holding the caller's roles: a list, or a space- or comma-separated string.
     #[arg(long, env = "KEYWARD_JWT_ROLES_CLAIM", default_value = "cognito:groups")]
     pub jwt_roles_claim: String,
@@ -148,6 +163,15 @@ pub struct JwtConfig {
     /// Longest a JWKS fetch over HTTP may take, body included (connecting: at most 5 s of it).
     #[arg(long, env = "KEYWARD_JWT_JWKS_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub jwt_jwks_timeout: Duration,
+}
+
+/// The kinds of token Amazon Cognito issues to a signed-in person (its `token_use` claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum TokenUse {
+    /// An ID token: its audience is `aud`.
+    Id,
+    /// An access token: its audience is `client_id`.
+    Access,
 }
 
 /// Where the master key of RPC provider keys comes from.

@@ -209,7 +209,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(listener) = listener {
         background.push(tokio::spawn(follow_changes(listener, Arc::clone(&cache), Arc::clone(&metrics))));
     }
-    let jwt = match jwt_settings(&config.jwt)? {
+    let jwt = match jwt::JwtSettings::from_config(&config.jwt)? {
         Some(settings) => {
             let jwt = Arc::new(jwt::JwtVerifier::new(settings).await?);
             background.push(tokio::spawn(Arc::clone(&jwt).refresh_periodically()));
@@ -357,28 +357,6 @@ fn tls_config(config: &config::TlsConfig) -> anyhow::Result<Option<ServerTlsConf
         tls = tls.client_ca_root(Certificate::from_pem(read(ca, "KEYWARD_TLS_CLIENT_CA")?));
     }
     Ok(Some(tls))
-}
-
-fn jwt_settings(config: &config::JwtConfig) -> anyhow::Result<Option<jwt::JwtSettings>> {
-    let Some(jwks) = &config.jwt_jwks else { return Ok(None) };
-    let required = |value: &Option<String>, name: &str| {
-        value
-            .clone()
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| anyhow::anyhow!("{name} is required with KEYWARD_JWT_JWKS"))
-    };
-    Ok(Some(jwt::JwtSettings {
-        jwks: jwks.clone(),
-        issuer: required(&config.jwt_issuer, "KEYWARD_JWT_ISSUER")?,
-        audience: required(&config.jwt_audience, "KEYWARD_JWT_AUDIENCE")?,
-        leeway: config.jwt_leeway,
-        refresh_interval: config.jwt_jwks_refresh,
-        unknown_kid_cooldown: config.jwt_kid_refresh_cooldown,
-        fetch_timeout: config.jwt_jwks_timeout,
-        roles_claim: config.jwt_roles_claim.clone(),
-        organization_id_claim: config.jwt_org_id_claim.clone(),
-        organization_name_claim: config.jwt_org_name_claim.clone(),
-    }))
 }
 
 /// Applies key changes announced by any replica to the local cache.
