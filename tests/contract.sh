@@ -51,6 +51,17 @@ step "reflection lists keyward.v1.ApiKeyService"
 services="$(grpcurl -plaintext "$ADDR" list)"
 echo "$services"
 grep -qx 'keyward.v1.ApiKeyService' <<<"$services" || die "keyward.v1.ApiKeyService not listed by reflection"
+grep -qx 'grpc.reflection.v1.ServerReflection' <<<"$services" || die "reflection v1 not listed by reflection"
+
+step "grpcurl decodes the error details (ErrorInfo, BadRequest)"
+invalid="$(grpcurl -plaintext -H "authorization: Bearer $ADMIN_KEY" -d '{"api_key":{"name":""}}' \
+  "$ADDR" keyward.v1.ApiKeyService/CreateApiKey 2>&1 || true)"
+echo "$invalid"
+grep -q 'Code: InvalidArgument' <<<"$invalid" || die "a blank name did not answer INVALID_ARGUMENT"
+grep -q '"@type":"type.googleapis.com/google.rpc.ErrorInfo","domain":"keyward.v1"' <<<"$invalid" ||
+  die "grpcurl did not decode the ErrorInfo"
+grep -q '"fieldViolations":\[{"field":"api_key.name"' <<<"$invalid" || die "grpcurl did not decode the BadRequest"
+! grep -q 'is not recognized' <<<"$invalid" || die "an error detail's type is unknown to reflection"
 
 step "python grpcio client test"
 KEYWARD_TEST_GRPC_ADDR="$ADDR" KEYWARD_TEST_ADMIN_KEY="$ADMIN_KEY" python tests/python/client_test.py

@@ -260,16 +260,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     report_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
     background.push(tokio::spawn(probe_health(store.clone(), health_reporter, config.health_interval)));
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building reflection v1")?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .context("building reflection v1alpha")?;
+    let reflection_v1 = services::reflection().build_v1().context("building reflection v1")?;
+    let reflection_v1alpha = services::reflection().build_v1alpha().context("building reflection v1alpha")?;
 
     let listener = TcpListener::bind(config.grpc_addr)
         .await

@@ -11,19 +11,22 @@ use prost_types::FileDescriptorSet;
 static KEYWARD_SERVICES: LazyLock<Vec<String>> =
     LazyLock::new(|| services(keyward_proto::FILE_DESCRIPTOR_SET).map(|(name, _)| name).collect());
 
-/// Every method the server answers, as `package.Service/Method`: keyward's, health's and
-/// server reflection's (v1 and v1alpha).
+/// The services the server answers: keyward's, health's and server reflection's (v1 and
+/// v1alpha).
+const SERVED: [&[u8]; 4] = [
+    keyward_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+/// Every method the server answers, as `package.Service/Method`.
 static METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    [
-        keyward_proto::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ]
-    .into_iter()
-    .flat_map(services)
-    .flat_map(|(service, methods)| methods.into_iter().map(move |method| format!("{service}/{method}")))
-    .collect()
+    SERVED
+        .into_iter()
+        .flat_map(services)
+        .flat_map(|(service, methods)| methods.into_iter().map(move |method| format!("{service}/{method}")))
+        .collect()
 });
 
 /// The services of an encoded descriptor set, each with its methods.
@@ -36,6 +39,18 @@ fn services(encoded: &[u8]) -> impl Iterator<Item = (String, Vec<String>)> {
             (name, service.method.into_iter().map(|method| method.name.unwrap_or_default()).collect())
         })
     })
+}
+
+/// Server reflection describing every served service to either protocol version (so
+/// `grpcurl list` shows both), and the `google.rpc` error details keyward's errors carry,
+/// so a reflection client such as grpcurl decodes `ErrorInfo` and `BadRequest`.
+pub(crate) fn reflection() -> tonic_reflection::server::Builder<'static> {
+    SERVED
+        .into_iter()
+        .chain([tonic_types::pb::FILE_DESCRIPTOR_SET])
+        .fold(tonic_reflection::server::Builder::configure().include_reflection_service(false), |builder, set| {
+            builder.register_encoded_file_descriptor_set(set)
+        })
 }
 
 /// Full names of the keyward services, as the health service reports them.
