@@ -243,7 +243,22 @@ pub(crate) struct Replica {
     _process: tokio::process::Child,
     pub(crate) client: ApiKeyServiceClient<Channel>,
     pub(crate) channel: Channel,
+    pub(crate) http_addr: std::net::SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// The address in a `<listener> listening` log line, plain or JSON.
+fn listening(line: &str, listener: &str) -> Option<String> {
+    let plain = format!("{listener} listening addr=");
+    if let Some(at) = line.find(&plain) {
+        return Some(line[at + plain.len()..].trim().to_owned());
+    }
+    if line.contains(&format!("\"{listener} listening\"")) {
+        let at = line.find("\"addr\":\"")? + "\"addr\":\"".len();
+        let rest = &line[at..];
+        return Some(rest[..rest.find('"').unwrap_or(rest.len())].to_owned());
+    }
+    None
 }
 
 /// The `keyward` binary beside this test binary.
@@ -284,26 +299,26 @@ impl Replica {
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut log = String::new();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        // Both listeners log their address.
+        let (mut grpc, mut http) = (None, None);
+        tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(at) = line.find("grpc listening addr=") {
-                    return Some(line[at + "grpc listening addr=".len()..].trim().to_owned());
+                if grpc.is_none() {
+                    grpc = listening(&line, "grpc");
                 }
-                // The same line in KEYWARD_LOG_FORMAT=json.
-                if line.contains("\"grpc listening\"")
-                    && let Some(at) = line.find("\"addr\":\"")
-                {
-                    let rest = &line[at + "\"addr\":\"".len()..];
-                    return Some(rest[..rest.find('"').unwrap_or(rest.len())].to_owned());
+                if http.is_none() {
+                    http = listening(&line, "http");
+                }
+                if grpc.is_some() && http.is_some() {
+                    return;
                 }
                 log.push_str(&line);
                 log.push('\n');
             }
-            None
         })
         .await
         .expect("the replica listens or exits within 30 s");
-        let Some(addr) = addr else {
+        let (Some(addr), Some(http)) = (grpc, http) else {
             let status = child.wait().await.unwrap();
             return Err(format!("{status}: {log}"));
         };
@@ -317,7 +332,13 @@ impl Replica {
             }
         });
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        Ok(Self { _process: child, client: ApiKeyServiceClient::new(channel.clone()), channel, log: shared_log })
+        Ok(Self {
+            _process: child,
+            client: ApiKeyServiceClient::new(channel.clone()),
+            channel,
+            http_addr: http.parse().unwrap(),
+            log: shared_log,
+        })
     }
 
     /// What the process has logged so far.

@@ -1,6 +1,7 @@
-//! OTLP traces: a VerifyApiKey call makes a span under the caller's `traceparent`,
-//! exported to a collector (a tonic OTLP trace service run by the test), with no secret
-//! in any attribute.
+//! OTLP traces: a VerifyApiKey call, over gRPC or through the REST gateway, makes a
+//! span under the caller's `traceparent`, exported to a collector (a tonic OTLP trace
+//! service run by the test), with no secret in any attribute, and is counted in
+//! `/metrics` alike.
 
 use std::{
     sync::{Arc, Mutex},
@@ -85,6 +86,23 @@ async fn verify_calls_are_traced_under_the_callers_trace() {
     request.metadata_mut().insert("traceparent", format!("00-{trace_id}-{parent_id}-01").parse().unwrap());
     assert!(replica.client.clone().verify_api_key(request).await.unwrap().into_inner().valid);
 
+    // The same call through the REST gateway, with a trace of its own.
+    let (rest_trace_id, rest_parent_id) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("http://{}/v1/apiKeys:verify", replica.http_addr))
+        .header("authorization", format!("Bearer {}", crate::helpers::ADMIN_KEY))
+        .header("traceparent", format!("00-{rest_trace_id}-{rest_parent_id}-01"))
+        .json(&serde_json::json!({"key": secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let metrics = http.get(format!("http://{}/metrics", replica.http_addr)).send().await.unwrap().text().await.unwrap();
+    let verified = r#"keyward_grpc_requests_total{code="Ok",method="keyward.v1.ApiKeyService/VerifyApiKey"} "#;
+    let count = metrics.lines().find_map(|line| line.strip_prefix(verified)).unwrap_or_else(|| panic!("{metrics}"));
+    assert_eq!(count, "2", "the gRPC call and the REST call are both counted");
+
     let mut spans: Vec<(Vec<KeyValue>, Span)> = vec![];
     for _ in 0..100 {
         spans = collector
@@ -102,17 +120,23 @@ async fn verify_calls_are_traced_under_the_callers_trace() {
                     .map(move |span| (attributes.clone(), span))
             })
             .collect();
-        if spans.iter().any(|(_, span)| attribute(&span.attributes, "api_key.id").is_some()) {
+        if spans.iter().filter(|(_, span)| attribute(&span.attributes, "api_key.id").is_some()).count() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let server = spans
-        .iter()
-        .find(|(_, span)| {
-            attribute(&span.attributes, "rpc.method").as_deref() == Some("keyward.v1.ApiKeyService/VerifyApiKey")
-        })
-        .unwrap_or_else(|| panic!("no VerifyApiKey server span among {} spans", spans.len()));
+    let server_span = |trace: &str| {
+        spans
+            .iter()
+            .find(|(_, span)| {
+                attribute(&span.attributes, "rpc.method").as_deref() == Some("keyward.v1.ApiKeyService/VerifyApiKey")
+                    && hex(&span.trace_id) == trace
+            })
+            .unwrap_or_else(|| panic!("no VerifyApiKey server span in trace {trace} among {} spans", spans.len()))
+    };
+    let (_, rest_span) = server_span(rest_trace_id);
+    assert_eq!(hex(&rest_span.parent_span_id), rest_parent_id, "the REST caller's span is the parent");
+    let server = server_span(trace_id);
     let (resource, span) = server;
     assert_eq!(hex(&span.trace_id), trace_id, "the caller's trace");
     assert_eq!(hex(&span.parent_span_id), parent_id, "the caller's span is the parent");
@@ -121,7 +145,7 @@ async fn verify_calls_are_traced_under_the_callers_trace() {
     assert_eq!(attribute(resource, "deployment.environment").as_deref(), Some("test"));
     let handler = spans
         .iter()
-        .find(|(_, span)| attribute(&span.attributes, "api_key.id").is_some())
+        .find(|(_, span)| attribute(&span.attributes, "api_key.id").is_some() && hex(&span.trace_id) == trace_id)
         .expect("a span names the key");
     assert_eq!(attribute(&handler.1.attributes, "api_key.id"), Some(key.id.clone()));
     assert_eq!(hex(&handler.1.trace_id), trace_id);

@@ -10,7 +10,6 @@ use keyward_proto::v1::{
 use tonic::{
     body::Body,
     metadata::{AsciiMetadataValue, MetadataMap},
-    service::Routes,
     transport::Channel,
 };
 use tower::{BoxError, ServiceExt, util::BoxCloneSyncService};
@@ -29,9 +28,17 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// The server's own services, called in process.
-    pub fn in_process(routes: Routes) -> Self {
-        Self(BoxCloneSyncService::new(ServiceExt::<Request<Body>>::map_err(routes, |never: Infallible| match never {})))
+    /// The server's own services (its tonic `Routes`, as the server layers them), called
+    /// in process.
+    pub fn in_process<S>(services: S) -> Self
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        Self(BoxCloneSyncService::new(ServiceExt::<Request<Body>>::map_err(
+            services,
+            |never: Infallible| match never {},
+        )))
     }
 
     /// Another process, over a channel (which reconnects by itself when the upstream returns).

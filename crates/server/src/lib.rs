@@ -11,6 +11,7 @@ mod gateway;
 mod https;
 mod jwt;
 mod metrics;
+mod observe;
 mod rpc_service;
 mod secrets;
 mod service;
@@ -253,6 +254,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let in_process = tonic::service::Routes::new(ApiKeyServiceServer::new(service.clone()))
         .add_service(RpcProviderKeyServiceServer::new(rpc_service.clone()))
         .add_service(CreditServiceServer::new(credit_service.clone()));
+    // Through the same observability layer as the socket, so REST calls are counted and
+    // traced alike and the `traceparent` the gateway forwards starts the server span.
+    let in_process = tower::Layer::layer(&observe::ObservabilityLayer(Arc::clone(&metrics)), in_process);
     let gateway =
         keyward_gateway::router(keyward_gateway::Upstream::in_process(in_process), config.rest.gateway_settings());
 
@@ -307,7 +311,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let mut builder = Server::builder()
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .layer(metrics::GrpcMetricsLayer(Arc::clone(&metrics)));
+        .layer(observe::ObservabilityLayer(Arc::clone(&metrics)));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).context("KEYWARD_TLS_CERT / KEYWARD_TLS_KEY")?;
     }

@@ -1,18 +1,10 @@
 //! Prometheus metrics, served as text on the HTTP listener's `/metrics`.
 
-use std::{
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Instant,
-};
-
 use keyward_core::verify::Verdict;
 use keyward_store::Store;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tonic::codegen::http;
 
 /// Every metric keyward exports.
 #[derive(Debug)]
@@ -35,10 +27,19 @@ fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Regis
 }
 
 impl Metrics {
+    /// Counts and times one call to the services, by method and status code.
+    pub(crate) fn record_call(&self, method: &'static str, code: tonic::Code, elapsed: std::time::Duration) {
+        self.requests.with_label_values(&[method, code_label(code)]).inc();
+        self.latency.with_label_values(&[method]).observe(elapsed.as_secs_f64());
+    }
+
     pub(crate) fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("keyward_grpc_requests_total", "gRPC calls by method and status code"),
+            Opts::new(
+                "keyward_grpc_requests_total",
+                "calls to the services by method and status code, over gRPC or from the REST gateway",
+            ),
             &["method", "code"],
         )
         .expect("valid metric");
@@ -154,88 +155,5 @@ fn code_label(code: tonic::Code) -> &'static str {
         tonic::Code::Unavailable => "Unavailable",
         tonic::Code::DataLoss => "DataLoss",
         tonic::Code::Unauthenticated => "Unauthenticated",
-    }
-}
-
-/// Counts and times every gRPC call, by method and status code.
-#[derive(Debug, Clone)]
-pub(crate) struct GrpcMetricsLayer(pub(crate) Arc<Metrics>);
-
-impl<S> tower::Layer<S> for GrpcMetricsLayer {
-    type Service = GrpcMetrics<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics { inner, metrics: Arc::clone(&self.0) }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct GrpcMetrics<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-/// Label of the calls to paths the server has no method for.
-const UNKNOWN_METHOD: &str = "other";
-
-/// A method the server has keeps its name; any other path is [`UNKNOWN_METHOD`], so
-/// made-up paths (under a keyward service or not) cannot grow the label set.
-fn method_label(path: &str) -> &'static str {
-    crate::services::known_method(path).unwrap_or(UNKNOWN_METHOD)
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = method_label(request.uri().path());
-        let started = Instant::now();
-        let metrics = Arc::clone(&self.metrics);
-        let span = if crate::telemetry::exporting() {
-            let span = tracing::info_span!(
-                "grpc.request",
-                otel.name = %method,
-                otel.kind = "server",
-                rpc.system = "grpc",
-                rpc.method = %method,
-                rpc.grpc.status_code = tracing::field::Empty,
-            );
-            crate::telemetry::continue_trace(&span, request.headers());
-            span
-        } else {
-            tracing::Span::none()
-        };
-        let call = span.in_scope(|| self.inner.call(request));
-        Box::pin(tracing::Instrument::instrument(
-            async move {
-                let response = call.await;
-                if let Ok(response) = &response {
-                    // Errors come as trailers-only responses, their status in the headers;
-                    // a call without one in its headers ended OK.
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|value| value.to_str().ok())
-                        .and_then(|value| value.parse::<i32>().ok())
-                        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-                    metrics.requests.with_label_values(&[method, code_label(code)]).inc();
-                    metrics.latency.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
-                    tracing::Span::current().record("rpc.grpc.status_code", code as i32);
-                    tracing::debug!(method = %method, code = ?code, elapsed_us = started.elapsed().as_micros(), "grpc call");
-                }
-                response
-            },
-            span,
-        ))
     }
 }
