@@ -19,6 +19,7 @@ mod failure;
 pub mod masumi;
 pub mod native;
 pub mod openapi;
+mod pages;
 pub mod psp;
 pub mod scoped;
 pub mod status;

@@ -125,6 +125,18 @@ pub(crate) fn masumi_key(key: v1::ApiKey, secret: Option<String>) -> MasumiKey {
     }
 }
 
+/// An RPC provider key as Masumi lists it, its secret in clear.
+pub(crate) fn rpc_provider_key(key: v1::RpcProviderKey) -> RpcProviderKey {
+    RpcProviderKey {
+        created_at: rfc3339(key.create_time.as_ref()).unwrap_or_default(),
+        updated_at: rfc3339(key.update_time.as_ref()).unwrap_or_default(),
+        network: key.network,
+        id: key.id,
+        rpc_provider_api_key: key.secret,
+        rpc_provider: key.provider,
+    }
+}
+
 /// The non-zero balances of a key, amounts as decimal strings (a unit brought to zero is
 /// gone, as in Masumi).
 pub(crate) fn remaining(credits: &[v1::CreditAmount]) -> Vec<Credit> {

@@ -51,7 +51,12 @@ use utoipa::{IntoParams, ToSchema};
 use self::convert::*;
 use self::error::MasumiError;
 pub use self::shapes::*;
-use crate::{Failure, Upstream, time::rfc3339, upstream::request};
+use crate::{
+    Failure, Upstream,
+    pages::{self, MAX_PAGE_SIZE, PageRequest},
+    time::rfc3339,
+    upstream::request,
+};
 
 /// The network label of a key that may be used on no network (`networkLimit: []`).
 /// keyward's empty network set means "any"; this label is reserved for "none": no
@@ -144,25 +149,22 @@ pub(crate) async fn list(
                     None => return Ok(KeyList { api_keys: Vec::new() }),
                 },
             };
-            let mut client = upstream.api_keys();
-            let mut keys = Vec::new();
-            let mut page_token = String::new();
-            while keys.len() < size {
+            let headers = &headers;
+            let fetch = |next: PageRequest| {
+                let mut client = upstream.api_keys();
+                // The cursor places the first page; the tokens place the rest.
+                let start_at = if next.page_token.is_empty() { start_at.clone() } else { String::new() };
                 let page = v1::ListApiKeysRequest {
-                    page_size: i32::try_from(size - keys.len()).unwrap_or(100).min(100),
-                    start_at: if page_token.is_empty() { start_at.clone() } else { String::new() },
-                    page_token,
+                    page_size: next.page_size(),
+                    start_at,
+                    page_token: next.page_token,
                     show_revoked: !current_era,
                     ..Default::default()
                 };
-                let page = client.list_api_keys(request(&headers, page)).await?.into_inner();
-                keys.extend(page.api_keys.into_iter().map(|key| masumi_key(key, None)));
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
-            Ok(KeyList { api_keys: keys })
+                async move { Ok(client.list_api_keys(request(headers, page)).await?.into_inner().into()) }
+            };
+            let keys = pages::collect(size, fetch, |_| true).await?;
+            Ok(KeyList { api_keys: keys.into_iter().map(|key| masumi_key(key, None)).collect() })
         }
         .await,
     )
@@ -397,33 +399,25 @@ pub(crate) async fn rpc_keys(
         check_cursor("cursorId", cursor_id.as_ref(), MAX_RPC_CURSOR_CHARS)?;
         let limit = page_size("limit", limit, 100)?;
         let cursor = cursor_id.filter(|c| !c.is_empty());
-        let mut client = upstream.rpc_provider_keys();
-        let mut keys = Vec::new();
-        let mut page_token = String::new();
+        // keyward's tokens cannot name a key to start at: the keys before the cursor's are skipped.
         let mut started = cursor.is_none();
-        while keys.len() < limit {
-            let page =
-                v1::ListRpcProviderKeysRequest { page_size: 100, page_token, reveal: true, ..Default::default() };
-            let page = client.list_rpc_provider_keys(request(&headers, page)).await?.into_inner();
-            for key in page.rpc_provider_keys {
-                started = started || cursor.as_deref() == Some(key.id.as_str());
-                if started && keys.len() < limit {
-                    keys.push(RpcProviderKey {
-                        created_at: rfc3339(key.create_time.as_ref()).unwrap_or_default(),
-                        updated_at: rfc3339(key.update_time.as_ref()).unwrap_or_default(),
-                        network: key.network,
-                        id: key.id,
-                        rpc_provider_api_key: key.secret,
-                        rpc_provider: key.provider,
-                    });
-                }
-            }
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
-        Ok::<_, Failure>(keys)
+        let from_cursor = |key: &v1::RpcProviderKey| {
+            started = started || cursor.as_deref() == Some(key.id.as_str());
+            started
+        };
+        let headers = &headers;
+        let fetch = |next: PageRequest| {
+            let mut client = upstream.rpc_provider_keys();
+            let page = v1::ListRpcProviderKeysRequest {
+                page_size: MAX_PAGE_SIZE,
+                page_token: next.page_token,
+                reveal: true,
+                ..Default::default()
+            };
+            async move { Ok(client.list_rpc_provider_keys(request(headers, page)).await?.into_inner().into()) }
+        };
+        let keys = pages::collect(limit, fetch, from_cursor).await?;
+        Ok::<_, Failure>(keys.into_iter().map(rpc_provider_key).collect::<Vec<_>>())
     }
     .await;
     match answer {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use self::error::PspError;
-use crate::{Failure, Settings, Upstream, body, time::rfc3339, upstream::request};
+use crate::{Failure, Settings, Upstream, body, pages, time::rfc3339, upstream::request};
 
 /// Where the surface lives.
 pub const BASE: &str = "/api/v1/psp/product-manager/customer-user-api-keys";
@@ -235,7 +235,7 @@ pub(crate) async fn list(State(psp): State<Psp>, headers: HeaderMap, body: Resul
             body::none(body)?;
             let query =
                 v1::ListApiKeysRequest { environment: psp.settings.psp_environment.clone(), ..Default::default() };
-            let keys = psp.upstream.all_api_keys(&headers, query).await?;
+            let keys = pages::all_api_keys(&psp.upstream, &headers, query).await?;
             Ok((StatusCode::OK, keys.into_iter().map(listed).collect::<Vec<_>>()))
         }
         .await,

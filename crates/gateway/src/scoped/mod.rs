@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use self::error::ScopedError;
-use crate::{Failure, Upstream, body, time::rfc3339, upstream::request};
+use crate::{Failure, Upstream, body, pages, time::rfc3339, upstream::request};
 
 /// Where the surface lives.
 pub const BASE: &str = "/api/v1/api-keys";
@@ -182,7 +182,7 @@ pub(crate) async fn list(
     respond(
         async {
             body::none(body)?;
-            let keys = upstream.all_api_keys(&headers, v1::ListApiKeysRequest::default()).await?;
+            let keys = pages::all_api_keys(&upstream, &headers, v1::ListApiKeysRequest::default()).await?;
             Ok((StatusCode::OK, keys.into_iter().map(scoped).collect::<Vec<_>>()))
         }
         .await,
