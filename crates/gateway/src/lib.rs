@@ -18,6 +18,7 @@ mod body;
 mod failure;
 pub mod masumi;
 pub mod native;
+mod numbered;
 pub mod openapi;
 mod pages;
 pub mod psp;
