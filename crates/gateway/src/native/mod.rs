@@ -77,9 +77,8 @@ impl Native {
         let grpc_path = PathAndQuery::from_str(&rule.grpc_path)
             .map_err(|err| Failure::Status(tonic::Status::internal(err.to_string())))?;
         let mut grpc = tonic::client::Grpc::new(self.upstream.clone());
-        grpc.ready().await.map_err(|err| {
-            Failure::Status(tonic::Status::unavailable(format!("the keyward API is unavailable: {err}")))
-        })?;
+        // Answered as any unreachable upstream is (`Failure::code_and_message`).
+        grpc.ready().await.map_err(|err| Failure::Status(tonic::Status::unavailable(err.to_string())))?;
         let response = grpc
             .unary(upstream::request(headers, message), grpc_path, codec::DynamicCodec { output: rule.output.clone() })
             .await?
