@@ -29,6 +29,7 @@
 //! atomic change in the same transaction as the other changes of a PATCH.
 
 mod convert;
+mod envelope;
 pub mod error;
 mod shapes;
 
@@ -49,6 +50,7 @@ use tonic::Code;
 use utoipa::{IntoParams, ToSchema};
 
 use self::convert::*;
+use self::envelope::{json, query, success};
 use self::error::MasumiError;
 pub use self::shapes::*;
 use crate::{
@@ -430,52 +432,5 @@ pub(crate) async fn rpc_keys(
             (StatusCode::OK, Json(answer)).into_response()
         }
         Err(failure) => error::respond(failure),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::{cursor_key, get_list, lenient_flag, put_list, strict_flag};
-
-    #[test]
-    fn cursors_name_keys_by_handle_id_or_number() {
-        assert_eq!(cursor_key("kw_live_…x7Qa~42").as_deref(), Some("42"));
-        assert_eq!(cursor_key("…a~b~7").as_deref(), Some("7"));
-        assert_eq!(
-            cursor_key("0190f5d2-7c1e-7b3a-9d4e-1f2a3b4c5d6e").as_deref(),
-            Some("0190f5d2-7c1e-7b3a-9d4e-1f2a3b4c5d6e")
-        );
-        assert_eq!(cursor_key("17").as_deref(), Some("17"));
-        for other in ["masumi_payment_api_key_secret", "x~", "x~1a", ""] {
-            assert_eq!(cursor_key(other), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn long_lists_survive_metadata_chunks() {
-        let ids: Vec<String> = (0..100).map(|n| format!("{n:0>150}")).collect();
-        let mut metadata = HashMap::new();
-        put_list(&mut metadata, "m.ids", &ids);
-        assert!(metadata.len() > 1 && metadata.values().all(|v| v.chars().count() <= 1024));
-        assert_eq!(get_list(&metadata, "m.ids"), ids);
-        put_list(&mut metadata, "m.ids", &["one".to_owned()]);
-        assert_eq!((metadata.len(), get_list(&metadata, "m.ids")), (1, vec!["one".to_owned()]));
-        assert!(get_list(&metadata, "m.other").is_empty());
-    }
-
-    #[test]
-    fn flags() {
-        let lenient = |json: &str| lenient_flag(&mut serde_json::Deserializer::from_str(json)).unwrap();
-        assert_eq!(
-            ["\"True\"", "\"FALSE\"", "\"yes\"", "true", "null"].map(lenient),
-            [Some(true), Some(false), Some(false), Some(true), None]
-        );
-        let strict = |json: &str| strict_flag(&mut serde_json::Deserializer::from_str(json)).ok().flatten();
-        assert_eq!(
-            ["\"True\"", "\"FALSE\"", "\"yes\"", "false"].map(strict),
-            [Some(true), Some(false), None, Some(false)]
-        );
     }
 }
