@@ -47,3 +47,18 @@ pub(crate) fn respond_no_content(result: Result<(), Failure>, render_error: Rend
         Err(failure) => render_error(failure),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::key_number;
+
+    #[test]
+    fn only_positive_integers_name_keys() {
+        assert_eq!(key_number("42").as_deref(), Some("42"));
+        // The API takes the number as it prints it.
+        assert_eq!(key_number("007").as_deref(), Some("7"));
+        for other in ["0", "-3", "4.2", "abc", "", "99999999999999999999"] {
+            assert_eq!(key_number(other), None, "{other}");
+        }
+    }
+}

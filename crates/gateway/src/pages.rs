@@ -88,3 +88,39 @@ pub(crate) async fn all_api_keys(
     };
     collect(MAX_UNPAGED_KEYS, fetch, |_| true).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Page, PageRequest, collect};
+
+    /// A list of 0..total served in pages of at most `size`, the token being the next item.
+    fn serve(total: u32, size: usize, asked: &mut Vec<(String, usize)>, next: PageRequest) -> Page<u32> {
+        asked.push((next.page_token.clone(), next.wanted));
+        let from: u32 = next.page_token.parse().unwrap_or(0);
+        let items: Vec<u32> = (from..total).take(size).collect();
+        let after = from + u32::try_from(items.len()).unwrap();
+        Page { items, next_page_token: if after < total { after.to_string() } else { String::new() } }
+    }
+
+    #[tokio::test]
+    async fn stops_at_the_limit_or_the_end() {
+        let mut asked = Vec::new();
+        let fetch = |next| std::future::ready(Ok(serve(10, 4, &mut asked, next)));
+        assert_eq!(collect(6, fetch, |_| true).await.unwrap(), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(asked, [(String::new(), 6), ("4".to_owned(), 2)]);
+
+        let fetch = |next| std::future::ready(Ok(serve(10, 4, &mut Vec::new(), next)));
+        assert_eq!(collect(100, fetch, |_| true).await.unwrap(), (0..10).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn keeps_only_what_is_asked_across_pages() {
+        let fetch = |next| std::future::ready(Ok(serve(10, 3, &mut Vec::new(), next)));
+        let mut started = false;
+        let from_five = |item: &u32| {
+            started = started || *item == 5;
+            started
+        };
+        assert_eq!(collect(3, fetch, from_five).await.unwrap(), [5, 6, 7]);
+    }
+}
