@@ -2,6 +2,9 @@
 
 use axum::extract::rejection::BytesRejection;
 use http::StatusCode;
+use tonic_types::StatusExt;
+
+use crate::status::code_name;
 
 /// A failed request, in the gateway's terms.
 #[derive(Debug)]
@@ -29,6 +32,31 @@ impl Failure {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
+    }
+
+    /// The gRPC code's name and the message, for the surfaces that answer in gRPC's terms
+    /// (the native API and the scoped keys).
+    pub(crate) fn code_and_message(&self) -> (&'static str, String) {
+        match self {
+            Self::Status(status) => (code_name(status.code()), upstream_message(status)),
+            Self::BadRequest(message) => ("INVALID_ARGUMENT", message.clone()),
+            Self::TooLarge => {
+                ("INVALID_ARGUMENT", format!("the request body is larger than {} bytes", crate::MAX_BODY_BYTES))
+            }
+            Self::NoRoute => ("NOT_FOUND", "no route has this path".to_owned()),
+            Self::MethodNotAllowed => ("UNIMPLEMENTED", "the path does not take this method".to_owned()),
+        }
+    }
+}
+
+/// The status message, or a fixed one when the upstream could not be reached: every
+/// keyward error carries an ErrorInfo, so a status without one was made by the transport,
+/// whose message names its internals.
+fn upstream_message(status: &tonic::Status) -> String {
+    if status.code() == tonic::Code::Unavailable && status.get_details_error_info().is_none() {
+        "the keyward API is unavailable; retry later".to_owned()
+    } else {
+        status.message().to_owned()
     }
 }
 

@@ -50,34 +50,10 @@ impl Upstream {
         ApiKeyServiceClient::new(self.clone())
     }
 
-    /// The keys `query` selects, walking its pages with the caller's forwarded headers,
-    /// for the compatible lists whose contracts have no paging: at most
-    /// [`MAX_UNPAGED_KEYS`], so one request's cost stays bounded.
-    pub(crate) async fn all_api_keys(
-        &self,
-        headers: &HeaderMap,
-        mut query: keyward_proto::v1::ListApiKeysRequest,
-    ) -> Result<Vec<keyward_proto::v1::ApiKey>, tonic::Status> {
-        let mut client = self.api_keys();
-        let mut keys = Vec::new();
-        query.page_size = 100;
-        loop {
-            let page = client.list_api_keys(request(headers, query.clone())).await?.into_inner();
-            keys.extend(page.api_keys);
-            if page.next_page_token.is_empty() || keys.len() >= MAX_UNPAGED_KEYS {
-                return Ok(keys);
-            }
-            query.page_token = page.next_page_token;
-        }
-    }
-
     pub(crate) fn rpc_provider_keys(&self) -> RpcProviderKeyServiceClient<Self> {
         RpcProviderKeyServiceClient::new(self.clone())
     }
 }
-
-/// Most keys a list without paging answers (ten pages of ListApiKeys).
-pub(crate) const MAX_UNPAGED_KEYS: usize = 1000;
 
 impl tower::Service<Request<Body>> for Upstream {
     type Response = Response<Body>;

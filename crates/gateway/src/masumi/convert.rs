@@ -125,6 +125,18 @@ pub(crate) fn masumi_key(key: v1::ApiKey, secret: Option<String>) -> MasumiKey {
     }
 }
 
+/// An RPC provider key as Masumi lists it, its secret in clear.
+pub(crate) fn rpc_provider_key(key: v1::RpcProviderKey) -> RpcProviderKey {
+    RpcProviderKey {
+        created_at: rfc3339(key.create_time.as_ref()).unwrap_or_default(),
+        updated_at: rfc3339(key.update_time.as_ref()).unwrap_or_default(),
+        network: key.network,
+        id: key.id,
+        rpc_provider_api_key: key.secret,
+        rpc_provider: key.provider,
+    }
+}
+
 /// The non-zero balances of a key, amounts as decimal strings (a unit brought to zero is
 /// gone, as in Masumi).
 pub(crate) fn remaining(credits: &[v1::CreditAmount]) -> Vec<Credit> {
@@ -270,31 +282,35 @@ pub(crate) fn check_cursor(field: &str, cursor: Option<&String>, max: usize) -> 
     }
 }
 
-/// The JSON body as `T` (an empty body counts as `{}`); a problem names the Masumi field.
-pub(crate) fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
-    let body = body?;
-    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
-    let mut deserializer = serde_json::Deserializer::from_slice(text);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if path == "." || path.is_empty() {
-            Failure::BadRequest(format!("invalid JSON body: {inner}"))
-        } else {
-            Failure::BadRequest(format!("invalid JSON body: {path}: {inner}"))
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::{cursor_key, get_list, put_list};
+
+    #[test]
+    fn cursors_name_keys_by_handle_id_or_number() {
+        assert_eq!(cursor_key("kw_live_…x7Qa~42").as_deref(), Some("42"));
+        assert_eq!(cursor_key("…a~b~7").as_deref(), Some("7"));
+        assert_eq!(
+            cursor_key("0190f5d2-7c1e-7b3a-9d4e-1f2a3b4c5d6e").as_deref(),
+            Some("0190f5d2-7c1e-7b3a-9d4e-1f2a3b4c5d6e")
+        );
+        assert_eq!(cursor_key("17").as_deref(), Some("17"));
+        for other in ["masumi_payment_api_key_secret", "x~", "x~1a", ""] {
+            assert_eq!(cursor_key(other), None, "{other}");
         }
-    })?;
-    deserializer.end().map_err(|err| Failure::BadRequest(format!("invalid JSON body: {err}")))?;
-    Ok(value)
-}
+    }
 
-pub(crate) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Failure> {
-    query.map(|Query(q)| q).map_err(|err| Failure::BadRequest(format!("invalid query: {}", err.body_text())))
-}
-
-pub(crate) fn success<T: Serialize>(result: Result<T, Failure>) -> Response {
-    match result {
-        Ok(data) => (StatusCode::OK, Json(Success { status: "success".to_owned(), data })).into_response(),
-        Err(failure) => error::respond(failure),
+    #[test]
+    fn long_lists_survive_metadata_chunks() {
+        let ids: Vec<String> = (0..100).map(|n| format!("{n:0>150}")).collect();
+        let mut metadata = HashMap::new();
+        put_list(&mut metadata, "m.ids", &ids);
+        assert!(metadata.len() > 1 && metadata.values().all(|v| v.chars().count() <= 1024));
+        assert_eq!(get_list(&metadata, "m.ids"), ids);
+        put_list(&mut metadata, "m.ids", &["one".to_owned()]);
+        assert_eq!((metadata.len(), get_list(&metadata, "m.ids")), (1, vec!["one".to_owned()]));
+        assert!(get_list(&metadata, "m.other").is_empty());
     }
 }

@@ -29,6 +29,7 @@
 //! atomic change in the same transaction as the other changes of a PATCH.
 
 mod convert;
+mod envelope;
 pub mod error;
 mod shapes;
 
@@ -49,9 +50,15 @@ use tonic::Code;
 use utoipa::{IntoParams, ToSchema};
 
 use self::convert::*;
+use self::envelope::{json, query, success};
 use self::error::MasumiError;
 pub use self::shapes::*;
-use crate::{Failure, Upstream, time::rfc3339, upstream::request};
+use crate::{
+    Failure, Upstream,
+    pages::{self, MAX_PAGE_SIZE, PageRequest},
+    time::rfc3339,
+    upstream::request,
+};
 
 /// The network label of a key that may be used on no network (`networkLimit: []`).
 /// keyward's empty network set means "any"; this label is reserved for "none": no
@@ -144,25 +151,22 @@ pub(crate) async fn list(
                     None => return Ok(KeyList { api_keys: Vec::new() }),
                 },
             };
-            let mut client = upstream.api_keys();
-            let mut keys = Vec::new();
-            let mut page_token = String::new();
-            while keys.len() < size {
+            let headers = &headers;
+            let fetch = |next: PageRequest| {
+                let mut client = upstream.api_keys();
+                // The cursor places the first page; the tokens place the rest.
+                let start_at = if next.page_token.is_empty() { start_at.clone() } else { String::new() };
                 let page = v1::ListApiKeysRequest {
-                    page_size: i32::try_from(size - keys.len()).unwrap_or(100).min(100),
-                    start_at: if page_token.is_empty() { start_at.clone() } else { String::new() },
-                    page_token,
+                    page_size: next.page_size(),
+                    start_at,
+                    page_token: next.page_token,
                     show_revoked: !current_era,
                     ..Default::default()
                 };
-                let page = client.list_api_keys(request(&headers, page)).await?.into_inner();
-                keys.extend(page.api_keys.into_iter().map(|key| masumi_key(key, None)));
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
-            }
-            Ok(KeyList { api_keys: keys })
+                async move { Ok(client.list_api_keys(request(headers, page)).await?.into_inner().into()) }
+            };
+            let keys = pages::collect(size, fetch, |_| true).await?;
+            Ok(KeyList { api_keys: keys.into_iter().map(|key| masumi_key(key, None)).collect() })
         }
         .await,
     )
@@ -397,33 +401,25 @@ pub(crate) async fn rpc_keys(
         check_cursor("cursorId", cursor_id.as_ref(), MAX_RPC_CURSOR_CHARS)?;
         let limit = page_size("limit", limit, 100)?;
         let cursor = cursor_id.filter(|c| !c.is_empty());
-        let mut client = upstream.rpc_provider_keys();
-        let mut keys = Vec::new();
-        let mut page_token = String::new();
+        // keyward's tokens cannot name a key to start at: the keys before the cursor's are skipped.
         let mut started = cursor.is_none();
-        while keys.len() < limit {
-            let page =
-                v1::ListRpcProviderKeysRequest { page_size: 100, page_token, reveal: true, ..Default::default() };
-            let page = client.list_rpc_provider_keys(request(&headers, page)).await?.into_inner();
-            for key in page.rpc_provider_keys {
-                started = started || cursor.as_deref() == Some(key.id.as_str());
-                if started && keys.len() < limit {
-                    keys.push(RpcProviderKey {
-                        created_at: rfc3339(key.create_time.as_ref()).unwrap_or_default(),
-                        updated_at: rfc3339(key.update_time.as_ref()).unwrap_or_default(),
-                        network: key.network,
-                        id: key.id,
-                        rpc_provider_api_key: key.secret,
-                        rpc_provider: key.provider,
-                    });
-                }
-            }
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
-        Ok::<_, Failure>(keys)
+        let from_cursor = |key: &v1::RpcProviderKey| {
+            started = started || cursor.as_deref() == Some(key.id.as_str());
+            started
+        };
+        let headers = &headers;
+        let fetch = |next: PageRequest| {
+            let mut client = upstream.rpc_provider_keys();
+            let page = v1::ListRpcProviderKeysRequest {
+                page_size: MAX_PAGE_SIZE,
+                page_token: next.page_token,
+                reveal: true,
+                ..Default::default()
+            };
+            async move { Ok(client.list_rpc_provider_keys(request(headers, page)).await?.into_inner().into()) }
+        };
+        let keys = pages::collect(limit, fetch, from_cursor).await?;
+        Ok::<_, Failure>(keys.into_iter().map(rpc_provider_key).collect::<Vec<_>>())
     }
     .await;
     match answer {
@@ -436,52 +432,5 @@ pub(crate) async fn rpc_keys(
             (StatusCode::OK, Json(answer)).into_response()
         }
         Err(failure) => error::respond(failure),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::{cursor_key, get_list, lenient_flag, put_list, strict_flag};
-
-    #[test]
-    fn cursors_name_keys_by_handle_id_or_number() {
-        assert_eq!(cursor_key("kw_live_…x7Qa~42").as_deref(), Some("42"));
-        assert_eq!(cursor_key("…a~b~7").as_deref(), Some("7"));
-        assert_eq!(
-            cursor_key("0190f5d2-7c1e-7b3a-9d4e-1f2a3b4c5d6e").as_deref(),
-            Some("0190f5d2-7c1e-7b3a-9d4e-1f2a3b4c5d6e")
-        );
-        assert_eq!(cursor_key("17").as_deref(), Some("17"));
-        for other in ["masumi_payment_api_key_secret", "x~", "x~1a", ""] {
-            assert_eq!(cursor_key(other), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn long_lists_survive_metadata_chunks() {
-        let ids: Vec<String> = (0..100).map(|n| format!("{n:0>150}")).collect();
-        let mut metadata = HashMap::new();
-        put_list(&mut metadata, "m.ids", &ids);
-        assert!(metadata.len() > 1 && metadata.values().all(|v| v.chars().count() <= 1024));
-        assert_eq!(get_list(&metadata, "m.ids"), ids);
-        put_list(&mut metadata, "m.ids", &["one".to_owned()]);
-        assert_eq!((metadata.len(), get_list(&metadata, "m.ids")), (1, vec!["one".to_owned()]));
-        assert!(get_list(&metadata, "m.other").is_empty());
-    }
-
-    #[test]
-    fn flags() {
-        let lenient = |json: &str| lenient_flag(&mut serde_json::Deserializer::from_str(json)).unwrap();
-        assert_eq!(
-            ["\"True\"", "\"FALSE\"", "\"yes\"", "true", "null"].map(lenient),
-            [Some(true), Some(false), Some(false), Some(true), None]
-        );
-        let strict = |json: &str| strict_flag(&mut serde_json::Deserializer::from_str(json)).ok().flatten();
-        assert_eq!(
-            ["\"True\"", "\"FALSE\"", "\"yes\"", "false"].map(strict),
-            [Some(true), Some(false), None, Some(false)]
-        );
     }
 }

@@ -395,3 +395,22 @@ pub struct RpcListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<f64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{lenient_flag, strict_flag};
+
+    #[test]
+    fn flags() {
+        let lenient = |json: &str| lenient_flag(&mut serde_json::Deserializer::from_str(json)).unwrap();
+        assert_eq!(
+            ["\"True\"", "\"FALSE\"", "\"yes\"", "true", "null"].map(lenient),
+            [Some(true), Some(false), Some(false), Some(true), None]
+        );
+        let strict = |json: &str| strict_flag(&mut serde_json::Deserializer::from_str(json)).ok().flatten();
+        assert_eq!(
+            ["\"True\"", "\"FALSE\"", "\"yes\"", "false"].map(strict),
+            [Some(true), Some(false), None, Some(false)]
+        );
+    }
+}

@@ -3,22 +3,27 @@
 //! milliseconds. Who may do what is the policy table's business, upstream.
 
 pub mod error;
+mod shapes;
 
 use axum::{
-    Json, Router,
+    Router,
     extract::{Path, State, rejection::BytesRejection},
     http::HeaderMap,
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, patch},
 };
 use bytes::Bytes;
 use http::StatusCode;
 use keyward_proto::v1;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use self::error::PspError;
-use crate::{Failure, Settings, Upstream, body, time::rfc3339, upstream::request};
+pub use self::shapes::*;
+use crate::{
+    Failure, Settings, Upstream, body,
+    numbered::{self, respond_no_content},
+    pages,
+    upstream::request,
+};
 
 /// Where the surface lives.
 pub const BASE: &str = "/api/v1/psp/product-manager/customer-user-api-keys";
@@ -41,204 +46,27 @@ async fn method_not_allowed() -> Response {
     error::respond(Failure::MethodNotAllowed)
 }
 
-/// A customer user API key, as the list returns it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CustomerUserApiKey {
-    /// The key's number.
-    pub id: i64,
-    /// The key's prefix and last 4 characters.
-    #[serde(rename = "keyMask")]
-    pub key_mask: String,
-    /// The key's name.
-    pub name: String,
-    /// The owner's subject.
-    #[serde(rename = "userCognitoSub")]
-    pub user_cognito_sub: String,
-    /// The creator's subject.
-    #[serde(rename = "creatorCognitoSub")]
-    pub creator_cognito_sub: String,
-    /// When the key expires; null when it does not.
-    #[serde(rename = "expiresAt")]
-    pub expires_at: Option<String>,
-    /// When the key was created.
-    #[serde(rename = "createdAt")]
-    pub created_at: String,
-    /// `active`, `inactive` or `revoked`.
-    pub status: String,
-    /// The organisation's display name.
-    #[serde(rename = "organisationName")]
-    pub organisation_name: String,
-}
-
-/// A created key: the list's fields but the organisation, plus the secret, shown this once.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedCustomerUserApiKey {
-    /// The key's number.
-    pub id: i64,
-    /// The key's prefix and last 4 characters.
-    #[serde(rename = "keyMask")]
-    pub key_mask: String,
-    /// The key's name.
-    pub name: String,
-    /// The owner's subject.
-    #[serde(rename = "userCognitoSub")]
-    pub user_cognito_sub: String,
-    /// The creator's subject.
-    #[serde(rename = "creatorCognitoSub")]
-    pub creator_cognito_sub: String,
-    /// When the key expires; null when it does not.
-    #[serde(rename = "expiresAt")]
-    pub expires_at: Option<String>,
-    /// When the key was created.
-    #[serde(rename = "createdAt")]
-    pub created_at: String,
-    /// `active` or `inactive`.
-    pub status: String,
-    /// The secret, shown once.
-    #[serde(rename = "rawKey")]
-    pub raw_key: String,
-}
-
-/// An updated key: the list's fields but the organisation.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UpdatedCustomerUserApiKey {
-    /// The key's number.
-    pub id: i64,
-    /// The key's prefix and last 4 characters.
-    #[serde(rename = "keyMask")]
-    pub key_mask: String,
-    /// The key's name.
-    pub name: String,
-    /// The owner's subject.
-    #[serde(rename = "userCognitoSub")]
-    pub user_cognito_sub: String,
-    /// The creator's subject.
-    #[serde(rename = "creatorCognitoSub")]
-    pub creator_cognito_sub: String,
-    /// When the key expires; null when it does not.
-    #[serde(rename = "expiresAt")]
-    pub expires_at: Option<String>,
-    /// When the key was created.
-    #[serde(rename = "createdAt")]
-    pub created_at: String,
-    /// `active` or `inactive`.
-    pub status: String,
-}
-
-/// Body of the create call.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCustomerUserApiKey {
-    /// The key's name, 1 to 200 characters.
-    pub name: String,
-}
-
-/// Body of the update call.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateCustomerUserApiKey {
-    /// The new status.
-    pub status: PspStatus,
-}
-
-/// A status a key may be set to.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PspStatus {
-    /// The key verifies.
-    Active,
-    /// The key is disabled.
-    Inactive,
-}
-
-/// Live keys of the caller in the environment, and the most allowed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Usage {
-    /// Live keys.
-    pub used: i64,
-    /// The most live keys allowed.
-    pub limit: i64,
-}
-
-fn status_name(status: i32) -> String {
-    match v1::ApiKeyStatus::try_from(status) {
-        Ok(v1::ApiKeyStatus::Active) => "active",
-        Ok(v1::ApiKeyStatus::Inactive) => "inactive",
-        Ok(v1::ApiKeyStatus::Revoked) => "revoked",
-        Ok(v1::ApiKeyStatus::Unspecified) | Err(_) => "unknown",
-    }
-    .to_owned()
-}
-
-fn listed(key: v1::ApiKey) -> CustomerUserApiKey {
-    CustomerUserApiKey {
-        id: key.number,
-        key_mask: key.mask,
-        name: key.name,
-        user_cognito_sub: key.owner,
-        creator_cognito_sub: key.creator,
-        expires_at: rfc3339(key.expire_time.as_ref()),
-        created_at: rfc3339(key.create_time.as_ref()).unwrap_or_default(),
-        status: status_name(key.status),
-        organisation_name: key.organization_name,
-    }
-}
-
-fn updated(key: v1::ApiKey) -> UpdatedCustomerUserApiKey {
-    let CustomerUserApiKey {
-        id,
-        key_mask,
-        name,
-        user_cognito_sub,
-        creator_cognito_sub,
-        expires_at,
-        created_at,
-        status,
-        organisation_name: _,
-    } = listed(key);
-    UpdatedCustomerUserApiKey {
-        id,
-        key_mask,
-        name,
-        user_cognito_sub,
-        creator_cognito_sub,
-        expires_at,
-        created_at,
-        status,
-    }
-}
-
-/// An apiKeyId that is not a number names no key.
-fn key_number(raw: &str) -> Result<String, Failure> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|number| *number > 0)
-        .map(|number| number.to_string())
-        .ok_or_else(|| Failure::Status(tonic::Status::not_found("no such key")))
-}
-
-fn respond<T: Serialize>(result: Result<(StatusCode, T), Failure>) -> Response {
-    match result {
-        Ok((status, body)) => (status, Json(body)).into_response(),
-        Err(failure) => error::respond(failure),
-    }
+/// An apiKeyId that is not a number names no key: 404, as for a number no key has.
+fn key_number(segment: &str) -> Result<String, Failure> {
+    numbered::key_number(segment).ok_or_else(|| Failure::Status(tonic::Status::not_found("no such key")))
 }
 
 #[utoipa::path(get, path = "/api/v1/psp/product-manager/customer-user-api-keys", tag = "psp",
     description = "The caller's keys; Super_Dev sees every key of its organisation.",
     security(("bearer" = [])),
-    responses((status = 200, body = Vec<CustomerUserApiKey>), (status = 401, body = PspError), (status = 403, body = PspError),
+    responses((status = 200, body = Vec<ListedCustomerUserApiKey>), (status = 401, body = PspError), (status = 403, body = PspError),
         (status = 413, body = PspError), (status = 503, body = PspError)))]
 pub(crate) async fn list(State(psp): State<Psp>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    respond(
+    numbered::respond(
         async {
             body::none(body)?;
             let query =
                 v1::ListApiKeysRequest { environment: psp.settings.psp_environment.clone(), ..Default::default() };
-            let keys = psp.upstream.all_api_keys(&headers, query).await?;
-            Ok((StatusCode::OK, keys.into_iter().map(listed).collect::<Vec<_>>()))
+            let keys = pages::all_api_keys(&psp.upstream, &headers, query).await?;
+            Ok((StatusCode::OK, keys.into_iter().map(ListedCustomerUserApiKey::from).collect::<Vec<_>>()))
         }
         .await,
+        error::respond,
     )
 }
 
@@ -253,7 +81,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    respond(
+    numbered::respond(
         async {
             let CreateCustomerUserApiKey { name } = body::json(body)?;
             let message = v1::CreateApiKeyRequest {
@@ -265,31 +93,11 @@ pub(crate) async fn create(
                 ..Default::default()
             };
             let created = psp.upstream.api_keys().create_api_key(request(&headers, message)).await?.into_inner();
-            let key = created.api_key.unwrap_or_default();
-            let UpdatedCustomerUserApiKey {
-                id,
-                key_mask,
-                name,
-                user_cognito_sub,
-                creator_cognito_sub,
-                expires_at,
-                created_at,
-                status,
-            } = updated(key);
-            let body = CreatedCustomerUserApiKey {
-                id,
-                key_mask,
-                name,
-                user_cognito_sub,
-                creator_cognito_sub,
-                expires_at,
-                created_at,
-                status,
-                raw_key: created.secret,
-            };
-            Ok((StatusCode::OK, body))
+            let key = created.api_key.unwrap_or_default().into();
+            Ok((StatusCode::OK, CreatedCustomerUserApiKey { key, raw_key: created.secret }))
         }
         .await,
+        error::respond,
     )
 }
 
@@ -312,16 +120,13 @@ pub(crate) async fn delete(
         Ok::<_, Failure>(())
     }
     .await;
-    match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(failure) => error::respond(failure),
-    }
+    respond_no_content(result, error::respond)
 }
 
 #[utoipa::path(patch, path = "/api/v1/psp/product-manager/customer-user-api-keys/{apiKeyId}", tag = "psp",
     description = "Activates or deactivates a key.", security(("bearer" = [])),
     params(("apiKeyId" = String, Path, description = "The key's number")), request_body = UpdateCustomerUserApiKey,
-    responses((status = 200, body = UpdatedCustomerUserApiKey), (status = 400, body = PspError), (status = 401, body = PspError),
+    responses((status = 200, body = CustomerUserApiKey), (status = 400, body = PspError), (status = 401, body = PspError),
         (status = 403, body = PspError), (status = 404, body = PspError), (status = 413, body = PspError),
         (status = 503, body = PspError)))]
 pub(crate) async fn update(
@@ -330,13 +135,10 @@ pub(crate) async fn update(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    respond(
+    numbered::respond(
         async {
             let UpdateCustomerUserApiKey { status } = body::json(body)?;
-            let status = match status {
-                PspStatus::Active => v1::ApiKeyStatus::Active,
-                PspStatus::Inactive => v1::ApiKeyStatus::Inactive,
-            };
+            let status = v1::ApiKeyStatus::from(status);
             let message = v1::UpdateApiKeyRequest {
                 api_key: Some(v1::ApiKey { id: key_number(&id)?, status: status.into(), ..Default::default() }),
                 update_mask: Some(prost_types::FieldMask { paths: vec!["status".to_owned()] }),
@@ -344,9 +146,10 @@ pub(crate) async fn update(
                 ..Default::default()
             };
             let key = psp.upstream.api_keys().update_api_key(request(&headers, message)).await?.into_inner();
-            Ok((StatusCode::OK, updated(key.api_key.unwrap_or_default())))
+            Ok((StatusCode::OK, CustomerUserApiKey::from(key.api_key.unwrap_or_default())))
         }
         .await,
+        error::respond,
     )
 }
 
@@ -356,7 +159,7 @@ pub(crate) async fn update(
     responses((status = 200, body = Usage), (status = 401, body = PspError), (status = 403, body = PspError),
         (status = 413, body = PspError), (status = 503, body = PspError)))]
 pub(crate) async fn usage(State(psp): State<Psp>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    respond(
+    numbered::respond(
         async {
             body::none(body)?;
             let message =
@@ -365,5 +168,6 @@ pub(crate) async fn usage(State(psp): State<Psp>, headers: HeaderMap, body: Resu
             Ok((StatusCode::OK, Usage { used: quota.used, limit: quota.limit }))
         }
         .await,
+        error::respond,
     )
 }
