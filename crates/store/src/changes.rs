@@ -41,7 +41,7 @@ pub(crate) async fn announce(txn: &DatabaseTransaction, channel: &str, id: Uuid)
         "SELECT pg_notify($1, $2)",
         [channel.into(), id.to_string().into()],
     );
-    txn.execute_raw(statement).await.map_err(crate::convert::db_error)?;
+    txn.execute_raw(statement).await.map_err(crate::db::db_error)?;
     Ok(())
 }
 
