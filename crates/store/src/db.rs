@@ -15,9 +15,6 @@ use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, TransactionOptions, TransactionTrait,
     sqlx::sqlite::SqliteJournalMode,
 };
-use uuid::Uuid;
-
-use crate::changes::{self, ChangeListener};
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind-parameter limits.
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
@@ -118,20 +115,9 @@ impl Store {
         self.lookup_reads.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Listens for key changes announced by any replica; `None` on SQLite.
-    pub async fn change_listener(&self) -> Result<Option<ChangeListener>> {
-        match &self.notify_channel {
-            Some(channel) => ChangeListener::connect(&self.pool, channel).await.map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Announces, on commit of `txn`, that key `id` changed.
-    pub(crate) async fn announce(&self, txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
-        if let Some(channel) = &self.notify_channel {
-            changes::announce(txn, channel, id).await?;
-        }
-        Ok(())
+    /// The channel key changes are announced on: PostgreSQL's only.
+    pub(crate) fn notify_channel(&self) -> Option<&str> {
+        self.notify_channel.as_deref()
     }
 
     /// Applies every pending migration.

@@ -1,8 +1,8 @@
 //! keyward's persistence on SQLite and PostgreSQL. Every mutation runs in one short
-//! transaction with its audit event and idempotency record (its [`envelope`]); every
-//! query inside it goes through the transaction handle.
+//! transaction with its audit event and idempotency record (its envelope); every query
+//! inside it goes through the transaction handle.
 //!
-//! By concern: [`db`] the connection, transactions and error kinds; `keys` the keys and
+//! By concern: `db` the connection, transactions and error kinds; `keys` the keys and
 //! their secrets; `envelope` what every mutation records besides its effect; `ledger`
 //! balances and their ledger entries; `credits` what callers see of them; `charge` the
 //! batched debits of verifications; `refill` refill schedules; `usage` usage counters;
