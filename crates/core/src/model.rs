@@ -165,7 +165,7 @@ impl KeyPatch {
 pub struct AuditEvent {
     /// Subject of the caller (`key:<id>` for key callers).
     pub actor: String,
-    /// Operation, e.g. `CreateApiKey`.
+    /// What was done: an [`AuditAction`]'s name, e.g. `CreateApiKey`.
     pub action: String,
     /// Resource id, empty if none exists.
     pub target: String,
@@ -175,6 +175,72 @@ pub struct AuditEvent {
     pub outcome: String,
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
+}
+
+/// What an audit event records. Finer than [`crate::policy::Action`], which grants the
+/// right to answer: one right, managing RPC provider keys, covers five of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    /// A key was created.
+    CreateKey,
+    /// A key's fields, credits or secret were changed.
+    UpdateKey,
+    /// A key was revoked.
+    DeleteKey,
+    /// A revoked key was restored.
+    UndeleteKey,
+    /// A key was given a new secret.
+    RotateKey,
+    /// A key's balances were adjusted.
+    AdjustCredits,
+    /// An RPC provider key was created.
+    CreateRpcProviderKey,
+    /// An RPC provider key's secret was read.
+    GetRpcProviderKey,
+    /// RPC provider keys' secrets were listed.
+    ListRpcProviderKeys,
+    /// An RPC provider key was changed.
+    UpdateRpcProviderKey,
+    /// An RPC provider key was deleted.
+    DeleteRpcProviderKey,
+}
+
+impl AuditAction {
+    /// The name stored in [`AuditEvent::action`] and in idempotency records. Stored rows
+    /// and their readers hold these names, so they never change (they began as the names
+    /// of the RPCs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateKey => "CreateApiKey",
+            Self::UpdateKey => "UpdateApiKey",
+            Self::DeleteKey => "DeleteApiKey",
+            Self::UndeleteKey => "UndeleteApiKey",
+            Self::RotateKey => "RotateApiKey",
+            Self::AdjustCredits => "AdjustCredits",
+            Self::CreateRpcProviderKey => "CreateRpcProviderKey",
+            Self::GetRpcProviderKey => "GetRpcProviderKey",
+            Self::ListRpcProviderKeys => "ListRpcProviderKeys",
+            Self::UpdateRpcProviderKey => "UpdateRpcProviderKey",
+            Self::DeleteRpcProviderKey => "DeleteRpcProviderKey",
+        }
+    }
+
+    /// Whether the action changes state. A change that succeeds writes its event in its
+    /// own transaction; a read that reveals secrets, and any failure, are recorded apart.
+    pub fn is_change(self) -> bool {
+        match self {
+            Self::GetRpcProviderKey | Self::ListRpcProviderKeys => false,
+            Self::CreateKey
+            | Self::UpdateKey
+            | Self::DeleteKey
+            | Self::UndeleteKey
+            | Self::RotateKey
+            | Self::AdjustCredits
+            | Self::CreateRpcProviderKey
+            | Self::UpdateRpcProviderKey
+            | Self::DeleteRpcProviderKey => true,
+        }
+    }
 }
 
 /// An upstream provider credential. Its secret exists in clear only in memory.

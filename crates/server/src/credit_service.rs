@@ -8,12 +8,13 @@ use keyward_core::{
     Error,
     credit::Credit,
     error::Result,
+    model::AuditAction,
     page,
     policy::{self, Action, Caller},
     validate::{AmountRule, Checks},
 };
 use keyward_proto::v1::{self, credit_service_server::CreditService};
-use keyward_store::{LedgerQuery, Mutation, Operation, Store, UsageScope};
+use keyward_store::{LedgerQuery, Mutation, Store, UsageScope};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -211,7 +212,7 @@ impl CreditService for CreditServiceImpl {
         let request = request.into_inner();
         let (target, request_id) = (request.api_key_id.clone(), request.request_id.clone());
         let result = self.adjust(&caller, request).await;
-        audited(&self.store, &caller, Operation::AdjustCredits, &target, &request_id, result).await.map(Response::new)
+        audited(&self.store, &caller, AuditAction::AdjustCredits, &target, &request_id, result).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "ListCreditTransactions", skip_all)]

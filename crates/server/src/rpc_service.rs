@@ -8,22 +8,18 @@ use keyward_core::{
     Error,
     crypto::MasterKey,
     error::Result,
-    model::{AuditEvent, RpcProviderKey, RpcProviderKeyPatch},
+    model::{AuditAction, RpcProviderKey, RpcProviderKeyPatch},
     page,
     policy::{self, Action, Caller},
     validate::Checks,
 };
 use keyward_proto::v1::{self, rpc_provider_key_service_server::RpcProviderKeyService};
-use keyward_store::{Mutation, Operation, RpcKeyQuery, Store};
+use keyward_store::{Mutation, RpcKeyQuery, Store};
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{
-    convert::timestamp,
-    status::{code_name, to_status},
-    verifier::Verifier,
-};
+use crate::{convert::timestamp, service::audited, status::to_status, verifier::Verifier};
 
 const MAX_SECRET_CHARS: usize = 1000;
 const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -84,24 +80,6 @@ impl RpcProviderKeyServiceImpl {
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         self.inner.verifier.authenticate(request.metadata()).await.map_err(to_status)
-    }
-
-    /// Records the call in the audit log, whatever its outcome, and converts its error.
-    async fn audited<T>(&self, caller: &Caller, action: &str, target: &str, result: Result<T>) -> Result<T, Status> {
-        let event = AuditEvent {
-            actor: caller.subject(),
-            action: action.to_owned(),
-            target: target.chars().take(64).collect(),
-            request_id: None,
-            outcome: result.as_ref().map_or_else(|err| code_name(err).to_owned(), |_| "OK".to_owned()),
-            occurred_at: Utc::now(),
-        };
-        // Mutations write their successful audit event in their own transaction.
-        let written_with_effect = result.is_ok() && action != "GetRpcProviderKey" && action != "ListRpcProviderKeys";
-        if !written_with_effect && let Err(err) = self.inner.store.record_audit(&event).await {
-            tracing::error!(error = ?err, action, "could not record an audit event");
-        }
-        result.map_err(to_status)
     }
 
     fn create(&self, caller: &Caller, request: v1::CreateRpcProviderKeyRequest) -> Result<(RpcProviderKey, Mutation)> {
@@ -250,7 +228,7 @@ impl RpcProviderKeyService for RpcProviderKeyServiceImpl {
             Ok(v1::CreateRpcProviderKeyResponse { rpc_provider_key: Some(to_proto(&created, false)) })
         }
         .await;
-        self.audited(&caller, Operation::CreateRpcProviderKey.as_str(), "", result).await.map(Response::new)
+        audited(&self.inner.store, &caller, AuditAction::CreateRpcProviderKey, "", "", result).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "GetRpcProviderKey", skip_all)]
@@ -269,7 +247,7 @@ impl RpcProviderKeyService for RpcProviderKeyServiceImpl {
             Ok(v1::GetRpcProviderKeyResponse { rpc_provider_key: Some(to_proto(&key, reveal)) })
         }
         .await;
-        self.audited(&caller, "GetRpcProviderKey", &id, result).await.map(Response::new)
+        audited(&self.inner.store, &caller, AuditAction::GetRpcProviderKey, &id, "", result).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "ListRpcProviderKeys", skip_all)]
@@ -279,7 +257,7 @@ impl RpcProviderKeyService for RpcProviderKeyServiceImpl {
     ) -> Result<Response<v1::ListRpcProviderKeysResponse>, Status> {
         let caller = self.caller(&request).await?;
         let result = self.list(&caller, request.into_inner()).await;
-        self.audited(&caller, "ListRpcProviderKeys", "", result).await.map(Response::new)
+        audited(&self.inner.store, &caller, AuditAction::ListRpcProviderKeys, "", "", result).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "UpdateRpcProviderKey", skip_all)]
@@ -298,7 +276,9 @@ impl RpcProviderKeyService for RpcProviderKeyServiceImpl {
             Ok(v1::UpdateRpcProviderKeyResponse { rpc_provider_key: Some(to_proto(&key, false)) })
         }
         .await;
-        self.audited(&caller, Operation::UpdateRpcProviderKey.as_str(), &target, result).await.map(Response::new)
+        audited(&self.inner.store, &caller, AuditAction::UpdateRpcProviderKey, &target, "", result)
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(name = "DeleteRpcProviderKey", skip_all)]
@@ -315,6 +295,6 @@ impl RpcProviderKeyService for RpcProviderKeyServiceImpl {
             Ok(v1::DeleteRpcProviderKeyResponse {})
         }
         .await;
-        self.audited(&caller, Operation::DeleteRpcProviderKey.as_str(), &id, result).await.map(Response::new)
+        audited(&self.inner.store, &caller, AuditAction::DeleteRpcProviderKey, &id, "", result).await.map(Response::new)
     }
 }

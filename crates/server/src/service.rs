@@ -9,14 +9,14 @@ use keyward_core::{
     credit::{Credit, Refill, RefillPeriod},
     environment::{Environment, Environments},
     error::Result,
-    model::{ApiKey, AuditEvent, KeyPatch, KeyStatus, NewApiKey},
+    model::{ApiKey, AuditAction, AuditEvent, KeyPatch, KeyStatus, NewApiKey},
     page,
     policy::{self, Action, Authority, Caller, Reach},
     secret,
     validate::{AmountRule, Checks, KeyRef},
 };
 use keyward_proto::v1::{self, api_key_service_server::ApiKeyService};
-use keyward_store::{KeyUpdate, ListQuery, Mutation, NewSecret, Operation, Store};
+use keyward_store::{KeyUpdate, ListQuery, Mutation, NewSecret, Store};
 use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -97,16 +97,15 @@ impl ApiKeyServiceImpl {
         found
     }
 
-    /// Records a failed mutation's audit event; the successful ones are written with their effect.
     async fn audited<T>(
         &self,
         caller: &Caller,
-        operation: Operation,
+        action: AuditAction,
         target: &str,
         request_id: &str,
         result: Result<T>,
     ) -> Result<T, Status> {
-        audited(&self.inner.store, caller, operation, target, request_id, result).await
+        audited(&self.inner.store, caller, action, target, request_id, result).await
     }
 
     fn create(
@@ -580,27 +579,28 @@ impl ApiKeyServiceImpl {
     }
 }
 
-/// Records the audit event of a failed mutation (a successful one recorded its own in
-/// its transaction) and maps the error to its status.
+/// Records the audit event that no effect carried: a failure, or a read that reveals
+/// secrets (a successful change recorded its own in its transaction). Maps the error to
+/// its status.
 pub(crate) async fn audited<T>(
     store: &Store,
     caller: &Caller,
-    operation: Operation,
+    action: AuditAction,
     target: &str,
     request_id: &str,
     result: Result<T>,
 ) -> Result<T, Status> {
-    if let Err(err) = &result {
+    if result.is_err() || !action.is_change() {
         let event = AuditEvent {
             actor: caller.subject(),
-            action: operation.as_str().to_owned(),
+            action: action.as_str().to_owned(),
             target: target.chars().take(64).collect(),
             request_id: Some(request_id.chars().take(64).collect::<String>()).filter(|id| !id.is_empty()),
-            outcome: code_name(err).to_owned(),
+            outcome: result.as_ref().map_or_else(|err| code_name(err).to_owned(), |_| "OK".to_owned()),
             occurred_at: Utc::now(),
         };
         if let Err(audit_err) = store.record_audit(&event).await {
-            tracing::error!(error = ?audit_err, "could not record the audit event of a failed mutation");
+            tracing::error!(error = ?audit_err, action = action.as_str(), "could not record an audit event");
         }
     }
     result.map_err(to_status)
@@ -667,7 +667,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             })
         }
         .await;
-        self.audited(&caller, Operation::Create, "", &request_id, result).await.map(Response::new)
+        self.audited(&caller, AuditAction::CreateKey, "", &request_id, result).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "GetApiKey", skip_all)]
@@ -701,7 +701,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let target = request.api_key.as_ref().map(|key| key.id.clone()).unwrap_or_default();
         let request_id = request.request_id.clone();
         let result = self.update(&caller, request).await;
-        self.audited(&caller, Operation::Update, &target, &request_id, result).await.map(Response::new)
+        self.audited(&caller, AuditAction::UpdateKey, &target, &request_id, result).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "DeleteApiKey", skip_all)]
@@ -712,7 +712,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let caller = self.caller(&request).await?;
         let v1::DeleteApiKeyRequest { id, request_id } = request.into_inner();
         let result = self.delete(&caller, &id, &request_id).await.map_err(|err| err.naming(&id));
-        self.audited(&caller, Operation::Delete, &id, &request_id, result).await.map(Response::new)
+        self.audited(&caller, AuditAction::DeleteKey, &id, &request_id, result).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "UndeleteApiKey", skip_all)]
@@ -723,7 +723,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let caller = self.caller(&request).await?;
         let v1::UndeleteApiKeyRequest { id, request_id } = request.into_inner();
         let result = self.undelete(&caller, &id, &request_id).await.map_err(|err| err.naming(&id));
-        self.audited(&caller, Operation::Undelete, &id, &request_id, result).await.map(Response::new)
+        self.audited(&caller, AuditAction::UndeleteKey, &id, &request_id, result).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "RotateApiKey", skip_all)]
@@ -735,7 +735,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let request = request.into_inner();
         let (id, request_id) = (request.id.clone(), request.request_id.clone());
         let result = self.rotate(&caller, request).await.map_err(|err| err.naming(&id));
-        self.audited(&caller, Operation::Rotate, &id, &request_id, result).await.map(Response::new)
+        self.audited(&caller, AuditAction::RotateKey, &id, &request_id, result).await.map(Response::new)
     }
 
     #[tracing::instrument(name = "VerifyApiKey", skip_all, fields(api_key.id = tracing::field::Empty))]

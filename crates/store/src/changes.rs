@@ -14,6 +14,8 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::{Store, db::db_error};
+
 /// `application_name` of the listener's connection (README names it for operators).
 const LISTENER_NAME: &str = "keyward change listener";
 
@@ -35,18 +37,31 @@ pub struct ChangeListener {
     connected: bool,
 }
 
-pub(crate) async fn announce(txn: &DatabaseTransaction, channel: &str, id: Uuid) -> Result<()> {
-    let statement = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT pg_notify($1, $2)",
-        [channel.into(), id.to_string().into()],
-    );
-    txn.execute_raw(statement).await.map_err(crate::convert::db_error)?;
-    Ok(())
+impl Store {
+    /// Listens for key changes announced by any replica; `None` on SQLite.
+    pub async fn change_listener(&self) -> Result<Option<ChangeListener>> {
+        match self.notify_channel() {
+            Some(channel) => ChangeListener::connect(self.connection(), channel).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Announces, on commit of `txn`, that key `id` changed.
+    pub(crate) async fn announce(&self, txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
+        if let Some(channel) = self.notify_channel() {
+            let statement = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_notify($1, $2)",
+                [channel.into(), id.to_string().into()],
+            );
+            txn.execute_raw(statement).await.map_err(db_error)?;
+        }
+        Ok(())
+    }
 }
 
 impl ChangeListener {
-    pub(crate) async fn connect(db: &DatabaseConnection, channel: &str) -> Result<Self> {
+    async fn connect(db: &DatabaseConnection, channel: &str) -> Result<Self> {
         // A pool of its own, named so operators (and tests) can tell the listener's
         // connection apart in pg_stat_activity.
         let options =

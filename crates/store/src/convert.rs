@@ -1,4 +1,4 @@
-//! Rows ⇄ domain records, and database errors → domain errors.
+//! Rows ⇄ domain records.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,13 +7,9 @@ use keyward_core::{
     error::Result,
     model::{ApiKey, AuditEvent, KeyStatus},
 };
-use sea_orm::{ActiveValue::Set, DbErr};
+use sea_orm::ActiveValue::Set;
 
 use crate::entity::{api_key, audit_event};
-
-pub(crate) fn db_error(err: DbErr) -> Error {
-    if crate::is_unavailable(&err) { Error::Unavailable(Box::new(err)) } else { Error::Internal(Box::new(err)) }
-}
 
 fn corrupt(column: &str, err: impl std::fmt::Display) -> Error {
     Error::internal(format!("stored {column} is not valid: {err}"))

@@ -4,7 +4,7 @@ use keyward_core::{
     Error,
     crypto::MasterKey,
     error::Result,
-    model::{RpcProviderKey, RpcProviderKeyPatch},
+    model::{AuditAction, RpcProviderKey, RpcProviderKeyPatch},
 };
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -14,9 +14,10 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::{
-    Mutation, Operation, Store, audit,
-    convert::db_error,
+    Store,
+    db::db_error,
     entity::{master_key_canary, rpc_provider_key},
+    envelope::{Envelope, Mutation},
 };
 
 const CANARY_ID: i32 = 1;
@@ -177,7 +178,7 @@ impl Store {
     ) -> Result<RpcProviderKey> {
         let txn = self.begin_write().await?;
         rpc_provider_key::Entity::insert(sealed_row(master, key)).exec(&txn).await.map_err(db_error)?;
-        audit(&txn, mutation, Operation::CreateRpcProviderKey, key.id).await?;
+        Envelope::of(mutation, AuditAction::CreateRpcProviderKey, key.id).record(&txn).await?;
         let created = find(&txn, master, key.id).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(created)
@@ -228,7 +229,7 @@ impl Store {
         let mut row = sealed_row(master, &key);
         row.created_at = NotSet;
         rpc_provider_key::Entity::update(row).exec(&txn).await.map_err(db_error)?;
-        audit(&txn, mutation, Operation::UpdateRpcProviderKey, id).await?;
+        Envelope::of(mutation, AuditAction::UpdateRpcProviderKey, id).record(&txn).await?;
         let updated = find(&txn, master, id).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(updated)
@@ -241,7 +242,7 @@ impl Store {
         if deleted.rows_affected == 0 {
             return Err(not_found(id));
         }
-        audit(&txn, mutation, Operation::DeleteRpcProviderKey, id).await?;
+        Envelope::of(mutation, AuditAction::DeleteRpcProviderKey, id).record(&txn).await?;
         txn.commit().await.map_err(db_error)
     }
 }

@@ -1,5 +1,5 @@
-//! Batched usage: verification counters and last-use times, flushed on an interval
-//! instead of written per call.
+//! Usage: verification counters, credits spent and last-use times, flushed in batches on
+//! an interval instead of written per call, and read back per hour.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,19 +7,16 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use keyward_core::error::Result;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, EntityTrait, ExprTrait, QueryFilter, TransactionTrait,
-    sea_query::{Expr, OnConflict, SimpleExpr},
+    ColumnTrait, Condition, EntityTrait, ExprTrait, QueryFilter, TransactionTrait,
+    sea_query::{Expr, OnConflict, Query, SimpleExpr},
 };
 use uuid::Uuid;
 
 use crate::{
     Store,
-    convert::db_error,
+    db::{ROWS_PER_STATEMENT, db_error},
     entity::{api_key, credit_spend_counter, usage_counter},
 };
-
-/// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind-parameter limits.
-const ROWS_PER_STATEMENT: usize = 500;
 
 /// Usage gathered in memory since the last flush.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -54,6 +51,24 @@ impl UsageBatch {
             .map(|(id, at)| UsageBatch { last_used: HashMap::from([(id, at)]), ..UsageBatch::default() });
         counts.chain(spent).chain(last_used)
     }
+}
+
+/// Whose usage to read.
+#[derive(Debug, Clone)]
+pub enum UsageScope {
+    /// One key.
+    Key(Uuid),
+    /// Every key of an owner.
+    Owner(String),
+}
+
+/// Stored hourly usage: verifications per (hour, outcome) and credits spent per (hour, unit).
+#[derive(Debug, Clone, Default)]
+pub struct HourlyUsage {
+    /// (hour, outcome, count).
+    pub verifications: Vec<(DateTime<Utc>, String, i64)>,
+    /// (hour, unit, amount).
+    pub spent: Vec<(DateTime<Utc>, String, i64)>,
 }
 
 /// `table.column + excluded.column`, stopping at `i64::MAX` instead of overflowing: an
@@ -152,5 +167,56 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(rows.iter().fold(0_i64, |total, row| total.saturating_add(row.count)))
+    }
+
+    /// Stored hourly usage of a key or an owner's keys within `[start, end)`.
+    pub async fn hourly_usage(
+        &self,
+        scope: &UsageScope,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<HourlyUsage> {
+        let keys = match scope {
+            UsageScope::Key(id) => Condition::all().add(usage_counter::Column::KeyId.eq(*id)),
+            UsageScope::Owner(owner) => Condition::all().add(
+                usage_counter::Column::KeyId.in_subquery(
+                    Query::select()
+                        .column(api_key::Column::Id)
+                        .from(api_key::Entity)
+                        .and_where(api_key::Column::Owner.eq(owner.clone()))
+                        .to_owned(),
+                ),
+            ),
+        };
+        let counters = usage_counter::Entity::find()
+            .filter(keys)
+            .filter(usage_counter::Column::BucketStart.gte(start))
+            .filter(usage_counter::Column::BucketStart.lt(end))
+            .all(self.db()?)
+            .await
+            .map_err(db_error)?;
+        let spend_keys = match scope {
+            UsageScope::Key(id) => Condition::all().add(credit_spend_counter::Column::KeyId.eq(*id)),
+            UsageScope::Owner(owner) => Condition::all().add(
+                credit_spend_counter::Column::KeyId.in_subquery(
+                    Query::select()
+                        .column(api_key::Column::Id)
+                        .from(api_key::Entity)
+                        .and_where(api_key::Column::Owner.eq(owner.clone()))
+                        .to_owned(),
+                ),
+            ),
+        };
+        let spent = credit_spend_counter::Entity::find()
+            .filter(spend_keys)
+            .filter(credit_spend_counter::Column::BucketStart.gte(start))
+            .filter(credit_spend_counter::Column::BucketStart.lt(end))
+            .all(self.db()?)
+            .await
+            .map_err(db_error)?;
+        Ok(HourlyUsage {
+            verifications: counters.into_iter().map(|row| (row.bucket_start, row.outcome, row.count)).collect(),
+            spent: spent.into_iter().map(|row| (row.bucket_start, row.unit, row.amount)).collect(),
+        })
     }
 }

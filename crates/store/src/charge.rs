@@ -1,0 +1,298 @@
+//! Charging: batches of VerifyApiKey charges, each debited in full or not at all under
+//! the database's own `balance >= cost` condition, with request ids that name one charge.
+
+mod replay;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use keyward_core::{
+    credit::{Charge, ChargeOutcome, Credit},
+    error::Result,
+};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, ExprTrait,
+    QueryFilter, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use self::replay::RequestIds;
+use crate::{
+    Store,
+    db::{ROWS_PER_STATEMENT, db_error, is_retryable},
+    entity::{charge_record, credit_balance, credit_transaction},
+    ledger::{REASON_VERIFY, ledger_row},
+    sql::Sql,
+};
+
+/// Attempts of a charge batch that PostgreSQL aborted as a deadlock.
+const CHARGE_ATTEMPTS: usize = 5;
+
+impl Store {
+    /// Applies a batch of charges in one transaction: each is charged in full or not at
+    /// all, under the database's own `balance >= cost` condition, with its ledger
+    /// entries. A charge whose request id was seen before gets the first outcome if it is
+    /// the same charge (key, cost and caller), and [`ChargeOutcome::RequestIdReused`] with
+    /// nothing charged otherwise. Nothing is reported charged before the commit.
+    pub async fn charge(&self, charges: &[Charge], now: DateTime<Utc>) -> Result<Vec<ChargeOutcome>> {
+        let mut attempt = 1;
+        loop {
+            let txn = self.begin_write().await?;
+            match try_charge(txn, charges, now).await {
+                Err(err) if attempt < CHARGE_ATTEMPTS && is_retryable(&err) => {
+                    tracing::debug!(attempt, "charge batch hit a lock cycle; running it again");
+                    attempt += 1;
+                }
+                result => return result.map_err(db_error),
+            }
+        }
+    }
+}
+
+async fn try_charge(
+    txn: DatabaseTransaction,
+    charges: &[Charge],
+    now: DateTime<Utc>,
+) -> Result<Vec<ChargeOutcome>, DbErr> {
+    let request_ids = RequestIds::sort(charges);
+    let mut batch = Batch {
+        backend: txn.get_database_backend(),
+        txn,
+        charges,
+        now,
+        outcomes: vec![None; charges.len()],
+        ledger: Vec::new(),
+        charged_ids: Vec::new(),
+    };
+    let fresh = request_ids.answer_repeats(&batch.txn, charges, now, &mut batch.outcomes).await?;
+    let one_by_one = batch.charge_by_key(&fresh).await?;
+    batch.charge_one_by_one(one_by_one).await?;
+    batch.commit(&request_ids.copies).await
+}
+
+/// One batch inside its transaction: the answers so far, and what the commit writes
+/// besides the debits.
+struct Batch<'a> {
+    txn: DatabaseTransaction,
+    backend: DbBackend,
+    charges: &'a [Charge],
+    now: DateTime<Utc>,
+    outcomes: Vec<Option<ChargeOutcome>>,
+    ledger: Vec<credit_transaction::ActiveModel>,
+    /// (key, request id) of every charge that went through.
+    charged_ids: Vec<(Uuid, String)>,
+}
+
+impl Batch<'_> {
+    /// Each key's charges together: one conditional debit of their summed cost per unit.
+    /// Where that covers them all, each charge's balance follows from the one returned
+    /// (the database did the arithmetic, under its own condition). Returns the charges of
+    /// keys it did not cover, to be tried one by one.
+    async fn charge_by_key(&mut self, fresh: &[usize]) -> Result<Vec<usize>, DbErr> {
+        let charges = self.charges;
+        let mut by_key: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
+        for &index in fresh {
+            by_key.entry(charges[index].key_id).or_default().push(index);
+        }
+        let mut totals: BTreeMap<(Uuid, String), i64> = BTreeMap::new();
+        let mut overflowing = HashSet::new();
+        for charge in fresh.iter().map(|&index| &charges[index]) {
+            for cost in &charge.costs {
+                let total = totals.entry((charge.key_id, cost.unit.clone())).or_default();
+                match total.checked_add(cost.amount) {
+                    Some(sum) => *total = sum,
+                    None => {
+                        overflowing.insert(charge.key_id);
+                    }
+                }
+            }
+        }
+        totals.retain(|(key_id, _), _| !overflowing.contains(key_id));
+        let rows: Vec<(Uuid, &str, i64)> =
+            totals.iter().map(|((key, unit), cost)| (*key, unit.as_str(), *cost)).collect();
+        let debited = debit(&self.txn, self.backend, rows).await?;
+        let mut one_by_one = Vec::new();
+        for (key_id, members) in by_key {
+            let units: Vec<(&String, i64)> = totals
+                .range((key_id, String::new())..)
+                .take_while(|((key, _), _)| *key == key_id)
+                .map(|((_, unit), cost)| (unit, *cost))
+                .collect();
+            let covered = !overflowing.contains(&key_id)
+                && units.iter().all(|(unit, _)| debited.contains_key(&(key_id, (*unit).clone())));
+            if covered {
+                let mut running: HashMap<&str, i64> = units
+                    .iter()
+                    .map(|(unit, total)| (unit.as_str(), debited[&(key_id, (*unit).clone())] + total))
+                    .collect();
+                for index in members {
+                    let after = charges[index]
+                        .costs
+                        .iter()
+                        .map(|cost| {
+                            let balance = running.entry(cost.unit.as_str()).or_default();
+                            *balance -= cost.amount;
+                            Credit::new(cost.unit.clone(), *balance)
+                        })
+                        .collect();
+                    self.settle(index, after);
+                }
+                continue;
+            }
+            for (unit, total) in &units {
+                if debited.contains_key(&(key_id, (*unit).clone())) {
+                    credit_back(&self.txn, key_id, unit, *total).await?;
+                }
+            }
+            if members.len() == 1 && !overflowing.contains(&key_id) {
+                self.outcomes[members[0]] = Some(ChargeOutcome::Exceeded);
+            } else {
+                one_by_one.extend(members);
+            }
+        }
+        Ok(one_by_one)
+    }
+
+    /// Charges of keys whose balance does not cover all of them: one charge per key per
+    /// round, in arrival order, so one statement never touches a row twice.
+    async fn charge_one_by_one(&mut self, mut pending: Vec<usize>) -> Result<(), DbErr> {
+        let charges = self.charges;
+        pending.sort_unstable();
+        while !pending.is_empty() {
+            let mut keys_in_round = HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) =
+                pending.iter().partition(|&&index| keys_in_round.insert(charges[index].key_id));
+            pending = later;
+            let mut rows = Vec::new();
+            for &index in &round {
+                let charge = &charges[index];
+                rows.extend(charge.costs.iter().map(|cost| (charge.key_id, cost.unit.as_str(), cost.amount)));
+            }
+            let debited = debit(&self.txn, self.backend, rows).await?;
+            for index in round {
+                let charge = &charges[index];
+                let after: Vec<Credit> = charge
+                    .costs
+                    .iter()
+                    .filter_map(|cost| {
+                        debited
+                            .get(&(charge.key_id, cost.unit.clone()))
+                            .map(|&balance| Credit::new(cost.unit.clone(), balance))
+                    })
+                    .collect();
+                if after.len() == charge.costs.len() {
+                    self.settle(index, after);
+                } else {
+                    // Some units were too low: give back the ones this statement took.
+                    for credit in &after {
+                        let cost =
+                            charge.costs.iter().find(|cost| cost.unit == credit.unit).map_or(0, |cost| cost.amount);
+                        credit_back(&self.txn, charge.key_id, &credit.unit, cost).await?;
+                    }
+                    self.outcomes[index] = Some(ChargeOutcome::Exceeded);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a charge that went through: its ledger entries and its request id.
+    fn settle(&mut self, index: usize, after: Vec<Credit>) {
+        let charge = &self.charges[index];
+        for (cost, balance) in charge.costs.iter().zip(&after) {
+            self.ledger.push(ledger_row(
+                charge.key_id,
+                &cost.unit,
+                -cost.amount,
+                balance.amount,
+                REASON_VERIFY,
+                charge.request_id.as_deref(),
+                &charge.actor,
+                self.now,
+            ));
+        }
+        if let Some(request_id) = &charge.request_id {
+            self.charged_ids.push((charge.key_id, request_id.clone()));
+        }
+        self.outcomes[index] = Some(ChargeOutcome::Charged(after));
+    }
+
+    /// Writes the ledger entries and marks the request ids charged, commits, and only
+    /// then answers: a copy of a charge within the batch gets its first's outcome.
+    async fn commit(self, copies: &[(usize, usize)]) -> Result<Vec<ChargeOutcome>, DbErr> {
+        let Self { txn, mut outcomes, ledger, charged_ids, .. } = self;
+        for chunk in ledger.chunks(ROWS_PER_STATEMENT) {
+            credit_transaction::Entity::insert_many(chunk.to_vec()).exec_without_returning(&txn).await?;
+        }
+        if !charged_ids.is_empty() {
+            let mut any = Condition::any();
+            for (key_id, request_id) in charged_ids {
+                any = any.add(
+                    Condition::all()
+                        .add(charge_record::Column::KeyId.eq(key_id))
+                        .add(charge_record::Column::RequestId.eq(request_id)),
+                );
+            }
+            charge_record::Entity::update_many()
+                .col_expr(charge_record::Column::Charged, Expr::value(true))
+                .filter(any)
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        for &(index, first) in copies {
+            outcomes[index] = outcomes[first].clone();
+        }
+        Ok(outcomes.into_iter().map(|outcome| outcome.unwrap_or(ChargeOutcome::Exceeded)).collect())
+    }
+}
+
+/// Gives back credits a debit of this transaction took.
+async fn credit_back(txn: &DatabaseTransaction, key_id: Uuid, unit: &str, amount: i64) -> Result<(), DbErr> {
+    credit_balance::Entity::update_many()
+        .col_expr(credit_balance::Column::Balance, Expr::col(credit_balance::Column::Balance).add(amount))
+        .filter(credit_balance::Column::KeyId.eq(key_id))
+        .filter(credit_balance::Column::Unit.eq(unit.to_owned()))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// One conditional UPDATE debiting each (key, unit) of `rows` (each at most once) whose
+/// balance covers its cost; returns the new balance of each debited (key, unit).
+async fn debit(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    mut rows: Vec<(Uuid, &str, i64)>,
+) -> Result<HashMap<(Uuid, String), i64>, DbErr> {
+    // Rows locked in one order by every batch cannot deadlock one another.
+    rows.sort_unstable();
+    let mut debited = HashMap::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = Sql::new(backend);
+        let postgres = backend == DbBackend::Postgres;
+        sql.push(if postgres {
+            "UPDATE credit_balances AS b SET balance = b.balance - v.cost FROM (VALUES "
+        } else {
+            "UPDATE credit_balances AS b SET balance = b.balance - v.column3 FROM (VALUES "
+        });
+        for (position, (key_id, unit, cost)) in chunk.iter().enumerate() {
+            sql.push(if position == 0 { "(" } else { ", (" });
+            sql.bind(*key_id, "uuid").push(", ").bind(*unit, "varchar").push(", ").bind(*cost, "bigint").push(")");
+        }
+        sql.push(if postgres {
+            ") AS v (key_id, unit, cost) WHERE b.key_id = v.key_id AND b.unit = v.unit AND b.balance >= v.cost \
+             RETURNING b.key_id, b.unit, b.balance"
+        } else {
+            ") AS v WHERE b.key_id = v.column1 AND b.unit = v.column2 AND b.balance >= v.column3 \
+             RETURNING key_id, unit, balance"
+        });
+        for row in txn.query_all_raw(sql.statement()).await? {
+            debited.insert(
+                (row.try_get::<Uuid>("", "key_id")?, row.try_get::<String>("", "unit")?),
+                row.try_get::<i64>("", "balance")?,
+            );
+        }
+    }
+    Ok(debited)
+}

@@ -1,0 +1,195 @@
+//! The connection: pool, health circuit, write transactions, and what a database error
+//! means to the caller (retry later, retry now, or a fault).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use keyward_core::{Error, error::Result};
+use keyward_migrations::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::SqliteJournalMode,
+};
+
+/// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind-parameter limits.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
+/// The store: a pool of connections to one database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: DatabaseConnection,
+    /// Whether the last probe reached the database. While it did not, calls that need
+    /// the database fail at once with UNAVAILABLE instead of waiting out the pool.
+    reachable: Arc<AtomicBool>,
+    probe_timeout: Duration,
+    /// PostgreSQL channel on which key changes are announced to every replica.
+    notify_channel: Option<Arc<str>>,
+    lookup_reads: Arc<AtomicU64>,
+}
+
+/// Sizes and timeouts of the connection pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Most connections.
+    pub max_connections: u32,
+    /// Longest wait for a connection (and for a health probe).
+    pub acquire_timeout: Duration,
+    /// Longest wait to open a new connection.
+    pub connect_timeout: Duration,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if
+    /// absent and opened in WAL mode. On PostgreSQL, key changes are announced on
+    /// `notify_channel`.
+    pub async fn connect(url: &str, pool: &PoolSettings, notify_channel: &str) -> Result<Self> {
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(pool.max_connections)
+            .min_connections(1)
+            .acquire_timeout(pool.acquire_timeout)
+            .connect_timeout(pool.connect_timeout)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            })
+            .map_sqlx_sqlite_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(async { Ok(reusable(conn)) })))
+            .map_sqlx_postgres_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(async { Ok(reusable(conn)) })));
+        let db = Database::connect(options).await.map_err(db_error)?;
+        let notify_channel =
+            (db.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| Arc::from(notify_channel));
+        Ok(Self {
+            pool: db,
+            reachable: Arc::new(AtomicBool::new(true)),
+            probe_timeout: pool.acquire_timeout.min(Duration::from_secs(1)),
+            notify_channel,
+            lookup_reads: Arc::default(),
+        })
+    }
+
+    /// The pool, unless the last probe found the database unreachable: then UNAVAILABLE
+    /// at once, so callers learn it in microseconds rather than after the pool's timeout.
+    pub(crate) fn db(&self) -> Result<&DatabaseConnection> {
+        if self.reachable.load(Ordering::Acquire) {
+            Ok(&self.pool)
+        } else {
+            Err(Error::Unavailable("the database did not answer the last health probe; retry shortly".into()))
+        }
+    }
+
+    /// Pings the database (within a second at most) and records the answer:
+    /// calls fail fast while it is unreachable and go through again once it answers.
+    pub async fn probe(&self) -> bool {
+        let answered = matches!(tokio::time::timeout(self.probe_timeout, self.pool.ping()).await, Ok(Ok(())));
+        self.reachable.store(answered, Ordering::Release);
+        answered
+    }
+
+    /// Connections of the pool: (in use, idle).
+    pub fn pool_connections(&self) -> (u32, u32) {
+        let (size, idle) = if self.notify_channel.is_some() {
+            let pool = self.pool.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        } else {
+            let pool = self.pool.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        (size.saturating_sub(idle), idle)
+    }
+
+    /// How many key lookups (by secret or id) reached the database, for tests and metrics.
+    pub fn lookup_reads(&self) -> u64 {
+        self.lookup_reads.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_lookup(&self) {
+        self.lookup_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The channel key changes are announced on: PostgreSQL's only.
+    pub(crate) fn notify_channel(&self) -> Option<&str> {
+        self.notify_channel.as_deref()
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<()> {
+        Migrator::up(&self.pool, None).await.map_err(db_error)
+    }
+
+    /// The connection, for tests that inspect tables directly.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.pool
+    }
+
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction> {
+        // IMMEDIATE takes SQLite's write lock up front; a deferred transaction that later
+        // writes can fail with SQLITE_BUSY when another connection wrote first.
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        self.db()?.begin_with_options(options).await.map_err(db_error)
+    }
+}
+
+/// Whether a connection handed back to the pool may serve again: only outside any
+/// transaction. After a COMMIT fails (a full disk, say) the rollback that follows can fail
+/// too and leave the connection inside a transaction, where every later statement would
+/// run and never commit while the write lock stays held. Such a connection is closed
+/// (which rolls it back) and the pool opens a fresh one.
+fn reusable(conn: &impl sea_orm::sqlx::Connection) -> bool {
+    !conn.is_in_transaction()
+}
+
+pub(crate) fn db_error(err: DbErr) -> Error {
+    if is_unavailable(&err) { Error::Unavailable(Box::new(err)) } else { Error::Internal(Box::new(err)) }
+}
+
+/// The database's own error code (SQLSTATE on PostgreSQL, the result code on SQLite), if
+/// the error came from the database.
+fn database_code(err: &DbErr) -> Option<(bool, String)> {
+    let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(source)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(source))) =
+        err
+    else {
+        return None;
+    };
+    let database = source.as_database_error()?;
+    let sqlite = database.try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>().is_some();
+    Some((sqlite, database.code().unwrap_or_default().into_owned()))
+}
+
+/// Whether an error means the database could not be reached or could not store, so that
+/// retrying later may succeed: a lost connection; SQLite's full disk (SQLITE_FULL) or I/O
+/// error (SQLITE_IOERR and its extended codes); PostgreSQL's connection errors (class
+/// 08), full disk (53100) or shutdown (57P01–57P03).
+pub fn is_unavailable(err: &DbErr) -> bool {
+    if matches!(err, DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) {
+        return true;
+    }
+    if let DbErr::Exec(sea_orm::RuntimeErr::SqlxError(source)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(source)) =
+        err
+        && matches!(&**source, sea_orm::sqlx::Error::Io(_) | sea_orm::sqlx::Error::WorkerCrashed)
+    {
+        return true;
+    }
+    match database_code(err) {
+        Some((true, code)) => code.parse::<i32>().is_ok_and(|code| matches!(code & 0xff, 10 | 13)),
+        Some((false, code)) => code.starts_with("08") || code == "53100" || code.starts_with("57P0"),
+        None => false,
+    }
+}
+
+/// Whether PostgreSQL aborted the transaction only because of a lock cycle (40P01) or a
+/// serialisation conflict (40001), so that running it again is safe and likely to succeed.
+pub(crate) fn is_retryable(err: &DbErr) -> bool {
+    matches!(database_code(err), Some((false, code)) if code == "40P01" || code == "40001")
+}

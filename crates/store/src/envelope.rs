@@ -1,0 +1,165 @@
+//! The envelope every mutation is written in: its idempotency claim before the effect and
+//! its audit row beside it, in the effect's own transaction. What every mutation records
+//! besides its effect belongs here.
+
+use chrono::{DateTime, Utc};
+use keyward_core::{
+    Error,
+    error::Result,
+    model::{AuditAction, AuditEvent},
+};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    DatabaseTransaction, EntityTrait, QueryOrder, TryInsertResult,
+};
+use uuid::Uuid;
+
+use crate::{
+    Store,
+    convert::audit_from_row,
+    db::db_error,
+    entity::{audit_event, idempotency_record},
+};
+
+/// Who is mutating, under which idempotency token, and when.
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    /// Subject recorded in the audit event.
+    pub actor: String,
+    /// AIP-155 token; a repeat replays the first outcome.
+    pub request_id: Option<String>,
+    /// The time the mutation takes effect.
+    pub now: DateTime<Utc>,
+}
+
+/// Whether a mutation's request id is new or repeats the same earlier request.
+pub(crate) enum Claim {
+    Fresh,
+    Replay,
+}
+
+/// One mutation of one resource, as its audit row and idempotency record name it.
+pub(crate) struct Envelope<'a> {
+    mutation: &'a Mutation,
+    action: AuditAction,
+    target: Uuid,
+    /// A create names a resource of its own making: a repeat is the same request even
+    /// though it would create another id.
+    creates: bool,
+}
+
+impl<'a> Envelope<'a> {
+    /// The envelope of `action` on the existing resource `target`.
+    pub(crate) fn of(mutation: &'a Mutation, action: AuditAction, target: Uuid) -> Self {
+        Self { mutation, action, target, creates: false }
+    }
+
+    /// The envelope of `action` creating the resource `target`.
+    pub(crate) fn creating(mutation: &'a Mutation, action: AuditAction, target: Uuid) -> Self {
+        Self { mutation, action, target, creates: true }
+    }
+
+    /// Records (actor, request_id) or finds the earlier record of it; a request id used
+    /// for another action or resource is refused.
+    pub(crate) async fn claim(&self, txn: &DatabaseTransaction) -> Result<Claim> {
+        let mutation = self.mutation;
+        let Some(request_id) = &mutation.request_id else { return Ok(Claim::Fresh) };
+        let inserted = idempotency_record::Entity::insert(idempotency_record::ActiveModel {
+            actor: Set(mutation.actor.clone()),
+            request_id: Set(request_id.clone()),
+            operation: Set(self.action.as_str().to_owned()),
+            key_id: Set(self.target),
+            created_at: Set(mutation.now),
+        })
+        .on_conflict_do_nothing()
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+        match inserted {
+            TryInsertResult::Inserted(_) | TryInsertResult::Empty => Ok(Claim::Fresh),
+            TryInsertResult::Conflicted => {
+                let earlier = self.earlier(txn, "idempotency record vanished during its own conflict").await?;
+                let same_target = self.creates || earlier.key_id == self.target;
+                if earlier.operation != self.action.as_str() || !same_target {
+                    return Err(Error::invalid(
+                        "request_id",
+                        format!(
+                            "was already used for {} of API key {}; use a fresh request_id for a new request",
+                            earlier.operation, earlier.key_id
+                        ),
+                    ));
+                }
+                Ok(Claim::Replay)
+            }
+        }
+    }
+
+    /// The refusal of a replay whose first answer cannot be given again (it showed a
+    /// secret, which is shown only once).
+    pub(crate) async fn already_applied(&self, txn: &DatabaseTransaction) -> Result<Error> {
+        let request_id = self.mutation.request_id.clone().unwrap_or_default();
+        let earlier = self.earlier(txn, "idempotency record vanished").await?;
+        Ok(Error::AlreadyExists {
+            reason: "REQUEST_ALREADY_APPLIED",
+            message: format!(
+                "request {request_id} was already applied to API key {}; its secret is shown only once",
+                earlier.key_id
+            ),
+            resource_id: Some(earlier.key_id.to_string()),
+        })
+    }
+
+    async fn earlier(&self, txn: &DatabaseTransaction, missing: &str) -> Result<idempotency_record::Model> {
+        let request_id = self.mutation.request_id.clone().unwrap_or_default();
+        idempotency_record::Entity::find_by_id((self.mutation.actor.clone(), request_id))
+            .one(txn)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::internal(missing.to_owned()))
+    }
+
+    /// Records that the effect happened, in its transaction.
+    pub(crate) async fn record(&self, txn: &DatabaseTransaction) -> Result<()> {
+        let event = AuditEvent {
+            actor: self.mutation.actor.clone(),
+            action: self.action.as_str().to_owned(),
+            target: self.target.to_string(),
+            request_id: self.mutation.request_id.clone(),
+            outcome: "OK".to_owned(),
+            occurred_at: self.mutation.now,
+        };
+        audit_event::Entity::insert(audit_row(&event)).exec(txn).await.map_err(db_error)?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Records an audit event that no effect carries: a failed mutation, or a read worth
+    /// auditing (successful mutations are recorded with their effect).
+    pub async fn record_audit(&self, event: &AuditEvent) -> Result<()> {
+        audit_event::Entity::insert(audit_row(event)).exec(self.db()?).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Audit events, oldest first (for tests and operators).
+    pub async fn audit_events(&self) -> Result<Vec<AuditEvent>> {
+        let rows = audit_event::Entity::find()
+            .order_by_asc(audit_event::Column::Id)
+            .all(self.db()?)
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().map(audit_from_row).collect())
+    }
+}
+
+fn audit_row(event: &AuditEvent) -> audit_event::ActiveModel {
+    audit_event::ActiveModel {
+        id: NotSet,
+        actor: Set(event.actor.clone()),
+        action: Set(event.action.clone()),
+        target: Set(event.target.clone()),
+        request_id: Set(event.request_id.clone()),
+        outcome: Set(event.outcome.clone()),
+        occurred_at: Set(event.occurred_at),
+    }
+}

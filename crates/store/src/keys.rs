@@ -1,0 +1,196 @@
+//! API keys: the records the verification cache holds, and the reads of keys.
+
+mod quota;
+mod write;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use keyward_core::{
+    Error,
+    error::Result,
+    model::{ApiKey, KeyStatus},
+    policy::Reach,
+    secret::SecretHash,
+};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+};
+use uuid::Uuid;
+
+pub(crate) use self::write::lock_target;
+pub use self::write::{KeyUpdate, NewSecret};
+use crate::{
+    Store,
+    convert::to_domain,
+    db::db_error,
+    entity::{api_key, api_key_secret},
+};
+
+/// A key with every secret that can still find it, as the verification cache holds it.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// The key, shared with the callers and answers that use it.
+    pub key: Arc<ApiKey>,
+    /// Its secrets' keyed hashes and their expiries (set during rotation grace periods).
+    pub secrets: Vec<StoredSecret>,
+}
+
+/// One stored secret of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSecret {
+    /// Keyed hash.
+    pub hash: SecretHash,
+    /// When it stops verifying, if it does.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl KeyRecord {
+    /// The secret with this hash, if the key still has it.
+    pub fn secret(&self, hash: &SecretHash) -> Option<&StoredSecret> {
+        self.secrets.iter().find(|secret| secret.hash == *hash)
+    }
+}
+
+/// Filters and position of one ListApiKeys page.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Keys the caller may see.
+    pub reach: Reach,
+    /// Only this owner.
+    pub owner: Option<String>,
+    /// Only this organisation.
+    pub organization_id: Option<String>,
+    /// Only this environment.
+    pub environment: Option<String>,
+    /// Only this status.
+    pub status: Option<KeyStatus>,
+    /// Include revoked keys.
+    pub show_revoked: bool,
+    /// Start after this key number.
+    pub after: Option<i64>,
+    /// Page size.
+    pub limit: u64,
+}
+
+impl Store {
+    /// The key one of whose secrets hashes to `hash`, with all its secrets: one indexed read.
+    pub async fn find_record_by_secret(&self, hash: &SecretHash) -> Result<Option<KeyRecord>> {
+        self.count_lookup();
+        let owner_of_hash = sea_orm::sea_query::Query::select()
+            .column(api_key_secret::Column::KeyId)
+            .from(api_key_secret::Entity)
+            .and_where(Expr::col(api_key_secret::Column::SecretHash).eq(hash.to_hex()))
+            .to_owned();
+        let rows = api_key_secret::Entity::find()
+            .filter(api_key_secret::Column::KeyId.in_subquery(owner_of_hash))
+            .find_also_related(api_key::Entity)
+            .all(self.db()?)
+            .await
+            .map_err(db_error)?;
+        record_from_rows(rows)
+    }
+
+    /// The key with this id and all its secrets.
+    pub async fn find_record_by_id(&self, id: Uuid) -> Result<Option<KeyRecord>> {
+        self.count_lookup();
+        let rows = api_key_secret::Entity::find()
+            .filter(api_key_secret::Column::KeyId.eq(id))
+            .find_also_related(api_key::Entity)
+            .all(self.db()?)
+            .await
+            .map_err(db_error)?;
+        record_from_rows(rows)
+    }
+
+    /// The key with this id, if the reach covers it.
+    pub async fn get(&self, id: Uuid, reach: &Reach) -> Result<ApiKey> {
+        find_in_reach(self.db()?, id, reach).await
+    }
+
+    /// The id of the key with this number; NOT_FOUND when there is none.
+    pub async fn id_by_number(&self, number: i64) -> Result<Uuid> {
+        let row = api_key::Entity::find_by_id(number).one(self.db()?).await.map_err(db_error)?;
+        row.map(|row| row.id).ok_or_else(|| Error::key_not_found(number.to_string()))
+    }
+
+    /// One page of keys in `number` order.
+    pub async fn list(&self, query: &ListQuery) -> Result<Vec<ApiKey>> {
+        let mut select = api_key::Entity::find().order_by_asc(api_key::Column::Number).limit(query.limit);
+        match &query.reach {
+            Reach::All => {}
+            Reach::Owner(owner) => select = select.filter(api_key::Column::Owner.eq(owner.as_str())),
+            Reach::Organization { id, subject } => {
+                select = select.filter(
+                    api_key::Column::OrganizationId.eq(id.as_str()).or(api_key::Column::Owner.eq(subject.as_str())),
+                );
+            }
+        }
+        if let Some(owner) = &query.owner {
+            select = select.filter(api_key::Column::Owner.eq(owner.as_str()));
+        }
+        if let Some(organization) = &query.organization_id {
+            select = select.filter(api_key::Column::OrganizationId.eq(organization.as_str()));
+        }
+        if let Some(environment) = &query.environment {
+            select = select.filter(api_key::Column::Environment.eq(environment.as_str()));
+        }
+        match query.status {
+            Some(status) => select = select.filter(api_key::Column::Status.eq(status.as_str())),
+            None if !query.show_revoked => {
+                select = select.filter(api_key::Column::Status.ne(KeyStatus::Revoked.as_str()));
+            }
+            None => {}
+        }
+        if let Some(after) = query.after {
+            select = select.filter(api_key::Column::Number.gt(after));
+        }
+        select.all(self.db()?).await.map_err(db_error)?.into_iter().map(to_domain).collect()
+    }
+
+    /// Whether an active, unexpired key holds exactly the `admin` scope. The LIKE only
+    /// narrows the rows read (it also matches `x"admin` and, on SQLite, `ADMIN`); the
+    /// decoded scopes decide.
+    pub async fn has_live_admin(&self, now: DateTime<Utc>) -> Result<bool> {
+        let candidates = api_key::Entity::find()
+            .filter(api_key::Column::Status.eq(KeyStatus::Active.as_str()))
+            .filter(api_key::Column::Scopes.like("%admin%"))
+            .filter(api_key::Column::ExpiresAt.is_null().or(api_key::Column::ExpiresAt.gt(now)))
+            .all(self.db()?)
+            .await
+            .map_err(db_error)?;
+        for row in candidates {
+            if to_domain(row)?.scopes.contains(keyward_core::policy::SCOPE_ADMIN) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn record_from_rows(rows: Vec<(api_key_secret::Model, Option<api_key::Model>)>) -> Result<Option<KeyRecord>> {
+    let mut key = None;
+    let mut secrets = Vec::with_capacity(rows.len());
+    for (secret, row) in rows {
+        if key.is_none() {
+            key = row;
+        }
+        let hash = SecretHash::from_hex(&secret.secret_hash)
+            .ok_or_else(|| Error::internal("stored secret_hash is not 64 hex digits"))?;
+        secrets.push(StoredSecret { hash, expires_at: secret.expires_at });
+    }
+    match key {
+        Some(row) => Ok(Some(KeyRecord { key: Arc::new(to_domain(row)?), secrets })),
+        None => Ok(None),
+    }
+}
+
+pub(crate) async fn find_row(conn: &impl ConnectionTrait, id: Uuid) -> Result<ApiKey> {
+    let row = api_key::Entity::find().filter(api_key::Column::Id.eq(id)).one(conn).await.map_err(db_error)?;
+    to_domain(row.ok_or_else(|| Error::key_not_found(id.to_string()))?)
+}
+
+pub(crate) async fn find_in_reach(conn: &impl ConnectionTrait, id: Uuid, reach: &Reach) -> Result<ApiKey> {
+    let key = find_row(conn, id).await?;
+    if reach.covers(&key) { Ok(key) } else { Err(Error::key_not_found(id.to_string())) }
+}

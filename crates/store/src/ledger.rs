@@ -1,0 +1,175 @@
+//! Ledger primitives: balances and their ledger entries, written together inside the
+//! caller's transaction, so the ledger's deltas always sum to the balance.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use keyward_core::{
+    credit::{Credit, apply_delta},
+    error::Result,
+};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::OnConflict,
+};
+use uuid::Uuid;
+
+use crate::{
+    db::{ROWS_PER_STATEMENT, db_error},
+    entity::{credit_balance, credit_transaction},
+    envelope::Mutation,
+};
+
+/// Ledger reason of initial balances.
+const REASON_CREATE: &str = "create";
+/// Ledger reason of charges by VerifyApiKey.
+pub(crate) const REASON_VERIFY: &str = "verify";
+
+/// Initial balances of a new key, with their ledger entries.
+pub(crate) async fn initialize(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+    credits: &[Credit],
+    mutation: &Mutation,
+) -> Result<()> {
+    for credit in credits {
+        set_balance(txn, id, &credit.unit, credit.amount).await?;
+    }
+    let ledger = credits
+        .iter()
+        .filter(|credit| credit.amount != 0)
+        .map(|credit| {
+            ledger_row(
+                id,
+                &credit.unit,
+                credit.amount,
+                credit.amount,
+                REASON_CREATE,
+                mutation.request_id.as_deref(),
+                &mutation.actor,
+                mutation.now,
+            )
+        })
+        .collect();
+    insert_ledger(txn, ledger).await
+}
+
+pub(crate) async fn all_balances(conn: &impl ConnectionTrait, id: Uuid) -> Result<Vec<Credit>> {
+    let rows = credit_balance::Entity::find()
+        .filter(credit_balance::Column::KeyId.eq(id))
+        .order_by_asc(credit_balance::Column::Unit)
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(rows.into_iter().map(|row| Credit::new(row.unit, row.balance)).collect())
+}
+
+/// The balances of `units` of key `id`, creating missing ones at 0, locked until the
+/// transaction ends (SQLite's write transaction already excludes every other writer).
+pub(crate) async fn lock_balances<'a>(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+    units: impl IntoIterator<Item = &'a str>,
+) -> Result<HashMap<String, i64>> {
+    let units: Vec<String> = units.into_iter().map(str::to_owned).collect();
+    let missing = units.iter().map(|unit| credit_balance::ActiveModel {
+        key_id: Set(id),
+        unit: Set(unit.clone()),
+        balance: Set(0),
+    });
+    credit_balance::Entity::insert_many(missing)
+        .on_conflict_do_nothing()
+        .exec_without_returning(txn)
+        .await
+        .map_err(db_error)?;
+    let mut select = credit_balance::Entity::find()
+        .filter(credit_balance::Column::KeyId.eq(id))
+        .filter(credit_balance::Column::Unit.is_in(units));
+    if txn.get_database_backend() == DbBackend::Postgres {
+        select = select.lock_exclusive();
+    }
+    let rows = select.all(txn).await.map_err(db_error)?;
+    Ok(rows.into_iter().map(|row| (row.unit, row.balance)).collect())
+}
+
+pub(crate) async fn set_balance(txn: &DatabaseTransaction, id: Uuid, unit: &str, balance: i64) -> Result<()> {
+    credit_balance::Entity::insert(credit_balance::ActiveModel {
+        key_id: Set(id),
+        unit: Set(unit.to_owned()),
+        balance: Set(balance),
+    })
+    .on_conflict(
+        OnConflict::columns([credit_balance::Column::KeyId, credit_balance::Column::Unit])
+            .update_column(credit_balance::Column::Balance)
+            .to_owned(),
+    )
+    .exec_without_returning(txn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // one ledger column each
+pub(crate) fn ledger_row(
+    key_id: Uuid,
+    unit: &str,
+    delta: i64,
+    balance_after: i64,
+    reason: &str,
+    request_id: Option<&str>,
+    actor: &str,
+    at: DateTime<Utc>,
+) -> credit_transaction::ActiveModel {
+    credit_transaction::ActiveModel {
+        id: NotSet,
+        key_id: Set(key_id),
+        unit: Set(unit.to_owned()),
+        delta: Set(delta),
+        balance_after: Set(balance_after),
+        reason: Set(reason.to_owned()),
+        request_id: Set(request_id.map(str::to_owned)),
+        actor: Set(actor.to_owned()),
+        created_at: Set(at),
+    }
+}
+
+pub(crate) async fn insert_ledger(txn: &DatabaseTransaction, rows: Vec<credit_transaction::ActiveModel>) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        credit_transaction::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Adds `deltas` to a key's balances inside `txn`, all or none, with one ledger entry per unit.
+pub(crate) async fn apply_deltas(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+    deltas: &[Credit],
+    reason: &str,
+    mutation: &Mutation,
+) -> Result<()> {
+    let current = lock_balances(txn, id, deltas.iter().map(|delta| delta.unit.as_str())).await?;
+    let mut entries = Vec::with_capacity(deltas.len());
+    for delta in deltas {
+        let balance = current.get(&delta.unit).copied().unwrap_or(0);
+        let next = apply_delta(&delta.unit, balance, delta.amount)?;
+        entries.push((delta, next));
+    }
+    for (delta, next) in &entries {
+        set_balance(txn, id, &delta.unit, *next).await?;
+    }
+    let ledger = entries.iter().map(|(delta, next)| {
+        ledger_row(
+            id,
+            &delta.unit,
+            delta.amount,
+            *next,
+            reason,
+            mutation.request_id.as_deref(),
+            &mutation.actor,
+            mutation.now,
+        )
+    });
+    insert_ledger(txn, ledger.collect()).await
+}
