@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cases;
 pub mod credit;
 pub mod crypto;
 pub mod environment;

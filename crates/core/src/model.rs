@@ -102,6 +102,19 @@ pub struct NewApiKey {
     pub refills: Vec<crate::credit::Refill>,
 }
 
+/// A secret a rotation, or an update importing one, installs.
+#[derive(Debug, Clone)]
+pub struct NewSecret {
+    /// Keyed hash of the new secret.
+    pub hash: crate::secret::SecretHash,
+    /// Version of the hash secret.
+    pub hash_version: i64,
+    /// Mask of the new secret.
+    pub mask: String,
+    /// Until when the old secrets keep verifying (`now` ends them at once).
+    pub old_secrets_until: DateTime<Utc>,
+}
+
 /// The fields an update may change; `None` leaves a field alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyPatch {

@@ -21,6 +21,22 @@ pub fn page_size(requested: i32) -> crate::error::Result<u64> {
     }
 }
 
+/// How many rows to fetch for a page of `limit`: one more, to learn whether a next page exists.
+pub fn fetch_limit(limit: u64) -> u64 {
+    limit + 1
+}
+
+/// Cuts rows fetched with [`fetch_limit`] to a page of `limit`, with the token of the next
+/// page (empty on the last one) made by `token` from the last row kept.
+pub fn cut<T>(mut rows: Vec<T>, limit: u64, token: impl Fn(&T) -> String) -> crate::error::Result<(Vec<T>, String)> {
+    if rows.len() as u64 <= limit {
+        return Ok((rows, String::new()));
+    }
+    rows.truncate(usize::try_from(limit).map_err(Error::internal)?);
+    let next = rows.last().map(token).unwrap_or_default();
+    Ok((rows, next))
+}
+
 /// Encodes the position after `last_number` for a query whose filters print as `filters`.
 pub fn encode(last_number: i64, filters: &str) -> String {
     encode_position(&last_number.to_be_bytes(), filters)

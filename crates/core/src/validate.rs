@@ -167,34 +167,33 @@ impl Checks {
         values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// A required UUID.
-    pub fn uuid(&mut self, field: &str, value: &str) -> Option<Uuid> {
+    /// A required UUID. A value that fails its check comes back as the nil UUID, which
+    /// names no key and never leaves the checks: [`Checks::finish`] refuses the request.
+    pub fn uuid(&mut self, field: &str, value: &str) -> Uuid {
         if value.is_empty() {
             self.fail(field, "is required");
-            return None;
+            return Uuid::nil();
         }
-        match Uuid::try_parse(value) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                self.fail(field, "must be a UUID such as 0190b4a4-6d8e-7c3a-9f1e-2b5c7d9e1f30");
-                None
-            }
-        }
+        Uuid::try_parse(value).unwrap_or_else(|_| {
+            self.fail(field, "must be a UUID such as 0190b4a4-6d8e-7c3a-9f1e-2b5c7d9e1f30");
+            Uuid::nil()
+        })
     }
 
     /// A key named by its id (a UUID) or by its number (the integer id of the compatible
-    /// REST APIs), in decimal.
-    pub fn key_ref(&mut self, field: &str, value: &str) -> Option<KeyRef> {
+    /// REST APIs), in decimal. A value that fails its check comes back as the nil UUID,
+    /// which [`Checks::finish`] never lets through.
+    pub fn key_ref(&mut self, field: &str, value: &str) -> KeyRef {
         if !value.is_empty() && value.len() <= 19 && value.bytes().all(|b| b.is_ascii_digit()) {
             return match value.parse::<i64>() {
-                Ok(number) if number > 0 => Some(KeyRef::Number(number)),
+                Ok(number) if number > 0 => KeyRef::Number(number),
                 Ok(_) | Err(_) => {
                     self.fail(field, "must be a UUID or a positive key number");
-                    None
+                    KeyRef::Id(Uuid::nil())
                 }
             };
         }
-        self.uuid(field, value).map(KeyRef::Id)
+        KeyRef::Id(self.uuid(field, value))
     }
 
     /// An optional idempotency token (AIP-155): empty, or a UUID.

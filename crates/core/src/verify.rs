@@ -78,10 +78,8 @@ pub fn judge(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_key_with_no_network_fails_every_named_network_even_the_reserved_label() {
-        let now = Utc::now();
-        let key = ApiKey {
+    fn key(now: DateTime<Utc>) -> ApiKey {
+        ApiKey {
             id: uuid::Uuid::now_v7(),
             number: 1,
             name: "no network".into(),
@@ -92,7 +90,7 @@ mod tests {
             organization_name: String::new(),
             environment: "production".into(),
             scopes: Default::default(),
-            networks: [NO_NETWORK.to_owned()].into(),
+            networks: Default::default(),
             status: KeyStatus::Active,
             usage_limited: false,
             created_at: now,
@@ -101,7 +99,42 @@ mod tests {
             deleted_at: None,
             last_used_at: None,
             metadata: Default::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn each_check_decides_in_order_status_expiry_scopes_network() {
+        let now = Utc::now();
+        let scoped = |scopes: &[&str]| scopes.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let mut key =
+            ApiKey { scopes: ["read".to_owned()].into(), networks: ["Preprod".to_owned()].into(), ..key(now) };
+        assert_eq!(judge(&key, None, &scoped(&["read"]), "Preprod", now), Verdict::Valid);
+        assert_eq!(judge(&key, None, &scoped(&["read"]), "", now), Verdict::Valid, "no network named");
+        assert_eq!(judge(&key, None, &scoped(&["read"]), "Mainnet", now), Verdict::NetworkNotAllowed);
+        assert_eq!(judge(&key, None, &scoped(&["write"]), "Mainnet", now), Verdict::InsufficientScope);
+        let rotated_away = Some(now - chrono::Duration::seconds(1));
+        assert_eq!(
+            judge(&key, rotated_away, &scoped(&["write"]), "", now),
+            Verdict::Expired,
+            "an old secret past its grace"
+        );
+        assert_eq!(
+            judge(&key, Some(now + chrono::Duration::seconds(1)), &[], "", now),
+            Verdict::Valid,
+            "within its grace"
+        );
+        key.expires_at = Some(now);
+        assert_eq!(judge(&key, None, &scoped(&["write"]), "", now), Verdict::Expired, "expired at the instant");
+        key.status = KeyStatus::Inactive;
+        assert_eq!(judge(&key, None, &[], "", now), Verdict::Inactive);
+        key.status = KeyStatus::Revoked;
+        assert_eq!(judge(&key, None, &[], "", now), Verdict::Revoked, "revocation is told before expiry");
+    }
+
+    #[test]
+    fn a_key_with_no_network_fails_every_named_network_even_the_reserved_label() {
+        let now = Utc::now();
+        let key = ApiKey { networks: [NO_NETWORK.to_owned()].into(), ..key(now) };
         for network in ["Preprod", "Mainnet", NO_NETWORK] {
             assert_eq!(judge(&key, None, &[], network, now), Verdict::NetworkNotAllowed, "{network}");
         }

@@ -16,10 +16,11 @@ use keyward_core::{
 use keyward_proto::v1::{self, credit_service_server::CreditService};
 use keyward_store::{LedgerQuery, Mutation, Store, UsageScope};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::{
+    audit::audited,
     convert::{self, from_timestamp},
-    service::audited,
     status::to_status,
     verifier::Verifier,
 };
@@ -59,7 +60,6 @@ impl CreditServiceImpl {
         let reason = checks.reason("reason", &reason);
         let request_id = checks.request_id("request_id", &request_id);
         checks.finish()?;
-        let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
         let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
         let balances = self.store.adjust_credits(id, &authority, &deltas, &reason, &mutation).await?;
         Ok(v1::AdjustCreditsResponse { balances: convert::credits(&balances) })
@@ -81,17 +81,12 @@ impl CreditServiceImpl {
         let start = optional_time(&mut checks, "start_time", start_time.as_ref());
         let end = optional_time(&mut checks, "end_time", end_time.as_ref());
         checks.finish()?;
-        let (id, limit) = (id.ok_or_else(|| Error::internal("id vanished after validation"))?, limit?);
+        let limit = limit?;
         let filters = format!("{reach:?}|{id}|{start:?}|{end:?}");
         let after_id = page::decode(&page_token, &filters)?;
-        let query = LedgerQuery { key_id: id, after_id, start, end, limit: limit + 1 };
-        let mut entries = self.store.credit_transactions(&query, &reach).await?;
-        let next_page_token = if entries.len() as u64 > limit {
-            entries.truncate(usize::try_from(limit).map_err(Error::internal)?);
-            entries.last().map(|entry| page::encode(entry.id, &filters)).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let query = LedgerQuery { key_id: id, after_id, start, end, limit: page::fetch_limit(limit) };
+        let entries = self.store.credit_transactions(&query, &reach).await?;
+        let (entries, next_page_token) = page::cut(entries, limit, |entry| page::encode(entry.id, &filters))?;
         Ok(v1::ListCreditTransactionsResponse {
             transactions: entries.iter().map(convert::ledger_entry).collect(),
             next_page_token,
@@ -103,23 +98,20 @@ impl CreditServiceImpl {
         let v1::GetUsageRequest { api_key_id, owner, start_time, end_time, granularity } = request;
         let mut checks = Checks::new();
         let scope = match (api_key_id.is_empty(), owner.is_empty()) {
-            (false, true) => checks.uuid("api_key_id", &api_key_id).map(UsageScope::Key),
+            (false, true) => UsageScope::Key(checks.uuid("api_key_id", &api_key_id)),
             (true, false) => {
                 checks.subject("owner", &owner);
-                Some(UsageScope::Owner(owner))
+                UsageScope::Owner(owner)
             }
             (true, true) | (false, false) => {
                 checks.fail("api_key_id", "set exactly one of api_key_id and owner");
-                None
+                UsageScope::Key(Uuid::nil())
             }
         };
-        let start = match start_time.as_ref() {
-            None => {
-                checks.fail("start_time", "is required");
-                None
-            }
-            Some(at) => optional_time(&mut checks, "start_time", Some(at)),
-        };
+        if start_time.is_none() {
+            checks.fail("start_time", "is required");
+        }
+        let start = optional_time(&mut checks, "start_time", start_time.as_ref());
         let end = optional_time(&mut checks, "end_time", end_time.as_ref()).unwrap_or_else(Utc::now);
         if let Some(start) = start
             && (end <= start || end - start > TimeDelta::days(MAX_USAGE_DAYS))
@@ -134,8 +126,9 @@ impl CreditServiceImpl {
                 TimeDelta::hours(1)
             }
         };
+        // A start that failed its check never passes `finish`, so the placeholder is never used.
+        let start = start.unwrap_or(DateTime::UNIX_EPOCH);
         checks.finish()?;
-        let (scope, start) = scope.zip(start).ok_or_else(|| Error::internal("range vanished after validation"))?;
         match &scope {
             UsageScope::Key(id) => {
                 self.store.get(*id, &reach).await?;
@@ -191,7 +184,6 @@ impl CreditService for CreditServiceImpl {
             let mut checks = Checks::new();
             let id = checks.uuid("api_key_id", &api_key_id);
             checks.finish()?;
-            let id = id.ok_or_else(|| Error::internal("id vanished after validation"))?;
             let key = self.store.get(id, &reach).await?;
             let balances = self.store.balances(id, &reach).await?;
             Ok(v1::GetCreditBalancesResponse {

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod cache;
 mod charger;
 pub mod config;
@@ -45,7 +46,6 @@ use uuid::Uuid;
 
 use crate::{
     cache::{CacheSettings, KeyCache},
-    service::Rules,
     usage::UsageRecorder,
     verifier::Verifier,
 };
@@ -241,14 +241,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::clone(&metrics),
         charger,
     );
-    let rules = Rules {
+    let settings = keyward_core::cases::KeySettings {
         environments,
         undelete_retention: config.undelete_retention,
         max_rotation_grace: config.max_rotation_grace,
     };
     let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
     let credit_service = CreditServiceImpl::new(store.clone(), verifier.clone());
-    let service = ApiKeyServiceImpl::new(store.clone(), verifier, rules);
+    let service = ApiKeyServiceImpl::new(store.clone(), verifier, settings);
     // The REST gateway calls the same services in process: authentication and validation
     // live in them, so both surfaces pass through them alike.
     let in_process = tonic::service::Routes::new(ApiKeyServiceServer::new(service.clone()))

@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::{convert::timestamp, service::audited, status::to_status, verifier::Verifier};
+use crate::{audit::audited, convert::timestamp, status::to_status, verifier::Verifier};
 
 const MAX_SECRET_CHARS: usize = 1000;
 const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -163,7 +163,7 @@ impl RpcProviderKeyServiceImpl {
             }
         }
         checks.finish()?;
-        Ok((id.ok_or_else(|| Error::internal("id vanished after validation"))?, patch))
+        Ok((id, patch))
     }
 
     async fn list(
@@ -191,14 +191,10 @@ impl RpcProviderKeyServiceImpl {
         let filters = format!("rpc|{network}|{provider}");
         let after = page::decode_id(&page_token, &filters)?;
         let some = |text: String| Some(text).filter(|t| !t.is_empty());
-        let query = RpcKeyQuery { network: some(network), provider: some(provider), after, limit: limit + 1 };
-        let mut keys = self.inner.store.list_rpc_keys(&self.inner.master, &query).await?;
-        let next_page_token = if keys.len() as u64 > limit {
-            keys.truncate(usize::try_from(limit).map_err(Error::internal)?);
-            keys.last().map(|key| page::encode_id(key.id, &filters)).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let query =
+            RpcKeyQuery { network: some(network), provider: some(provider), after, limit: page::fetch_limit(limit) };
+        let keys = self.inner.store.list_rpc_keys(&self.inner.master, &query).await?;
+        let (keys, next_page_token) = page::cut(keys, limit, |key| page::encode_id(key.id, &filters))?;
         Ok(v1::ListRpcProviderKeysResponse {
             rpc_provider_keys: keys.iter().map(|key| to_proto(key, reveal)).collect(),
             next_page_token,
@@ -210,7 +206,7 @@ impl RpcProviderKeyServiceImpl {
         let mut checks = Checks::new();
         let id = checks.uuid("id", id);
         checks.finish()?;
-        id.ok_or_else(|| Error::internal("id vanished after validation"))
+        Ok(id)
     }
 }
 

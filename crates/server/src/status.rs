@@ -14,9 +14,11 @@ pub const ERROR_DOMAIN: &str = "keyward.v1";
 
 /// Converts a domain error into the status a caller sees.
 pub fn to_status(err: Error) -> Status {
+    // The error's own text: for an invalid argument, every violation joined.
+    let text = err.to_string();
     let (code, reason, message, metadata, violations) = match err {
         Error::InvalidArgument(violations) => {
-            let message = format!("invalid request: {}", join_violations(&violations));
+            let message = text;
             tracing::info!(error = ?message, "invalid request");
             (Code::InvalidArgument, "INVALID_ARGUMENT", message, HashMap::new(), violations)
         }
@@ -77,12 +79,8 @@ pub fn to_status(err: Error) -> Status {
     Status::with_error_details(code, message, details)
 }
 
-fn join_violations(violations: &[keyward_core::Violation]) -> String {
-    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-}
-
 /// The canonical name of the code an error maps to, as audit events record outcomes.
-pub(crate) fn code_name(err: &Error) -> &'static str {
+pub(crate) fn audit_outcome(err: &Error) -> &'static str {
     match err {
         Error::InvalidArgument(_) => "INVALID_ARGUMENT",
         Error::Unauthenticated { .. } => "UNAUTHENTICATED",

@@ -97,7 +97,7 @@ impl Verifier {
     ) -> Result<Verification> {
         // Bounded before anything is judged, charged or counted, metered key or not.
         keyward_core::credit::check_costs(&cost.credits)?;
-        let mut verification = self.judge(presented, required_scopes, network).await?;
+        let mut verification = self.verdict(presented, required_scopes, network).await?;
         if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key)
             && key.usage_limited
             && !cost.credits.is_empty()
@@ -130,7 +130,7 @@ impl Verifier {
         Ok(verification)
     }
 
-    async fn judge(&self, presented: &str, required_scopes: &[String], network: &str) -> Result<Verification> {
+    async fn verdict(&self, presented: &str, required_scopes: &[String], network: &str) -> Result<Verification> {
         if secret::classify(presented, self.environments.prefixes()) == Shape::Malformed {
             return Ok(Verification { verdict: Verdict::Malformed, key: None, remaining: Vec::new() });
         }
@@ -180,7 +180,7 @@ impl Verifier {
             let jwt = self.jwt.as_ref().ok_or(Error::Unauthenticated { detail: "JWT callers are not configured" })?;
             return Ok(Caller::Person(Arc::new(jwt.authenticate(presented).await?)));
         }
-        let Verification { verdict, key, .. } = self.judge(presented, &[], "").await?;
+        let Verification { verdict, key, .. } = self.verdict(presented, &[], "").await?;
         match (verdict.auth_failure(), key) {
             (None, Some(key)) => {
                 self.usage.used(key.id, Utc::now());

@@ -10,7 +10,6 @@ use keyward_core::{
     error::Result,
     model::{ApiKey, AuditAction, KeyPatch, KeyStatus, NewApiKey},
     policy::Authority,
-    secret::SecretHash,
 };
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -42,20 +41,10 @@ pub struct KeyUpdate<'a> {
     pub secret: Option<&'a NewSecret>,
 }
 
-/// What a rotation installs.
-#[derive(Debug, Clone)]
-pub struct NewSecret {
-    /// Keyed hash of the new secret.
-    pub hash: SecretHash,
-    /// Version of the hash secret.
-    pub hash_version: i64,
-    /// Mask of the new secret.
-    pub mask: String,
-    /// Until when the old secrets keep verifying (`now` ends them at once).
-    pub old_secrets_until: DateTime<Utc>,
-}
+pub use keyward_core::model::NewSecret;
 
 impl Store {
+    /// Inserts a key and its secret, unless its owner already holds `max_live_keys` live
     /// keys in its environment. A replayed request id fails with ALREADY_EXISTS.
     pub async fn create(&self, new: NewApiKey, max_live_keys: i64, mutation: &Mutation) -> Result<ApiKey> {
         let txn = self.begin_write().await?;

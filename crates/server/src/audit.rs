@@ -1,0 +1,38 @@
+//! The audit events no transaction writes: a failed mutation's, and a read that reveals
+//! secrets. A successful change records its own event inside its transaction.
+
+use chrono::Utc;
+use keyward_core::{
+    error::Result,
+    model::{AuditAction, AuditEvent},
+    policy::Caller,
+};
+use keyward_store::Store;
+use tonic::Status;
+
+use crate::status::{audit_outcome, to_status};
+
+/// Records the audit event `result` needs, if any, and maps an error to its status.
+pub(crate) async fn audited<T>(
+    store: &Store,
+    caller: &Caller,
+    action: AuditAction,
+    target: &str,
+    request_id: &str,
+    result: Result<T>,
+) -> Result<T, Status> {
+    if result.is_err() || !action.is_change() {
+        let event = AuditEvent {
+            actor: caller.subject(),
+            action: action.as_str().to_owned(),
+            target: target.chars().take(64).collect(),
+            request_id: Some(request_id.chars().take(64).collect::<String>()).filter(|id| !id.is_empty()),
+            outcome: result.as_ref().map_or_else(|err| audit_outcome(err).to_owned(), |_| "OK".to_owned()),
+            occurred_at: Utc::now(),
+        };
+        if let Err(audit_err) = store.record_audit(&event).await {
+            tracing::error!(error = ?audit_err, action = action.as_str(), "could not record an audit event");
+        }
+    }
+    result.map_err(to_status)
+}
