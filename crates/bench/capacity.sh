@@ -2,14 +2,16 @@
 # The figures behind README's Failure modes and the Helm chart's memory settings, from a
 # release build on this machine:
 #   idle   RSS with 1,000 idle connections of each kind per port, and after they close
-#   cache  RSS with 100,000 cached keys (the default capacity): memory per cached key
+#   cache  RSS with CACHE_KEYS cached keys (default 100,000, the default capacity):
+#          memory per cached key
 #   quota  CreateApiKey p50 for an owner holding 46,600 keys against a fresh owner, on
 #          SQLite and PostgreSQL
 #   bash crates/bench/capacity.sh [idle|cache|quota|all, default all]
+# SKIP_BUILD=1 measures the binaries already under ${CARGO_TARGET_DIR:-target}/release.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 PARTS="${1:-all}"
-cargo build --release --locked --bin keyward --bin keyward-bench
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin keyward --bin keyward-bench
 BIN="${CARGO_TARGET_DIR:-target}/release"
 WORK="$(mktemp -d)"
 MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
@@ -45,10 +47,11 @@ if [ "$PARTS" = idle ] || [ "$PARTS" = all ]; then
 fi
 
 if [ "$PARTS" = cache ] || [ "$PARTS" = all ]; then
-  echo "== 100,000 cached keys (SQLite; TTL raised so that none expires while measured)"
+  CACHE_KEYS="${CACHE_KEYS:-100000}"
+  echo "== $CACHE_KEYS cached keys (SQLite; TTL raised so that none expires while measured)"
   rm -rf "$WORK/data"
   serve "sqlite://$WORK/data/keyward.db" KEYWARD_ENVIRONMENTS=production:kw_live:200000
-  "$BIN/keyward-bench" seed --addr "127.0.0.1:$GRPC_PORT" --auth "$ADMIN" --count 100000 --out "$WORK/keys.txt"
+  "$BIN/keyward-bench" seed --addr "127.0.0.1:$GRPC_PORT" --auth "$ADMIN" --count "$CACHE_KEYS" --out "$WORK/keys.txt"
   stop
   # A fresh process, so the seeding's allocations do not count.
   serve "sqlite://$WORK/data/keyward.db" KEYWARD_ENVIRONMENTS=production:kw_live:200000 KEYWARD_CACHE_TTL=10m
@@ -58,7 +61,7 @@ if [ "$PARTS" = cache ] || [ "$PARTS" = all ]; then
     --keys-file "$WORK/warm.txt" --requests 1000 --warmup 0s --concurrency 16 >/dev/null
   before="$(rss)"; keys_before="$(cached_keys)"
   "$BIN/keyward-bench" run --addr "127.0.0.1:$GRPC_PORT" --auth "$ADMIN" --target verify-keys \
-    --keys-file "$WORK/keys.txt" --requests 100000 --warmup 0s --concurrency 16 >/dev/null
+    --keys-file "$WORK/keys.txt" --requests "$CACHE_KEYS" --warmup 0s --concurrency 16 >/dev/null
   sleep 2
   after="$(rss)"; keys_after="$(cached_keys)"
   echo "RSS ${before} MiB with ${keys_before} cached keys, ${after} MiB with ${keys_after}"
