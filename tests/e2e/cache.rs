@@ -221,3 +221,37 @@ async fn revocations_reach_another_process_and_survive_a_lost_listener() {
     drop((first, second));
     app.stop().await;
 }
+
+/// The value of one series line of `/metrics`, 0 when absent.
+async fn metric(app: &crate::helpers::TestApp, series: &str) -> u64 {
+    let url = format!("http://{}/metrics", app.running().http_addr);
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
+}
+
+async fn keys_in_use_are_read_again_in_the_background(backend: Backend) {
+    let ttl = Duration::from_secs(2);
+    let app = spawn_with(backend, |config| {
+        config.cache_ttl = ttl;
+        config.usage_flush_interval = Duration::from_secs(600);
+    })
+    .await;
+    let (_, secret) = app.create_key("steady", &[]).await;
+    assert!(app.verify(&secret, &[], "").await.valid);
+    let misses = metric(&app, "keyward_cache_lookups_total{result=\"miss\"}").await;
+    let reads = app.running().store.lookup_reads();
+
+    // Steady use over more than three lifetimes of an entry.
+    let until = tokio::time::Instant::now() + ttl * 7 / 2;
+    while tokio::time::Instant::now() < until {
+        assert!(app.verify(&secret, &[], "").await.valid);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let missed = metric(&app, "keyward_cache_lookups_total{result=\"miss\"}").await - misses;
+    assert_eq!(missed, 0, "a key in use never misses the cache: its entry is refreshed before it expires");
+    assert!(app.running().store.lookup_reads() - reads >= 3, "the keys in use were read again meanwhile");
+    assert!(metric(&app, "keyward_cache_refreshes_total").await >= 3);
+    app.stop().await;
+}
+both!(keys_in_use_are_read_again_in_the_background);

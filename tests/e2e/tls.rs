@@ -132,3 +132,27 @@ async fn spawn_with_tls(
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_to_tls_listeners_close_after_the_idle_timeout() {
+    use tokio::io::AsyncReadExt;
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(dir.path(), "server.pem", &pki.server.0);
+    let key = write(dir.path(), "server.key", &pki.server.1);
+    let app = spawn_with(Backend::Sqlite, move |config| {
+        config.tls.tls_cert = Some(cert);
+        config.tls.tls_key = Some(key);
+        // Far off, so that only the idle timeout can end a silent connection.
+        config.tls.tls_handshake_timeout = std::time::Duration::from_secs(600);
+        config.connections.idle_timeout = std::time::Duration::from_secs(2);
+    })
+    .await;
+    for addr in [app.running().grpc_addr, app.running().http_addr] {
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(30), silent.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "a silent connection to {addr} stayed open: {read:?}");
+    }
+    app.stop().await;
+}

@@ -56,6 +56,8 @@ enum Target {
     RestPspList,
     /// REST: GET /api/v1/api-key-status with `token: <--auth>`, on --http-addr.
     RestKeyStatus,
+    /// CreateApiKey for --owner as --auth (its environment quota must allow the calls).
+    Create,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +81,9 @@ struct RunArgs {
     /// keys are charged them.
     #[arg(long, default_value_t = 0)]
     cost: i64,
+    /// Owner of the keys the `create` target creates.
+    #[arg(long, default_value = "bench-create")]
+    owner: String,
     /// REST gateway address, host:port (the rest-* targets; HTTP/1.1 keep-alive).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http_addr: String,
@@ -270,6 +275,7 @@ async fn load(
         let http = http.clone();
         let base = format!("http://{}", args.http_addr);
         let secret = args.auth.clone().unwrap_or_default();
+        let owner = args.owner.clone();
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new()?;
             let mut health = HealthClient::new(channel.clone());
@@ -305,6 +311,20 @@ async fn load(
                             request.metadata_mut().insert("authorization", auth.clone());
                         }
                         (keyward.get_caller_api_key(request).await.map(drop).err().map(|s| s.code()), None)
+                    }
+                    Target::Create => {
+                        let mut request = Request::new(v1::CreateApiKeyRequest {
+                            api_key: Some(v1::ApiKey {
+                                name: "bench".into(),
+                                owner: owner.clone(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        });
+                        if let Some(auth) = &auth {
+                            request.metadata_mut().insert("authorization", auth.clone());
+                        }
+                        (keyward.create_api_key(request).await.map(drop).err().map(|s| s.code()), None)
                     }
                     Target::RestPspList | Target::RestKeyStatus => {
                         let request = if target == Target::RestPspList {

@@ -7,10 +7,14 @@
 //! say), what the cache holds was kept current until that moment, so it keeps answering
 //! for `ttl` after it — no answer is staler than `ttl` — and is bypassed after that
 //! until the listener is back and the cache has been emptied.
+//!
+//! A key still in use when its entry nears the end of its life is read again in the
+//! background (refresh-ahead), so steady callers do not meet a miss every `ttl`.
 
 use std::{
+    collections::HashSet,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -33,20 +37,52 @@ struct HashEntryExpiry {
     unknown: Duration,
 }
 
-impl Expiry<SecretHash, HashEntry> for HashEntryExpiry {
-    fn expire_after_create(&self, _: &SecretHash, entry: &HashEntry, _: Instant) -> Option<Duration> {
+impl HashEntryExpiry {
+    fn lifetime(&self, entry: &HashEntry) -> Duration {
         match entry {
-            HashEntry::Known(_) => Some(self.known),
-            HashEntry::Unknown => Some(self.unknown),
+            HashEntry::Known(_) => self.known,
+            HashEntry::Unknown => self.unknown,
         }
     }
+}
+
+impl Expiry<SecretHash, HashEntry> for HashEntryExpiry {
+    fn expire_after_create(&self, _: &SecretHash, entry: &HashEntry, _: Instant) -> Option<Duration> {
+        Some(self.lifetime(entry))
+    }
+
+    /// A fill over a present entry (a refresh) starts its lifetime again; moka would
+    /// otherwise keep the old expiry.
+    fn expire_after_update(
+        &self,
+        _: &SecretHash,
+        entry: &HashEntry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.lifetime(entry))
+    }
+}
+
+/// Most refresh-ahead reads in flight at once: refreshes wait for no one, so beyond
+/// this a nearly expired entry just expires and is read by its next caller.
+const MAX_REFRESHES: usize = 4;
+
+/// A key's entry is refreshed when used after this part of `ttl` (in quarters).
+const REFRESH_AFTER_QUARTERS: u32 = 3;
+
+/// A cached key, and when it was read from the database.
+#[derive(Debug, Clone)]
+struct CachedRecord {
+    record: Arc<KeyRecord>,
+    read_at: Instant,
 }
 
 /// What the cache knows of a secret hash.
 #[derive(Debug)]
 pub(crate) enum Lookup {
-    /// The key and its secrets.
-    Found(Arc<KeyRecord>),
+    /// The key and its secrets; `refresh` when the entry nears its end while in use.
+    Found { record: Arc<KeyRecord>, refresh: bool },
     /// Known to match no key (recently).
     Absent,
     /// The hash maps to this key, whose record must be loaded.
@@ -69,7 +105,9 @@ pub(crate) struct Epoch(u64);
 
 pub(crate) struct KeyCache {
     by_hash: Cache<SecretHash, HashEntry>,
-    by_id: Cache<Uuid, Arc<KeyRecord>>,
+    by_id: Cache<Uuid, CachedRecord>,
+    /// Keys whose refresh-ahead read is in flight, so each is read once.
+    refreshing: Mutex<HashSet<Uuid>>,
     epoch: AtomicU64,
     bypass: AtomicBool,
     ttl: Duration,
@@ -96,6 +134,7 @@ impl KeyCache {
         Self {
             by_hash: Cache::builder().max_capacity(settings.capacity).expire_after(expiry).build(),
             by_id: Cache::builder().max_capacity(settings.capacity).time_to_live(settings.ttl).build(),
+            refreshing: Mutex::default(),
             epoch: AtomicU64::new(0),
             bypass: AtomicBool::new(bypass || settings.capacity == 0),
             ttl: settings.ttl,
@@ -110,7 +149,13 @@ impl KeyCache {
         }
         match self.by_hash.get(hash) {
             Some(HashEntry::Unknown) => Lookup::Absent,
-            Some(HashEntry::Known(id)) => self.by_id.get(&id).map_or(Lookup::KeyMiss(id), Lookup::Found),
+            Some(HashEntry::Known(id)) => match self.by_id.get(&id) {
+                Some(cached) => Lookup::Found {
+                    refresh: cached.read_at.elapsed() >= self.ttl * REFRESH_AFTER_QUARTERS / 4,
+                    record: cached.record,
+                },
+                None => Lookup::KeyMiss(id),
+            },
             None => Lookup::Miss,
         }
     }
@@ -135,10 +180,20 @@ impl KeyCache {
         match record {
             Some(record) => {
                 self.by_hash.insert(*hash, HashEntry::Known(record.key.id));
-                self.by_id.insert(record.key.id, Arc::clone(record));
+                self.by_id.insert(record.key.id, CachedRecord { record: Arc::clone(record), read_at: Instant::now() });
             }
             None => self.by_hash.insert(*hash, HashEntry::Unknown),
         }
+    }
+
+    /// Claims the refresh-ahead read of key `id`, unless one is in flight already or too
+    /// many are; the claim ends when the returned guard is dropped.
+    pub(crate) fn claim_refresh(self: &Arc<Self>, id: Uuid) -> Option<RefreshClaim> {
+        let mut refreshing = self.refreshing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refreshing.len() >= MAX_REFRESHES || !refreshing.insert(id) {
+            return None;
+        }
+        Some(RefreshClaim { cache: Arc::clone(self), id })
     }
 
     /// Forgets key `id` (it changed).
@@ -179,5 +234,18 @@ impl KeyCache {
         self.by_id.invalidate_all();
         self.lost_at.store(0, Ordering::Release);
         self.bypass.store(false, Ordering::Release);
+    }
+}
+
+/// A refresh-ahead read in flight; see [`KeyCache::claim_refresh`].
+#[derive(Debug)]
+pub(crate) struct RefreshClaim {
+    cache: Arc<KeyCache>,
+    id: Uuid,
+}
+
+impl Drop for RefreshClaim {
+    fn drop(&mut self) {
+        self.cache.refreshing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
     }
 }

@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub rest: RestConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connections: ConnectionConfig,
     /// Log filter in tracing EnvFilter syntax.
     #[arg(long, env = "KEYWARD_LOG", default_value = "info")]
     pub log: String,
@@ -85,6 +88,32 @@ impl RestConfig {
             cors_allowed_origins: self.cors_allowed_origins.clone(),
         }
     }
+}
+
+/// What one client connection may cost, on each listener (`serve`'s gRPC and HTTP, and
+/// the standalone gateway's).
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionConfig {
+    /// A connection that carried no byte either way for this long is closed (a client
+    /// that connected and went silent, an unused HTTP/1 keep-alive connection). Keep it
+    /// above the longest call, which it would cut off.
+    #[arg(long, env = "KEYWARD_IDLE_TIMEOUT", default_value = "2m", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+    /// Longest an HTTP/1 client may take to send a request's headers; a client that
+    /// trickles them (slowloris) is closed then.
+    #[arg(long, env = "KEYWARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
+    /// How often an HTTP/2 connection is pinged; a peer that does not answer within
+    /// --http2-keepalive-timeout is dropped.
+    #[arg(long, env = "KEYWARD_HTTP2_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
+    pub http2_keepalive_interval: Duration,
+    /// How long an HTTP/2 ping may go unanswered before the connection is dropped.
+    #[arg(long, env = "KEYWARD_HTTP2_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_positive_duration)]
+    pub http2_keepalive_timeout: Duration,
+    /// Most connections open at once on each listener; further clients wait in the
+    /// listen backlog until one closes.
+    #[arg(long, env = "KEYWARD_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 /// How log lines are written.
@@ -340,6 +369,9 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub tls: TlsConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub connections: ConnectionConfig,
 }
 
 /// Parses the command line, placing the settings of a `--config` / `KEYWARD_CONFIG` file
@@ -423,6 +455,14 @@ fn parse_channel(value: &str) -> Result<String, String> {
         Ok(value.to_owned())
     } else {
         Err("must be 1-63 characters of a-z, 0-9 and _, not starting with a digit".to_owned())
+    }
+}
+
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("must be longer than zero".to_owned()),
+        Err(err) => Err(err.to_string()),
     }
 }
 

@@ -7,7 +7,7 @@ use keyward_gateway::Upstream;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Endpoint;
 
-use crate::config::GatewayConfig;
+use crate::{config::GatewayConfig, connections};
 
 /// A started standalone gateway.
 #[derive(Debug)]
@@ -15,19 +15,19 @@ pub struct RunningGateway {
     /// The address it listens on (the real port when 0 was asked for).
     pub addr: SocketAddr,
     shutdown: oneshot::Sender<()>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
 }
 
 impl RunningGateway {
     /// Stops accepting requests, lets in-flight ones finish and waits for the end.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
-        self.server.await.context("gateway task failed")?.context("gateway failed")
+        self.server.await.context("gateway task failed")
     }
 
     /// Waits until the gateway ends on its own (it does not, unless it fails).
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        (&mut self.server).await.context("gateway task failed")?.context("gateway failed")
+        (&mut self.server).await.context("gateway task failed")
     }
 }
 
@@ -51,12 +51,9 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<RunningGatew
     let addr = listener.local_addr().context("reading the bound gateway address")?;
     tracing::info!(addr = %addr, upstream = %config.upstream, "gateway listening");
     let (shutdown, signal) = oneshot::channel::<()>();
+    let incoming = connections::incoming(listener, &config.connections);
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = signal.await;
-            })
-            .await
+        connections::serve_http(incoming, router, None, &config.connections, signal).await;
     });
     Ok(RunningGateway { addr, shutdown, server })
 }

@@ -1,21 +1,14 @@
 //! TLS for the HTTP listener, with the same certificate, key and client CA as gRPC.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc};
 
 use anyhow::Context;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use rustls::{
     RootCertStore, ServerConfig,
     crypto::ring,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
-use tokio::{net::TcpListener, sync::oneshot};
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 
@@ -50,32 +43,4 @@ fn certificates(path: &Path, setting: &str) -> anyhow::Result<Vec<CertificateDer
         .with_context(|| format!("{setting} {} is not PEM", path.display()))?;
     anyhow::ensure!(!certs.is_empty(), "{setting} {} holds no certificate", path.display());
     Ok(certs)
-}
-
-/// Serves `router` over TLS until `shutdown` fires. A client that has not completed the
-/// handshake within `handshake_timeout` is dropped, so idle sockets cannot pile up.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    tls: Arc<ServerConfig>,
-    handshake_timeout: Duration,
-    mut shutdown: oneshot::Receiver<()>,
-) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (tcp, _) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => accepted?,
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            // A client that fails the handshake (no or a wrong certificate) or does not
-            // finish it in time is just dropped.
-            let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await else {
-                return;
-            };
-            let service = TowerToHyperService::new(router);
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
 }

@@ -6,6 +6,7 @@ mod audit;
 mod cache;
 mod charger;
 pub mod config;
+mod connections;
 mod convert;
 mod credit_service;
 mod gateway;
@@ -40,7 +41,7 @@ use keyward_proto::v1::{
 use keyward_store::{Mutation, Store};
 use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 use uuid::Uuid;
 
@@ -72,7 +73,7 @@ pub struct Running {
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     http_shutdown: oneshot::Sender<()>,
-    http: JoinHandle<std::io::Result<()>>,
+    http: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
     usage: Arc<UsageRecorder>,
     shutdown_timeout: Duration,
@@ -100,7 +101,7 @@ impl Running {
             }
         };
         match tokio::time::timeout_at(deadline, &mut http).await {
-            Ok(finished) => finished.context("HTTP task failed")?.context("HTTP server failed")?,
+            Ok(finished) => finished.context("HTTP task failed")?,
             Err(_) => http.abort(),
         }
         background.iter().for_each(JoinHandle::abort);
@@ -274,9 +275,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(addr = %grpc_addr, "grpc listening");
 
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    // Large enough that an oversized credential reaches authentication and is refused
-    // there with UNAUTHENTICATED, instead of the connection being torn down.
+    let incoming = connections::incoming(listener, &config.connections);
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on KEYWARD_HTTP_ADDR {}", config.http_addr))?;
@@ -296,21 +295,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         }),
     );
-    let http = match https {
-        Some(tls) => {
-            tokio::spawn(https::serve(http_listener, router, tls, config.tls.tls_handshake_timeout, http_signal))
-        }
-        None => tokio::spawn(async move {
-            axum::serve(http_listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = http_signal.await;
-                })
-                .await
-        }),
-    };
+    let http_incoming = connections::incoming(http_listener, &config.connections);
+    let connection_settings = config.connections.clone();
+    let https = https.map(|tls| (tls, config.tls.tls_handshake_timeout));
+    let http = tokio::spawn(async move {
+        connections::serve_http(http_incoming, router, https, &connection_settings, http_signal).await;
+    });
 
     let mut builder = Server::builder()
+        // Large enough that an oversized credential reaches authentication and is refused
+        // there with UNAUTHENTICATED, instead of the connection being torn down.
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_keepalive_interval(Some(config.connections.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(config.connections.http2_keepalive_timeout))
         .layer(observe::ObservabilityLayer(Arc::clone(&metrics)));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).context("KEYWARD_TLS_CERT / KEYWARD_TLS_KEY")?;

@@ -15,6 +15,7 @@ pub(crate) struct Metrics {
     verifications: IntCounterVec,
     cache_lookups: IntCounterVec,
     cache_keys: IntGauge,
+    cache_refreshes: IntCounter,
     pool: IntGaugeVec,
     invalidations: IntCounter,
     credits_charged: IntCounterVec,
@@ -67,6 +68,11 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let cache_refreshes = IntCounter::new(
+            "keyward_cache_refreshes_total",
+            "cached keys read again in the background before their entry expired (refresh-ahead)",
+        )
+        .expect("valid metric");
         let invalidations = IntCounter::new(
             "keyward_invalidation_notifications_total",
             "key-change notifications received from replicas (LISTEN/NOTIFY)",
@@ -93,6 +99,7 @@ impl Metrics {
             verifications: registered(&registry, verifications),
             cache_lookups: registered(&registry, cache_lookups),
             cache_keys: registered(&registry, cache_keys),
+            cache_refreshes: registered(&registry, cache_refreshes),
             pool: registered(&registry, pool),
             invalidations: registered(&registry, invalidations),
             registry,
@@ -115,6 +122,10 @@ impl Metrics {
 
     pub(crate) fn cache_lookup(&self, result: &'static str) {
         self.cache_lookups.with_label_values(&[result]).inc();
+    }
+
+    pub(crate) fn cache_refreshed(&self) {
+        self.cache_refreshes.inc();
     }
 
     pub(crate) fn invalidation_received(&self) {

@@ -27,6 +27,9 @@ use crate::{
     usage::UsageRecorder,
 };
 
+/// How long a key whose refresh failed waits before another refresh is tried.
+const REFRESH_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Looks secrets up and judges them.
 #[derive(Debug, Clone)]
 pub(crate) struct Verifier {
@@ -148,8 +151,11 @@ impl Verifier {
 
     async fn record(&self, hash: &SecretHash) -> Result<Option<Arc<KeyRecord>>> {
         match self.cache.lookup(hash) {
-            Lookup::Found(record) => {
+            Lookup::Found { record, refresh } => {
                 self.metrics.cache_lookup("hit");
+                if refresh {
+                    self.refresh_ahead(*hash, record.key.id);
+                }
                 Ok(Some(record))
             }
             Lookup::Absent => {
@@ -171,6 +177,30 @@ impl Verifier {
                 Ok(record)
             }
         }
+    }
+
+    /// Reads a key in use again in the background, before its entry expires, so its
+    /// callers keep hitting the cache. A failed read changes nothing: the entry expires
+    /// as it would have, and its next caller reads the key.
+    fn refresh_ahead(&self, hash: SecretHash, id: Uuid) {
+        let Some(claim) = self.cache.claim_refresh(id) else { return };
+        let (store, cache, metrics) = (self.store.clone(), Arc::clone(&self.cache), Arc::clone(&self.metrics));
+        tokio::spawn(async move {
+            let _claim = claim;
+            let epoch = cache.epoch();
+            match store.find_record_by_secret(&hash).await {
+                Ok(record) => {
+                    metrics.cache_refreshed();
+                    cache.fill(epoch, &hash, record.map(Arc::new).as_ref());
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "refreshing a cached key failed; it expires as usual");
+                    // Held a while, so that while the database is away every hit does
+                    // not start another read bound to fail.
+                    tokio::time::sleep(REFRESH_RETRY_PAUSE).await;
+                }
+            }
+        });
     }
 
     /// The caller behind the call's credentials: `authorization: Bearer <key or JWT>` or `token: <key>`.
