@@ -266,3 +266,23 @@ async fn shutdown_writes_usage_even_when_calls_hang() {
     db.close().await.ok();
     app.stop().await;
 }
+
+/// Another writer holding SQLite's write lock past the busy timeout: the create fails with
+/// UNAVAILABLE (retryable), writes nothing, and the next one succeeds once the lock is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_write_lock_held_past_the_busy_timeout_is_unavailable_and_loses_nothing() {
+    let app = spawn_with(Backend::Sqlite, |_| {}).await;
+    let mut options = sea_orm::ConnectOptions::new(app.config.store.database_url());
+    options.max_connections(1).min_connections(1);
+    let holder = Database::connect(options).await.unwrap();
+    holder.execute_unprepared("BEGIN IMMEDIATE").await.unwrap();
+    let mut client = app.client.clone();
+    let blocked = client.create_api_key(admin(create_request(key_with("blocked")))).await.unwrap_err();
+    crate::helpers::assert_status(&blocked, tonic::Code::Unavailable, "DATABASE_UNAVAILABLE");
+    holder.execute_unprepared("ROLLBACK").await.unwrap();
+    client.create_api_key(admin(create_request(key_with("after")))).await.expect("the lock is free again");
+    let listed = client.list_api_keys(admin(v1::ListApiKeysRequest::default())).await.unwrap().into_inner().api_keys;
+    assert!(listed.iter().all(|key| key.name != "blocked"), "the refused create wrote nothing");
+    assert!(listed.iter().any(|key| key.name == "after"));
+    app.stop().await;
+}

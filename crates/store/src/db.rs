@@ -168,8 +168,9 @@ fn database_code(err: &DbErr) -> Option<(bool, String)> {
 }
 
 /// Whether an error means the database could not be reached or could not store, so that
-/// retrying later may succeed: a lost connection; SQLite's full disk (SQLITE_FULL) or I/O
-/// error (SQLITE_IOERR and its extended codes); PostgreSQL's connection errors (class
+/// retrying later may succeed: a lost connection; SQLite's full disk (SQLITE_FULL), I/O
+/// error (SQLITE_IOERR and its extended codes) or a write lock not granted within the busy
+/// timeout (SQLITE_BUSY, SQLITE_LOCKED); PostgreSQL's connection errors (class
 /// 08), full disk (53100) or shutdown (57P01–57P03).
 pub fn is_unavailable(err: &DbErr) -> bool {
     if matches!(err, DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) {
@@ -182,7 +183,9 @@ pub fn is_unavailable(err: &DbErr) -> bool {
         return true;
     }
     match database_code(err) {
-        Some((true, code)) => code.parse::<i32>().is_ok_and(|code| matches!(code & 0xff, 10 | 13)),
+        // SQLite: BUSY and LOCKED (the write lock stayed taken past the busy timeout, a
+        // crowd of writers on one file), IOERR and FULL. Each passes; a retry may succeed.
+        Some((true, code)) => code.parse::<i32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 13)),
         Some((false, code)) => code.starts_with("08") || code == "53100" || code.starts_with("57P0"),
         None => false,
     }
