@@ -19,6 +19,7 @@ mod masumi_clients;
 mod operations;
 mod pagination;
 mod providers;
+mod rate_limits;
 mod resilience;
 mod rights;
 mod rpc_keys;

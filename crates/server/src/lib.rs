@@ -11,6 +11,7 @@ mod credit_service;
 mod gateway;
 mod https;
 mod jwt;
+mod limiter;
 mod metrics;
 mod observe;
 mod rpc_service;
@@ -76,6 +77,8 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
     usage: Arc<UsageRecorder>,
     shutdown_timeout: Duration,
+    limiter: Arc<limiter::Limiter>,
+    clock: config::Clock,
 }
 
 /// How long the last usage flush may take at shutdown, once calls have stopped.
@@ -87,8 +90,19 @@ impl Running {
     /// their transactions back); then writes the pending usage within a budget of its
     /// own, so calls that hang never cost a flush interval of counters.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let Self { shutdown, mut server, http_shutdown, mut http, background, usage, store, shutdown_timeout, .. } =
-            self;
+        let Self {
+            shutdown,
+            mut server,
+            http_shutdown,
+            mut http,
+            background,
+            usage,
+            store,
+            shutdown_timeout,
+            limiter,
+            clock,
+            ..
+        } = self;
         let _ = shutdown.send(());
         let _ = http_shutdown.send(());
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
@@ -106,6 +120,10 @@ impl Running {
         background.iter().for_each(JoinHandle::abort);
         if tokio::time::timeout(FINAL_FLUSH_BUDGET, usage.flush(&store)).await.is_err() {
             tracing::error!("the last usage flush did not finish within 10 s; its counters are lost");
+        }
+        // Unused rate-limit tokens go back to their buckets instead of waiting out their window.
+        if tokio::time::timeout(FINAL_FLUSH_BUDGET, limiter.give_back(clock.now())).await.is_err() {
+            tracing::warn!("giving rate-limit slices back took over 10 s; the rest return when their window ends");
         }
         served
     }
@@ -231,6 +249,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     background.extend(charge_workers);
     background.push(tokio::spawn(apply_refills(store.clone(), config.clock.clone(), config.refill_interval)));
+    let limiter = Arc::new(limiter::Limiter::new(store.clone(), config.rate_limit_lease, Arc::clone(&metrics)));
     let verifier = Verifier::new(
         store.clone(),
         hasher,
@@ -240,6 +259,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         jwt,
         Arc::clone(&metrics),
         charger,
+        Arc::clone(&limiter),
+        config.clock.clone(),
     );
     let settings = keyward_core::cases::KeySettings {
         environments,
@@ -337,6 +358,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         background,
         usage,
         shutdown_timeout,
+        limiter,
+        clock: config.clock.clone(),
     })
 }
 
@@ -458,6 +481,7 @@ async fn bootstrap_admin(
         deleted_at: None,
         last_used_at: None,
         metadata: Default::default(),
+        rate_limits: Vec::new(),
     };
     let new = NewApiKey {
         key,

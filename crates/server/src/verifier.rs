@@ -12,6 +12,7 @@ use keyward_core::{
     error::Result,
     model::ApiKey,
     policy::Caller,
+    rate::{self, RateUse},
     secret::{self, SecretHash, SecretHasher, Shape},
     verify::{Verdict, judge},
 };
@@ -22,7 +23,9 @@ use uuid::Uuid;
 use crate::{
     cache::{KeyCache, Lookup},
     charger::Charger,
+    config::Clock,
     jwt::{JwtVerifier, looks_like_jwt},
+    limiter::{LimitState, Limiter},
     metrics::Metrics,
     usage::UsageRecorder,
 };
@@ -38,6 +41,8 @@ pub(crate) struct Verifier {
     jwt: Option<Arc<JwtVerifier>>,
     metrics: Arc<Metrics>,
     charger: Charger,
+    limiter: Arc<Limiter>,
+    clock: Clock,
 }
 
 /// The outcome of a verification: the verdict and, when one was found, the key.
@@ -47,6 +52,8 @@ pub(crate) struct Verification {
     pub(crate) key: Option<Arc<ApiKey>>,
     /// After a charge, the balances of the charged units.
     pub(crate) remaining: Vec<Credit>,
+    /// Every rate limit applied, and where it stands.
+    pub(crate) limits: Vec<LimitState>,
 }
 
 /// What a verified request costs, and who asks.
@@ -55,6 +62,8 @@ pub(crate) struct Cost {
     pub(crate) credits: Vec<Credit>,
     pub(crate) request_id: Option<String>,
     pub(crate) actor: String,
+    /// Limits named by the request, besides the key's auto-applied ones.
+    pub(crate) rate: Vec<RateUse>,
 }
 
 impl Verifier {
@@ -68,8 +77,10 @@ impl Verifier {
         jwt: Option<Arc<JwtVerifier>>,
         metrics: Arc<Metrics>,
         charger: Charger,
+        limiter: Arc<Limiter>,
+        clock: Clock,
     ) -> Self {
-        Self { store, hasher, environments, cache, usage, jwt, metrics, charger }
+        Self { store, hasher, environments, cache, usage, jwt, metrics, charger, limiter, clock }
     }
 
     pub(crate) fn hasher(&self) -> &SecretHasher {
@@ -98,6 +109,18 @@ impl Verifier {
         // Bounded before anything is judged, charged or counted, metered key or not.
         keyward_core::credit::check_costs(&cost.credits)?;
         let mut verification = self.verdict(presented, required_scopes, network).await?;
+        // Limits after the key's own checks and before the charge: a request they refuse
+        // is never charged.
+        if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key) {
+            let applicable = rate::applicable(&key.rate_limits, &cost.rate);
+            if !applicable.is_empty() {
+                let applied = self.limiter.apply(key.id, &applicable, self.clock.now()).await?;
+                if !applied.admitted {
+                    verification.verdict = Verdict::RateLimited;
+                }
+                verification.limits = applied.states;
+            }
+        }
         if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key)
             && key.usage_limited
             && !cost.credits.is_empty()
@@ -132,18 +155,33 @@ impl Verifier {
 
     async fn verdict(&self, presented: &str, required_scopes: &[String], network: &str) -> Result<Verification> {
         if secret::classify(presented, self.environments.prefixes()) == Shape::Malformed {
-            return Ok(Verification { verdict: Verdict::Malformed, key: None, remaining: Vec::new() });
+            return Ok(Verification {
+                verdict: Verdict::Malformed,
+                key: None,
+                remaining: Vec::new(),
+                limits: Vec::new(),
+            });
         }
         let hash = self.hasher.hash(presented);
         let Some(record) = self.record(&hash).await? else {
-            return Ok(Verification { verdict: Verdict::NotFound, key: None, remaining: Vec::new() });
+            return Ok(Verification {
+                verdict: Verdict::NotFound,
+                key: None,
+                remaining: Vec::new(),
+                limits: Vec::new(),
+            });
         };
         // A secret removed by a rotation without grace no longer finds its key.
         let Some(secret) = record.secret(&hash) else {
-            return Ok(Verification { verdict: Verdict::NotFound, key: None, remaining: Vec::new() });
+            return Ok(Verification {
+                verdict: Verdict::NotFound,
+                key: None,
+                remaining: Vec::new(),
+                limits: Vec::new(),
+            });
         };
         let verdict = judge(&record.key, secret.expires_at, required_scopes, network, Utc::now());
-        Ok(Verification { verdict, key: Some(Arc::clone(&record.key)), remaining: Vec::new() })
+        Ok(Verification { verdict, key: Some(Arc::clone(&record.key)), remaining: Vec::new(), limits: Vec::new() })
     }
 
     async fn record(&self, hash: &SecretHash) -> Result<Option<Arc<KeyRecord>>> {

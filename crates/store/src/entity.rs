@@ -28,6 +28,7 @@ pub mod api_key {
         pub expires_at: Option<DateTimeUtc>,
         pub deleted_at: Option<DateTimeUtc>,
         pub last_used_at: Option<DateTimeUtc>,
+        pub rate_limits: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

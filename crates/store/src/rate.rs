@@ -1,0 +1,157 @@
+//! Shared rate-limit buckets. A replica leases tokens from a bucket row with one
+//! conditional UPDATE that, in the same statement, gives back what its previous slice
+//! did not use, refills by elapsed time, forgets the leases of ended lease windows, and
+//! grants what the bucket holds up to the amount asked. The database serialises these
+//! statements, so no interleaving of replicas can take more than the bucket held.
+
+use keyward_core::{error::Result, rate::Shape};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+
+use crate::db::{Store, db_error};
+
+/// One lease of tokens from a bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    /// Whose bucket: `key:<id>`.
+    pub subject: &'a str,
+    /// The limit's name.
+    pub name: &'a str,
+    /// The limit's arithmetic.
+    pub shape: Shape,
+    /// The replica's time, in milliseconds since the epoch.
+    pub now_ms: i64,
+    /// The lease window `now_ms` falls in; leases of earlier windows are over.
+    pub window: i64,
+    /// Tokens asked for; 0 only gives the slice back.
+    pub want: i64,
+    /// What the replica held of the bucket before: its window, the tokens it leased
+    /// then, and those it did not use.
+    pub slice: Option<Slice>,
+}
+
+/// What a replica holds of a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// The lease window it was leased in.
+    pub window: i64,
+    /// Tokens leased.
+    pub leased: i64,
+    /// Tokens not used.
+    pub unused: i64,
+}
+
+/// The outcome of a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    /// Tokens granted, at most the amount asked.
+    pub tokens: i64,
+    /// Units left in the bucket after the grant.
+    pub level: i64,
+}
+
+impl Store {
+    /// Leases tokens (see the module), creating a full bucket on first use.
+    pub async fn lease(&self, lease: &Lease<'_>) -> Result<Granted> {
+        let db = self.db()?;
+        let backend = db.get_database_backend();
+        if let Some(granted) = db.query_one_raw(update(backend, lease)).await.map_err(db_error)? {
+            return read(&granted);
+        }
+        db.execute_raw(insert(backend, lease)).await.map_err(db_error)?;
+        let granted = db
+            .query_one_raw(update(backend, lease))
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| keyward_core::Error::internal("rate bucket vanished after its insert"))?;
+        read(&granted)
+    }
+}
+
+fn read(row: &sea_orm::QueryResult) -> Result<Granted> {
+    Ok(Granted {
+        tokens: row.try_get::<i64>("", "granted").map_err(db_error)?,
+        level: row.try_get::<i64>("", "level").map_err(db_error)?,
+    })
+}
+
+/// `text` with `:name` parameters numbered in the backend's dialect (each name bound
+/// once, used as often as the statement needs).
+fn statement(backend: DbBackend, text: &str, params: &[(&str, Value)]) -> Statement {
+    let mut sql = text.to_owned();
+    // Longest names first, so `:unused` is not cut by a shorter name it starts with.
+    let mut order: Vec<usize> = (0..params.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(params[i].0.len()));
+    for i in order {
+        let placeholder = if backend == DbBackend::Postgres {
+            format!("${}::{}", i + 1, pg_type(&params[i].1))
+        } else {
+            format!("?{}", i + 1)
+        };
+        sql = sql.replace(&format!(":{}", params[i].0), &placeholder);
+    }
+    Statement::from_sql_and_values(backend, sql, params.iter().map(|(_, value)| value.clone()))
+}
+
+fn pg_type(value: &Value) -> &'static str {
+    if matches!(value, Value::String(_)) { "text" } else { "bigint" }
+}
+
+fn functions(backend: DbBackend) -> (&'static str, &'static str) {
+    if backend == DbBackend::Postgres { ("LEAST", "GREATEST") } else { ("MIN", "MAX") }
+}
+
+fn params(lease: &Lease<'_>) -> Vec<(&'static str, Value)> {
+    let Shape { limit, unit, capacity } = lease.shape;
+    // No slice: window -1 matches no row, so nothing is given back.
+    let slice = lease.slice.unwrap_or(Slice { window: -1, leased: 0, unused: 0 });
+    vec![
+        ("subject", lease.subject.into()),
+        ("name", lease.name.into()),
+        ("unit", unit.into()),
+        ("limit", limit.into()),
+        ("capacity", capacity.into()),
+        ("max_elapsed", lease.shape.max_elapsed_ms().into()),
+        ("now", lease.now_ms.into()),
+        ("window", lease.window.into()),
+        ("want", lease.want.into()),
+        ("slice_window", slice.window.into()),
+        ("slice_leased", (slice.leased * unit).into()),
+        ("slice_unused", (slice.unused * unit).into()),
+    ]
+}
+
+fn update(backend: DbBackend, lease: &Lease<'_>) -> Statement {
+    let (min, max) = functions(backend);
+    // The slice's leased units stop counting as out, and its unused units come back, only
+    // while the row is still in the slice's window: once another replica moved it on,
+    // every lease of that window was already forgotten (under-admission, never over).
+    let returned = "(epoch = :slice_window)";
+    let out = format!("{max}(leased - CASE WHEN {returned} THEN :slice_leased ELSE 0 END, 0)");
+    let level = format!("level + CASE WHEN {returned} THEN :slice_unused ELSE 0 END");
+    let elapsed = format!("{min}({max}(:now - refilled_at, 0), :max_elapsed)");
+    // Refill stops short of the units still out on lease: bucket and leases together never
+    // hold more than a full bucket.
+    let refilled = format!("{max}({min}({level} + {elapsed} * :limit, :capacity - {out}), 0)");
+    let granted = format!("{min}(:want, ({refilled}) / :unit)");
+    let text = format!(
+        "UPDATE rate_buckets SET \
+           level = {refilled} - {granted} * :unit, \
+           granted = {granted}, \
+           leased = CASE WHEN epoch < :window THEN 0 ELSE {out} END + {granted} * :unit, \
+           epoch = {max}(epoch, :window), \
+           refilled_at = {max}(refilled_at, :now) \
+         WHERE subject = :subject AND name = :name AND period_ms = :unit \
+         RETURNING granted, level"
+    );
+    statement(backend, &text, &params(lease))
+}
+
+fn insert(backend: DbBackend, lease: &Lease<'_>) -> Statement {
+    let text = "INSERT INTO rate_buckets (subject, name, period_ms, level, refilled_at, epoch, leased, granted) \
+                VALUES (:subject, :name, :unit, :capacity, :now, :window, 0, 0) ON CONFLICT DO NOTHING";
+    let params: Vec<_> = params(lease)
+        .into_iter()
+        .filter(|(name, _)| ["subject", "name", "unit", "capacity", "now", "window"].contains(name))
+        .collect();
+    statement(backend, text, &params)
+}

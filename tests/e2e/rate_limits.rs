@@ -1,0 +1,242 @@
+//! Rate limits: a bucket admits its burst and then refuses with a reset time, across
+//! replicas on one database, without charging what it refuses.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Instant,
+};
+
+use futures::future::join_all;
+use keyward_proto::v1::{self, VerificationCode, api_key_service_client::ApiKeyServiceClient};
+use keyward_server::config::Clock;
+use tonic::{Code, transport::Channel};
+
+use crate::helpers::{Backend, Replica, TestApp, admin, assert_invalid, both, spawn, spawn_with, with_key};
+
+fn limit(name: &str, limit: i64, period_seconds: i64, burst: Option<i64>) -> v1::RateLimit {
+    v1::RateLimit {
+        name: name.to_owned(),
+        limit,
+        period: Some(prost_types::Duration { seconds: period_seconds, nanos: 0 }),
+        burst,
+        auto_apply: true,
+    }
+}
+
+async fn limited_key(app: &TestApp, limits: Vec<v1::RateLimit>, credits: i64) -> (v1::ApiKey, String) {
+    let request = v1::CreateApiKeyRequest {
+        api_key: Some(v1::ApiKey {
+            name: "limited".into(),
+            owner: "caller".into(),
+            usage_limited: credits > 0,
+            credits: if credits > 0 { vec![v1::CreditAmount { unit: String::new(), amount: credits }] } else { vec![] },
+            rate_limits: limits,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = app.client.clone().create_api_key(admin(request)).await.expect("create").into_inner();
+    (created.api_key.expect("key"), created.secret)
+}
+
+async fn verify(client: &ApiKeyServiceClient<Channel>, secret: &str, cost: i64) -> v1::VerifyApiKeyResponse {
+    let request = v1::VerifyApiKeyRequest {
+        key: secret.to_owned(),
+        cost: if cost > 0 { vec![v1::CreditAmount { unit: String::new(), amount: cost }] } else { vec![] },
+        ..Default::default()
+    };
+    client.clone().verify_api_key(admin(request)).await.expect("verify").into_inner()
+}
+
+both!(a_replica_admits_the_burst_then_refuses_without_charging);
+async fn a_replica_admits_the_burst_then_refuses_without_charging(backend: Backend) {
+    let app = spawn(backend).await;
+    let (key, secret) = limited_key(&app, vec![limit("api", 5, 60, None)], 100).await;
+    assert_eq!(key.rate_limits, vec![limit("api", 5, 60, Some(5))], "burst defaults to the limit");
+    for expected in (0..5).rev() {
+        let answer = verify(&app.client, &secret, 1).await;
+        assert_eq!(answer.code(), VerificationCode::Valid);
+        let state = &answer.rate_limits[0];
+        assert_eq!((state.name.as_str(), state.limit, state.remaining), ("api", 5, expected));
+        assert!(state.reset_time.is_none());
+    }
+    let refused = verify(&app.client, &secret, 1).await;
+    assert_eq!(refused.code(), VerificationCode::RateLimited);
+    assert!(!refused.valid);
+    assert!(refused.remaining_credits.is_empty(), "a rate-limited request is never charged");
+    let reset = refused.rate_limits[0].reset_time.expect("a refusal says when to come back");
+    let now = chrono::Utc::now().timestamp();
+    // One token of 5 per minute comes back within 12 s.
+    assert!((now..=now + 13).contains(&reset.seconds), "reset {reset:?} is not within a token's refill");
+    let balances = keyward_proto::v1::credit_service_client::CreditServiceClient::new(app.channel.clone())
+        .get_credit_balances(admin(v1::GetCreditBalancesRequest { api_key_id: key.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(balances.balances[0].amount, 95, "only admitted requests are charged");
+    let metrics =
+        reqwest::get(format!("http://{}/metrics", app.running().http_addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("keyward_verifications_total{outcome=\"RATE_LIMITED\"} 1"), "{metrics}");
+    assert!(metrics.contains("keyward_rate_limit_leases_total"), "{metrics}");
+    app.stop().await;
+}
+
+both!(limits_apply_when_auto_or_named_with_their_cost);
+async fn limits_apply_when_auto_or_named_with_their_cost(backend: Backend) {
+    let app = spawn(backend).await;
+    let named = v1::RateLimit { auto_apply: false, ..limit("expensive", 10, 60, None) };
+    let (_, secret) = limited_key(&app, vec![named], 0).await;
+    // Not named: not applied, and not answered.
+    assert!(verify(&app.client, &secret, 0).await.rate_limits.is_empty());
+    let uses = |cost: Option<i64>| v1::VerifyApiKeyRequest {
+        key: secret.clone(),
+        rate_limits: vec![
+            v1::RateLimitUse { name: "expensive".into(), cost },
+            // A name the key has no limit of applies nothing.
+            v1::RateLimitUse { name: "unknown".into(), cost: None },
+        ],
+        ..Default::default()
+    };
+    let answer = app.client.clone().verify_api_key(admin(uses(Some(7)))).await.unwrap().into_inner();
+    assert_eq!(answer.code(), VerificationCode::Valid);
+    assert_eq!(answer.rate_limits.len(), 1);
+    assert_eq!(answer.rate_limits[0].remaining, 3);
+    let answer = app.client.clone().verify_api_key(admin(uses(Some(4)))).await.unwrap().into_inner();
+    assert_eq!(answer.code(), VerificationCode::RateLimited, "4 does not fit in the 3 left");
+    let answer = app.client.clone().verify_api_key(admin(uses(None))).await.unwrap().into_inner();
+    assert_eq!(answer.code(), VerificationCode::Valid, "a cost left unset is 1");
+    let zero = app.client.clone().verify_api_key(admin(uses(Some(0)))).await.unwrap_err();
+    assert_invalid(&zero, "rate_limits[0].cost");
+    app.stop().await;
+}
+
+both!(bad_limits_are_refused_and_nothing_is_written);
+async fn bad_limits_are_refused_and_nothing_is_written(backend: Backend) {
+    let app = spawn(backend).await;
+    let before = app.count_rows("api_keys").await;
+    let cases: Vec<(Vec<v1::RateLimit>, &str)> = vec![
+        (vec![limit("a", 0, 60, Some(1))], "api_key.rate_limits[0].limit"),
+        (vec![limit("a", -1, 60, Some(1))], "api_key.rate_limits[0].limit"),
+        (vec![limit("a", 1, 0, None)], "api_key.rate_limits[0].period"),
+        (vec![limit("a", 1, 30 * 86_400 + 1, None)], "api_key.rate_limits[0].period"),
+        (vec![limit("a", 1, 60, Some(0))], "api_key.rate_limits[0].burst"),
+        (vec![limit("a", 1_000_000_001, 60, Some(1))], "api_key.rate_limits[0].limit"),
+        ((0..21).map(|i| limit(&format!("l{i}"), 1, 60, None)).collect(), "api_key.rate_limits"),
+        (vec![limit("a", 1, 60, None), limit("a", 2, 60, None)], "api_key.rate_limits[1].name"),
+        (vec![limit("with space", 1, 60, None)], "api_key.rate_limits[0].name"),
+    ];
+    for (limits, field) in cases {
+        let request = v1::CreateApiKeyRequest {
+            api_key: Some(v1::ApiKey { name: "bad".into(), rate_limits: limits.clone(), ..Default::default() }),
+            ..Default::default()
+        };
+        let status = app.client.clone().create_api_key(admin(request)).await.unwrap_err();
+        assert_invalid(&status, field);
+        let (key, _) = limited_key(&app, vec![], 0).await;
+        let update = v1::UpdateApiKeyRequest {
+            api_key: Some(v1::ApiKey { id: key.id.clone(), rate_limits: limits, ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["rate_limits".into()] }),
+            ..Default::default()
+        };
+        let status = app.client.clone().update_api_key(admin(update)).await.unwrap_err();
+        assert_invalid(&status, field);
+        let stored = app.client.clone().get_api_key(admin(v1::GetApiKeyRequest { id: key.id })).await.unwrap();
+        assert!(stored.into_inner().api_key.unwrap().rate_limits.is_empty());
+    }
+    assert_eq!(app.count_rows("api_keys").await, before + 9, "only the keys the updates were tried on");
+    app.stop().await;
+}
+
+both!(setting_limits_takes_admin_and_readers_see_them);
+async fn setting_limits_takes_admin_and_readers_see_them(backend: Backend) {
+    let app = spawn(backend).await;
+    let (_, writer) = app.create_key("team", &["keys:write"]).await;
+    let (key, _) = app.create_key("team", &[]).await;
+    let update = |limits: Vec<v1::RateLimit>| v1::UpdateApiKeyRequest {
+        api_key: Some(v1::ApiKey { id: key.id.clone(), rate_limits: limits, ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["rate_limits".into()] }),
+        ..Default::default()
+    };
+    let denied = app.client.clone().update_api_key(with_key(&writer, update(vec![limit("api", 1_000, 1, None)]))).await;
+    assert_eq!(denied.unwrap_err().code(), Code::PermissionDenied);
+    let create = v1::CreateApiKeyRequest {
+        api_key: Some(v1::ApiKey {
+            name: "n".into(),
+            rate_limits: vec![limit("api", 1, 1, None)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let denied = app.client.clone().create_api_key(with_key(&writer, create)).await;
+    assert_eq!(denied.unwrap_err().code(), Code::PermissionDenied);
+    app.client.clone().update_api_key(admin(update(vec![limit("api", 10, 1, None)]))).await.expect("admin sets limits");
+    let read = app.client.clone().get_api_key(with_key(&writer, v1::GetApiKeyRequest { id: key.id.clone() })).await;
+    assert_eq!(read.unwrap().into_inner().api_key.unwrap().rate_limits, vec![limit("api", 10, 1, Some(10))]);
+    app.stop().await;
+}
+
+both!(after_one_period_the_full_burst_is_admitted_again_never_more);
+async fn after_one_period_the_full_burst_is_admitted_again_never_more(backend: Backend) {
+    let seconds = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let seconds = Arc::clone(&seconds);
+        Clock::from_fn(move || chrono::Utc::now() + chrono::Duration::seconds(seconds.load(Ordering::SeqCst)))
+    };
+    let app = spawn_with(backend, |config| config.clock = clock).await;
+    let (_, secret) = limited_key(&app, vec![limit("api", 10, 3_600, None)], 0).await;
+    let admitted = |answers: Vec<v1::VerifyApiKeyResponse>| {
+        answers.iter().filter(|answer| answer.code() == VerificationCode::Valid).count()
+    };
+    let burst = join_all((0..30).map(|_| verify(&app.client, &secret, 0))).await;
+    assert_eq!(admitted(burst), 10);
+    seconds.store(3_600, Ordering::SeqCst);
+    let refilled = join_all((0..30).map(|_| verify(&app.client, &secret, 0))).await;
+    assert_eq!(admitted(refilled), 10, "one period refills the burst, and a full bucket holds no more");
+    seconds.store(3_600 + 360, Ordering::SeqCst);
+    let tenth = join_all((0..30).map(|_| verify(&app.client, &secret, 0))).await;
+    assert_eq!(admitted(tenth), 1, "a tenth of a period refills one token of 10");
+    app.stop().await;
+}
+
+/// 400 concurrent verifications of one key, spread over two processes on one database:
+/// the admitted count is within the guarantee and wastes at most 10% of it.
+async fn two_replicas_share_one_bucket(backend: Backend) {
+    let app = spawn(backend).await;
+    let url = app.config.store.database_url();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Replica::start(&url, dirs.0.path(), &[]).await.expect("first replica starts");
+    let second = Replica::start(&url, dirs.1.path(), &[]).await.expect("second replica starts");
+    let (_, secret) = limited_key(&app, vec![limit("api", 100, 60, Some(100))], 0).await;
+    let started = Instant::now();
+    let answers = join_all((0..400).map(|n| {
+        let client = if n % 2 == 0 { &first.client } else { &second.client };
+        verify(client, &secret, 0)
+    }))
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = answers.iter().filter(|answer| answer.code() == VerificationCode::Valid).count();
+    let bound = 100.0 + 100.0 * elapsed / 60.0;
+    assert!(
+        (90..=bound.floor() as usize).contains(&admitted),
+        "admitted {admitted} in {elapsed:.1}s, bound {bound:.1}"
+    );
+    for refused in answers.iter().filter(|answer| answer.code() != VerificationCode::Valid) {
+        assert_eq!(refused.code(), VerificationCode::RateLimited);
+        assert!(refused.rate_limits[0].reset_time.is_some(), "every refusal has a reset time");
+    }
+    drop((first, second));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_bucket_on_postgres() {
+    two_replicas_share_one_bucket(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_bucket_on_one_sqlite_file() {
+    two_replicas_share_one_bucket(Backend::Sqlite).await;
+}
