@@ -240,3 +240,59 @@ async fn two_processes_share_one_bucket_on_postgres() {
 async fn two_processes_share_one_bucket_on_one_sqlite_file() {
     two_replicas_share_one_bucket(Backend::Sqlite).await;
 }
+
+async fn replicas(app: &TestApp) -> (Replica, Replica, [tempfile::TempDir; 2]) {
+    let url = app.config.store.database_url();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let first = Replica::start(&url, dirs[0].path(), &[]).await.expect("first replica starts");
+    let second = Replica::start(&url, dirs[1].path(), &[]).await.expect("second replica starts");
+    (first, second, dirs)
+}
+
+fn admitted(answers: &[v1::VerifyApiKeyResponse]) -> usize {
+    answers.iter().filter(|answer| answer.code() == VerificationCode::Valid).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_lowering_a_limit_is_obeyed_by_another_replica_within_a_second() {
+    let app = spawn(Backend::Postgres).await;
+    let (first, second, _dirs) = replicas(&app).await;
+    let (key, secret) = limited_key(&app, vec![limit("api", 1_000, 60, None)], 0).await;
+    // Both replicas hold the key, and a slice of its bucket.
+    assert_eq!(verify(&first.client, &secret, 0).await.code(), VerificationCode::Valid);
+    assert_eq!(verify(&second.client, &secret, 0).await.code(), VerificationCode::Valid);
+    let update = v1::UpdateApiKeyRequest {
+        api_key: Some(v1::ApiKey { id: key.id, rate_limits: vec![limit("api", 2, 60, None)], ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["rate_limits".into()] }),
+        ..Default::default()
+    };
+    app.client.clone().update_api_key(admin(update)).await.expect("admin lowers the limit");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let answers =
+        join_all((0..40).map(|n| verify(if n % 2 == 0 { &first.client } else { &second.client }, &secret, 0))).await;
+    assert!(admitted(&answers) <= 2, "admitted {} under a limit of 2", admitted(&answers));
+    assert_eq!(answers[0].rate_limits[0].limit, 2);
+    drop((first, second));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_strands_its_share_for_one_lease_window_at_most() {
+    let app = spawn(Backend::Postgres).await;
+    let (first, second, _dirs) = replicas(&app).await;
+    let (_, secret) = limited_key(&app, vec![limit("api", 100, 60, None)], 0).await;
+    let started = Instant::now();
+    let before = join_all((0..50).map(|_| verify(&first.client, &secret, 0))).await;
+    assert_eq!(admitted(&before), 50);
+    // SIGKILL: no slice is given back.
+    drop(first);
+    let during = join_all((0..100).map(|_| verify(&second.client, &secret, 0))).await;
+    // The killed replica's lease window ends within 1 s (KEYWARD_RATE_LIMIT_LEASE).
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let after = join_all((0..100).map(|_| verify(&second.client, &secret, 0))).await;
+    let total = 50 + admitted(&during) + admitted(&after);
+    let bound = 100.0 + 100.0 * started.elapsed().as_secs_f64() / 60.0;
+    assert!(total >= 100 && total as f64 <= bound, "admitted {total} in all, bound {bound:.1}");
+    drop(second);
+    app.stop().await;
+}

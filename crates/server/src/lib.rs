@@ -78,7 +78,6 @@ pub struct Running {
     usage: Arc<UsageRecorder>,
     shutdown_timeout: Duration,
     limiter: Arc<limiter::Limiter>,
-    clock: config::Clock,
 }
 
 /// How long the last usage flush may take at shutdown, once calls have stopped.
@@ -100,7 +99,6 @@ impl Running {
             store,
             shutdown_timeout,
             limiter,
-            clock,
             ..
         } = self;
         let _ = shutdown.send(());
@@ -122,7 +120,7 @@ impl Running {
             tracing::error!("the last usage flush did not finish within 10 s; its counters are lost");
         }
         // Unused rate-limit tokens go back to their buckets instead of waiting out their window.
-        if tokio::time::timeout(FINAL_FLUSH_BUDGET, limiter.give_back(clock.now())).await.is_err() {
+        if tokio::time::timeout(FINAL_FLUSH_BUDGET, limiter.give_back()).await.is_err() {
             tracing::warn!("giving rate-limit slices back took over 10 s; the rest return when their window ends");
         }
         served
@@ -249,7 +247,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     background.extend(charge_workers);
     background.push(tokio::spawn(apply_refills(store.clone(), config.clock.clone(), config.refill_interval)));
-    let limiter = Arc::new(limiter::Limiter::new(store.clone(), config.rate_limit_lease, Arc::clone(&metrics)));
+    let limiter = Arc::new(limiter::Limiter::new(
+        store.clone(),
+        config.rate_limit_lease,
+        config.clock.clone(),
+        Arc::clone(&metrics),
+    ));
     let verifier = Verifier::new(
         store.clone(),
         hasher,
@@ -260,7 +263,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::clone(&metrics),
         charger,
         Arc::clone(&limiter),
-        config.clock.clone(),
     );
     let settings = keyward_core::cases::KeySettings {
         environments,
@@ -359,7 +361,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         usage,
         shutdown_timeout,
         limiter,
-        clock: config.clock.clone(),
     })
 }
 

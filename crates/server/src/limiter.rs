@@ -22,7 +22,7 @@ use keyward_core::{
 use keyward_store::{Lease, Slice, Store};
 use uuid::Uuid;
 
-use crate::metrics::Metrics;
+use crate::{config::Clock, metrics::Metrics};
 
 /// Where one limit stands after a verification applied it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl Held {
 }
 
 enum Taken {
-    Admitted { remaining: i64 },
+    Admitted { remaining: i64, window: i64 },
     Refused { reset_ms: i64 },
 }
 
@@ -78,36 +78,33 @@ enum Taken {
 pub(crate) struct Limiter {
     store: Store,
     window_ms: i64,
+    /// The end of each window during which its slices are no longer spent.
+    guard_ms: i64,
+    clock: Clock,
     metrics: Arc<Metrics>,
     held: Mutex<HashMap<BucketId, Arc<tokio::sync::Mutex<Held>>>>,
 }
 
 impl Limiter {
-    pub(crate) fn new(store: Store, window: Duration, metrics: Arc<Metrics>) -> Self {
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
-        Self { store, window_ms, metrics, held: Mutex::default() }
+    pub(crate) fn new(store: Store, window: Duration, clock: Clock, metrics: Arc<Metrics>) -> Self {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(10);
+        Self { store, window_ms, guard_ms: window_ms / 10, clock, metrics, held: Mutex::default() }
     }
 
-    /// Spends `cost` under each limit of key `key_id` at `now`, all or none: a limit that
-    /// refuses gives back what the limits before it took.
-    pub(crate) async fn apply(
-        &self,
-        key_id: Uuid,
-        limits: &[(&RateLimit, i64)],
-        now: DateTime<Utc>,
-    ) -> Result<Applied> {
+    /// Spends `cost` under each limit of key `key_id`, all or none: a limit that refuses
+    /// gives back what the limits before it took.
+    pub(crate) async fn apply(&self, key_id: Uuid, limits: &[(&RateLimit, i64)]) -> Result<Applied> {
         let subject = format!("key:{key_id}");
-        let now_ms = now.timestamp_millis();
         let mut states = Vec::with_capacity(limits.len());
         let mut taken = Vec::with_capacity(limits.len());
         let mut admitted = true;
         for &(limit, cost) in limits {
             let id = BucketId { subject: subject.clone(), name: limit.name.clone(), period_ms: limit.period_ms };
             let held = self.held(&id);
-            let outcome = if admitted { self.take(&id, &held, limit.shape(), cost, now_ms).await? } else { None };
+            let outcome = if admitted { Some(self.take(&id, &held, limit.shape(), cost).await?) } else { None };
             let (remaining, reset_at) = match outcome {
-                Some(Taken::Admitted { remaining }) => {
-                    taken.push((held, cost));
+                Some(Taken::Admitted { remaining, window }) => {
+                    taken.push((held, cost, window));
                     (remaining, None)
                 }
                 Some(Taken::Refused { reset_ms }) => {
@@ -120,8 +117,7 @@ impl Limiter {
             states.push(LimitState { name: limit.name.clone(), limit: limit.limit, remaining, reset_at });
         }
         if !admitted {
-            let window = now_ms / self.window_ms;
-            for (held, cost) in taken {
+            for (held, cost, window) in taken {
                 let mut held = held.lock().await;
                 if held.window == window {
                     held.remaining += cost;
@@ -136,55 +132,62 @@ impl Limiter {
         Arc::clone(held.entry(id.clone()).or_default())
     }
 
-    async fn take(
-        &self,
-        id: &BucketId,
-        held: &tokio::sync::Mutex<Held>,
-        shape: Shape,
-        cost: i64,
-        now_ms: i64,
-    ) -> Result<Option<Taken>> {
-        let window = now_ms / self.window_ms;
+    async fn take(&self, id: &BucketId, held: &tokio::sync::Mutex<Held>, shape: Shape, cost: i64) -> Result<Taken> {
         let mut held = held.lock().await;
-        if held.window == window {
-            if held.remaining >= cost {
-                held.remaining -= cost;
-                return Ok(Some(Taken::Admitted { remaining: held.left() }));
+        loop {
+            // Read under the lock, right before the spend it decides: a slice is spent only
+            // while its window is open by a fresh reading of the clock.
+            let now_ms = self.clock.now().timestamp_millis();
+            let window = now_ms / self.window_ms;
+            let next = (window + 1) * self.window_ms;
+            // A window's slices stop being spent `guard` before the buckets forget them,
+            // which takes a statement dated in the next window: a spend that raced that
+            // statement would need a stall of the whole guard between clock and spend.
+            if now_ms >= next - self.guard_ms {
+                tokio::time::sleep(Duration::from_millis(u64::try_from(next - now_ms).unwrap_or(1))).await;
+                continue;
             }
-            if now_ms < held.empty_until {
-                return Ok(Some(Taken::Refused { reset_ms: held.empty_until }));
+            // A slice leased under other numbers (an admin changed the limit) goes back at
+            // once rather than being spent under the old ones.
+            if held.window == window && held.shape == Some(shape) {
+                if held.remaining >= cost {
+                    held.remaining -= cost;
+                    return Ok(Taken::Admitted { remaining: held.left(), window });
+                }
+                if now_ms < held.empty_until {
+                    return Ok(Taken::Refused { reset_ms: held.empty_until });
+                }
             }
+            // A slice of a twentieth of the burst: few statements per burst, and little
+            // held back from other replicas.
+            let burst = shape.capacity / shape.unit;
+            let want = cost.max(burst / 20);
+            let slice =
+                (held.leased > 0).then_some(Slice { window: held.window, leased: held.leased, unused: held.remaining });
+            let lease = Lease { subject: &id.subject, name: &id.name, shape, now_ms, window, want, slice };
+            let granted = self.store.lease(&lease).await?;
+            self.metrics.rate_leased(slice.map_or(0, |slice| slice.unused), granted.tokens);
+            *held = Held {
+                window,
+                leased: granted.tokens,
+                remaining: granted.tokens,
+                empty_until: 0,
+                shape: Some(shape),
+                bucket: granted.level / shape.unit,
+            };
+            if granted.tokens < cost {
+                let reset_ms = now_ms + shape.wait_ms(granted.level, cost - granted.tokens).max(1);
+                held.empty_until = reset_ms;
+                return Ok(Taken::Refused { reset_ms });
+            }
+            // Spent on the next turn, if the window is still open once the lease is back.
         }
-        // A slice of a twentieth of the burst: few statements per burst, and little held
-        // back from other replicas.
-        let burst = shape.capacity / shape.unit;
-        let want = cost.max(burst / 20);
-        let slice =
-            (held.leased > 0).then_some(Slice { window: held.window, leased: held.leased, unused: held.remaining });
-        let lease = Lease { subject: &id.subject, name: &id.name, shape, now_ms, window, want, slice };
-        let granted = self.store.lease(&lease).await?;
-        self.metrics.rate_leased(slice.map_or(0, |slice| slice.unused), granted.tokens);
-        *held = Held {
-            window,
-            leased: granted.tokens,
-            remaining: granted.tokens,
-            empty_until: 0,
-            shape: Some(shape),
-            bucket: granted.level / shape.unit,
-        };
-        if granted.tokens >= cost {
-            held.remaining -= cost;
-            return Ok(Some(Taken::Admitted { remaining: held.left() }));
-        }
-        let reset_ms = now_ms + shape.wait_ms(granted.level, cost - granted.tokens).max(1);
-        held.empty_until = reset_ms;
-        Ok(Some(Taken::Refused { reset_ms }))
     }
 
     /// Gives every slice back, so a replica that stops strands nothing.
-    pub(crate) async fn give_back(&self, now: DateTime<Utc>) {
+    pub(crate) async fn give_back(&self) {
         let held: Vec<_> = self.held.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
-        let now_ms = now.timestamp_millis();
+        let now_ms = self.clock.now().timestamp_millis();
         for (id, held) in held {
             let held = held.lock().await;
             let Some(shape) = held.shape.filter(|_| held.leased > 0) else { continue };

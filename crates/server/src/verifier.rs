@@ -23,7 +23,6 @@ use uuid::Uuid;
 use crate::{
     cache::{KeyCache, Lookup},
     charger::Charger,
-    config::Clock,
     jwt::{JwtVerifier, looks_like_jwt},
     limiter::{LimitState, Limiter},
     metrics::Metrics,
@@ -42,7 +41,6 @@ pub(crate) struct Verifier {
     metrics: Arc<Metrics>,
     charger: Charger,
     limiter: Arc<Limiter>,
-    clock: Clock,
 }
 
 /// The outcome of a verification: the verdict and, when one was found, the key.
@@ -78,9 +76,8 @@ impl Verifier {
         metrics: Arc<Metrics>,
         charger: Charger,
         limiter: Arc<Limiter>,
-        clock: Clock,
     ) -> Self {
-        Self { store, hasher, environments, cache, usage, jwt, metrics, charger, limiter, clock }
+        Self { store, hasher, environments, cache, usage, jwt, metrics, charger, limiter }
     }
 
     pub(crate) fn hasher(&self) -> &SecretHasher {
@@ -114,7 +111,7 @@ impl Verifier {
         if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key) {
             let applicable = rate::applicable(&key.rate_limits, &cost.rate);
             if !applicable.is_empty() {
-                let applied = self.limiter.apply(key.id, &applicable, self.clock.now()).await?;
+                let applied = self.limiter.apply(key.id, &applicable).await?;
                 if !applied.admitted {
                     verification.verdict = Verdict::RateLimited;
                 }
