@@ -16,6 +16,17 @@ impl MigrationTrait for Migration {
         manager
             .alter_table(Table::alter().table("api_keys").add_column(text("rate_limits").default("[]")).to_owned())
             .await?;
+        // Limits shared by every key of an owner.
+        manager
+            .create_table(
+                Table::create()
+                    .table("owner_rate_limits")
+                    .col(string_len("owner", 200).primary_key())
+                    .col(text("rate_limits"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
         // One token bucket per subject, limit name and period, shared by every replica.
         // `level` is in units (a token is `period_ms` units); `leased` counts the units
         // replicas took during lease window `epoch` and have not given back: refill stops

@@ -10,7 +10,10 @@ use std::{
 };
 
 use futures::future::join_all;
-use keyward_proto::v1::{self, VerificationCode, api_key_service_client::ApiKeyServiceClient};
+use keyward_proto::v1::{
+    self, VerificationCode, api_key_service_client::ApiKeyServiceClient,
+    rate_limit_service_client::RateLimitServiceClient,
+};
 use keyward_server::config::Clock;
 use tonic::{Code, transport::Channel};
 
@@ -201,19 +204,27 @@ async fn after_one_period_the_full_burst_is_admitted_again_never_more(backend: B
     app.stop().await;
 }
 
-/// 400 concurrent verifications of one key, spread over two processes on one database:
-/// the admitted count is within the guarantee and wastes at most 10% of it.
-async fn two_replicas_share_one_bucket(backend: Backend) {
+/// 400 concurrent verifications spread over two processes on one database, under one
+/// key's limit or under its owner's shared by two keys (each verified through its own
+/// process): the admitted count is within the guarantee and wastes at most 10% of it.
+async fn two_replicas_share_one_bucket(backend: Backend, shared_by_owner: bool) {
     let app = spawn(backend).await;
-    let url = app.config.store.database_url();
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = Replica::start(&url, dirs.0.path(), &[]).await.expect("first replica starts");
-    let second = Replica::start(&url, dirs.1.path(), &[]).await.expect("second replica starts");
-    let (_, secret) = limited_key(&app, vec![limit("api", 100, 60, Some(100))], 0).await;
+    let (first, second, _dirs) = replicas(&app).await;
+    let secrets = if shared_by_owner {
+        let request = v1::SetOwnerRateLimitsRequest {
+            owner: "caller".into(),
+            rate_limits: vec![limit("api", 100, 60, Some(100))],
+        };
+        RateLimitServiceClient::new(app.channel.clone()).set_owner_rate_limits(admin(request)).await.unwrap();
+        [limited_key(&app, vec![], 0).await.1, limited_key(&app, vec![], 0).await.1]
+    } else {
+        let (_, secret) = limited_key(&app, vec![limit("api", 100, 60, Some(100))], 0).await;
+        [secret.clone(), secret]
+    };
     let started = Instant::now();
     let answers = join_all((0..400).map(|n| {
-        let client = if n % 2 == 0 { &first.client } else { &second.client };
-        verify(client, &secret, 0)
+        let (client, secret) = if n % 2 == 0 { (&first.client, &secrets[0]) } else { (&second.client, &secrets[1]) };
+        verify(client, secret, 0)
     }))
     .await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -233,12 +244,69 @@ async fn two_replicas_share_one_bucket(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_one_bucket_on_postgres() {
-    two_replicas_share_one_bucket(Backend::Postgres).await;
+    two_replicas_share_one_bucket(Backend::Postgres, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_one_bucket_on_one_sqlite_file() {
-    two_replicas_share_one_bucket(Backend::Sqlite).await;
+    two_replicas_share_one_bucket(Backend::Sqlite, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_keys_through_two_processes_share_their_owners_limit_on_postgres() {
+    two_replicas_share_one_bucket(Backend::Postgres, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_keys_through_two_processes_share_their_owners_limit_on_one_sqlite_file() {
+    two_replicas_share_one_bucket(Backend::Sqlite, true).await;
+}
+
+both!(owner_limits_take_admin_to_set_and_are_read_by_the_owners_readers);
+async fn owner_limits_take_admin_to_set_and_are_read_by_the_owners_readers(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut limits = RateLimitServiceClient::new(app.channel.clone());
+    let (_, writer) = app.create_key("team", &["keys:write"]).await;
+    let (_, reader) = app.create_key("team", &["keys:read"]).await;
+    let set = |owner: &str, rate_limits: Vec<v1::RateLimit>| v1::SetOwnerRateLimitsRequest {
+        owner: owner.to_owned(),
+        rate_limits,
+    };
+    let denied = limits.set_owner_rate_limits(with_key(&writer, set("team", vec![limit("api", 1, 1, None)]))).await;
+    assert_eq!(denied.unwrap_err().code(), Code::PermissionDenied);
+    let bad = limits.set_owner_rate_limits(admin(set("team", vec![limit("api", 0, 1, None)]))).await;
+    assert_invalid(&bad.unwrap_err(), "rate_limits[0].limit");
+    let nameless = limits.set_owner_rate_limits(admin(set("", vec![]))).await;
+    assert_invalid(&nameless.unwrap_err(), "owner");
+    let read = limits.get_owner_rate_limits(with_key(&reader, v1::GetOwnerRateLimitsRequest::default())).await;
+    assert!(read.unwrap().into_inner().rate_limits.is_empty(), "nothing was written");
+    limits.set_owner_rate_limits(admin(set("team", vec![limit("api", 100, 60, None)]))).await.expect("admin sets");
+    let read = limits.get_owner_rate_limits(with_key(&reader, v1::GetOwnerRateLimitsRequest::default())).await;
+    let read = read.unwrap().into_inner();
+    assert_eq!((read.owner.as_str(), read.rate_limits), ("team", vec![limit("api", 100, 60, Some(100))]));
+    let other = v1::GetOwnerRateLimitsRequest { owner: "someone-else".into() };
+    assert_eq!(
+        limits.get_owner_rate_limits(with_key(&reader, other)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    app.stop().await;
+}
+
+both!(a_keys_own_limit_takes_precedence_over_its_owners);
+async fn a_keys_own_limit_takes_precedence_over_its_owners(backend: Backend) {
+    let app = spawn(backend).await;
+    let request = v1::SetOwnerRateLimitsRequest {
+        owner: "caller".into(),
+        rate_limits: vec![limit("api", 100, 60, None), limit("daily", 1_000, 86_400, None)],
+    };
+    RateLimitServiceClient::new(app.channel.clone()).set_owner_rate_limits(admin(request)).await.unwrap();
+    let (_, secret) = limited_key(&app, vec![limit("api", 1, 60, None)], 0).await;
+    let first = verify(&app.client, &secret, 0).await;
+    assert_eq!(first.code(), VerificationCode::Valid);
+    let applied: Vec<_> = first.rate_limits.iter().map(|state| (state.name.as_str(), state.limit)).collect();
+    assert_eq!(applied, [("api", 1), ("daily", 1_000)]);
+    assert_eq!(verify(&app.client, &secret, 0).await.code(), VerificationCode::RateLimited);
+    app.stop().await;
 }
 
 async fn replicas(app: &TestApp) -> (Replica, Replica, [tempfile::TempDir; 2]) {
@@ -294,5 +362,24 @@ async fn a_killed_replica_strands_its_share_for_one_lease_window_at_most() {
     let bound = 100.0 + 100.0 * started.elapsed().as_secs_f64() / 60.0;
     assert!(total >= 100 && total as f64 <= bound, "admitted {total} in all, bound {bound:.1}");
     drop(second);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owners_new_limit_reaches_other_replicas_within_a_second() {
+    let app = spawn(Backend::Postgres).await;
+    let (first, second, _dirs) = replicas(&app).await;
+    let (_, secret) = limited_key(&app, vec![], 0).await;
+    // Both replicas know the owner has no limits.
+    assert!(verify(&first.client, &secret, 0).await.rate_limits.is_empty());
+    assert!(verify(&second.client, &secret, 0).await.rate_limits.is_empty());
+    let request =
+        v1::SetOwnerRateLimitsRequest { owner: "caller".into(), rate_limits: vec![limit("api", 2, 60, None)] };
+    RateLimitServiceClient::new(app.channel.clone()).set_owner_rate_limits(admin(request)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let answers =
+        join_all((0..40).map(|n| verify(if n % 2 == 0 { &first.client } else { &second.client }, &secret, 0))).await;
+    assert_eq!(admitted(&answers), 2, "both replicas apply the owner's new limit of 2");
+    drop((first, second));
     app.stop().await;
 }

@@ -214,6 +214,8 @@ pub enum AuditAction {
     RotateKey,
     /// A key's balances were adjusted.
     AdjustCredits,
+    /// An owner's shared rate limits were replaced.
+    SetOwnerRateLimits,
     /// An RPC provider key was created.
     CreateRpcProviderKey,
     /// An RPC provider key's secret was read.
@@ -238,6 +240,7 @@ impl AuditAction {
             Self::UndeleteKey => "UndeleteApiKey",
             Self::RotateKey => "RotateApiKey",
             Self::AdjustCredits => "AdjustCredits",
+            Self::SetOwnerRateLimits => "SetOwnerRateLimits",
             Self::CreateRpcProviderKey => "CreateRpcProviderKey",
             Self::GetRpcProviderKey => "GetRpcProviderKey",
             Self::ListRpcProviderKeys => "ListRpcProviderKeys",
@@ -257,6 +260,7 @@ impl AuditAction {
             | Self::UndeleteKey
             | Self::RotateKey
             | Self::AdjustCredits
+            | Self::SetOwnerRateLimits
             | Self::CreateRpcProviderKey
             | Self::UpdateRpcProviderKey
             | Self::DeleteRpcProviderKey => true,

@@ -149,17 +149,33 @@ impl Checks {
     }
 }
 
-/// The limits of `limits` a verification applies, with their costs: every `auto_apply`
-/// one (cost 1 unless named) and every one `uses` names. A name the key has no limit of
-/// applies nothing.
-pub fn applicable<'a>(limits: &'a [RateLimit], uses: &[RateUse]) -> Vec<(&'a RateLimit, i64)> {
-    limits
-        .iter()
-        .filter_map(|limit| {
+/// Whose bucket a limit draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// The key's own.
+    Key,
+    /// The one every key of the owner shares.
+    Owner,
+}
+
+/// The limits a verification applies, with their costs and buckets: of the key's own
+/// limits and its owner's (a key's own limit hides the owner's of the same name), every
+/// `auto_apply` one (cost 1 unless named) and every one `uses` names. A name neither
+/// has a limit of applies nothing.
+pub fn applicable<'a>(
+    key: &'a [RateLimit],
+    owner: &'a [RateLimit],
+    uses: &[RateUse],
+) -> Vec<(Subject, &'a RateLimit, i64)> {
+    let owners = owner.iter().filter(|limit| !key.iter().any(|own| own.name == limit.name));
+    key.iter()
+        .map(|limit| (Subject::Key, limit))
+        .chain(owners.map(|limit| (Subject::Owner, limit)))
+        .filter_map(|(subject, limit)| {
             let named = uses.iter().find(|used| used.name == limit.name).map(|used| used.cost);
             match (named, limit.auto_apply) {
-                (Some(cost), _) => Some((limit, cost)),
-                (None, true) => Some((limit, 1)),
+                (Some(cost), _) => Some((subject, limit, cost)),
+                (None, true) => Some((subject, limit, 1)),
                 (None, false) => None,
             }
         })
@@ -227,10 +243,23 @@ mod tests {
         let auto = RateLimit { name: "auto".into(), limit: 1, period_ms: 1_000, burst: 1, auto_apply: true };
         let named = RateLimit { auto_apply: false, name: "named".into(), ..auto.clone() };
         let limits = [auto, named];
-        let applied = applicable(&limits, &[]);
-        assert_eq!(applied.iter().map(|(l, c)| (l.name.as_str(), *c)).collect::<Vec<_>>(), [("auto", 1)]);
+        let names = |applied: Vec<(Subject, &RateLimit, i64)>| {
+            applied.into_iter().map(|(s, l, c)| (s, l.name.clone(), c)).collect::<Vec<_>>()
+        };
+        assert_eq!(names(applicable(&limits, &[], &[])), [(Subject::Key, "auto".into(), 1)]);
         let uses = [RateUse { name: "named".into(), cost: 3 }, RateUse { name: "unknown".into(), cost: 1 }];
-        let applied = applicable(&limits, &uses);
-        assert_eq!(applied.iter().map(|(l, c)| (l.name.as_str(), *c)).collect::<Vec<_>>(), [("auto", 1), ("named", 3)]);
+        assert_eq!(
+            names(applicable(&limits, &[], &uses)),
+            [(Subject::Key, "auto".into(), 1), (Subject::Key, "named".into(), 3)]
+        );
+    }
+
+    #[test]
+    fn a_keys_own_limit_hides_its_owners_of_the_same_name() {
+        let own = RateLimit { name: "api".into(), limit: 1, period_ms: 1_000, burst: 1, auto_apply: true };
+        let shared = [RateLimit { limit: 100, ..own.clone() }, RateLimit { name: "day".into(), ..own.clone() }];
+        let applied = applicable(std::slice::from_ref(&own), &shared, &[]);
+        let seen: Vec<_> = applied.iter().map(|(s, l, _)| (*s, l.name.as_str(), l.limit)).collect();
+        assert_eq!(seen, [(Subject::Key, "api", 1), (Subject::Owner, "day", 1)]);
     }
 }

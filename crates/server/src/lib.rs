@@ -14,6 +14,7 @@ mod jwt;
 mod limiter;
 mod metrics;
 mod observe;
+mod rate_limit_service;
 mod rpc_service;
 mod secrets;
 mod service;
@@ -36,7 +37,7 @@ use keyward_core::{
 };
 use keyward_proto::v1::{
     api_key_service_server::ApiKeyServiceServer, credit_service_server::CreditServiceServer,
-    rpc_provider_key_service_server::RpcProviderKeyServiceServer,
+    rate_limit_service_server::RateLimitServiceServer, rpc_provider_key_service_server::RpcProviderKeyServiceServer,
 };
 use keyward_store::{Mutation, Store};
 use secrecy::ExposeSecret;
@@ -54,6 +55,7 @@ pub use crate::{
     config::{Clock, Config},
     credit_service::CreditServiceImpl,
     gateway::{RunningGateway, start_gateway},
+    rate_limit_service::RateLimitServiceImpl,
     rpc_service::RpcProviderKeyServiceImpl,
     service::ApiKeyServiceImpl,
 };
@@ -271,12 +273,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
     let credit_service = CreditServiceImpl::new(store.clone(), verifier.clone());
+    let rate_limit_service = RateLimitServiceImpl::new(store.clone(), verifier.clone());
     let service = ApiKeyServiceImpl::new(store.clone(), verifier, settings);
     // The REST gateway calls the same services in process: authentication and validation
     // live in them, so both surfaces pass through them alike.
     let in_process = tonic::service::Routes::new(ApiKeyServiceServer::new(service.clone()))
         .add_service(RpcProviderKeyServiceServer::new(rpc_service.clone()))
-        .add_service(CreditServiceServer::new(credit_service.clone()));
+        .add_service(CreditServiceServer::new(credit_service.clone()))
+        .add_service(RateLimitServiceServer::new(rate_limit_service.clone()));
     // Through the same observability layer as the socket, so REST calls are counted and
     // traced alike and the `traceparent` the gateway forwards starts the server span.
     let in_process = tower::Layer::layer(&observe::ObservabilityLayer(Arc::clone(&metrics)), in_process);
@@ -344,7 +348,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(reflection_v1alpha)
         .add_service(ApiKeyServiceServer::new(service))
         .add_service(RpcProviderKeyServiceServer::new(rpc_service))
-        .add_service(CreditServiceServer::new(credit_service));
+        .add_service(CreditServiceServer::new(credit_service))
+        .add_service(RateLimitServiceServer::new(rate_limit_service));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));
@@ -390,6 +395,10 @@ async fn follow_changes(
             keyward_store::Change::Key(id) => {
                 metrics.invalidation_received();
                 cache.evict_key(id);
+            }
+            keyward_store::Change::Owner(owner) => {
+                metrics.invalidation_received();
+                cache.evict_owner(&owner);
             }
             keyward_store::Change::Lost => cache.suspend(),
             keyward_store::Change::Resynced => cache.resync(),

@@ -17,10 +17,10 @@ use std::{
 use chrono::{DateTime, TimeZone, Utc};
 use keyward_core::{
     error::Result,
-    rate::{RateLimit, Shape},
+    model::ApiKey,
+    rate::{RateLimit, Shape, Subject},
 };
 use keyward_store::{Lease, Slice, Store};
-use uuid::Uuid;
 
 use crate::{config::Clock, metrics::Metrics};
 
@@ -91,15 +91,18 @@ impl Limiter {
         Self { store, window_ms, guard_ms: window_ms / 10, clock, metrics, held: Mutex::default() }
     }
 
-    /// Spends `cost` under each limit of key `key_id`, all or none: a limit that refuses
-    /// gives back what the limits before it took.
-    pub(crate) async fn apply(&self, key_id: Uuid, limits: &[(&RateLimit, i64)]) -> Result<Applied> {
-        let subject = format!("key:{key_id}");
+    /// Spends `cost` under each limit of `key` (its own, or its owner's shared), all or
+    /// none: a limit that refuses gives back what the limits before it took.
+    pub(crate) async fn apply(&self, key: &ApiKey, limits: &[(Subject, &RateLimit, i64)]) -> Result<Applied> {
         let mut states = Vec::with_capacity(limits.len());
         let mut taken = Vec::with_capacity(limits.len());
         let mut admitted = true;
-        for &(limit, cost) in limits {
-            let id = BucketId { subject: subject.clone(), name: limit.name.clone(), period_ms: limit.period_ms };
+        for &(subject, limit, cost) in limits {
+            let subject = match subject {
+                Subject::Key => format!("key:{}", key.id),
+                Subject::Owner => format!("owner:{}", key.owner),
+            };
+            let id = BucketId { subject, name: limit.name.clone(), period_ms: limit.period_ms };
             let held = self.held(&id);
             let outcome = if admitted { Some(self.take(&id, &held, limit.shape(), cost).await?) } else { None };
             let (remaining, reset_at) = match outcome {

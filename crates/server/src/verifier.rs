@@ -84,6 +84,22 @@ impl Verifier {
         &self.hasher
     }
 
+    /// The shared rate limits of `owner`, from the cache or, on a miss, the database.
+    async fn owner_limits(&self, owner: &str) -> Result<Arc<[rate::RateLimit]>> {
+        if let Some(limits) = self.cache.owner_limits(owner) {
+            return Ok(limits);
+        }
+        let epoch = self.cache.epoch();
+        let limits: Arc<[rate::RateLimit]> = self.store.owner_rate_limits(owner).await?.into();
+        self.cache.fill_owner(epoch, owner, &limits);
+        Ok(limits)
+    }
+
+    /// Forgets the cached shared limits of `owner` after a local change.
+    pub(crate) fn owner_limits_changed(&self, owner: &str) {
+        self.cache.evict_owner(owner);
+    }
+
     /// Forgets cached state of key `id` after a local change.
     pub(crate) fn key_changed(&self, id: Uuid) {
         self.cache.evict_key(id);
@@ -109,9 +125,10 @@ impl Verifier {
         // Limits after the key's own checks and before the charge: a request they refuse
         // is never charged.
         if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key) {
-            let applicable = rate::applicable(&key.rate_limits, &cost.rate);
+            let shared = self.owner_limits(&key.owner).await?;
+            let applicable = rate::applicable(&key.rate_limits, &shared, &cost.rate);
             if !applicable.is_empty() {
-                let applied = self.limiter.apply(key.id, &applicable).await?;
+                let applied = self.limiter.apply(key, &applicable).await?;
                 if !applied.admitted {
                     verification.verdict = Verdict::RateLimited;
                 }

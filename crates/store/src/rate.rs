@@ -1,13 +1,21 @@
-//! Shared rate-limit buckets. A replica leases tokens from a bucket row with one
+//! Owners' shared rate limits, and the shared rate-limit buckets. A replica leases tokens from a bucket row with one
 //! conditional UPDATE that, in the same statement, gives back what its previous slice
 //! did not use, refills by elapsed time, forgets the leases of ended lease windows, and
 //! grants what the bucket holds up to the amount asked. The database serialises these
 //! statements, so no interleaving of replicas can take more than the bucket held.
 
-use keyward_core::{error::Result, rate::Shape};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use keyward_core::{
+    error::Result,
+    model::AuditAction,
+    rate::{RateLimit, Shape},
+};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbBackend, EntityTrait, Statement, Value, sea_query::OnConflict};
 
-use crate::db::{Store, db_error};
+use crate::{
+    db::{Store, db_error},
+    entity::owner_rate_limit,
+    envelope::{Mutation, record_change},
+};
 
 /// One lease of tokens from a bucket.
 #[derive(Debug, Clone, Copy)]
@@ -154,4 +162,46 @@ fn insert(backend: DbBackend, lease: &Lease<'_>) -> Statement {
         .filter(|(name, _)| ["subject", "name", "unit", "capacity", "now", "window"].contains(name))
         .collect();
     statement(backend, text, &params)
+}
+
+impl Store {
+    /// The shared rate limits of `owner`; empty when it has none.
+    pub async fn owner_rate_limits(&self, owner: &str) -> Result<Vec<RateLimit>> {
+        let row = owner_rate_limit::Entity::find_by_id(owner.to_owned()).one(self.db()?).await.map_err(db_error)?;
+        row.map_or_else(|| Ok(Vec::new()), |row| limits_from_json(&row.rate_limits))
+    }
+
+    /// Replaces the shared rate limits of `owner`, with its audit row, and announces the
+    /// change to every replica on commit.
+    pub async fn set_owner_rate_limits(
+        &self,
+        owner: &str,
+        limits: &[RateLimit],
+        mutation: &Mutation,
+    ) -> Result<Vec<RateLimit>> {
+        let txn = self.begin_write().await?;
+        let row = owner_rate_limit::ActiveModel {
+            owner: Set(owner.to_owned()),
+            rate_limits: Set(serde_json::to_string(limits).map_err(keyward_core::Error::internal)?),
+            updated_at: Set(mutation.now),
+        };
+        owner_rate_limit::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(owner_rate_limit::Column::Owner)
+                    .update_columns([owner_rate_limit::Column::RateLimits, owner_rate_limit::Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        record_change(&txn, mutation, AuditAction::SetOwnerRateLimits, owner).await?;
+        self.announce_owner(&txn, owner).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(limits.to_vec())
+    }
+}
+
+fn limits_from_json(text: &str) -> Result<Vec<RateLimit>> {
+    serde_json::from_str(text)
+        .map_err(|err| keyward_core::Error::internal(format!("stored owner rate_limits are not valid: {err}")))
 }

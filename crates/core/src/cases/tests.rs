@@ -221,3 +221,12 @@ fn a_quota_is_read_for_oneself_or_within_reach() {
     assert_eq!(settings().quota("sandbox"), 5);
     assert_eq!(settings().quota("retired"), i64::MAX, "an environment no longer configured has no quota");
 }
+
+#[test]
+fn owner_limits_are_set_by_admins_and_read_by_readers_of_the_owner() {
+    let writer = caller(&["keys:write"], None);
+    assert!(super::admit_set_limits(&writer, "svc-a").is_err());
+    assert!(super::admit_set_limits(&caller(&["admin"], None), "anyone").is_ok());
+    assert_eq!(super::limits_owner(&writer, String::new()).unwrap(), "svc-a");
+    assert!(super::limits_owner(&writer, "svc-b".into()).is_err());
+}
