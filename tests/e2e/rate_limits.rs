@@ -80,6 +80,18 @@ async fn a_replica_admits_the_burst_then_refuses_without_charging(backend: Backe
         .unwrap()
         .into_inner();
     assert_eq!(balances.balances[0].amount, 95, "only admitted requests are charged");
+    app.running().flush_usage().await;
+    let usage = keyward_proto::v1::credit_service_client::CreditServiceClient::new(app.channel.clone())
+        .get_usage(admin(v1::GetUsageRequest {
+            api_key_id: key.id.clone(),
+            start_time: Some(prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() - 7_200, nanos: 0 }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let counted = |code: &str| usage.buckets.iter().filter_map(|bucket| bucket.verifications.get(code)).sum::<i64>();
+    assert_eq!((counted("VALID"), counted("RATE_LIMITED")), (5, 1), "usage buckets count refusals");
     let metrics =
         reqwest::get(format!("http://{}/metrics", app.running().http_addr)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("keyward_verifications_total{outcome=\"RATE_LIMITED\"} 1"), "{metrics}");
@@ -381,5 +393,71 @@ async fn an_owners_new_limit_reaches_other_replicas_within_a_second() {
         join_all((0..40).map(|n| verify(if n % 2 == 0 { &first.client } else { &second.client }, &secret, 0))).await;
     assert_eq!(admitted(&answers), 2, "both replicas apply the owner's new limit of 2");
     drop((first, second));
+    app.stop().await;
+}
+
+both!(no_schedule_of_leases_returns_and_crashes_admits_past_the_bound);
+/// The bucket statement under a long random schedule of simulated replicas leasing,
+/// spending, giving back and dying, on simulated time: every stretch of admissions stays
+/// within `burst + limit × T / period`.
+async fn no_schedule_of_leases_returns_and_crashes_admits_past_the_bound(backend: Backend) {
+    use keyward_store::{Lease, Slice};
+    let app = spawn(backend).await;
+    let store = &app.running().store;
+    let (limit, period_ms, burst) = (10_i64, 2_000_i64, 4_i64);
+    let shape = keyward_core::rate::Shape { limit, unit: period_ms, capacity: burst * period_ms };
+    let (window_ms, guard_ms) = (1_000_i64, 100_i64);
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut random = move |below: i64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        i64::try_from(seed % u64::try_from(below).unwrap()).unwrap()
+    };
+    let mut slices: [Option<Slice>; 3] = [None; 3];
+    let mut admitted = Vec::new();
+    let mut now = 1_000_000_i64;
+    for _ in 0..1_500 {
+        // Storms of requests between quiet spells, so slices sit while the bucket refills.
+        now += if random(10) < 7 { random(4) } else { 100 + random(600) };
+        let window = now / window_ms;
+        let replica = usize::try_from(random(3)).unwrap();
+        if random(50) == 0 {
+            // A crash: the slice is stranded.
+            slices[replica] = None;
+            continue;
+        }
+        let open = now < (window + 1) * window_ms - guard_ms;
+        match slices[replica] {
+            Some(ref mut slice) if slice.window == window && open && slice.unused > 0 => {
+                slice.unused -= 1;
+                admitted.push(now);
+            }
+            _ if !open => {}
+            current => {
+                let want = 1 + random(3);
+                let lease = Lease { subject: "sim", name: "api", shape, now_ms: now, window, want, slice: current };
+                let granted = store.lease(&lease).await.expect("lease");
+                slices[replica] = Some(Slice { window, leased: granted.tokens, unused: granted.tokens });
+                if granted.tokens > 0 {
+                    slices[replica].as_mut().unwrap().unused -= 1;
+                    admitted.push(now);
+                }
+            }
+        }
+    }
+    assert!(admitted.len() > 100, "the schedule admitted too little to test anything: {}", admitted.len());
+    for (i, start) in admitted.iter().enumerate() {
+        for (count, end) in admitted[i..].iter().enumerate() {
+            // Admissions i..=i+count happened within [start, end].
+            let allowed = burst * period_ms + limit * (end - start);
+            assert!(
+                i64::try_from(count + 1).unwrap() * period_ms <= allowed,
+                "{} admitted in {} ms, more than the bound",
+                count + 1,
+                end - start
+            );
+        }
+    }
     app.stop().await;
 }
