@@ -255,6 +255,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.clock.clone(),
         Arc::clone(&metrics),
     ));
+    background.push(tokio::spawn(sweep_rate_slices(Arc::clone(&limiter))));
     let verifier = Verifier::new(
         store.clone(),
         hasher,
@@ -403,6 +404,13 @@ async fn follow_changes(
             keyward_store::Change::Lost => cache.suspend(),
             keyward_store::Change::Resynced => cache.resync(),
         }
+    }
+}
+
+async fn sweep_rate_slices(limiter: Arc<limiter::Limiter>) {
+    loop {
+        tokio::time::sleep(limiter.sweep_interval()).await;
+        limiter.sweep();
     }
 }
 

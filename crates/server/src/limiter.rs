@@ -187,6 +187,21 @@ impl Limiter {
         }
     }
 
+    /// Forgets the slices of buckets not served in the last two windows, so memory follows
+    /// the buckets in use rather than every bucket ever served. What such a slice left
+    /// unused was forgotten by its bucket with its window (under-admission only).
+    pub(crate) fn sweep(&self) {
+        let current = self.clock.now().timestamp_millis() / self.window_ms;
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        // A slice in use (locked) is kept; its holder still has it.
+        held.retain(|_, slice| slice.try_lock().map_or(true, |slice| slice.window + 1 >= current));
+    }
+
+    /// How often [`Self::sweep`] is worth running.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.window_ms).unwrap_or(1_000)) * 10
+    }
+
     /// Gives every slice back, so a replica that stops strands nothing.
     pub(crate) async fn give_back(&self) {
         let held: Vec<_> = self.held.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
