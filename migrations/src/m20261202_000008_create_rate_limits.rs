@@ -28,9 +28,10 @@ impl MigrationTrait for Migration {
             )
             .await?;
         // One token bucket per subject, limit name and period, shared by every replica.
-        // `level` is in units (a token is `period_ms` units); `leased` counts the units
-        // replicas took during lease window `epoch` and have not given back: refill stops
-        // short of them, so bucket and leases together never exceed a full bucket.
+        // `level` is in units (a token is `period_ms` units); `leased` and `leased_prev`
+        // count the units replicas took during lease window `epoch` and the one before
+        // and have not given back: refill stops short of them, so bucket and leases
+        // together never exceed a full bucket.
         manager
             .create_table(
                 Table::create()
@@ -42,6 +43,7 @@ impl MigrationTrait for Migration {
                     .col(big_integer("refilled_at"))
                     .col(big_integer("epoch"))
                     .col(big_integer("leased"))
+                    .col(big_integer("leased_prev"))
                     .col(big_integer("granted"))
                     .primary_key(Index::create().col("subject").col("name").col("period_ms"))
                     .to_owned(),

@@ -3,9 +3,9 @@
 //! Each replica holds a *slice* of every bucket it serves: tokens leased from the shared
 //! bucket row (`keyward_store::Store::lease`). A request spends from the slice; when the
 //! slice runs short, one statement gives the slice back and leases a new one. Slices
-//! live only within one lease window (`KEYWARD_RATE_LIMIT_LEASE`): past its end a slice
-//! is not spent, and the bucket forgets the leases of that window, so a replica that
-//! died strands its tokens for at most one window. A bucket found empty refuses in
+//! are spent only within their lease window (`KEYWARD_RATE_LIMIT_LEASE`), and a bucket
+//! forgets the leases of a window once the next one has ended too, so a replica that
+//! died strands its tokens for at most two windows. A bucket found empty refuses in
 //! memory until enough of it has refilled.
 
 use std::{
@@ -78,8 +78,6 @@ enum Taken {
 pub(crate) struct Limiter {
     store: Store,
     window_ms: i64,
-    /// The end of each window during which its slices are no longer spent.
-    guard_ms: i64,
     clock: Clock,
     metrics: Arc<Metrics>,
     held: Mutex<HashMap<BucketId, Arc<tokio::sync::Mutex<Held>>>>,
@@ -88,7 +86,7 @@ pub(crate) struct Limiter {
 impl Limiter {
     pub(crate) fn new(store: Store, window: Duration, clock: Clock, metrics: Arc<Metrics>) -> Self {
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(10);
-        Self { store, window_ms, guard_ms: window_ms / 10, clock, metrics, held: Mutex::default() }
+        Self { store, window_ms, clock, metrics, held: Mutex::default() }
     }
 
     /// Spends `cost` under each limit of `key` (its own, or its owner's shared), all or
@@ -139,17 +137,12 @@ impl Limiter {
         let mut held = held.lock().await;
         loop {
             // Read under the lock, right before the spend it decides: a slice is spent only
-            // while its window is open by a fresh reading of the clock.
+            // while its window is current by a fresh reading of the clock. Its bucket
+            // forgets its lease only a whole window later, so neither a stall between
+            // clock and spend nor replicas' clocks apart by less than a window can make a
+            // spend outlive its lease.
             let now_ms = self.clock.now().timestamp_millis();
             let window = now_ms / self.window_ms;
-            let next = (window + 1) * self.window_ms;
-            // A window's slices stop being spent `guard` before the buckets forget them,
-            // which takes a statement dated in the next window: a spend that raced that
-            // statement would need a stall of the whole guard between clock and spend.
-            if now_ms >= next - self.guard_ms {
-                tokio::time::sleep(Duration::from_millis(u64::try_from(next - now_ms).unwrap_or(1))).await;
-                continue;
-            }
             // A slice leased under other numbers (an admin changed the limit) goes back at
             // once rather than being spent under the old ones.
             if held.window == window && held.shape == Some(shape) {

@@ -1,8 +1,9 @@
-//! Owners' shared rate limits, and the shared rate-limit buckets. A replica leases tokens from a bucket row with one
-//! conditional UPDATE that, in the same statement, gives back what its previous slice
-//! did not use, refills by elapsed time, forgets the leases of ended lease windows, and
-//! grants what the bucket holds up to the amount asked. The database serialises these
-//! statements, so no interleaving of replicas can take more than the bucket held.
+//! Owners' shared rate limits, and the shared rate-limit buckets. A replica leases
+//! tokens from a bucket row with one conditional UPDATE that, in the same statement,
+//! gives back what its previous slice did not use, refills by elapsed time, forgets the
+//! leases of windows that ended a whole window ago, and grants what the bucket holds up
+//! to the amount asked. The database serialises these statements, so no interleaving of
+//! replicas can take more than the bucket held.
 
 use keyward_core::{
     error::Result,
@@ -28,7 +29,7 @@ pub struct Lease<'a> {
     pub shape: Shape,
     /// The replica's time, in milliseconds since the epoch.
     pub now_ms: i64,
-    /// The lease window `now_ms` falls in; leases of earlier windows are over.
+    /// The lease window `now_ms` falls in; slices of earlier windows are no longer spent.
     pub window: i64,
     /// Tokens asked for; 0 only gives the slice back.
     pub want: i64,
@@ -110,8 +111,8 @@ fn functions(backend: DbBackend) -> (&'static str, &'static str) {
 
 fn params(lease: &Lease<'_>) -> Vec<(&'static str, Value)> {
     let Shape { limit, unit, capacity } = lease.shape;
-    // No slice: window -1 matches no row, so nothing is given back.
-    let slice = lease.slice.unwrap_or(Slice { window: -1, leased: 0, unused: 0 });
+    // No slice: a window no row is ever in (nor one after), so nothing is given back.
+    let slice = lease.slice.unwrap_or(Slice { window: i64::MIN, leased: 0, unused: 0 });
     vec![
         ("subject", lease.subject.into()),
         ("name", lease.name.into()),
@@ -130,22 +131,36 @@ fn params(lease: &Lease<'_>) -> Vec<(&'static str, Value)> {
 
 fn update(backend: DbBackend, lease: &Lease<'_>) -> Statement {
     let (min, max) = functions(backend);
-    // The slice's leased units stop counting as out, and its unused units come back, only
-    // while the row is still in the slice's window: once another replica moved it on,
-    // every lease of that window was already forgotten (under-admission, never over).
-    let returned = "(epoch = :slice_window)";
-    let out = format!("{max}(leased - CASE WHEN {returned} THEN :slice_leased ELSE 0 END, 0)");
-    let level = format!("level + CASE WHEN {returned} THEN :slice_unused ELSE 0 END");
+    // The row counts the units out on lease in its window (`leased`) and in the window
+    // before (`leased_prev`); older leases are forgotten, their slices no longer spent.
+    // A slice given back stops counting as out, and its unused units come back, only
+    // while its window is still counted: once forgotten, its tokens are lost
+    // (under-admission, never over).
+    let current = "(epoch = :slice_window)";
+    let previous = "(epoch - 1 = :slice_window)";
+    let out_current = format!("{max}(leased - CASE WHEN {current} THEN :slice_leased ELSE 0 END, 0)");
+    let out_previous = format!("{max}(leased_prev - CASE WHEN {previous} THEN :slice_leased ELSE 0 END, 0)");
+    let level = format!("level + CASE WHEN {current} OR {previous} THEN :slice_unused ELSE 0 END");
     let elapsed = format!("{min}({max}(:now - refilled_at, 0), :max_elapsed)");
     // Refill stops short of the units still out on lease: bucket and leases together never
     // hold more than a full bucket.
-    let refilled = format!("{max}({min}({level} + {elapsed} * :limit, :capacity - {out}), 0)");
-    let granted = format!("{min}(:want, ({refilled}) / :unit)");
+    let refilled = format!("{max}({min}({level} + {elapsed} * :limit, :capacity - {out_current} - {out_previous}), 0)");
+    // A lease is counted in its own window. One for a window the row already forgets
+    // (a replica whose clock lags by more than a window) is granted nothing.
+    let granted = format!("CASE WHEN :window < epoch - 1 THEN 0 ELSE {min}(:want, ({refilled}) / :unit) END");
+    // Moving to a later window shifts the counts: this window's leases become the
+    // previous window's, and those before are forgotten.
     let text = format!(
         "UPDATE rate_buckets SET \
            level = {refilled} - {granted} * :unit, \
            granted = {granted}, \
-           leased = CASE WHEN epoch < :window THEN 0 ELSE {out} END + {granted} * :unit, \
+           leased = CASE WHEN epoch < :window THEN {granted} * :unit \
+                         WHEN epoch = :window THEN {out_current} + {granted} * :unit \
+                         ELSE {out_current} END, \
+           leased_prev = CASE WHEN epoch < :window - 1 THEN 0 \
+                              WHEN epoch = :window - 1 THEN {out_current} \
+                              WHEN epoch = :window THEN {out_previous} \
+                              ELSE {out_previous} + {granted} * :unit END, \
            epoch = {max}(epoch, :window), \
            refilled_at = {max}(refilled_at, :now) \
          WHERE subject = :subject AND name = :name AND period_ms = :unit \
@@ -155,8 +170,9 @@ fn update(backend: DbBackend, lease: &Lease<'_>) -> Statement {
 }
 
 fn insert(backend: DbBackend, lease: &Lease<'_>) -> Statement {
-    let text = "INSERT INTO rate_buckets (subject, name, period_ms, level, refilled_at, epoch, leased, granted) \
-                VALUES (:subject, :name, :unit, :capacity, :now, :window, 0, 0) ON CONFLICT DO NOTHING";
+    let text = "INSERT INTO rate_buckets \
+                  (subject, name, period_ms, level, refilled_at, epoch, leased, leased_prev, granted) \
+                VALUES (:subject, :name, :unit, :capacity, :now, :window, 0, 0, 0) ON CONFLICT DO NOTHING";
     let params: Vec<_> = params(lease)
         .into_iter()
         .filter(|(name, _)| ["subject", "name", "unit", "capacity", "now", "window"].contains(name))
