@@ -20,6 +20,7 @@ mod masumi_clients;
 mod operations;
 mod pagination;
 mod providers;
+mod rate_limits;
 mod resilience;
 mod rights;
 mod rpc_keys;

@@ -352,6 +352,7 @@ async fn load(
                             network: String::new(),
                             cost: cost.clone(),
                             request_id: String::new(),
+                            rate_limits: vec![],
                         });
                         if let Some(auth) = &auth {
                             request.metadata_mut().insert("authorization", auth.clone());

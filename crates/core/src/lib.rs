@@ -11,6 +11,7 @@ pub mod error;
 pub mod model;
 pub mod page;
 pub mod policy;
+pub mod rate;
 pub mod secret;
 pub mod validate;
 pub mod verify;

@@ -78,6 +78,8 @@ pub struct ApiKey {
     pub last_used_at: Option<DateTime<Utc>>,
     /// Free-form labels.
     pub metadata: BTreeMap<String, String>,
+    /// Rate limits, names unique.
+    pub rate_limits: Vec<crate::rate::RateLimit>,
 }
 
 impl ApiKey {
@@ -134,6 +136,8 @@ pub struct KeyPatch {
     pub usage_limited: Option<bool>,
     /// New refill schedules (replacing all), if changed.
     pub refills: Option<Vec<crate::credit::Refill>>,
+    /// New rate limits (replacing all), if changed.
+    pub rate_limits: Option<Vec<crate::rate::RateLimit>>,
 }
 
 impl KeyPatch {
@@ -146,7 +150,8 @@ impl KeyPatch {
             });
         }
         let mut next = key.clone();
-        let Self { name, scopes, networks, status, expires_at, metadata, usage_limited, refills: _ } = self.clone();
+        let Self { name, scopes, networks, status, expires_at, metadata, usage_limited, refills: _, rate_limits } =
+            self.clone();
         if let Some(name) = name {
             next.name = name;
         }
@@ -167,6 +172,9 @@ impl KeyPatch {
         }
         if let Some(usage_limited) = usage_limited {
             next.usage_limited = usage_limited;
+        }
+        if let Some(rate_limits) = rate_limits {
+            next.rate_limits = rate_limits;
         }
         next.updated_at = now;
         Ok(next)
@@ -206,6 +214,8 @@ pub enum AuditAction {
     RotateKey,
     /// A key's balances were adjusted.
     AdjustCredits,
+    /// An owner's shared rate limits were replaced.
+    SetOwnerRateLimits,
     /// An RPC provider key was created.
     CreateRpcProviderKey,
     /// An RPC provider key's secret was read.
@@ -230,6 +240,7 @@ impl AuditAction {
             Self::UndeleteKey => "UndeleteApiKey",
             Self::RotateKey => "RotateApiKey",
             Self::AdjustCredits => "AdjustCredits",
+            Self::SetOwnerRateLimits => "SetOwnerRateLimits",
             Self::CreateRpcProviderKey => "CreateRpcProviderKey",
             Self::GetRpcProviderKey => "GetRpcProviderKey",
             Self::ListRpcProviderKeys => "ListRpcProviderKeys",
@@ -249,6 +260,7 @@ impl AuditAction {
             | Self::UndeleteKey
             | Self::RotateKey
             | Self::AdjustCredits
+            | Self::SetOwnerRateLimits
             | Self::CreateRpcProviderKey
             | Self::UpdateRpcProviderKey
             | Self::DeleteRpcProviderKey => true,

@@ -238,10 +238,10 @@ pub fn authorize_mutation(caller: &Caller, action: Action) -> crate::error::Resu
 
 /// Decides whether `caller` may create `key` (with initial credits or refills when
 /// `mints_credits`): the right to create, the owner in reach, and every right the key
-/// carries grantable by the caller.
+/// carries grantable by the caller. Rate limits are set by whoever may adjust credits.
 pub fn authorize_new_key(caller: &Caller, key: &ApiKey, mints_credits: bool) -> crate::error::Result<()> {
     let reach = authorize(caller, Action::CreateKey)?;
-    if mints_credits {
+    if mints_credits || !key.rate_limits.is_empty() {
         authorize(caller, Action::AdjustCredits)?;
     }
     if !reach.covers_owner(&key.owner) {
@@ -251,10 +251,11 @@ pub fn authorize_new_key(caller: &Caller, key: &ApiKey, mints_credits: bool) -> 
 }
 
 /// Decides the parts of an update that need a right of their own: lifting a usage limit
-/// or changing refills is as good as granting credits.
+/// or changing refills is as good as granting credits, and so is changing rate limits
+/// (replacing them may raise or drop one).
 pub fn authorize_patch(caller: &Caller, patch: &crate::model::KeyPatch) -> crate::error::Result<Authority> {
     let authority = authorize_mutation(caller, Action::UpdateKey)?;
-    if patch.usage_limited.is_some() || patch.refills.is_some() {
+    if patch.usage_limited.is_some() || patch.refills.is_some() || patch.rate_limits.is_some() {
         authorize(caller, Action::AdjustCredits)?;
     }
     Ok(authority)

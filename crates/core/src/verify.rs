@@ -25,6 +25,8 @@ pub enum Verdict {
     NetworkNotAllowed,
     /// A usage-limited key lacks the credits the request costs; nothing was charged.
     UsageExceeded,
+    /// A rate limit of the key is exhausted; nothing was charged.
+    RateLimited,
 }
 
 impl Verdict {
@@ -37,7 +39,9 @@ impl Verdict {
             Self::Inactive => Some("inactive caller key"),
             Self::Revoked => Some("revoked caller key"),
             Self::Expired => Some("expired caller key"),
-            Self::InsufficientScope | Self::NetworkNotAllowed | Self::UsageExceeded => Some("caller key not allowed"),
+            Self::InsufficientScope | Self::NetworkNotAllowed | Self::UsageExceeded | Self::RateLimited => {
+                Some("caller key not allowed")
+            }
         }
     }
 }
@@ -99,6 +103,7 @@ mod tests {
             deleted_at: None,
             last_used_at: None,
             metadata: Default::default(),
+            rate_limits: vec![],
         }
     }
 

@@ -1,5 +1,6 @@
 //! The verification cache: secret hash → key id, and key id → the key with its secrets.
 //! Splitting the two lets a change evict one entry per key, whatever secrets it has.
+//! Owners' shared rate limits live beside them, under the same rules.
 //!
 //! Staleness is bounded three ways: local changes evict at once; changes on other
 //! replicas arrive by notification; and entries live at most `ttl`, in case a
@@ -20,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keyward_core::secret::SecretHash;
+use keyward_core::{rate::RateLimit, secret::SecretHash};
 use keyward_store::KeyRecord;
 use moka::{Expiry, sync::Cache};
 use uuid::Uuid;
@@ -106,6 +107,7 @@ pub(crate) struct Epoch(u64);
 pub(crate) struct KeyCache {
     by_hash: Cache<SecretHash, HashEntry>,
     by_id: Cache<Uuid, CachedRecord>,
+    by_owner: Cache<String, Arc<[RateLimit]>>,
     /// Keys whose refresh-ahead read is in flight, so each is read once.
     refreshing: Mutex<HashSet<Uuid>>,
     epoch: AtomicU64,
@@ -134,6 +136,7 @@ impl KeyCache {
         Self {
             by_hash: Cache::builder().max_capacity(settings.capacity).expire_after(expiry).build(),
             by_id: Cache::builder().max_capacity(settings.capacity).time_to_live(settings.ttl).build(),
+            by_owner: Cache::builder().max_capacity(settings.capacity).time_to_live(settings.ttl).build(),
             refreshing: Mutex::default(),
             epoch: AtomicU64::new(0),
             bypass: AtomicBool::new(bypass || settings.capacity == 0),
@@ -158,6 +161,28 @@ impl KeyCache {
             },
             None => Lookup::Miss,
         }
+    }
+
+    /// The shared rate limits of `owner`, if known (none is an empty list).
+    pub(crate) fn owner_limits(&self, owner: &str) -> Option<Arc<[RateLimit]>> {
+        if self.bypass.load(Ordering::Acquire) || self.lost_too_long() {
+            return None;
+        }
+        self.by_owner.get(owner)
+    }
+
+    /// Caches the shared limits of `owner` read from the database, under [`Self::fill`]'s rule.
+    pub(crate) fn fill_owner(&self, epoch: Epoch, owner: &str, limits: &Arc<[RateLimit]>) {
+        if self.bypass.load(Ordering::Acquire) || self.epoch.load(Ordering::Acquire) != epoch.0 {
+            return;
+        }
+        self.by_owner.insert(owner.to_owned(), Arc::clone(limits));
+    }
+
+    /// Forgets the shared limits of `owner` (they changed).
+    pub(crate) fn evict_owner(&self, owner: &str) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.by_owner.invalidate(owner);
     }
 
     /// Keys held, for metrics (counted after moka's pending bookkeeping, so it is current).
@@ -232,6 +257,7 @@ impl KeyCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.by_hash.invalidate_all();
         self.by_id.invalidate_all();
+        self.by_owner.invalidate_all();
         self.lost_at.store(0, Ordering::Release);
         self.bypass.store(false, Ordering::Release);
     }

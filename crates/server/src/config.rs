@@ -350,6 +350,12 @@ pub struct Config {
     /// long of its period start, and once however many replicas run.
     #[arg(long, env = "KEYWARD_REFILL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub refill_interval: Duration,
+    /// Lease window of rate-limit tokens: a replica spends the tokens it leased only
+    /// within the window it leased them in, and a bucket forgets a lease one window after
+    /// that, so a replica that dies strands its share of a bucket for at most two windows.
+    /// Shorter means more database statements per bucket.
+    #[arg(long, env = "KEYWARD_RATE_LIMIT_LEASE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub rate_limit_lease: Duration,
     /// Most charges grouped into one database transaction.
     #[arg(long, env = "KEYWARD_CHARGE_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub charge_batch: u32,

@@ -5,10 +5,13 @@ use chrono::{DateTime, TimeZone, Utc};
 use keyward_core::{
     credit::{Credit, LedgerEntry, Refill, RefillPeriod},
     model::{ApiKey, KeyStatus},
+    rate::{RateLimit, RateLimitInput},
     verify::Verdict,
 };
 use keyward_proto::v1;
 use keyward_store::CreditView;
+
+use crate::limiter::LimitState;
 
 /// A proto timestamp.
 pub(crate) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -40,6 +43,7 @@ pub(crate) fn verification_code(verdict: Verdict) -> v1::VerificationCode {
         Verdict::InsufficientScope => v1::VerificationCode::InsufficientScope,
         Verdict::NetworkNotAllowed => v1::VerificationCode::NetworkNotAllowed,
         Verdict::UsageExceeded => v1::VerificationCode::UsageExceeded,
+        Verdict::RateLimited => v1::VerificationCode::RateLimited,
     }
 }
 
@@ -107,6 +111,7 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         deleted_at,
         last_used_at,
         metadata,
+        rate_limits,
     } = key;
     v1::ApiKey {
         id: id.to_string(),
@@ -130,5 +135,41 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         metadata: metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         credits: Vec::new(),
         credit_refills: Vec::new(),
+        rate_limits: rate_limits.iter().map(rate_limit).collect(),
     }
+}
+
+pub(crate) fn rate_limit(limit: &RateLimit) -> v1::RateLimit {
+    let RateLimit { name, limit, period_ms, burst, auto_apply } = limit;
+    v1::RateLimit {
+        name: name.clone(),
+        limit: *limit,
+        period: Some(prost_types::Duration {
+            seconds: period_ms / 1_000,
+            nanos: i32::try_from(period_ms % 1_000 * 1_000_000).unwrap_or(0),
+        }),
+        burst: Some(*burst),
+        auto_apply: *auto_apply,
+    }
+}
+
+/// Limits as a request states them, unchecked (validation follows): a period that is
+/// not whole, non-negative milliseconds has none.
+pub(crate) fn rate_limits_in(limits: &[v1::RateLimit]) -> Vec<RateLimitInput> {
+    limits
+        .iter()
+        .map(|limit| {
+            let v1::RateLimit { name, limit, period, burst, auto_apply } = limit;
+            let period_ms = period
+                .as_ref()
+                .filter(|period| period.nanos % 1_000_000 == 0 && period.seconds >= 0 && period.nanos >= 0)
+                .and_then(|period| period.seconds.checked_mul(1_000)?.checked_add(i64::from(period.nanos / 1_000_000)));
+            RateLimitInput { name: name.clone(), limit: *limit, period_ms, burst: *burst, auto_apply: *auto_apply }
+        })
+        .collect()
+}
+
+pub(crate) fn rate_limit_state(state: &LimitState) -> v1::RateLimitState {
+    let LimitState { name, limit, remaining, reset_at } = state;
+    v1::RateLimitState { name: name.clone(), limit: *limit, remaining: *remaining, reset_time: reset_at.map(timestamp) }
 }

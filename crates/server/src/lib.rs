@@ -12,8 +12,10 @@ mod credit_service;
 mod gateway;
 mod https;
 mod jwt;
+mod limiter;
 mod metrics;
 mod observe;
+mod rate_limit_service;
 mod rpc_service;
 mod secrets;
 mod service;
@@ -36,7 +38,7 @@ use keyward_core::{
 };
 use keyward_proto::v1::{
     api_key_service_server::ApiKeyServiceServer, credit_service_server::CreditServiceServer,
-    rpc_provider_key_service_server::RpcProviderKeyServiceServer,
+    rate_limit_service_server::RateLimitServiceServer, rpc_provider_key_service_server::RpcProviderKeyServiceServer,
 };
 use keyward_store::{Mutation, Store};
 use secrecy::ExposeSecret;
@@ -54,6 +56,7 @@ pub use crate::{
     config::{Clock, Config},
     credit_service::CreditServiceImpl,
     gateway::{RunningGateway, start_gateway},
+    rate_limit_service::RateLimitServiceImpl,
     rpc_service::RpcProviderKeyServiceImpl,
     service::ApiKeyServiceImpl,
 };
@@ -77,6 +80,7 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
     usage: Arc<UsageRecorder>,
     shutdown_timeout: Duration,
+    limiter: Arc<limiter::Limiter>,
 }
 
 /// How long the last usage flush may take at shutdown, once calls have stopped.
@@ -88,8 +92,18 @@ impl Running {
     /// their transactions back); then writes the pending usage within a budget of its
     /// own, so calls that hang never cost a flush interval of counters.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let Self { shutdown, mut server, http_shutdown, mut http, background, usage, store, shutdown_timeout, .. } =
-            self;
+        let Self {
+            shutdown,
+            mut server,
+            http_shutdown,
+            mut http,
+            background,
+            usage,
+            store,
+            shutdown_timeout,
+            limiter,
+            ..
+        } = self;
         let _ = shutdown.send(());
         let _ = http_shutdown.send(());
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
@@ -107,6 +121,10 @@ impl Running {
         background.iter().for_each(JoinHandle::abort);
         if tokio::time::timeout(FINAL_FLUSH_BUDGET, usage.flush(&store)).await.is_err() {
             tracing::error!("the last usage flush did not finish within 10 s; its counters are lost");
+        }
+        // Unused rate-limit tokens go back to their buckets instead of waiting out their window.
+        if tokio::time::timeout(FINAL_FLUSH_BUDGET, limiter.give_back()).await.is_err() {
+            tracing::warn!("giving rate-limit slices back took over 10 s; the rest return when their window ends");
         }
         served
     }
@@ -232,6 +250,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     background.extend(charge_workers);
     background.push(tokio::spawn(apply_refills(store.clone(), config.clock.clone(), config.refill_interval)));
+    let limiter = Arc::new(limiter::Limiter::new(
+        store.clone(),
+        config.rate_limit_lease,
+        config.clock.clone(),
+        Arc::clone(&metrics),
+    ));
+    background.push(tokio::spawn(sweep_rate_slices(Arc::clone(&limiter))));
     let verifier = Verifier::new(
         store.clone(),
         hasher,
@@ -241,6 +266,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         jwt,
         Arc::clone(&metrics),
         charger,
+        Arc::clone(&limiter),
     );
     let settings = keyward_core::cases::KeySettings {
         environments,
@@ -249,12 +275,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
     let credit_service = CreditServiceImpl::new(store.clone(), verifier.clone());
+    let rate_limit_service = RateLimitServiceImpl::new(store.clone(), verifier.clone());
     let service = ApiKeyServiceImpl::new(store.clone(), verifier, settings);
     // The REST gateway calls the same services in process: authentication and validation
     // live in them, so both surfaces pass through them alike.
     let in_process = tonic::service::Routes::new(ApiKeyServiceServer::new(service.clone()))
         .add_service(RpcProviderKeyServiceServer::new(rpc_service.clone()))
-        .add_service(CreditServiceServer::new(credit_service.clone()));
+        .add_service(CreditServiceServer::new(credit_service.clone()))
+        .add_service(RateLimitServiceServer::new(rate_limit_service.clone()));
     // Through the same observability layer as the socket, so REST calls are counted and
     // traced alike and the `traceparent` the gateway forwards starts the server span.
     let in_process = tower::Layer::layer(&observe::ObservabilityLayer(Arc::clone(&metrics)), in_process);
@@ -318,7 +346,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(reflection_v1alpha)
         .add_service(ApiKeyServiceServer::new(service))
         .add_service(RpcProviderKeyServiceServer::new(rpc_service))
-        .add_service(CreditServiceServer::new(credit_service));
+        .add_service(CreditServiceServer::new(credit_service))
+        .add_service(RateLimitServiceServer::new(rate_limit_service));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));
@@ -334,6 +363,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         background,
         usage,
         shutdown_timeout,
+        limiter,
     })
 }
 
@@ -364,9 +394,20 @@ async fn follow_changes(
                 metrics.invalidation_received();
                 cache.evict_key(id);
             }
+            keyward_store::Change::Owner(owner) => {
+                metrics.invalidation_received();
+                cache.evict_owner(&owner);
+            }
             keyward_store::Change::Lost => cache.suspend(),
             keyward_store::Change::Resynced => cache.resync(),
         }
+    }
+}
+
+async fn sweep_rate_slices(limiter: Arc<limiter::Limiter>) {
+    loop {
+        tokio::time::sleep(limiter.sweep_interval()).await;
+        limiter.sweep();
     }
 }
 
@@ -455,6 +496,7 @@ async fn bootstrap_admin(
         deleted_at: None,
         last_used_at: None,
         metadata: Default::default(),
+        rate_limits: Vec::new(),
     };
     let new = NewApiKey {
         key,

@@ -20,6 +20,9 @@ pub(crate) struct Metrics {
     invalidations: IntCounter,
     credits_charged: IntCounterVec,
     charge_batches: prometheus::Histogram,
+    rate_leases: IntCounter,
+    rate_tokens_leased: IntCounter,
+    rate_tokens_returned: IntCounter,
 }
 
 fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -91,7 +94,23 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
         )
         .expect("valid metric");
+        let rate_leases = IntCounter::new(
+            "keyward_rate_limit_leases_total",
+            "statements that leased rate-limit tokens from a shared bucket (or gave a slice back)",
+        )
+        .expect("valid metric");
+        let rate_tokens_leased =
+            IntCounter::new("keyward_rate_limit_tokens_leased_total", "rate-limit tokens leased from shared buckets")
+                .expect("valid metric");
+        let rate_tokens_returned = IntCounter::new(
+            "keyward_rate_limit_tokens_returned_total",
+            "unused rate-limit tokens given back to shared buckets",
+        )
+        .expect("valid metric");
         Self {
+            rate_leases: registered(&registry, rate_leases),
+            rate_tokens_leased: registered(&registry, rate_tokens_leased),
+            rate_tokens_returned: registered(&registry, rate_tokens_returned),
             credits_charged: registered(&registry, credits_charged),
             charge_batches: registered(&registry, charge_batches),
             requests: registered(&registry, requests),
@@ -114,6 +133,12 @@ impl Metrics {
         for credit in credits {
             self.credits_charged.with_label_values(&[credit.unit.as_str()]).inc_by(credit.amount.unsigned_abs());
         }
+    }
+
+    pub(crate) fn rate_leased(&self, returned: i64, leased: i64) {
+        self.rate_leases.inc();
+        self.rate_tokens_returned.inc_by(returned.unsigned_abs());
+        self.rate_tokens_leased.inc_by(leased.unsigned_abs());
     }
 
     pub(crate) fn charge_batch(&self, size: usize) {

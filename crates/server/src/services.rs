@@ -69,12 +69,13 @@ pub(crate) fn known_method(path: &str) -> Option<&'static str> {
 mod tests {
     use keyward_proto::v1::{
         api_key_service_server::ApiKeyServiceServer, credit_service_server::CreditServiceServer,
+        rate_limit_service_server::RateLimitServiceServer,
         rpc_provider_key_service_server::RpcProviderKeyServiceServer,
     };
     use tonic::server::NamedService;
 
     use super::*;
-    use crate::{ApiKeyServiceImpl, CreditServiceImpl, RpcProviderKeyServiceImpl};
+    use crate::{ApiKeyServiceImpl, CreditServiceImpl, RateLimitServiceImpl, RpcProviderKeyServiceImpl};
 
     #[test]
     fn every_declared_keyward_service_is_served() {
@@ -82,6 +83,7 @@ mod tests {
             <ApiKeyServiceServer<ApiKeyServiceImpl> as NamedService>::NAME,
             <RpcProviderKeyServiceServer<RpcProviderKeyServiceImpl> as NamedService>::NAME,
             <CreditServiceServer<CreditServiceImpl> as NamedService>::NAME,
+            <RateLimitServiceServer<RateLimitServiceImpl> as NamedService>::NAME,
         ];
         let mut declared: Vec<&str> = keyward_services().iter().map(String::as_str).collect();
         declared.sort_unstable();

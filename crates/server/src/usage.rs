@@ -32,6 +32,7 @@ pub(crate) fn outcome(verdict: Verdict) -> &'static str {
         Verdict::InsufficientScope => "INSUFFICIENT_SCOPE",
         Verdict::NetworkNotAllowed => "NETWORK_NOT_ALLOWED",
         Verdict::UsageExceeded => "USAGE_EXCEEDED",
+        Verdict::RateLimited => "RATE_LIMITED",
     }
 }
 

@@ -12,6 +12,7 @@ use keyward_core::{
     error::Result,
     model::ApiKey,
     policy::Caller,
+    rate::{self, RateUse},
     secret::{self, SecretHash, SecretHasher, Shape},
     verify::{Verdict, judge},
 };
@@ -23,6 +24,7 @@ use crate::{
     cache::{KeyCache, Lookup},
     charger::Charger,
     jwt::{JwtVerifier, looks_like_jwt},
+    limiter::{LimitState, Limiter},
     metrics::Metrics,
     usage::UsageRecorder,
 };
@@ -41,6 +43,7 @@ pub(crate) struct Verifier {
     jwt: Option<Arc<JwtVerifier>>,
     metrics: Arc<Metrics>,
     charger: Charger,
+    limiter: Arc<Limiter>,
 }
 
 /// The outcome of a verification: the verdict and, when one was found, the key.
@@ -50,6 +53,8 @@ pub(crate) struct Verification {
     pub(crate) key: Option<Arc<ApiKey>>,
     /// After a charge, the balances of the charged units.
     pub(crate) remaining: Vec<Credit>,
+    /// Every rate limit applied, and where it stands.
+    pub(crate) limits: Vec<LimitState>,
 }
 
 /// What a verified request costs, and who asks.
@@ -58,6 +63,8 @@ pub(crate) struct Cost {
     pub(crate) credits: Vec<Credit>,
     pub(crate) request_id: Option<String>,
     pub(crate) actor: String,
+    /// Limits named by the request, besides the key's auto-applied ones.
+    pub(crate) rate: Vec<RateUse>,
 }
 
 impl Verifier {
@@ -71,12 +78,29 @@ impl Verifier {
         jwt: Option<Arc<JwtVerifier>>,
         metrics: Arc<Metrics>,
         charger: Charger,
+        limiter: Arc<Limiter>,
     ) -> Self {
-        Self { store, hasher, environments, cache, usage, jwt, metrics, charger }
+        Self { store, hasher, environments, cache, usage, jwt, metrics, charger, limiter }
     }
 
     pub(crate) fn hasher(&self) -> &SecretHasher {
         &self.hasher
+    }
+
+    /// The shared rate limits of `owner`, from the cache or, on a miss, the database.
+    async fn owner_limits(&self, owner: &str) -> Result<Arc<[rate::RateLimit]>> {
+        if let Some(limits) = self.cache.owner_limits(owner) {
+            return Ok(limits);
+        }
+        let epoch = self.cache.epoch();
+        let limits: Arc<[rate::RateLimit]> = self.store.owner_rate_limits(owner).await?.into();
+        self.cache.fill_owner(epoch, owner, &limits);
+        Ok(limits)
+    }
+
+    /// Forgets the cached shared limits of `owner` after a local change.
+    pub(crate) fn owner_limits_changed(&self, owner: &str) {
+        self.cache.evict_owner(owner);
     }
 
     /// Forgets cached state of key `id` after a local change.
@@ -101,6 +125,19 @@ impl Verifier {
         // Bounded before anything is judged, charged or counted, metered key or not.
         keyward_core::credit::check_costs(&cost.credits)?;
         let mut verification = self.verdict(presented, required_scopes, network).await?;
+        // Limits after the key's own checks and before the charge: a request they refuse
+        // is never charged.
+        if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key) {
+            let shared = self.owner_limits(&key.owner).await?;
+            let applicable = rate::applicable(&key.rate_limits, &shared, &cost.rate);
+            if !applicable.is_empty() {
+                let applied = self.limiter.apply(key, &applicable).await?;
+                if !applied.admitted {
+                    verification.verdict = Verdict::RateLimited;
+                }
+                verification.limits = applied.states;
+            }
+        }
         if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key)
             && key.usage_limited
             && !cost.credits.is_empty()
@@ -135,18 +172,33 @@ impl Verifier {
 
     async fn verdict(&self, presented: &str, required_scopes: &[String], network: &str) -> Result<Verification> {
         if secret::classify(presented, self.environments.prefixes()) == Shape::Malformed {
-            return Ok(Verification { verdict: Verdict::Malformed, key: None, remaining: Vec::new() });
+            return Ok(Verification {
+                verdict: Verdict::Malformed,
+                key: None,
+                remaining: Vec::new(),
+                limits: Vec::new(),
+            });
         }
         let hash = self.hasher.hash(presented);
         let Some(record) = self.record(&hash).await? else {
-            return Ok(Verification { verdict: Verdict::NotFound, key: None, remaining: Vec::new() });
+            return Ok(Verification {
+                verdict: Verdict::NotFound,
+                key: None,
+                remaining: Vec::new(),
+                limits: Vec::new(),
+            });
         };
         // A secret removed by a rotation without grace no longer finds its key.
         let Some(secret) = record.secret(&hash) else {
-            return Ok(Verification { verdict: Verdict::NotFound, key: None, remaining: Vec::new() });
+            return Ok(Verification {
+                verdict: Verdict::NotFound,
+                key: None,
+                remaining: Vec::new(),
+                limits: Vec::new(),
+            });
         };
         let verdict = judge(&record.key, secret.expires_at, required_scopes, network, Utc::now());
-        Ok(Verification { verdict, key: Some(Arc::clone(&record.key)), remaining: Vec::new() })
+        Ok(Verification { verdict, key: Some(Arc::clone(&record.key)), remaining: Vec::new(), limits: Vec::new() })
     }
 
     async fn record(&self, hash: &SecretHash) -> Result<Option<Arc<KeyRecord>>> {

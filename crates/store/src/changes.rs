@@ -20,10 +20,12 @@ use crate::{Store, db::db_error};
 const LISTENER_NAME: &str = "keyward change listener";
 
 /// What a listener reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Key `id` changed on some replica.
     Key(Uuid),
+    /// The shared rate limits of an owner changed on some replica.
+    Owner(String),
     /// The listener is not connected; notifications are being missed until [`Change::Resynced`].
     Lost,
     /// The listener is (re)connected; notifications sent before this may have been missed.
@@ -37,6 +39,9 @@ pub struct ChangeListener {
     connected: bool,
 }
 
+/// Marks a notification about an owner's shared limits; a key's is its bare UUID.
+const OWNER_PREFIX: &str = "owner:";
+
 impl Store {
     /// Listens for key changes announced by any replica; `None` on SQLite.
     pub async fn change_listener(&self) -> Result<Option<ChangeListener>> {
@@ -48,11 +53,20 @@ impl Store {
 
     /// Announces, on commit of `txn`, that key `id` changed.
     pub(crate) async fn announce(&self, txn: &DatabaseTransaction, id: Uuid) -> Result<()> {
+        self.notify(txn, id.to_string()).await
+    }
+
+    /// Announces, on commit of `txn`, that the shared rate limits of `owner` changed.
+    pub(crate) async fn announce_owner(&self, txn: &DatabaseTransaction, owner: &str) -> Result<()> {
+        self.notify(txn, format!("{OWNER_PREFIX}{owner}")).await
+    }
+
+    async fn notify(&self, txn: &DatabaseTransaction, payload: String) -> Result<()> {
         if let Some(channel) = self.notify_channel() {
             let statement = Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "SELECT pg_notify($1, $2)",
-                [channel.into(), id.to_string().into()],
+                [channel.into(), payload.into()],
             );
             txn.execute_raw(statement).await.map_err(db_error)?;
         }
@@ -93,10 +107,15 @@ impl ChangeListener {
         }
         loop {
             match self.listener.try_recv().await {
-                Ok(Some(notification)) => match Uuid::try_parse(notification.payload()) {
-                    Ok(id) => return Change::Key(id),
-                    Err(_) => tracing::warn!(payload = notification.payload(), "ignoring a malformed key change"),
-                },
+                Ok(Some(notification)) => {
+                    if let Some(owner) = notification.payload().strip_prefix(OWNER_PREFIX) {
+                        return Change::Owner(owner.to_owned());
+                    }
+                    match Uuid::try_parse(notification.payload()) {
+                        Ok(id) => return Change::Key(id),
+                        Err(_) => tracing::warn!(payload = notification.payload(), "ignoring a malformed key change"),
+                    }
+                }
                 // The connection dropped and was re-established: whatever was sent in between is lost.
                 Ok(None) => {
                     tracing::warn!("change listener reconnected; dropping cached keys");

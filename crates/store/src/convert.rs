@@ -36,10 +36,12 @@ pub(crate) fn to_domain(row: api_key::Model) -> Result<ApiKey> {
         expires_at,
         deleted_at,
         last_used_at,
+        rate_limits,
     } = row;
     let scopes: BTreeSet<String> = serde_json::from_str(&scopes).map_err(|e| corrupt("scopes", e))?;
     let networks: BTreeSet<String> = serde_json::from_str(&networks).map_err(|e| corrupt("networks", e))?;
     let metadata: BTreeMap<String, String> = serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", e))?;
+    let rate_limits = serde_json::from_str(&rate_limits).map_err(|e| corrupt("rate_limits", e))?;
     let status = KeyStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?;
     Ok(ApiKey {
         id,
@@ -61,6 +63,7 @@ pub(crate) fn to_domain(row: api_key::Model) -> Result<ApiKey> {
         deleted_at,
         last_used_at,
         metadata,
+        rate_limits,
     })
 }
 
@@ -85,6 +88,7 @@ pub(crate) fn to_row(key: &ApiKey) -> Result<api_key::ActiveModel> {
         deleted_at,
         last_used_at,
         metadata,
+        rate_limits,
     } = key.clone();
     Ok(api_key::ActiveModel {
         number: sea_orm::ActiveValue::NotSet,
@@ -106,6 +110,7 @@ pub(crate) fn to_row(key: &ApiKey) -> Result<api_key::ActiveModel> {
         expires_at: Set(expires_at),
         deleted_at: Set(deleted_at),
         last_used_at: Set(last_used_at),
+        rate_limits: Set(serde_json::to_string(&rate_limits).map_err(Error::internal)?),
     })
 }
 

@@ -28,6 +28,7 @@ pub mod api_key {
         pub expires_at: Option<DateTimeUtc>,
         pub deleted_at: Option<DateTimeUtc>,
         pub last_used_at: Option<DateTimeUtc>,
+        pub rate_limits: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -302,6 +303,25 @@ pub mod credit_spend_counter {
         #[sea_orm(primary_key, auto_increment = false)]
         pub unit: String,
         pub amount: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `owner_rate_limits`: rate limits shared by every key of an owner (JSON, as on keys).
+pub mod owner_rate_limit {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "owner_rate_limits")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub owner: String,
+        pub rate_limits: String,
+        pub updated_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -120,17 +120,28 @@ impl<'a> Envelope<'a> {
 
     /// Records that the effect happened, in its transaction.
     pub(crate) async fn record(&self, txn: &DatabaseTransaction) -> Result<()> {
-        let event = AuditEvent {
-            actor: self.mutation.actor.clone(),
-            action: self.action.as_str().to_owned(),
-            target: self.target.to_string(),
-            request_id: self.mutation.request_id.clone(),
-            outcome: "OK".to_owned(),
-            occurred_at: self.mutation.now,
-        };
-        audit_event::Entity::insert(audit_row(&event)).exec(txn).await.map_err(db_error)?;
-        Ok(())
+        record_change(txn, self.mutation, self.action, &self.target.to_string()).await
     }
+}
+
+/// Records, in its transaction, that `action` changed `target`: a key's id, or an owner
+/// for its shared limits (a change that is a full replacement, so it needs no claim).
+pub(crate) async fn record_change(
+    txn: &DatabaseTransaction,
+    mutation: &Mutation,
+    action: AuditAction,
+    target: &str,
+) -> Result<()> {
+    let event = AuditEvent {
+        actor: mutation.actor.clone(),
+        action: action.as_str().to_owned(),
+        target: target.to_owned(),
+        request_id: mutation.request_id.clone(),
+        outcome: "OK".to_owned(),
+        occurred_at: mutation.now,
+    };
+    audit_event::Entity::insert(audit_row(&event)).exec(txn).await.map_err(db_error)?;
+    Ok(())
 }
 
 impl Store {

@@ -6,7 +6,7 @@
 //! their secrets; `envelope` what every mutation records besides its effect; `ledger`
 //! balances and their ledger entries; `credits` what callers see of them; `charge` the
 //! batched debits of verifications; `refill` refill schedules; `usage` usage counters;
-//! `rpc_keys` RPC provider keys; `changes` cross-replica change notifications.
+//! `rate` shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica change notifications.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +19,7 @@ pub mod entity;
 mod envelope;
 mod keys;
 mod ledger;
+mod rate;
 mod refill;
 mod rpc_keys;
 mod sql;
@@ -30,6 +31,7 @@ pub use crate::{
     db::{PoolSettings, Store, is_unavailable},
     envelope::Mutation,
     keys::{KeyRecord, KeyUpdate, ListQuery, NewSecret, StoredSecret},
+    rate::{Granted, Lease, Slice},
     rpc_keys::RpcKeyQuery,
     usage::{HourlyUsage, UsageBatch, UsageScope},
 };

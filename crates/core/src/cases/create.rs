@@ -34,6 +34,7 @@ pub struct CreateKey {
     pub metadata: BTreeMap<String, String>,
     pub credits: Vec<Credit>,
     pub refills: Vec<Refill>,
+    pub rate_limits: Vec<crate::rate::RateLimit>,
     /// A secret brought from elsewhere instead of a generated one.
     pub import_secret: Option<SecretString>,
 }
@@ -80,6 +81,7 @@ pub fn create_key(
         metadata,
         credits,
         refills,
+        rate_limits,
         import_secret,
     } = command;
     admit_create(caller, import_secret.is_some())?;
@@ -128,6 +130,7 @@ pub fn create_key(
         deleted_at: None,
         last_used_at: None,
         metadata,
+        rate_limits,
     };
     // Initial balances and refills mint credits.
     policy::authorize_new_key(caller, &key, !credits.is_empty() || !refills.is_empty())?;

@@ -4,9 +4,11 @@
 //! requests in, call a use case and the store, and convert the answer out.
 
 mod create;
+mod limits;
 mod mutate;
 
 pub use create::{CreateKey, Creation, admit_create, create_key};
+pub use limits::{admit_set_limits, limits_owner};
 pub use mutate::{
     Update, UpdateKey, admit_rotation, admit_update, authorize_key_mutation, quota_owner, rotate_key, update_key,
 };

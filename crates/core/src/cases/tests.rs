@@ -65,6 +65,7 @@ fn key(scopes: &[&str], expires_at: Option<DateTime<Utc>>) -> ApiKey {
         deleted_at: None,
         last_used_at: None,
         metadata: Default::default(),
+        rate_limits: vec![],
     }
 }
 
@@ -87,6 +88,7 @@ fn command(environment: &str) -> CreateKey {
         metadata: Default::default(),
         credits: vec![],
         refills: vec![],
+        rate_limits: vec![],
         import_secret: None,
     }
 }
@@ -173,6 +175,10 @@ fn updating_credits_usage_limits_or_secrets_takes_admin() {
     let unmetered =
         UpdateKey { patch: KeyPatch { usage_limited: Some(false), ..KeyPatch::default() }, ..UpdateKey::default() };
     assert!(update_key(&writer, &unmetered, &settings(), &hasher(), now()).is_err());
+    let limit = crate::rate::RateLimit { name: "api".into(), limit: 1, period_ms: 1_000, burst: 1, auto_apply: true };
+    let limited =
+        UpdateKey { patch: KeyPatch { rate_limits: Some(vec![limit]), ..KeyPatch::default() }, ..UpdateKey::default() };
+    assert!(update_key(&writer, &limited, &settings(), &hasher(), now()).is_err());
     let imported =
         UpdateKey { import_secret: Some(SecretString::from("imported-secret-0123456789")), ..UpdateKey::default() };
     assert!(update_key(&writer, &imported, &settings(), &hasher(), now()).is_err());
@@ -214,4 +220,13 @@ fn a_quota_is_read_for_oneself_or_within_reach() {
     assert_eq!(quota_owner(&person, String::new()).unwrap(), "user-1");
     assert_eq!(settings().quota("sandbox"), 5);
     assert_eq!(settings().quota("retired"), i64::MAX, "an environment no longer configured has no quota");
+}
+
+#[test]
+fn owner_limits_are_set_by_admins_and_read_by_readers_of_the_owner() {
+    let writer = caller(&["keys:write"], None);
+    assert!(super::admit_set_limits(&writer, "svc-a").is_err());
+    assert!(super::admit_set_limits(&caller(&["admin"], None), "anyone").is_ok());
+    assert_eq!(super::limits_owner(&writer, String::new()).unwrap(), "svc-a");
+    assert!(super::limits_owner(&writer, "svc-b".into()).is_err());
 }

@@ -25,6 +25,7 @@ fn caller(scopes: &[&str]) -> Caller {
         deleted_at: None,
         last_used_at: None,
         metadata: Default::default(),
+        rate_limits: vec![],
     }))
 }
 

@@ -317,11 +317,11 @@ impl ApiKeyService for ApiKeyServiceImpl {
     ) -> Result<Response<v1::VerifyApiKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         policy::authorize(&caller, Action::VerifyKey).map_err(to_status)?;
-        let requests::Verification { key, required_scopes, network, credits, request_id } =
+        let requests::Verification { key, required_scopes, network, credits, request_id, rate } =
             requests::verification(request.into_inner()).map_err(to_status)?;
         // The actor is only written with a charge: no allocation on the unmetered hot path.
         let actor = if credits.is_empty() { String::new() } else { caller.subject() };
-        let cost = Cost { credits, request_id, actor };
+        let cost = Cost { credits, request_id, actor, rate };
         let verification =
             self.inner.verifier.verify(&key, &required_scopes, &network, cost).await.map_err(to_status)?;
         if let Some(key) = &verification.key {
@@ -333,6 +333,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             code: convert::verification_code(verification.verdict).into(),
             api_key: verification.key.as_deref().map(convert::api_key),
             remaining_credits: convert::credits(&verification.remaining),
+            rate_limits: verification.limits.iter().map(convert::rate_limit_state).collect(),
         }))
     }
 

@@ -12,7 +12,9 @@ use keyward_core::{
     environment::Environments,
     error::Result,
     model::{KeyPatch, KeyStatus},
-    page, secret,
+    page,
+    rate::RateUse,
+    secret,
     validate::{AmountRule, Checks, KeyRef},
 };
 use keyward_proto::v1;
@@ -70,10 +72,20 @@ pub(super) struct Verification {
     pub(super) network: String,
     pub(super) credits: Vec<Credit>,
     pub(super) request_id: Option<String>,
+    pub(super) rate: Vec<RateUse>,
 }
 
-const UPDATABLE_FIELDS: [&str; 8] =
-    ["name", "scopes", "networks", "status", "expire_time", "metadata", "usage_limited", "credit_refills"];
+const UPDATABLE_FIELDS: [&str; 9] = [
+    "name",
+    "scopes",
+    "networks",
+    "status",
+    "expire_time",
+    "metadata",
+    "usage_limited",
+    "credit_refills",
+    "rate_limits",
+];
 
 pub(super) fn create(
     request: v1::CreateApiKeyRequest,
@@ -107,8 +119,10 @@ pub(super) fn create(
         metadata,
         credits,
         credit_refills,
+        rate_limits,
     } = api_key;
     checks.name("api_key.name", &name);
+    let rate_limits = checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits));
     let credits = checks.credits("api_key.credits", &convert::credits_in(&credits), AmountRule::NonNegative);
     let refills = refills(&mut checks, "api_key.credit_refills", &credit_refills);
     checks.subject("api_key.owner", &owner);
@@ -144,6 +158,7 @@ pub(super) fn create(
         metadata,
         credits,
         refills,
+        rate_limits,
         import_secret,
     };
     Ok(Checked { command, request_id })
@@ -178,6 +193,7 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
         metadata,
         credits: _,
         credit_refills,
+        rate_limits,
     } = api_key;
     let key = checks.key_ref("api_key.id", &id);
     let paths = update_mask.map(|mask| mask.paths).unwrap_or_default();
@@ -210,6 +226,10 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
             "metadata" => patch.metadata = Some(checks.metadata("api_key.metadata", &metadata)),
             "usage_limited" => patch.usage_limited = Some(usage_limited),
             "credit_refills" => patch.refills = Some(refills(&mut checks, "api_key.credit_refills", &credit_refills)),
+            "rate_limits" => {
+                patch.rate_limits =
+                    Some(checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits)));
+            }
             "credits" => checks.fail(
                 format!("update_mask.paths[{index}]"),
                 "balances change through credit_deltas, AdjustCredits, charges and refills",
@@ -310,7 +330,7 @@ pub(super) fn listing(request: v1::ListApiKeysRequest) -> Result<Listing> {
 }
 
 pub(super) fn verification(request: v1::VerifyApiKeyRequest) -> Result<Verification> {
-    let v1::VerifyApiKeyRequest { key, required_scopes, network, cost, request_id } = request;
+    let v1::VerifyApiKeyRequest { key, required_scopes, network, cost, request_id, rate_limits } = request;
     let mut checks = Checks::new();
     checks.labels("required_scopes", &required_scopes);
     if !network.is_empty() {
@@ -318,8 +338,11 @@ pub(super) fn verification(request: v1::VerifyApiKeyRequest) -> Result<Verificat
     }
     let credits = checks.credits("cost", &convert::credits_in(&cost), AmountRule::Positive);
     let request_id = checks.request_id("request_id", &request_id);
+    let rate: Vec<RateUse> =
+        rate_limits.into_iter().map(|used| RateUse { name: used.name, cost: used.cost.unwrap_or(1) }).collect();
+    checks.rate_uses("rate_limits", &rate);
     checks.finish()?;
-    Ok(Verification { key, required_scopes, network, credits, request_id })
+    Ok(Verification { key, required_scopes, network, credits, request_id, rate })
 }
 
 /// The owner and the environment whose quota a GetKeyQuota asks for.

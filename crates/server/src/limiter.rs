@@ -1,0 +1,223 @@
+//! Rate limits on the verification path, answered from memory almost every time.
+//!
+//! Each replica holds a *slice* of every bucket it serves: tokens leased from the shared
+//! bucket row (`keyward_store::Store::lease`). A request spends from the slice; when the
+//! slice runs short, one statement gives the slice back and leases a new one. Slices
+//! are spent only within their lease window (`KEYWARD_RATE_LIMIT_LEASE`), and a bucket
+//! forgets the leases of a window once the next one has ended too, so a replica that
+//! died strands its tokens for at most two windows. A bucket found empty refuses in
+//! memory until enough of it has refilled.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use chrono::{DateTime, TimeZone, Utc};
+use keyward_core::{
+    error::Result,
+    model::ApiKey,
+    rate::{RateLimit, Shape, Subject},
+};
+use keyward_store::{Lease, Slice, Store};
+
+use crate::{config::Clock, metrics::Metrics};
+
+/// Where one limit stands after a verification applied it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LimitState {
+    pub(crate) name: String,
+    pub(crate) limit: i64,
+    pub(crate) remaining: i64,
+    pub(crate) reset_at: Option<DateTime<Utc>>,
+}
+
+/// The outcome of applying a verification's limits.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    pub(crate) admitted: bool,
+    pub(crate) states: Vec<LimitState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BucketId {
+    subject: String,
+    name: String,
+    period_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    window: i64,
+    leased: i64,
+    remaining: i64,
+    /// Until when (ms) the bucket is known not to hold what the last refused request needed.
+    empty_until: i64,
+    /// The limit's arithmetic when the slice was leased, to give it back with.
+    shape: Option<Shape>,
+    /// Whole tokens the shared bucket held after the last lease.
+    bucket: i64,
+}
+
+impl Held {
+    /// What is left to admit as far as this replica knows: its slice, and the bucket as
+    /// its last lease found it.
+    fn left(&self) -> i64 {
+        self.remaining + self.bucket
+    }
+}
+
+enum Taken {
+    Admitted { remaining: i64, window: i64 },
+    Refused { reset_ms: i64 },
+}
+
+/// The replica's slices of every bucket it has served.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    store: Store,
+    window_ms: i64,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    held: Mutex<HashMap<BucketId, Arc<tokio::sync::Mutex<Held>>>>,
+}
+
+impl Limiter {
+    pub(crate) fn new(store: Store, window: Duration, clock: Clock, metrics: Arc<Metrics>) -> Self {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(10);
+        Self { store, window_ms, clock, metrics, held: Mutex::default() }
+    }
+
+    /// Spends `cost` under each limit of `key` (its own, or its owner's shared), all or
+    /// none: a limit that refuses gives back what the limits before it took.
+    pub(crate) async fn apply(&self, key: &ApiKey, limits: &[(Subject, &RateLimit, i64)]) -> Result<Applied> {
+        let mut states = Vec::with_capacity(limits.len());
+        let mut taken = Vec::with_capacity(limits.len());
+        let mut admitted = true;
+        for &(subject, limit, cost) in limits {
+            let subject = match subject {
+                Subject::Key => format!("key:{}", key.id),
+                Subject::Owner => format!("owner:{}", key.owner),
+            };
+            let id = BucketId { subject, name: limit.name.clone(), period_ms: limit.period_ms };
+            let held = self.held(&id);
+            let outcome = if admitted { Some(self.take(&id, &held, limit.shape(), cost).await?) } else { None };
+            let (remaining, reset_at) = match outcome {
+                Some(Taken::Admitted { remaining, window }) => {
+                    taken.push((held, cost, window));
+                    (remaining, None)
+                }
+                Some(Taken::Refused { reset_ms }) => {
+                    admitted = false;
+                    (0, Utc.timestamp_millis_opt(reset_ms).single())
+                }
+                // Not tried once an earlier limit refused: it stands as it did.
+                None => (held.lock().await.left(), None),
+            };
+            states.push(LimitState { name: limit.name.clone(), limit: limit.limit, remaining, reset_at });
+        }
+        if !admitted {
+            for (held, cost, window) in taken {
+                let mut held = held.lock().await;
+                if held.window == window {
+                    held.remaining += cost;
+                }
+            }
+        }
+        Ok(Applied { admitted, states })
+    }
+
+    fn held(&self, id: &BucketId) -> Arc<tokio::sync::Mutex<Held>> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(held.entry(id.clone()).or_default())
+    }
+
+    async fn take(&self, id: &BucketId, held: &tokio::sync::Mutex<Held>, shape: Shape, cost: i64) -> Result<Taken> {
+        let mut held = held.lock().await;
+        loop {
+            // Read under the lock, right before the spend it decides: a slice is spent only
+            // while its window is current by a fresh reading of the clock. Its bucket
+            // forgets its lease only a whole window later, so neither a stall between
+            // clock and spend nor replicas' clocks apart by less than a window can make a
+            // spend outlive its lease.
+            let now_ms = self.clock.now().timestamp_millis();
+            let window = now_ms / self.window_ms;
+            // A slice leased under other numbers (an admin changed the limit) goes back at
+            // once rather than being spent under the old ones.
+            if held.window == window && held.shape == Some(shape) {
+                if held.remaining >= cost {
+                    held.remaining -= cost;
+                    return Ok(Taken::Admitted { remaining: held.left(), window });
+                }
+                if now_ms < held.empty_until {
+                    return Ok(Taken::Refused { reset_ms: held.empty_until });
+                }
+            }
+            // A slice of a twentieth of the burst: few statements per burst, and little
+            // held back from other replicas.
+            let burst = shape.capacity / shape.unit;
+            let want = cost.max(burst / 20);
+            let slice =
+                (held.leased > 0).then_some(Slice { window: held.window, leased: held.leased, unused: held.remaining });
+            let lease = Lease { subject: &id.subject, name: &id.name, shape, now_ms, window, want, slice };
+            let granted = self.store.lease(&lease).await?;
+            self.metrics.rate_leased(slice.map_or(0, |slice| slice.unused), granted.tokens);
+            *held = Held {
+                window,
+                leased: granted.tokens,
+                remaining: granted.tokens,
+                empty_until: 0,
+                shape: Some(shape),
+                bucket: granted.level / shape.unit,
+            };
+            if granted.tokens < cost {
+                let reset_ms = now_ms + shape.wait_ms(granted.level, cost - granted.tokens).max(1);
+                held.empty_until = reset_ms;
+                return Ok(Taken::Refused { reset_ms });
+            }
+            // Spent on the next turn, if the window is still open once the lease is back.
+        }
+    }
+
+    /// Forgets the slices of buckets not served in the last two windows, so memory follows
+    /// the buckets in use rather than every bucket ever served. What such a slice left
+    /// unused was forgotten by its bucket with its window (under-admission only).
+    pub(crate) fn sweep(&self) {
+        let current = self.clock.now().timestamp_millis() / self.window_ms;
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        // A slice in use (locked) is kept; its holder still has it.
+        held.retain(|_, slice| slice.try_lock().map_or(true, |slice| slice.window + 1 >= current));
+    }
+
+    /// How often [`Self::sweep`] is worth running.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.window_ms).unwrap_or(1_000)) * 10
+    }
+
+    /// Gives every slice back, so a replica that stops strands nothing.
+    pub(crate) async fn give_back(&self) {
+        let held: Vec<_> = self.held.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
+        let now_ms = self.clock.now().timestamp_millis();
+        for (id, held) in held {
+            let held = held.lock().await;
+            let Some(shape) = held.shape.filter(|_| held.leased > 0) else { continue };
+            let slice = Slice { window: held.window, leased: held.leased, unused: held.remaining };
+            let lease = Lease {
+                subject: &id.subject,
+                name: &id.name,
+                shape,
+                now_ms,
+                window: now_ms / self.window_ms,
+                want: 0,
+                slice: Some(slice),
+            };
+            match self.store.lease(&lease).await {
+                Ok(_) => self.metrics.rate_leased(slice.unused, 0),
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not give a rate-limit slice back; it returns when its lease window ends")
+                }
+            }
+        }
+    }
+}
