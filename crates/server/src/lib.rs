@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod background;
 mod cache;
 mod charger;
 pub mod config;
@@ -44,7 +45,6 @@ use keyward_store::{Mutation, Store};
 use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use tonic_health::server::HealthReporter;
 use uuid::Uuid;
 
 use crate::{
@@ -225,9 +225,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(metrics::Metrics::new());
     let usage = Arc::new(UsageRecorder::default());
     let mut background =
-        vec![tokio::spawn(flush_usage(store.clone(), Arc::clone(&usage), config.usage_flush_interval))];
+        vec![tokio::spawn(background::flush_usage(store.clone(), Arc::clone(&usage), config.usage_flush_interval))];
     if let Some(listener) = listener {
-        background.push(tokio::spawn(follow_changes(listener, Arc::clone(&cache), Arc::clone(&metrics))));
+        background.push(tokio::spawn(background::follow_changes(listener, Arc::clone(&cache), Arc::clone(&metrics))));
     }
     let jwt = match jwt::JwtSettings::from_config(&config.jwt)? {
         Some(settings) => {
@@ -249,14 +249,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::clone(&metrics),
     );
     background.extend(charge_workers);
-    background.push(tokio::spawn(apply_refills(store.clone(), config.clock.clone(), config.refill_interval)));
+    background.push(tokio::spawn(background::apply_refills(
+        store.clone(),
+        config.clock.clone(),
+        config.refill_interval,
+    )));
     let limiter = Arc::new(limiter::Limiter::new(
         store.clone(),
         config.rate_limit_lease,
         config.clock.clone(),
         Arc::clone(&metrics),
     ));
-    background.push(tokio::spawn(sweep_rate_slices(Arc::clone(&limiter))));
+    background.push(tokio::spawn(background::sweep_rate_slices(Arc::clone(&limiter))));
     let verifier = Verifier::new(
         store.clone(),
         hasher,
@@ -290,8 +294,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         keyward_gateway::router(keyward_gateway::Upstream::in_process(in_process), config.rest.gateway_settings());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    report_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
-    background.push(tokio::spawn(probe_health(store.clone(), health_reporter, config.health_interval)));
+    background::report_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
+    background.push(tokio::spawn(background::probe_health(store.clone(), health_reporter, config.health_interval)));
 
     let reflection_v1 = services::reflection().build_v1().context("building reflection v1")?;
     let reflection_v1alpha = services::reflection().build_v1alpha().context("building reflection v1alpha")?;
@@ -380,84 +384,6 @@ fn tls_config(config: &config::TlsConfig) -> anyhow::Result<Option<ServerTlsConf
         tls = tls.client_ca_root(Certificate::from_pem(read(ca, "KEYWARD_TLS_CLIENT_CA")?));
     }
     Ok(Some(tls))
-}
-
-/// Applies key changes announced by any replica to the local cache.
-async fn follow_changes(
-    mut listener: keyward_store::ChangeListener,
-    cache: Arc<KeyCache>,
-    metrics: Arc<metrics::Metrics>,
-) {
-    loop {
-        match listener.next().await {
-            keyward_store::Change::Key(id) => {
-                metrics.invalidation_received();
-                cache.evict_key(id);
-            }
-            keyward_store::Change::Owner(owner) => {
-                metrics.invalidation_received();
-                cache.evict_owner(&owner);
-            }
-            keyward_store::Change::Lost => cache.suspend(),
-            keyward_store::Change::Resynced => cache.resync(),
-        }
-    }
-}
-
-async fn sweep_rate_slices(limiter: Arc<limiter::Limiter>) {
-    loop {
-        tokio::time::sleep(limiter.sweep_interval()).await;
-        limiter.sweep();
-    }
-}
-
-async fn flush_usage(store: Store, usage: Arc<UsageRecorder>, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        usage.flush(&store).await;
-    }
-}
-
-/// Applies due credit refills on an interval.
-async fn apply_refills(store: Store, clock: Clock, interval: Duration) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        match store.apply_due_refills(clock.now()).await {
-            Ok(0) => {}
-            Ok(applied) => tracing::info!(applied, "credit refills applied"),
-            Err(err) => tracing::warn!(error = %err, "applying credit refills failed; retrying at the next interval"),
-        }
-    }
-}
-
-/// Reports NOT_SERVING while the database does not answer, SERVING again once it does.
-async fn probe_health(store: Store, reporter: HealthReporter, interval: Duration) {
-    let mut serving = true;
-    loop {
-        tokio::time::sleep(interval).await;
-        let healthy = store.probe().await;
-        if healthy != serving {
-            serving = healthy;
-            if healthy {
-                tracing::info!("database reachable again; serving");
-                report_health(&reporter, tonic_health::ServingStatus::Serving).await;
-            } else {
-                tracing::error!("database unreachable; not serving");
-                report_health(&reporter, tonic_health::ServingStatus::NotServing).await;
-            }
-        }
-    }
-}
-
-/// Sets the status of the server as a whole (`""`) and of every keyward service the
-/// protos declare, so a service added later cannot be left out.
-async fn report_health(reporter: &HealthReporter, status: tonic_health::ServingStatus) {
-    for service in services::keyward_services() {
-        reporter.set_service_status(service, status).await;
-    }
-    reporter.set_service_status("", status).await;
 }
 
 /// Imports KEYWARD_BOOTSTRAP_ADMIN_KEY when no active admin key exists; only its hash is stored.

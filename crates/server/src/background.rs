@@ -1,0 +1,90 @@
+//! The loops that run beside the services for the life of the server: following key
+//! changes, flushing usage, applying refills, sweeping rate-limit slices, and reporting
+//! health from the database's reachability.
+
+use std::{sync::Arc, time::Duration};
+
+use keyward_store::Store;
+use tonic_health::server::HealthReporter;
+
+use crate::{cache::KeyCache, config::Clock, limiter, metrics, services, usage::UsageRecorder};
+
+/// Applies key changes announced by any replica to the local cache.
+pub(crate) async fn follow_changes(
+    mut listener: keyward_store::ChangeListener,
+    cache: Arc<KeyCache>,
+    metrics: Arc<metrics::Metrics>,
+) {
+    loop {
+        match listener.next().await {
+            keyward_store::Change::Key(id) => {
+                metrics.invalidation_received();
+                cache.evict_key(id);
+            }
+            keyward_store::Change::Owner(owner) => {
+                metrics.invalidation_received();
+                cache.evict_owner(&owner);
+            }
+            keyward_store::Change::Lost => cache.suspend(),
+            keyward_store::Change::Resynced => cache.resync(),
+        }
+    }
+}
+
+/// Drops the rate-limit slices of buckets no longer in use, so memory follows the buckets served.
+pub(crate) async fn sweep_rate_slices(limiter: Arc<limiter::Limiter>) {
+    loop {
+        tokio::time::sleep(limiter.sweep_interval()).await;
+        limiter.sweep();
+    }
+}
+
+/// Writes the usage gathered in memory on an interval.
+pub(crate) async fn flush_usage(store: Store, usage: Arc<UsageRecorder>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        usage.flush(&store).await;
+    }
+}
+
+/// Applies due credit refills on an interval.
+pub(crate) async fn apply_refills(store: Store, clock: Clock, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.apply_due_refills(clock.now()).await {
+            Ok(0) => {}
+            Ok(applied) => tracing::info!(applied, "credit refills applied"),
+            Err(err) => tracing::warn!(error = %err, "applying credit refills failed; retrying at the next interval"),
+        }
+    }
+}
+
+/// Reports NOT_SERVING while the database does not answer, SERVING again once it does.
+pub(crate) async fn probe_health(store: Store, reporter: HealthReporter, interval: Duration) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(interval).await;
+        let healthy = store.probe().await;
+        if healthy != serving {
+            serving = healthy;
+            if healthy {
+                tracing::info!("database reachable again; serving");
+                report_health(&reporter, tonic_health::ServingStatus::Serving).await;
+            } else {
+                tracing::error!("database unreachable; not serving");
+                report_health(&reporter, tonic_health::ServingStatus::NotServing).await;
+            }
+        }
+    }
+}
+
+/// Sets the status of the server as a whole (`""`) and of every keyward service the
+/// protos declare, so a service added later cannot be left out.
+pub(crate) async fn report_health(reporter: &HealthReporter, status: tonic_health::ServingStatus) {
+    for service in services::keyward_services() {
+        reporter.set_service_status(service, status).await;
+    }
+    reporter.set_service_status("", status).await;
+}
