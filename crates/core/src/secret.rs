@@ -22,18 +22,23 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 pub fn generate(prefix: &str) -> SecretString {
     let body: String = rand::rng().sample_iter(Alphanumeric).take(RANDOM_LEN).map(char::from).collect();
     let mut secret = format!("{prefix}_{body}");
-    secret.push_str(&checksum(&secret));
+    let sum = checksum(&[secret.as_bytes()]);
+    secret.extend(sum.iter().map(|&b| char::from(b)));
     SecretString::from(secret)
 }
 
-fn checksum(text: &str) -> String {
-    let mut value = crc32fast::hash(text.as_bytes());
+/// The base62 CRC32 of the concatenated `parts` (parts, so that checking a presented
+/// secret needs no copy of it: verification checks two per call).
+fn checksum(parts: &[&[u8]]) -> [u8; CHECKSUM_LEN] {
+    let mut crc = crc32fast::Hasher::new();
+    parts.iter().for_each(|part| crc.update(part));
+    let mut value = crc.finalize();
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(value % 62) as usize];
         value /= 62;
     }
-    out.iter().map(|&b| char::from(b)).collect()
+    out
 }
 
 /// What a presented string can be, decided without I/O.
@@ -49,7 +54,7 @@ pub enum Shape {
 
 /// Classifies `presented` against the configured prefixes.
 pub fn classify<'a>(presented: &str, mut prefixes: impl Iterator<Item = &'a str>) -> Shape {
-    if presented.len() > MAX_SECRET_LEN || presented.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if presented.len() > MAX_SECRET_LEN || !allowed_characters(presented) {
         return Shape::Malformed;
     }
     let keyward_prefixed = prefixes.any(|prefix| {
@@ -61,13 +66,18 @@ pub fn classify<'a>(presented: &str, mut prefixes: impl Iterator<Item = &'a str>
     if presented.len() >= MIN_IMPORTED_LEN { Shape::Imported } else { Shape::Malformed }
 }
 
+/// No control or whitespace character: one byte scan for the usual all-ASCII secret.
+fn allowed_characters(presented: &str) -> bool {
+    presented.bytes().all(|b| b.is_ascii_graphic()) || !presented.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 fn has_valid_checksum(secret: &str) -> bool {
     let Some((head, body)) = secret.rsplit_once('_') else { return false };
     if body.len() != RANDOM_LEN + CHECKSUM_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return false;
     }
     let (random, sum) = body.split_at(RANDOM_LEN);
-    checksum(&format!("{head}_{random}")) == sum
+    checksum(&[head.as_bytes(), b"_", random.as_bytes()]) == sum.as_bytes()
 }
 
 /// The mask shown in place of a secret: its last 4 characters, after its prefix when it

@@ -23,8 +23,27 @@ use std::{
 
 use keyward_core::{rate::RateLimit, secret::SecretHash};
 use keyward_store::KeyRecord;
-use moka::{Expiry, sync::Cache};
+use quick_cache::{UnitWeighter, sync::DefaultLifecycle};
 use uuid::Uuid;
+
+/// A bounded concurrent map whose reads take no lock for writing and touch no shared
+/// queue: every verification reads it twice per secret it judges. Entries carry their
+/// own deadline, checked on read against one clock reading.
+type Map<K, V> = quick_cache::sync::Cache<K, V, UnitWeighter, foldhash::fast::RandomState>;
+
+/// Entries sized up front at most; the map grows past this up to its capacity.
+const PREALLOCATED_ENTRIES: u64 = 16_384;
+
+fn map<K: Eq + std::hash::Hash, V: Clone>(capacity: u64) -> Map<K, V> {
+    let capacity = capacity.max(1);
+    Map::with(
+        usize::try_from(capacity.min(PREALLOCATED_ENTRIES)).unwrap_or(1),
+        capacity,
+        UnitWeighter,
+        foldhash::fast::RandomState::default(),
+        DefaultLifecycle::default(),
+    )
+}
 
 #[derive(Debug, Clone, Copy)]
 enum HashEntry {
@@ -33,37 +52,16 @@ enum HashEntry {
     Unknown,
 }
 
-struct HashEntryExpiry {
-    known: Duration,
-    unknown: Duration,
+/// What the cache knows of a secret hash, until `expires_at`.
+#[derive(Debug, Clone, Copy)]
+struct HashSlot {
+    entry: HashEntry,
+    expires_at: Instant,
 }
 
-impl HashEntryExpiry {
-    fn lifetime(&self, entry: &HashEntry) -> Duration {
-        match entry {
-            HashEntry::Known(_) => self.known,
-            HashEntry::Unknown => self.unknown,
-        }
-    }
-}
-
-impl Expiry<SecretHash, HashEntry> for HashEntryExpiry {
-    fn expire_after_create(&self, _: &SecretHash, entry: &HashEntry, _: Instant) -> Option<Duration> {
-        Some(self.lifetime(entry))
-    }
-
-    /// A fill over a present entry (a refresh) starts its lifetime again; moka would
-    /// otherwise keep the old expiry.
-    fn expire_after_update(
-        &self,
-        _: &SecretHash,
-        entry: &HashEntry,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.lifetime(entry))
-    }
-}
+/// Longest lifetime an entry is given: deadlines are clock readings plus a lifetime, and
+/// a longer one (a TTL of years, say) would overflow them without caching any better.
+const LONGEST_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Most refresh-ahead reads in flight at once: refreshes wait for no one, so beyond
 /// this a nearly expired entry just expires and is read by its next caller.
@@ -76,6 +74,13 @@ const REFRESH_AFTER_QUARTERS: u32 = 3;
 #[derive(Debug, Clone)]
 struct CachedRecord {
     record: Arc<KeyRecord>,
+    read_at: Instant,
+}
+
+/// An owner's shared rate limits, and when they were read from the database.
+#[derive(Debug, Clone)]
+struct CachedLimits {
+    limits: Arc<[RateLimit]>,
     read_at: Instant,
 }
 
@@ -105,14 +110,15 @@ pub(crate) struct CacheSettings {
 pub(crate) struct Epoch(u64);
 
 pub(crate) struct KeyCache {
-    by_hash: Cache<SecretHash, HashEntry>,
-    by_id: Cache<Uuid, CachedRecord>,
-    by_owner: Cache<String, Arc<[RateLimit]>>,
+    by_hash: Map<SecretHash, HashSlot>,
+    by_id: Map<Uuid, CachedRecord>,
+    by_owner: Map<String, CachedLimits>,
     /// Keys whose refresh-ahead read is in flight, so each is read once.
     refreshing: Mutex<HashSet<Uuid>>,
     epoch: AtomicU64,
     bypass: AtomicBool,
     ttl: Duration,
+    negative_ttl: Duration,
     /// Start of the clock `lost_at` counts from.
     origin: Instant,
     /// Milliseconds after `origin` (plus one) when change notifications were lost; 0
@@ -123,7 +129,7 @@ pub(crate) struct KeyCache {
 impl std::fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyCache")
-            .field("keys", &self.by_id.entry_count())
+            .field("keys", &self.by_id.len())
             .field("bypass", &self.bypass.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -132,15 +138,15 @@ impl std::fmt::Debug for KeyCache {
 impl KeyCache {
     /// A cache; `bypass` starts it disabled until the change listener is connected.
     pub(crate) fn new(settings: CacheSettings, bypass: bool) -> Self {
-        let expiry = HashEntryExpiry { known: settings.ttl, unknown: settings.negative_ttl.min(settings.ttl) };
         Self {
-            by_hash: Cache::builder().max_capacity(settings.capacity).expire_after(expiry).build(),
-            by_id: Cache::builder().max_capacity(settings.capacity).time_to_live(settings.ttl).build(),
-            by_owner: Cache::builder().max_capacity(settings.capacity).time_to_live(settings.ttl).build(),
+            by_hash: map(settings.capacity),
+            by_id: map(settings.capacity),
+            by_owner: map(settings.capacity),
             refreshing: Mutex::default(),
             epoch: AtomicU64::new(0),
             bypass: AtomicBool::new(bypass || settings.capacity == 0),
-            ttl: settings.ttl,
+            ttl: settings.ttl.min(LONGEST_LIFETIME),
+            negative_ttl: settings.negative_ttl.min(settings.ttl).min(LONGEST_LIFETIME),
             origin: Instant::now(),
             lost_at: AtomicU64::new(0),
         }
@@ -150,17 +156,25 @@ impl KeyCache {
         if self.bypass.load(Ordering::Acquire) || self.lost_too_long() {
             return Lookup::Miss;
         }
+        let now = Instant::now();
         match self.by_hash.get(hash) {
-            Some(HashEntry::Unknown) => Lookup::Absent,
-            Some(HashEntry::Known(id)) => match self.by_id.get(&id) {
-                Some(cached) => Lookup::Found {
-                    refresh: cached.read_at.elapsed() >= self.ttl * REFRESH_AFTER_QUARTERS / 4,
-                    record: cached.record,
-                },
-                None => Lookup::KeyMiss(id),
-            },
-            None => Lookup::Miss,
+            Some(HashSlot { entry: HashEntry::Unknown, expires_at }) if now < expires_at => Lookup::Absent,
+            Some(HashSlot { entry: HashEntry::Known(id), expires_at }) if now < expires_at => {
+                match self.by_id.get(&id) {
+                    Some(cached) if self.fresh(cached.read_at, now) => Lookup::Found {
+                        refresh: now.saturating_duration_since(cached.read_at) >= self.ttl * REFRESH_AFTER_QUARTERS / 4,
+                        record: cached.record,
+                    },
+                    Some(_) | None => Lookup::KeyMiss(id),
+                }
+            }
+            Some(_) | None => Lookup::Miss,
         }
+    }
+
+    /// Whether something read from the database at `read_at` may still be answered from.
+    fn fresh(&self, read_at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(read_at) < self.ttl
     }
 
     /// The shared rate limits of `owner`, if known (none is an empty list).
@@ -168,7 +182,8 @@ impl KeyCache {
         if self.bypass.load(Ordering::Acquire) || self.lost_too_long() {
             return None;
         }
-        self.by_owner.get(owner)
+        let cached = self.by_owner.get(owner)?;
+        self.fresh(cached.read_at, Instant::now()).then_some(cached.limits)
     }
 
     /// Caches the shared limits of `owner` read from the database, under [`Self::fill`]'s rule.
@@ -176,19 +191,18 @@ impl KeyCache {
         if self.bypass.load(Ordering::Acquire) || self.epoch.load(Ordering::Acquire) != epoch.0 {
             return;
         }
-        self.by_owner.insert(owner.to_owned(), Arc::clone(limits));
+        self.by_owner.insert(owner.to_owned(), CachedLimits { limits: Arc::clone(limits), read_at: Instant::now() });
     }
 
     /// Forgets the shared limits of `owner` (they changed).
     pub(crate) fn evict_owner(&self, owner: &str) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.by_owner.invalidate(owner);
+        self.by_owner.remove(owner);
     }
 
-    /// Keys held, for metrics (counted after moka's pending bookkeeping, so it is current).
+    /// Keys held, for metrics (expired ones included until they are replaced or evicted).
     pub(crate) fn key_count(&self) -> u64 {
-        self.by_id.run_pending_tasks();
-        self.by_id.entry_count()
+        u64::try_from(self.by_id.len()).unwrap_or(u64::MAX)
     }
 
     /// Read before a database lookup; pass to [`Self::fill`] after it.
@@ -202,12 +216,16 @@ impl KeyCache {
         if self.bypass.load(Ordering::Acquire) || self.epoch.load(Ordering::Acquire) != epoch.0 {
             return;
         }
+        let now = Instant::now();
         match record {
             Some(record) => {
-                self.by_hash.insert(*hash, HashEntry::Known(record.key.id));
-                self.by_id.insert(record.key.id, CachedRecord { record: Arc::clone(record), read_at: Instant::now() });
+                let id = record.key.id;
+                self.by_hash.insert(*hash, HashSlot { entry: HashEntry::Known(id), expires_at: now + self.ttl });
+                self.by_id.insert(id, CachedRecord { record: Arc::clone(record), read_at: now });
             }
-            None => self.by_hash.insert(*hash, HashEntry::Unknown),
+            None => {
+                self.by_hash.insert(*hash, HashSlot { entry: HashEntry::Unknown, expires_at: now + self.negative_ttl });
+            }
         }
     }
 
@@ -224,13 +242,13 @@ impl KeyCache {
     /// Forgets key `id` (it changed).
     pub(crate) fn evict_key(&self, id: Uuid) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.by_id.invalidate(&id);
+        self.by_id.remove(&id);
     }
 
     /// Forgets what is known of `hash` (a secret was just created).
     pub(crate) fn evict_hash(&self, hash: &SecretHash) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.by_hash.invalidate(hash);
+        self.by_hash.remove(hash);
     }
 
     /// Notes that changes may be missed from now on: the cache answers for `ttl` more.
@@ -255,9 +273,9 @@ impl KeyCache {
     /// Drops everything (changes may have been missed) and answers from the cache again.
     pub(crate) fn resync(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.by_hash.invalidate_all();
-        self.by_id.invalidate_all();
-        self.by_owner.invalidate_all();
+        self.by_hash.clear();
+        self.by_id.clear();
+        self.by_owner.clear();
         self.lost_at.store(0, Ordering::Release);
         self.bypass.store(false, Ordering::Release);
     }

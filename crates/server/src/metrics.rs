@@ -1,10 +1,81 @@
 //! Prometheus metrics, served as text on the HTTP listener's `/metrics`.
+//!
+//! What every call or verification counts is resolved to its series once (a method's
+//! `Ok` counter and latency histogram on its first call, every verdict and cache result
+//! up front), so the hot path increments a counter without hashing label values.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use keyward_core::verify::Verdict;
 use keyward_store::Store;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+/// Label of the calls to paths the server has no method for.
+const UNKNOWN_METHOD: &str = "other";
+
+/// The call metrics of one method: its label, its latency histogram once it has been
+/// called, and its `Ok` counter once a call succeeded (no series appears before it counts).
+#[derive(Debug)]
+pub(crate) struct MethodMetrics {
+    pub(crate) name: &'static str,
+    ok: OnceLock<IntCounter>,
+    latency: OnceLock<Histogram>,
+}
+
+/// Where a verification cache lookup ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CacheResult {
+    Hit,
+    NegativeHit,
+    Miss,
+}
+
+impl CacheResult {
+    const ALL: [Self; 3] = [Self::Hit, Self::NegativeHit, Self::Miss];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::NegativeHit => "negative_hit",
+            Self::Miss => "miss",
+        }
+    }
+}
+
+/// Every verdict, in the order of [`verdict_slot`].
+const VERDICTS: [Verdict; 10] = [
+    Verdict::Valid,
+    Verdict::Malformed,
+    Verdict::NotFound,
+    Verdict::Inactive,
+    Verdict::Revoked,
+    Verdict::Expired,
+    Verdict::InsufficientScope,
+    Verdict::NetworkNotAllowed,
+    Verdict::UsageExceeded,
+    Verdict::RateLimited,
+];
+
+fn verdict_slot(verdict: Verdict) -> usize {
+    match verdict {
+        Verdict::Valid => 0,
+        Verdict::Malformed => 1,
+        Verdict::NotFound => 2,
+        Verdict::Inactive => 3,
+        Verdict::Revoked => 4,
+        Verdict::Expired => 5,
+        Verdict::InsufficientScope => 6,
+        Verdict::NetworkNotAllowed => 7,
+        Verdict::UsageExceeded => 8,
+        Verdict::RateLimited => 9,
+    }
+}
 
 /// Every metric keyward exports.
 #[derive(Debug)]
@@ -12,8 +83,13 @@ pub(crate) struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
-    verifications: IntCounterVec,
-    cache_lookups: IntCounterVec,
+    /// Every served method by `package.Service/Method`, and the one for all other paths.
+    methods: HashMap<&'static str, Arc<MethodMetrics>, foldhash::fast::RandomState>,
+    unknown_method: Arc<MethodMetrics>,
+    /// By [`verdict_slot`].
+    verifications: [IntCounter; VERDICTS.len()],
+    /// By [`CacheResult`] order.
+    cache_lookups: [IntCounter; CacheResult::ALL.len()],
     cache_keys: IntGauge,
     cache_refreshes: IntCounter,
     pool: IntGaugeVec,
@@ -32,9 +108,22 @@ fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Regis
 
 impl Metrics {
     /// Counts and times one call to the services, by method and status code.
-    pub(crate) fn record_call(&self, method: &'static str, code: tonic::Code, elapsed: std::time::Duration) {
-        self.requests.with_label_values(&[method, code_label(code)]).inc();
-        self.latency.with_label_values(&[method]).observe(elapsed.as_secs_f64());
+    pub(crate) fn record_call(&self, method: &MethodMetrics, code: tonic::Code, elapsed: std::time::Duration) {
+        if code == tonic::Code::Ok {
+            method.ok.get_or_init(|| self.requests.with_label_values(&[method.name, code_label(code)])).inc();
+        } else {
+            self.requests.with_label_values(&[method.name, code_label(code)]).inc();
+        }
+        let latency = method.latency.get_or_init(|| self.latency.with_label_values(&[method.name]));
+        latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// The metrics of the method a request path names (`/package.Service/Method`); any
+    /// path the server has no method for shares one label, so made-up paths cannot grow
+    /// the label set.
+    pub(crate) fn method(&self, path: &str) -> Arc<MethodMetrics> {
+        let method = path.strip_prefix('/').and_then(|name| self.methods.get(name));
+        Arc::clone(method.unwrap_or(&self.unknown_method))
     }
 
     pub(crate) fn new() -> Self {
@@ -107,7 +196,15 @@ impl Metrics {
             "unused rate-limit tokens given back to shared buckets",
         )
         .expect("valid metric");
+        let method =
+            |name: &'static str| Arc::new(MethodMetrics { name, ok: OnceLock::new(), latency: OnceLock::new() });
+        let verifications = registered(&registry, verifications);
+        let cache_lookups = registered(&registry, cache_lookups);
         Self {
+            methods: crate::services::methods().map(|name| (name, method(name))).collect(),
+            unknown_method: method(UNKNOWN_METHOD),
+            verifications: VERDICTS.map(|verdict| verifications.with_label_values(&[crate::usage::outcome(verdict)])),
+            cache_lookups: CacheResult::ALL.map(|result| cache_lookups.with_label_values(&[result.label()])),
             rate_leases: registered(&registry, rate_leases),
             rate_tokens_leased: registered(&registry, rate_tokens_leased),
             rate_tokens_returned: registered(&registry, rate_tokens_returned),
@@ -115,8 +212,6 @@ impl Metrics {
             charge_batches: registered(&registry, charge_batches),
             requests: registered(&registry, requests),
             latency: registered(&registry, latency),
-            verifications: registered(&registry, verifications),
-            cache_lookups: registered(&registry, cache_lookups),
             cache_keys: registered(&registry, cache_keys),
             cache_refreshes: registered(&registry, cache_refreshes),
             pool: registered(&registry, pool),
@@ -126,7 +221,7 @@ impl Metrics {
     }
 
     pub(crate) fn verified(&self, verdict: Verdict) {
-        self.verifications.with_label_values(&[crate::usage::outcome(verdict)]).inc();
+        self.verifications[verdict_slot(verdict)].inc();
     }
 
     pub(crate) fn charged(&self, credits: &[keyward_core::credit::Credit]) {
@@ -145,8 +240,8 @@ impl Metrics {
         self.charge_batches.observe(size as f64);
     }
 
-    pub(crate) fn cache_lookup(&self, result: &'static str) {
-        self.cache_lookups.with_label_values(&[result]).inc();
+    pub(crate) fn cache_lookup(&self, result: CacheResult) {
+        self.cache_lookups[result as usize].inc();
     }
 
     pub(crate) fn cache_refreshed(&self) {
@@ -191,5 +286,24 @@ fn code_label(code: tonic::Code) -> &'static str {
         tonic::Code::Unavailable => "Unavailable",
         tonic::Code::DataLoss => "DataLoss",
         tonic::Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_keep_their_name() {
+        let metrics = Metrics::new();
+        let label = |path: &str| metrics.method(path).name;
+        assert_eq!(label("/keyward.v1.ApiKeyService/VerifyApiKey"), "keyward.v1.ApiKeyService/VerifyApiKey");
+        assert_eq!(label("/keyward.v1.CreditService/GetUsage"), "keyward.v1.CreditService/GetUsage");
+        assert_eq!(label("/grpc.health.v1.Health/Check"), "grpc.health.v1.Health/Check");
+        assert_ne!(label("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), UNKNOWN_METHOD);
+        assert_ne!(label("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"), UNKNOWN_METHOD);
+        assert_eq!(label("/keyward.v1.ApiKeyService/Invented"), UNKNOWN_METHOD);
+        assert_eq!(label("/keyward.v1.ApiKeyService"), UNKNOWN_METHOD);
+        assert_eq!(label("keyward.v1.ApiKeyService/VerifyApiKey"), UNKNOWN_METHOD);
     }
 }

@@ -32,15 +32,6 @@ pub(crate) struct Observed<S> {
     metrics: Arc<Metrics>,
 }
 
-/// Label of the calls to paths the server has no method for.
-const UNKNOWN_METHOD: &str = "other";
-
-/// A method the server has keeps its name; any other path is [`UNKNOWN_METHOD`], so
-/// made-up paths (under a keyward service or not) cannot grow the label set.
-fn method_label(path: &str) -> &'static str {
-    crate::services::known_method(path).unwrap_or(UNKNOWN_METHOD)
-}
-
 impl<S, B, R> tower::Service<http::Request<B>> for Observed<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
@@ -55,16 +46,16 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = method_label(request.uri().path());
+        let method = self.metrics.method(request.uri().path());
         let started = Instant::now();
         let metrics = Arc::clone(&self.metrics);
         let span = if crate::telemetry::exporting() {
             let span = tracing::info_span!(
                 "grpc.request",
-                otel.name = %method,
+                otel.name = %method.name,
                 otel.kind = "server",
                 rpc.system = "grpc",
-                rpc.method = %method,
+                rpc.method = %method.name,
                 rpc.grpc.status_code = tracing::field::Empty,
             );
             crate::telemetry::continue_trace(&span, request.headers());
@@ -85,9 +76,9 @@ where
                         .and_then(|value| value.to_str().ok())
                         .and_then(|value| value.parse::<i32>().ok())
                         .map_or(tonic::Code::Ok, tonic::Code::from_i32);
-                    metrics.record_call(method, code, started.elapsed());
+                    metrics.record_call(&method, code, started.elapsed());
                     tracing::Span::current().record("rpc.grpc.status_code", code as i32);
-                    tracing::debug!(method = %method, code = ?code, elapsed_us = started.elapsed().as_micros(), "grpc call");
+                    tracing::debug!(method = %method.name, code = ?code, elapsed_us = started.elapsed().as_micros(), "grpc call");
                 }
                 response
             },

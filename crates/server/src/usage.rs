@@ -2,7 +2,7 @@
 //! loses at most one interval of counters and last-use times, never a key change.
 
 use std::{
-    hash::{BuildHasher, RandomState},
+    hash::BuildHasher,
     sync::{Mutex, PoisonError},
 };
 
@@ -17,7 +17,7 @@ const SHARDS: usize = 16;
 #[derive(Debug, Default)]
 pub(crate) struct UsageRecorder {
     shards: [Mutex<UsageBatch>; SHARDS],
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 /// The outcome label of a verdict, as counters and metrics name it.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use keyward_core::{
     Error,
     credit::{Charge, ChargeOutcome, Credit},
@@ -25,7 +25,7 @@ use crate::{
     charger::Charger,
     jwt::{JwtVerifier, looks_like_jwt},
     limiter::{LimitState, Limiter},
-    metrics::Metrics,
+    metrics::{CacheResult, Metrics},
     usage::UsageRecorder,
 };
 
@@ -124,7 +124,8 @@ impl Verifier {
     ) -> Result<Verification> {
         // Bounded before anything is judged, charged or counted, metered key or not.
         keyward_core::credit::check_costs(&cost.credits)?;
-        let mut verification = self.verdict(presented, required_scopes, network).await?;
+        let now = Utc::now();
+        let mut verification = self.verdict(presented, required_scopes, network, now).await?;
         // Limits after the key's own checks and before the charge: a request they refuse
         // is never charged.
         if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key) {
@@ -161,7 +162,6 @@ impl Verifier {
         }
         self.metrics.verified(verification.verdict);
         if let Some(key) = &verification.key {
-            let now = Utc::now();
             self.usage.verified(key.id, verification.verdict, now);
             if verification.verdict == Verdict::Valid {
                 self.usage.spent(key.id, &cost.credits, now);
@@ -170,7 +170,13 @@ impl Verifier {
         Ok(verification)
     }
 
-    async fn verdict(&self, presented: &str, required_scopes: &[String], network: &str) -> Result<Verification> {
+    async fn verdict(
+        &self,
+        presented: &str,
+        required_scopes: &[String],
+        network: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Verification> {
         if secret::classify(presented, self.environments.prefixes()) == Shape::Malformed {
             return Ok(Verification {
                 verdict: Verdict::Malformed,
@@ -197,32 +203,32 @@ impl Verifier {
                 limits: Vec::new(),
             });
         };
-        let verdict = judge(&record.key, secret.expires_at, required_scopes, network, Utc::now());
+        let verdict = judge(&record.key, secret.expires_at, required_scopes, network, now);
         Ok(Verification { verdict, key: Some(Arc::clone(&record.key)), remaining: Vec::new(), limits: Vec::new() })
     }
 
     async fn record(&self, hash: &SecretHash) -> Result<Option<Arc<KeyRecord>>> {
         match self.cache.lookup(hash) {
             Lookup::Found { record, refresh } => {
-                self.metrics.cache_lookup("hit");
+                self.metrics.cache_lookup(CacheResult::Hit);
                 if refresh {
                     self.refresh_ahead(*hash, record.key.id);
                 }
                 Ok(Some(record))
             }
             Lookup::Absent => {
-                self.metrics.cache_lookup("negative_hit");
+                self.metrics.cache_lookup(CacheResult::NegativeHit);
                 Ok(None)
             }
             Lookup::KeyMiss(id) => {
-                self.metrics.cache_lookup("miss");
+                self.metrics.cache_lookup(CacheResult::Miss);
                 let epoch = self.cache.epoch();
                 let record = self.store.find_record_by_id(id).await?.map(Arc::new);
                 self.cache.fill(epoch, hash, record.as_ref());
                 Ok(record)
             }
             Lookup::Miss => {
-                self.metrics.cache_lookup("miss");
+                self.metrics.cache_lookup(CacheResult::Miss);
                 let epoch = self.cache.epoch();
                 let record = self.store.find_record_by_secret(hash).await?.map(Arc::new);
                 self.cache.fill(epoch, hash, record.as_ref());
@@ -262,10 +268,11 @@ impl Verifier {
             let jwt = self.jwt.as_ref().ok_or(Error::Unauthenticated { detail: "JWT callers are not configured" })?;
             return Ok(Caller::Person(Arc::new(jwt.authenticate(presented).await?)));
         }
-        let Verification { verdict, key, .. } = self.verdict(presented, &[], "").await?;
+        let now = Utc::now();
+        let Verification { verdict, key, .. } = self.verdict(presented, &[], "", now).await?;
         match (verdict.auth_failure(), key) {
             (None, Some(key)) => {
-                self.usage.used(key.id, Utc::now());
+                self.usage.used(key.id, now);
                 Ok(Caller::Key(key))
             }
             (Some(detail), _) => Err(Error::Unauthenticated { detail }),

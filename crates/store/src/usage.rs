@@ -18,15 +18,19 @@ use crate::{
     entity::{api_key, credit_spend_counter, usage_counter},
 };
 
+/// A map keyed by ids and hours the process made itself, not by what a caller chose:
+/// it is written on every verification, so it hashes with foldhash rather than SipHash.
+pub(crate) type UsageMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Usage gathered in memory since the last flush.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UsageBatch {
     /// Verifications per (key, hour, outcome).
-    pub counts: HashMap<(Uuid, DateTime<Utc>, &'static str), i64>,
+    pub counts: UsageMap<(Uuid, DateTime<Utc>, &'static str), i64>,
     /// Latest successful use per key.
-    pub last_used: HashMap<Uuid, DateTime<Utc>>,
+    pub last_used: UsageMap<Uuid, DateTime<Utc>>,
     /// Credits presented as cost by valid verifications, per (key, hour, unit).
-    pub spent: HashMap<(Uuid, DateTime<Utc>, String), i64>,
+    pub spent: UsageMap<(Uuid, DateTime<Utc>, String), i64>,
 }
 
 impl UsageBatch {
@@ -40,15 +44,15 @@ impl UsageBatch {
         let counts = self
             .counts
             .into_iter()
-            .map(|(key, count)| UsageBatch { counts: HashMap::from([(key, count)]), ..UsageBatch::default() });
+            .map(|(key, count)| UsageBatch { counts: UsageMap::from_iter([(key, count)]), ..UsageBatch::default() });
         let spent = self
             .spent
             .into_iter()
-            .map(|(key, amount)| UsageBatch { spent: HashMap::from([(key, amount)]), ..UsageBatch::default() });
+            .map(|(key, amount)| UsageBatch { spent: UsageMap::from_iter([(key, amount)]), ..UsageBatch::default() });
         let last_used = self
             .last_used
             .into_iter()
-            .map(|(id, at)| UsageBatch { last_used: HashMap::from([(id, at)]), ..UsageBatch::default() });
+            .map(|(id, at)| UsageBatch { last_used: UsageMap::from_iter([(id, at)]), ..UsageBatch::default() });
         counts.chain(spent).chain(last_used)
     }
 }

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The hot path against the transport's floor, measured by a tool we did not write:
+# h2load (nghttp2) and the project's keyward-bench, on the same server in the same run,
+# each calling a cached VerifyApiKey and grpc.health.v1.Health/Check in alternating
+# rounds, with 4 connections × 16 streams (64 in flight). Prints every round's ratio,
+# for each tool, with the machine's description. On SQLite and on PostgreSQL.
+#   bash crates/bench/floor.sh [seconds per run, default 5] [rounds, default 3]
+# h2load sends one fixed body, so it measures one key; 10,000 keys are keyward-bench's
+# (bench.sh). Needs h2load: `bash tests/tools.sh bench`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+SECONDS_PER_RUN="${1:-5}"
+ROUNDS="${2:-3}"
+command -v h2load >/dev/null || { echo "h2load is missing: bash tests/tools.sh bench" >&2; exit 1; }
+cargo build --release --locked --bin keyward --bin keyward-bench
+BIN="${CARGO_TARGET_DIR:-target}/release"
+WORK="$(mktemp -d)"
+MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
+ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+PORT=50553
+SERVER=""
+trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS keyward_floor WITH (FORCE)" 2>/dev/null; rm -rf "$WORK"' EXIT
+
+# A gRPC frame (uncompressed flag, 4-byte length) holding a VerifyApiKeyRequest with
+# only `key` (field 1), or an empty message without a key.
+grpc_frame() { # grpc_frame <file> [key]
+  local key="${2:-}"
+  if [ -z "$key" ]; then printf '\x00\x00\x00\x00\x00' >"$1"; return; fi
+  [ "${#key}" -lt 126 ] || { echo "key too long for this one-byte-length encoder" >&2; exit 1; }
+  printf "\\x00\\x00\\x00\\x00\\x$(printf %02x $((${#key} + 2)))\\x0a\\x$(printf %02x "${#key}")%s" "$key" >"$1"
+}
+
+h2rate() { # h2rate <path> <body file> [header…]: calls per second; fails unless every call answered 200
+  local out
+  out="$(h2load -c 4 -m 16 -t 1 -D "$SECONDS_PER_RUN" --warm-up-time 1 -H 'content-type: application/grpc' \
+    -H 'te: trailers' "${@:3}" -d "$2" "http://127.0.0.1:$PORT$1" 2>&1)"
+  if ! grep -q 'status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx' <<<"$out" || ! grep -q ' 0 failed' <<<"$out"; then
+    echo "$out" >&2; echo "h2load saw failures" >&2; exit 1
+  fi
+  awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out"
+}
+
+serve() { # serve <database url>
+  KEYWARD_DATABASE_URL="$1" KEYWARD_DATA_DIR="$WORK/data" KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" \
+    KEYWARD_HTTP_ADDR=127.0.0.1:0 KEYWARD_HASH_SECRET=bench KEYWARD_MASTER_KEY="$MASTER_KEY" \
+    KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" KEYWARD_LOG=warn "$BIN/keyward" serve &
+  SERVER=$!
+  for _ in $(seq 1 100); do
+    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "server did not start" >&2; exit 1
+}
+
+echo "machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(h2load --version | head -1)"
+echo "client and server share the machine; 64 calls in flight over 4 connections; ${SECONDS_PER_RUN} s per run after 1 s warm-up"
+for STORE in sqlite postgres; do
+  rm -rf "$WORK/data"
+  if [ "$STORE" = sqlite ]; then URL="sqlite://$WORK/data/keyward.db"; else
+    psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS keyward_floor WITH (FORCE)" -c "CREATE DATABASE keyward_floor"
+    URL="postgres://postgres@127.0.0.1:5432/keyward_floor"
+  fi
+  serve "$URL"
+  "$BIN/keyward-bench" seed --addr "127.0.0.1:$PORT" --auth "$ADMIN" --count 1 --out "$WORK/keys.txt" >/dev/null
+  KEY="$(head -1 "$WORK/keys.txt")"
+  grpc_frame "$WORK/health.bin"
+  grpc_frame "$WORK/verify.bin" "$KEY"
+  # The key must verify: a refusal is as cheap as a health check and would flatter the ratio.
+  "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --auth "$ADMIN" --target verify --key "$KEY" --requests 1 \
+    --warmup 0s --json "$WORK/check.json" >/dev/null
+  grep -q '"VERIFICATION_CODE_VALID"' "$WORK/check.json" || { echo "the benchmark key does not verify" >&2; exit 1; }
+  for round in $(seq 1 "$ROUNDS"); do
+    health="$(h2rate /grpc.health.v1.Health/Check "$WORK/health.bin")"
+    verify="$(h2rate /keyward.v1.ApiKeyService/VerifyApiKey "$WORK/verify.bin" -H "authorization: Bearer $ADMIN")"
+    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --auth "$ADMIN" --concurrency 64 --connections 4 \
+      --duration "${SECONDS_PER_RUN}s" --warmup 1s --target verify --key "$KEY" --target health \
+      --json "$WORK/tool.json" >/dev/null
+    tool="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r[0]["rate"], r[1]["rate"])' "$WORK/tool.json")"
+    read -r tool_verify tool_health <<<"$tool"
+    awk -v s="$STORE" -v r="$round" -v hv="$verify" -v hh="$health" -v tv="$tool_verify" -v th="$tool_health" 'BEGIN {
+      printf "%-8s round %d  h2load: verify %7.0f/s health %7.0f/s ratio %.3f   keyward-bench: verify %7.0f/s health %7.0f/s ratio %.3f\n",
+        s, r, hv, hh, hv / hh, tv, th, tv / th }'
+  done
+  kill "$SERVER"; wait "$SERVER" || true; SERVER=""
+done
