@@ -10,6 +10,7 @@ mod connections;
 mod contract;
 mod credits;
 mod escalation;
+mod event_replicas;
 mod events;
 mod exposure;
 mod gateway;

@@ -291,6 +291,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Arc::clone(&metrics),
     )?;
     background.push(tokio::spawn(dispatcher.run()));
+    background.push(tokio::spawn(background::sweep_expiry(
+        store.clone(),
+        config.clock.clone(),
+        config.events.expiry_sweep_interval,
+        config.events.expiring_lead_time,
+    )));
     let audit_service = AuditServiceImpl::new(store.clone(), verifier.clone());
     let webhook_service =
         WebhookServiceImpl::new(store.clone(), verifier.clone(), master_key.clone(), config.events.webhook_allow_http);

@@ -7,7 +7,8 @@
 //! balances and their ledger entries; `credits` what callers see of them; `charge` the
 //! batched debits of verifications; `refill` refill schedules; `usage` usage counters;
 //! `rate` shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica change notifications;
-//! `audit` reading the audit log; `outbox` events and their deliveries; `webhooks` webhook endpoints.
+//! `audit` reading the audit log; `outbox` events and their deliveries; `webhooks` webhook endpoints;
+//! `expiry` the sweep for expiry events.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ mod credits;
 mod db;
 pub mod entity;
 mod envelope;
+mod expiry;
 mod keys;
 mod ledger;
 mod outbox;
