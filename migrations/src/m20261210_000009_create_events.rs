@@ -138,22 +138,6 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        // Balance alerts per key and unit: `low` at a threshold the key sets, `exhausted`
-        // at 0. `armed` is cleared by the change that crosses the threshold downwards (so
-        // it fires once) and set again by one that lifts the balance above it.
-        manager
-            .create_table(
-                Table::create()
-                    .table("credit_alerts")
-                    .col(uuid("key_id"))
-                    .col(string_len("unit", 256))
-                    .col(string_len("kind", 16))
-                    .col(big_integer("threshold"))
-                    .col(boolean("armed"))
-                    .primary_key(Index::create().col("key_id").col("unit").col("kind"))
-                    .to_owned(),
-            )
-            .await?;
         // Time events already written, once per key, kind and expiry: the sweep's
         // compare-and-set across replicas.
         manager

@@ -186,16 +186,6 @@ pub fn key_expiry(key: &ApiKey, expires_at: DateTime<Utc>) -> Value {
     json!({ "apiKey": key_json(key), "expireTime": rfc3339(expires_at) })
 }
 
-/// `data` of a balance event: the key, the unit, its balance and the threshold crossed.
-pub fn balance_alert(key: &ApiKey, unit: &str, balance: i64, threshold: i64) -> Value {
-    json!({
-        "apiKey": key_json(key),
-        "unit": unit,
-        "balance": balance.to_string(),
-        "threshold": threshold.to_string(),
-    })
-}
-
 /// The body posted to endpoints.
 pub fn payload(kind: EventType, at: DateTime<Utc>, data: Value) -> String {
     json!({ "type": kind.as_str(), "timestamp": rfc3339(at), "data": data }).to_string()

@@ -2,9 +2,7 @@
 
 mod events;
 
-pub use self::events::{
-    credit_alert, expiry_notice, webhook_attempt, webhook_delivery, webhook_endpoint, webhook_event,
-};
+pub use self::events::{expiry_notice, webhook_attempt, webhook_delivery, webhook_endpoint, webhook_event};
 
 /// `api_keys`: one row per key; `number` is the stable integer id and the keyset order.
 pub mod api_key {

@@ -1,5 +1,4 @@
-//! Entities of events: webhook endpoints, the outbox and its deliveries, balance alerts
-//! and expiry notices.
+//! Entities of events: webhook endpoints, the outbox and its deliveries, and expiry notices.
 
 /// `webhook_endpoints`: receivers of events; the signing secret sealed under the master key.
 pub mod webhook_endpoint {
@@ -90,29 +89,6 @@ pub mod webhook_attempt {
         pub error: String,
         pub response_excerpt: String,
         pub next_attempt_at: Option<DateTimeUtc>,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-/// `credit_alerts`: per key and unit, the `low` and `exhausted` thresholds and whether each is armed.
-pub mod credit_alert {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "credit_alerts")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub key_id: Uuid,
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub unit: String,
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub kind: String,
-        pub threshold: i64,
-        pub armed: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
