@@ -7,11 +7,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     compiler.open_files([
         "keyward/v1/api_key.proto",
         "keyward/v1/api_key_service.proto",
+        "keyward/v1/audit_service.proto",
         "keyward/v1/credit.proto",
         "keyward/v1/credit_service.proto",
         "keyward/v1/rate_limit_service.proto",
         "keyward/v1/rpc_provider_key.proto",
         "keyward/v1/rpc_provider_key_service.proto",
+        "keyward/v1/webhook_service.proto",
     ])?;
     // Encoded by protox itself: prost_types' descriptors would drop the google.api.http
     // options, which reflection clients and the REST gateway read.

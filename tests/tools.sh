@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the non-Rust tests need, under target/tools (gitignored):
-#   target/tools/venv  Python venv with grpcio, grpcio-tools, grpcio-health-checking, protobuf, buf-bin, schemathesis
+#   target/tools/venv  Python venv with grpcio, grpcio-tools, grpcio-health-checking, protobuf, buf-bin, schemathesis,
+#                      standardwebhooks
 #   target/tools/bin   grpcurl, buf, schemathesis and python (the venv's); put this directory on PATH
 # Idempotent: what is already there is skipped, so a second run needs no network.
 set -euo pipefail
@@ -21,6 +22,12 @@ PY="$VENV/bin/python"
 if ! "$PY" -c 'import grpc, grpc_tools.protoc, grpc_health.v1, google.protobuf' 2>/dev/null; then
   "$PY" -m pip install --quiet --disable-pip-version-check \
     grpcio grpcio-tools grpcio-health-checking protobuf
+fi
+
+# standardwebhooks (the specification's reference library) verifies every delivery the
+# webhook tests receive (tests/e2e/webhook_receiver.py).
+if ! "$PY" -c 'import standardwebhooks' 2>/dev/null; then
+  "$PY" -m pip install --quiet --disable-pip-version-check "standardwebhooks>=1.1,<2"
 fi
 
 # schemathesis fuzzes the REST gateway against its /openapi.json (tests/schemathesis.sh).

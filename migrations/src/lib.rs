@@ -14,6 +14,7 @@ mod m20261201_000005_repair_usage_overflow;
 mod m20261201_000006_index_live_keys;
 mod m20261201_000007_fingerprint_charge_records;
 mod m20261202_000008_create_rate_limits;
+mod m20261210_000009_create_events;
 
 /// Runs every migration in order.
 #[derive(Debug)]
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_index_live_keys::Migration),
             Box::new(m20261201_000007_fingerprint_charge_records::Migration),
             Box::new(m20261202_000008_create_rate_limits::Migration),
+            Box::new(m20261210_000009_create_events::Migration),
         ]
     }
 }

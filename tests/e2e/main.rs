@@ -4,11 +4,14 @@
 
 mod helpers;
 
+mod audit_log;
 mod cache;
 mod connections;
 mod contract;
 mod credits;
 mod escalation;
+mod event_replicas;
+mod events;
 mod exposure;
 mod gateway;
 mod hardening;
@@ -21,6 +24,7 @@ mod operations;
 mod pagination;
 mod providers;
 mod rate_limits;
+mod receiver;
 mod resilience;
 mod rights;
 mod rpc_keys;
@@ -28,3 +32,4 @@ mod tls;
 mod traces;
 mod validation;
 mod verification;
+mod webhooks;

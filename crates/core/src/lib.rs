@@ -8,6 +8,7 @@ pub mod credit;
 pub mod crypto;
 pub mod environment;
 pub mod error;
+pub mod event;
 pub mod model;
 pub mod page;
 pub mod policy;
@@ -15,5 +16,6 @@ pub mod rate;
 pub mod secret;
 pub mod validate;
 pub mod verify;
+pub mod webhook;
 
 pub use error::{Error, Violation};

@@ -226,6 +226,16 @@ pub enum AuditAction {
     UpdateRpcProviderKey,
     /// An RPC provider key was deleted.
     DeleteRpcProviderKey,
+    /// A webhook endpoint was created.
+    CreateWebhookEndpoint,
+    /// A webhook endpoint was changed.
+    UpdateWebhookEndpoint,
+    /// A webhook endpoint was deleted.
+    DeleteWebhookEndpoint,
+    /// A webhook endpoint was given a new signing secret.
+    RotateWebhookEndpointSecret,
+    /// An event was queued for delivery again.
+    RedeliverEvent,
 }
 
 impl AuditAction {
@@ -246,6 +256,11 @@ impl AuditAction {
             Self::ListRpcProviderKeys => "ListRpcProviderKeys",
             Self::UpdateRpcProviderKey => "UpdateRpcProviderKey",
             Self::DeleteRpcProviderKey => "DeleteRpcProviderKey",
+            Self::CreateWebhookEndpoint => "CreateWebhookEndpoint",
+            Self::UpdateWebhookEndpoint => "UpdateWebhookEndpoint",
+            Self::DeleteWebhookEndpoint => "DeleteWebhookEndpoint",
+            Self::RotateWebhookEndpointSecret => "RotateWebhookEndpointSecret",
+            Self::RedeliverEvent => "RedeliverEvent",
         }
     }
 
@@ -263,7 +278,12 @@ impl AuditAction {
             | Self::SetOwnerRateLimits
             | Self::CreateRpcProviderKey
             | Self::UpdateRpcProviderKey
-            | Self::DeleteRpcProviderKey => true,
+            | Self::DeleteRpcProviderKey
+            | Self::CreateWebhookEndpoint
+            | Self::UpdateWebhookEndpoint
+            | Self::DeleteWebhookEndpoint
+            | Self::RotateWebhookEndpointSecret
+            | Self::RedeliverEvent => true,
         }
     }
 }

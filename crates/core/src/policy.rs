@@ -129,6 +129,8 @@ pub enum Action {
     RevealRpcProviderKeys,
     /// Add or take away credits (balances, ledger and usage are read with [`Action::ReadKeys`]).
     AdjustCredits,
+    /// Create, read, change and delete webhook endpoints and their deliveries (admin only).
+    ManageWebhooks,
 }
 
 impl Action {
@@ -148,6 +150,7 @@ impl Action {
             Self::ManageRpcProviderKeys => "manage RPC provider keys",
             Self::RevealRpcProviderKeys => "read RPC provider key secrets",
             Self::AdjustCredits => "adjust credits",
+            Self::ManageWebhooks => "manage webhook endpoints",
         }
     }
 }
@@ -228,6 +231,12 @@ pub fn authorize_owner(caller: &Caller, action: Action, owner: &str) -> crate::e
     } else {
         Err(Error::PermissionDenied { action: "act on the keys of other owners" })
     }
+}
+
+/// Decides which audit events `caller` may read: those of the keys it may read (every
+/// event, its subjects beyond keys included, only for [`Reach::All`]).
+pub fn authorize_audit(caller: &Caller) -> crate::error::Result<Reach> {
+    authorize(caller, Action::ReadKeys)
 }
 
 /// Decides a mutation of existing keys: the caller's reach for `action`, and the

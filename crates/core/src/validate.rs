@@ -55,6 +55,29 @@ pub const MAX_METADATA_KEY_CHARS: usize = 64;
 /// Longest metadata value.
 pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
 
+/// Longest webhook endpoint URL.
+pub const MAX_WEBHOOK_URL_CHARS: usize = 2000;
+/// Longest webhook endpoint description.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+
+/// Whether an address is one a service's own network holds (loopback, private,
+/// link-local, unspecified): what an endpoint may not point at unless the operator allows it.
+pub fn internal_address(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(ip) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
+        }
+        std::net::IpAddr::V6(ip) => {
+            let segments = ip.segments();
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (segments[0] & 0xfe00) == 0xfc00
+                || (segments[0] & 0xffc0) == 0xfe80
+                || ip.to_ipv4_mapped().is_some_and(|v4| internal_address(std::net::IpAddr::V4(v4)))
+        }
+    }
+}
+
 /// Most violations reported for one request: enough to fix it, never a flood.
 pub const MAX_VIOLATIONS: usize = 10;
 /// Longest reason of a credit adjustment.
@@ -245,6 +268,79 @@ impl Checks {
                 field,
                 format!("must be empty (the default unit) or up to {MAX_UNIT_CHARS} visible ASCII characters"),
             );
+        }
+    }
+
+    /// A webhook endpoint's URL: absolute, `https` (or `http` where `allow_http`), with a
+    /// host, no user or password and no fragment; without `allow_http`, not a loopback,
+    /// private or link-local address either.
+    pub fn webhook_url(&mut self, field: &str, value: &str, allow_http: bool) -> Option<url::Url> {
+        let url = match url::Url::parse(value) {
+            Ok(url) => url,
+            Err(err) => {
+                self.fail(field, format!("is not an absolute URL: {err}"));
+                return None;
+            }
+        };
+        let failures = self.0.len();
+        match url.scheme() {
+            "https" => {}
+            "http" if allow_http => {}
+            "http" => self.fail(field, "must be https:// (this server does not allow http:// endpoints)"),
+            other => self.fail(field, format!("must be https://, not {other}://")),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            self.fail(field, "must not hold a user name or password; authenticate with the signing secret");
+        }
+        if url.fragment().is_some() {
+            self.fail(field, "must not have a #fragment");
+        }
+        if value.len() > MAX_WEBHOOK_URL_CHARS {
+            self.fail(field, format!("must be at most {MAX_WEBHOOK_URL_CHARS} characters"));
+        }
+        let internal = match url.host() {
+            None => {
+                self.fail(field, "must name a host");
+                false
+            }
+            Some(url::Host::Domain(domain)) => {
+                domain.eq_ignore_ascii_case("localhost") || domain.ends_with(".localhost")
+            }
+            Some(url::Host::Ipv4(ip)) => internal_address(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => internal_address(std::net::IpAddr::V6(ip)),
+        };
+        if internal && !allow_http {
+            self.fail(field, "must not be a loopback, private or link-local address on this server");
+        }
+        (self.0.len() == failures).then_some(url)
+    }
+
+    /// A webhook endpoint's event types: at least one, each a known type, each once.
+    pub fn event_types(&mut self, field: &str, values: &[String]) -> BTreeSet<crate::event::EventType> {
+        if values.is_empty() {
+            self.fail(field, "must name at least one event type");
+        }
+        let mut kinds = BTreeSet::new();
+        for value in values {
+            match crate::event::EventType::parse(value) {
+                Some(kind) => {
+                    if !kinds.insert(kind) {
+                        self.fail(field, format!("names {value:?} twice"));
+                    }
+                }
+                None => {
+                    let known: Vec<&str> = crate::event::EventType::ALL.iter().map(|kind| kind.as_str()).collect();
+                    self.fail(field, format!("{value:?} is not an event type; known: {}", known.join(", ")));
+                }
+            }
+        }
+        kinds
+    }
+
+    /// Free text of at most `max` characters.
+    pub fn text(&mut self, field: &str, value: &str, max: usize) {
+        if value.chars().count() > max {
+            self.fail(field, format!("must be at most {max} characters"));
         }
     }
 

@@ -1,5 +1,5 @@
 //! The loops that run beside the services for the life of the server: following key
-//! changes, flushing usage, applying refills, sweeping rate-limit slices, and reporting
+//! changes, flushing usage, applying refills, sweeping rate-limit slices and key expiries, and reporting
 //! health from the database's reachability.
 
 use std::{sync::Arc, time::Duration};
@@ -57,6 +57,22 @@ pub(crate) async fn apply_refills(store: Store, clock: Clock, interval: Duration
             Ok(0) => {}
             Ok(applied) => tracing::info!(applied, "credit refills applied"),
             Err(err) => tracing::warn!(error = %err, "applying credit refills failed; retrying at the next interval"),
+        }
+    }
+}
+
+/// Writes the expiry events of keys on an interval (once across replicas).
+pub(crate) async fn sweep_expiry(store: Store, clock: Clock, interval: Duration, lead: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.sweep_expiry(clock.now(), lead).await {
+            Ok(0) => {}
+            Ok(written) => tracing::info!(written, "expiry events written"),
+            Err(err) => {
+                tracing::warn!(error = %err, "sweeping for expiring keys failed; retrying at the next interval")
+            }
         }
     }
 }

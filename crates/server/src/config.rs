@@ -1,11 +1,15 @@
 //! The one place configuration is read: a clap struct whose every flag also has a
 //! `KEYWARD_*` environment variable. Tests build it directly.
 
+mod events;
+
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use keyward_core::environment::Environment;
 use secrecy::SecretString;
+
+pub use self::events::EventConfig;
 
 /// keyward: a self-hosted API key service.
 #[derive(Debug, Parser)]
@@ -363,7 +367,7 @@ pub struct Config {
     /// and 2 on PostgreSQL (one batch commits while the next gathers).
     #[arg(long, env = "KEYWARD_CHARGE_WORKERS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub charge_workers: u32,
-    /// The time refills are scheduled by; the wall clock unless a test embeds the server.
+    /// The time refills, deliveries and expiry sweeps go by; the wall clock unless a test embeds the server.
     #[arg(skip)]
     pub clock: Clock,
     /// Log filter in tracing EnvFilter syntax, e.g. `info,keyward_server=debug`.
@@ -378,6 +382,9 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub connections: ConnectionConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub events: EventConfig,
 }
 
 /// Parses the command line, placing the settings of a `--config` / `KEYWARD_CONFIG` file

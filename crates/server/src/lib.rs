@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod audit_service;
 mod background;
 mod cache;
 mod charger;
@@ -10,6 +11,7 @@ pub mod config;
 mod connections;
 mod convert;
 mod credit_service;
+mod dispatcher;
 mod gateway;
 mod https;
 mod jwt;
@@ -25,6 +27,7 @@ pub mod status;
 pub mod telemetry;
 mod usage;
 mod verifier;
+mod webhook_service;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -38,8 +41,9 @@ use keyward_core::{
     secret::{self, SecretHasher},
 };
 use keyward_proto::v1::{
-    api_key_service_server::ApiKeyServiceServer, credit_service_server::CreditServiceServer,
-    rate_limit_service_server::RateLimitServiceServer, rpc_provider_key_service_server::RpcProviderKeyServiceServer,
+    api_key_service_server::ApiKeyServiceServer, audit_service_server::AuditServiceServer,
+    credit_service_server::CreditServiceServer, rate_limit_service_server::RateLimitServiceServer,
+    rpc_provider_key_service_server::RpcProviderKeyServiceServer, webhook_service_server::WebhookServiceServer,
 };
 use keyward_store::{Mutation, Store};
 use secrecy::ExposeSecret;
@@ -47,18 +51,20 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use uuid::Uuid;
 
-use crate::{
-    cache::{CacheSettings, KeyCache},
-    usage::UsageRecorder,
-    verifier::Verifier,
-};
 pub use crate::{
+    audit_service::AuditServiceImpl,
     config::{Clock, Config},
     credit_service::CreditServiceImpl,
     gateway::{RunningGateway, start_gateway},
     rate_limit_service::RateLimitServiceImpl,
     rpc_service::RpcProviderKeyServiceImpl,
     service::ApiKeyServiceImpl,
+    webhook_service::WebhookServiceImpl,
+};
+use crate::{
+    cache::{CacheSettings, KeyCache},
+    usage::UsageRecorder,
+    verifier::Verifier,
 };
 
 /// Largest header block a call may send (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
@@ -277,6 +283,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         undelete_retention: config.undelete_retention,
         max_rotation_grace: config.max_rotation_grace,
     };
+    let dispatcher = dispatcher::Dispatcher::new(
+        store.clone(),
+        master_key.clone(),
+        dispatcher::DeliverySettings::from_config(&config.events),
+        config.clock.clone(),
+        Arc::clone(&metrics),
+    )?;
+    background.push(tokio::spawn(dispatcher.run()));
+    background.push(tokio::spawn(background::sweep_expiry(
+        store.clone(),
+        config.clock.clone(),
+        config.events.expiry_sweep_interval,
+        config.events.expiring_lead_time,
+    )));
+    let audit_service = AuditServiceImpl::new(store.clone(), verifier.clone());
+    let webhook_service =
+        WebhookServiceImpl::new(store.clone(), verifier.clone(), master_key.clone(), config.events.webhook_allow_http);
     let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
     let credit_service = CreditServiceImpl::new(store.clone(), verifier.clone());
     let rate_limit_service = RateLimitServiceImpl::new(store.clone(), verifier.clone());
@@ -286,7 +309,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let in_process = tonic::service::Routes::new(ApiKeyServiceServer::new(service.clone()))
         .add_service(RpcProviderKeyServiceServer::new(rpc_service.clone()))
         .add_service(CreditServiceServer::new(credit_service.clone()))
-        .add_service(RateLimitServiceServer::new(rate_limit_service.clone()));
+        .add_service(RateLimitServiceServer::new(rate_limit_service.clone()))
+        .add_service(AuditServiceServer::new(audit_service.clone()))
+        .add_service(WebhookServiceServer::new(webhook_service.clone()));
     // Through the same observability layer as the socket, so REST calls are counted and
     // traced alike and the `traceparent` the gateway forwards starts the server span.
     let in_process = tower::Layer::layer(&observe::ObservabilityLayer(Arc::clone(&metrics)), in_process);
@@ -351,7 +376,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(ApiKeyServiceServer::new(service))
         .add_service(RpcProviderKeyServiceServer::new(rpc_service))
         .add_service(CreditServiceServer::new(credit_service))
-        .add_service(RateLimitServiceServer::new(rate_limit_service));
+        .add_service(RateLimitServiceServer::new(rate_limit_service))
+        .add_service(AuditServiceServer::new(audit_service))
+        .add_service(WebhookServiceServer::new(webhook_service));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));

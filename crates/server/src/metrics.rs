@@ -99,6 +99,10 @@ pub(crate) struct Metrics {
     rate_leases: IntCounter,
     rate_tokens_leased: IntCounter,
     rate_tokens_returned: IntCounter,
+    webhook_deliveries: IntCounterVec,
+    webhook_events: IntGaugeVec,
+    outbox_backlog: IntGauge,
+    outbox_oldest_age: prometheus::Gauge,
 }
 
 fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -196,6 +200,27 @@ impl Metrics {
             "unused rate-limit tokens given back to shared buckets",
         )
         .expect("valid metric");
+        let webhook_deliveries = IntCounterVec::new(
+            Opts::new(
+                "keyward_webhook_deliveries_total",
+                "webhook delivery attempts of this replica by outcome (delivered, failed and retried later, given_up)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let webhook_events = IntGaugeVec::new(
+            Opts::new("keyward_webhook_events_created", "events written to the outbox by every replica, by type"),
+            &["type"],
+        )
+        .expect("valid metric");
+        let outbox_backlog =
+            IntGauge::new("keyward_webhook_outbox_backlog", "webhook deliveries not yet done nor given up")
+                .expect("valid metric");
+        let outbox_oldest_age = prometheus::Gauge::new(
+            "keyward_webhook_outbox_oldest_age_seconds",
+            "age of the event of the oldest pending webhook delivery (0 when none is pending)",
+        )
+        .expect("valid metric");
         let method =
             |name: &'static str| Arc::new(MethodMetrics { name, ok: OnceLock::new(), latency: OnceLock::new() });
         let verifications = registered(&registry, verifications);
@@ -205,6 +230,10 @@ impl Metrics {
             unknown_method: method(UNKNOWN_METHOD),
             verifications: VERDICTS.map(|verdict| verifications.with_label_values(&[crate::usage::outcome(verdict)])),
             cache_lookups: CacheResult::ALL.map(|result| cache_lookups.with_label_values(&[result.label()])),
+            webhook_deliveries: registered(&registry, webhook_deliveries),
+            webhook_events: registered(&registry, webhook_events),
+            outbox_backlog: registered(&registry, outbox_backlog),
+            outbox_oldest_age: registered(&registry, outbox_oldest_age),
             rate_leases: registered(&registry, rate_leases),
             rate_tokens_leased: registered(&registry, rate_tokens_leased),
             rate_tokens_returned: registered(&registry, rate_tokens_returned),
@@ -234,6 +263,21 @@ impl Metrics {
         self.rate_leases.inc();
         self.rate_tokens_returned.inc_by(returned.unsigned_abs());
         self.rate_tokens_leased.inc_by(leased.unsigned_abs());
+    }
+
+    pub(crate) fn webhook_delivered(&self, outcome: &'static str) {
+        self.webhook_deliveries.with_label_values(&[outcome]).inc();
+    }
+
+    pub(crate) fn outbox(&self, pending: i64, oldest_age_seconds: f64) {
+        self.outbox_backlog.set(pending);
+        self.outbox_oldest_age.set(oldest_age_seconds);
+    }
+
+    pub(crate) fn events_written(&self, counts: &[(String, i64)]) {
+        for (kind, count) in counts {
+            self.webhook_events.with_label_values(&[kind.as_str()]).set(*count);
+        }
     }
 
     pub(crate) fn charge_batch(&self, size: usize) {

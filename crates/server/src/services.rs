@@ -67,14 +67,17 @@ pub(crate) fn methods() -> impl Iterator<Item = &'static str> {
 #[cfg(test)]
 mod tests {
     use keyward_proto::v1::{
-        api_key_service_server::ApiKeyServiceServer, credit_service_server::CreditServiceServer,
-        rate_limit_service_server::RateLimitServiceServer,
-        rpc_provider_key_service_server::RpcProviderKeyServiceServer,
+        api_key_service_server::ApiKeyServiceServer, audit_service_server::AuditServiceServer,
+        credit_service_server::CreditServiceServer, rate_limit_service_server::RateLimitServiceServer,
+        rpc_provider_key_service_server::RpcProviderKeyServiceServer, webhook_service_server::WebhookServiceServer,
     };
     use tonic::server::NamedService;
 
     use super::*;
-    use crate::{ApiKeyServiceImpl, CreditServiceImpl, RateLimitServiceImpl, RpcProviderKeyServiceImpl};
+    use crate::{
+        ApiKeyServiceImpl, AuditServiceImpl, CreditServiceImpl, RateLimitServiceImpl, RpcProviderKeyServiceImpl,
+        WebhookServiceImpl,
+    };
 
     #[test]
     fn every_declared_keyward_service_is_served() {
@@ -83,6 +86,8 @@ mod tests {
             <RpcProviderKeyServiceServer<RpcProviderKeyServiceImpl> as NamedService>::NAME,
             <CreditServiceServer<CreditServiceImpl> as NamedService>::NAME,
             <RateLimitServiceServer<RateLimitServiceImpl> as NamedService>::NAME,
+            <AuditServiceServer<AuditServiceImpl> as NamedService>::NAME,
+            <WebhookServiceServer<WebhookServiceImpl> as NamedService>::NAME,
         ];
         let mut declared: Vec<&str> = keyward_services().iter().map(String::as_str).collect();
         declared.sort_unstable();

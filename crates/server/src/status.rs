@@ -36,7 +36,12 @@ pub fn to_status(err: Error) -> Status {
             tracing::info!(kind, ?id, "not found");
             let message = format!("{kind} {id} not found");
             let metadata = HashMap::from([("id".to_owned(), id)]);
-            let reason = if kind == "RPC provider key" { "RPC_PROVIDER_KEY_NOT_FOUND" } else { "API_KEY_NOT_FOUND" };
+            let reason = match kind {
+                "RPC provider key" => "RPC_PROVIDER_KEY_NOT_FOUND",
+                "webhook endpoint" => "WEBHOOK_ENDPOINT_NOT_FOUND",
+                "event" => "EVENT_NOT_FOUND",
+                _ => "API_KEY_NOT_FOUND",
+            };
             (Code::NotFound, reason, message, metadata, vec![])
         }
         Error::AlreadyExists { reason, message, resource_id } => {

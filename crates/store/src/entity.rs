@@ -1,5 +1,9 @@
 //! sea-orm entities, one module per table. They follow the migrations; they are not the domain.
 
+mod events;
+
+pub use self::events::{expiry_notice, webhook_attempt, webhook_delivery, webhook_endpoint, webhook_event};
+
 /// `api_keys`: one row per key; `number` is the stable integer id and the keyset order.
 pub mod api_key {
     use sea_orm::entity::prelude::*;

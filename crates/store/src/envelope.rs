@@ -1,12 +1,13 @@
 //! The envelope every mutation is written in: its idempotency claim before the effect and
-//! its audit row beside it, in the effect's own transaction. What every mutation records
-//! besides its effect belongs here.
+//! its audit row and, for a key, its event in the outbox beside it, in the effect's own
+//! transaction. What every mutation records besides its effect belongs here.
 
 use chrono::{DateTime, Utc};
 use keyward_core::{
     Error,
     error::Result,
-    model::{AuditAction, AuditEvent},
+    event::{self, Author, EventType},
+    model::{ApiKey, AuditAction, AuditEvent},
 };
 use sea_orm::{
     ActiveValue::{NotSet, Set},
@@ -19,6 +20,7 @@ use crate::{
     convert::audit_from_row,
     db::db_error,
     entity::{audit_event, idempotency_record},
+    outbox,
 };
 
 /// Who is mutating, under which idempotency token, and when.
@@ -121,6 +123,23 @@ impl<'a> Envelope<'a> {
     /// Records that the effect happened, in its transaction.
     pub(crate) async fn record(&self, txn: &DatabaseTransaction) -> Result<()> {
         record_change(txn, self.mutation, self.action, &self.target.to_string()).await
+    }
+
+    /// Records that the effect on a key happened, in its transaction: the audit row and
+    /// the event of the action in the outbox, with the key as it is now (and as it was,
+    /// `previous`, for an update).
+    pub(crate) async fn record_key(
+        &self,
+        txn: &DatabaseTransaction,
+        key: &ApiKey,
+        previous: Option<&ApiKey>,
+    ) -> Result<()> {
+        self.record(txn).await?;
+        if let Some(kind) = EventType::of_action(self.action) {
+            let author = Author { actor: &self.mutation.actor, request_id: self.mutation.request_id.as_deref() };
+            outbox::emit(txn, kind, event::key_change(key, previous, author), self.mutation.now).await?;
+        }
+        Ok(())
     }
 }
 

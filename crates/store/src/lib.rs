@@ -6,10 +6,13 @@
 //! their secrets; `envelope` what every mutation records besides its effect; `ledger`
 //! balances and their ledger entries; `credits` what callers see of them; `charge` the
 //! batched debits of verifications; `refill` refill schedules; `usage` usage counters;
-//! `rate` shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica change notifications.
+//! `rate` shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica change notifications;
+//! `audit` reading the audit log; `outbox` events and their deliveries; `webhooks` webhook endpoints;
+//! `expiry` the sweep for expiry events.
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod changes;
 mod charge;
 mod convert;
@@ -17,21 +20,27 @@ mod credits;
 mod db;
 pub mod entity;
 mod envelope;
+mod expiry;
 mod keys;
 mod ledger;
+mod outbox;
 mod rate;
 mod refill;
 mod rpc_keys;
 mod sql;
 mod usage;
+mod webhooks;
 
 pub use crate::{
+    audit::AuditQuery,
     changes::{Change, ChangeListener},
     credits::{CreditView, LedgerQuery},
     db::{PoolSettings, Store, is_unavailable},
     envelope::Mutation,
     keys::{KeyRecord, KeyUpdate, ListQuery, NewSecret, StoredSecret},
+    outbox::{AttemptResult, Backlog, Claimed},
     rate::{Granted, Lease, Slice},
     rpc_keys::RpcKeyQuery,
     usage::{HourlyUsage, UsageBatch, UsageScope},
+    webhooks::{Attempt, AttemptQuery},
 };

@@ -140,8 +140,8 @@ impl Store {
         txn.commit().await.map_err(db_error)
     }
 
-    /// Re-encrypts every RPC provider key and the canary from `old` to `new`, in one
-    /// transaction; returns how many keys were re-encrypted.
+    /// Re-encrypts every RPC provider key, webhook signing secret and the canary from `old`
+    /// to `new`, in one transaction; returns how many RPC provider keys were re-encrypted.
     pub async fn rotate_master_key(&self, old: &MasterKey, new: &MasterKey) -> Result<usize> {
         let txn = self.begin_write().await?;
         let canary = master_key_canary::Entity::find_by_id(CANARY_ID).one(&txn).await.map_err(db_error)?;
@@ -156,6 +156,7 @@ impl Store {
             let key = open_row(old, row)?;
             rpc_provider_key::Entity::update(sealed_row(new, &key)).exec(&txn).await.map_err(db_error)?;
         }
+        Self::reseal_endpoints(&txn, old, new).await?;
         master_key_canary::Entity::delete_many().exec(&txn).await.map_err(db_error)?;
         master_key_canary::Entity::insert(master_key_canary::ActiveModel {
             id: Set(CANARY_ID),

@@ -67,8 +67,8 @@ impl Store {
         .map_err(secret_insert_error)?;
         ledger::initialize(&txn, key.id, &new.credits, mutation).await?;
         refill::replace_refills(&txn, key.id, &new.refills, mutation.now).await?;
-        envelope.record(&txn).await?;
         let created = find_row(&txn, key.id).await?;
+        envelope.record_key(&txn, &created, None).await?;
         txn.commit().await.map_err(db_error)?;
         debug_assert_eq!(created.number, inserted.last_insert_id);
         Ok(created)
@@ -121,8 +121,8 @@ impl Store {
             install_secret(&txn, id, secret, mutation.now).await?;
         }
         self.announce(&txn, id).await?;
-        envelope.record(&txn).await?;
         let updated = find_row(&txn, id).await?;
+        envelope.record_key(&txn, &updated, Some(&key)).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(updated)
     }
@@ -151,8 +151,8 @@ impl Store {
             });
         }
         self.announce(&txn, id).await?;
-        envelope.record(&txn).await?;
         let deleted = find_row(&txn, id).await?;
+        envelope.record_key(&txn, &deleted, None).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(deleted)
     }
@@ -206,8 +206,8 @@ impl Store {
             return Err(Error::Aborted { message: format!("API key {id} changed during undelete; retry") });
         }
         self.announce(&txn, id).await?;
-        envelope.record(&txn).await?;
         let restored = find_row(&txn, id).await?;
+        envelope.record_key(&txn, &restored, None).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(restored)
     }
@@ -235,8 +235,8 @@ impl Store {
         }
         install_secret(&txn, id, secret, mutation.now).await?;
         self.announce(&txn, id).await?;
-        envelope.record(&txn).await?;
         let rotated = find_row(&txn, id).await?;
+        envelope.record_key(&txn, &rotated, None).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(rotated)
     }

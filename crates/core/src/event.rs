@@ -1,0 +1,205 @@
+//! Events of keys that webhooks deliver: their types, which change makes which, and
+//! their payload as the Standard Webhooks convention shapes it (`type`, `timestamp`,
+//! `data`). The key in a payload is the key as the API shows it: the mask, never a secret.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::model::{ApiKey, AuditAction, KeyStatus};
+
+/// What an event tells of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventType {
+    /// A key was created.
+    KeyCreated,
+    /// A key's fields, credits or secret were changed by UpdateApiKey.
+    KeyUpdated,
+    /// A key was revoked.
+    KeyRevoked,
+    /// A revoked key was restored.
+    KeyUndeleted,
+    /// A key was given a new secret by RotateApiKey.
+    KeyRotated,
+    /// A key expires within the configured lead time.
+    KeyExpiring,
+    /// A key has expired.
+    KeyExpired,
+    /// A balance fell to or below the key's low threshold for its unit.
+    CreditsLow,
+    /// A balance fell to 0.
+    CreditsExhausted,
+}
+
+impl EventType {
+    /// Every event type.
+    pub const ALL: [Self; 9] = [
+        Self::KeyCreated,
+        Self::KeyUpdated,
+        Self::KeyRevoked,
+        Self::KeyUndeleted,
+        Self::KeyRotated,
+        Self::KeyExpiring,
+        Self::KeyExpired,
+        Self::CreditsLow,
+        Self::CreditsExhausted,
+    ];
+
+    /// The type's name, as endpoints subscribe to it and payloads carry it. Stored; never changes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KeyCreated => "api_key.created",
+            Self::KeyUpdated => "api_key.updated",
+            Self::KeyRevoked => "api_key.revoked",
+            Self::KeyUndeleted => "api_key.undeleted",
+            Self::KeyRotated => "api_key.rotated",
+            Self::KeyExpiring => "api_key.expiring",
+            Self::KeyExpired => "api_key.expired",
+            Self::CreditsLow => "credits.low",
+            Self::CreditsExhausted => "credits.exhausted",
+        }
+    }
+
+    /// The type named `name`, if there is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
+    /// The event a successful key mutation makes, if any.
+    pub fn of_action(action: AuditAction) -> Option<Self> {
+        match action {
+            AuditAction::CreateKey => Some(Self::KeyCreated),
+            AuditAction::UpdateKey => Some(Self::KeyUpdated),
+            AuditAction::DeleteKey => Some(Self::KeyRevoked),
+            AuditAction::UndeleteKey => Some(Self::KeyUndeleted),
+            AuditAction::RotateKey => Some(Self::KeyRotated),
+            AuditAction::AdjustCredits
+            | AuditAction::SetOwnerRateLimits
+            | AuditAction::CreateRpcProviderKey
+            | AuditAction::GetRpcProviderKey
+            | AuditAction::ListRpcProviderKeys
+            | AuditAction::UpdateRpcProviderKey
+            | AuditAction::DeleteRpcProviderKey
+            | AuditAction::CreateWebhookEndpoint
+            | AuditAction::UpdateWebhookEndpoint
+            | AuditAction::DeleteWebhookEndpoint
+            | AuditAction::RotateWebhookEndpointSecret
+            | AuditAction::RedeliverEvent => None,
+        }
+    }
+}
+
+/// RFC 3339 in UTC, as proto3 JSON writes timestamps.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// The key as the REST API shows it (proto3 JSON names); no secret, only its mask.
+pub fn key_json(key: &ApiKey) -> Value {
+    let ApiKey {
+        id,
+        number,
+        name,
+        mask,
+        owner,
+        creator,
+        organization_id,
+        organization_name,
+        environment,
+        scopes,
+        networks,
+        status,
+        usage_limited,
+        created_at,
+        updated_at,
+        expires_at,
+        deleted_at,
+        last_used_at,
+        metadata,
+        rate_limits,
+    } = key;
+    let status = match status {
+        KeyStatus::Active => "API_KEY_STATUS_ACTIVE",
+        KeyStatus::Inactive => "API_KEY_STATUS_INACTIVE",
+        KeyStatus::Revoked => "API_KEY_STATUS_REVOKED",
+    };
+    let limits: Vec<Value> = rate_limits
+        .iter()
+        .map(|limit| {
+            json!({
+                "name": limit.name,
+                "limit": limit.limit.to_string(),
+                "period": format!("{}s", limit.period_ms as f64 / 1000.0),
+                "burst": limit.burst.to_string(),
+                "autoApply": limit.auto_apply,
+            })
+        })
+        .collect();
+    json!({
+        "id": id.to_string(),
+        "number": number.to_string(),
+        "name": name,
+        "mask": mask,
+        "owner": owner,
+        "creator": creator,
+        "organizationId": organization_id,
+        "organizationName": organization_name,
+        "environment": environment,
+        "scopes": scopes,
+        "networks": networks,
+        "status": status,
+        "usageLimited": usage_limited,
+        "createTime": rfc3339(*created_at),
+        "updateTime": rfc3339(*updated_at),
+        "expireTime": expires_at.map(rfc3339),
+        "deleteTime": deleted_at.map(rfc3339),
+        "lastUseTime": last_used_at.map(rfc3339),
+        "metadata": metadata,
+        "rateLimits": limits,
+    })
+}
+
+/// Who made a change, under which idempotency token.
+#[derive(Debug, Clone, Copy)]
+pub struct Author<'a> {
+    /// The actor, as audit events name it.
+    pub actor: &'a str,
+    /// The request's idempotency token, if any.
+    pub request_id: Option<&'a str>,
+}
+
+/// `data` of a key mutation's event: the key as it is now, as it was (for an update)
+/// and who changed it.
+pub fn key_change(key: &ApiKey, previous: Option<&ApiKey>, author: Author<'_>) -> Value {
+    let mut data = json!({
+        "apiKey": key_json(key),
+        "actor": author.actor,
+        "requestId": author.request_id,
+    });
+    if let (Some(previous), Some(object)) = (previous, data.as_object_mut()) {
+        object.insert("previousApiKey".to_owned(), key_json(previous));
+    }
+    data
+}
+
+/// `data` of a time event: the key and the expiry it is about.
+pub fn key_expiry(key: &ApiKey, expires_at: DateTime<Utc>) -> Value {
+    json!({ "apiKey": key_json(key), "expireTime": rfc3339(expires_at) })
+}
+
+/// The body posted to endpoints.
+pub fn payload(kind: EventType, at: DateTime<Utc>, data: Value) -> String {
+    json!({ "type": kind.as_str(), "timestamp": rfc3339(at), "data": data }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_parses_back_from_its_name() {
+        for kind in EventType::ALL {
+            assert_eq!(EventType::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EventType::parse("api_key.exploded"), None);
+    }
+}

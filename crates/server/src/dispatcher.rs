@@ -1,0 +1,249 @@
+//! The webhook dispatcher every replica runs: it claims due deliveries (one statement; no
+//! transaction stays open while it posts), signs each as the Standard Webhooks
+//! specification says, posts it with a timeout and no redirects, and records the
+//! outcome with the next attempt's time from the retry schedule.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use keyward_core::{
+    crypto::MasterKey,
+    validate::internal_address,
+    webhook::{MAX_EXCERPT_BYTES, Outcome, RetrySchedule, excerpt},
+};
+use keyward_store::{AttemptResult, Claimed, Store};
+use secrecy::ExposeSecret;
+
+use crate::{config::Clock, metrics::Metrics};
+
+/// Time a claim outlives the delivery timeout, so a slow post is cut off well before
+/// another replica may take the delivery over.
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+/// How often the outbox's backlog is measured for the metrics.
+const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the dispatcher goes by.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliverySettings {
+    pub(crate) timeout: Duration,
+    pub(crate) schedule: RetrySchedule,
+    pub(crate) failure_threshold: i64,
+    pub(crate) poll_interval: Duration,
+    pub(crate) concurrency: u64,
+    pub(crate) allow_internal: bool,
+}
+
+impl DeliverySettings {
+    pub(crate) fn from_config(config: &crate::config::EventConfig) -> Self {
+        Self {
+            timeout: config.webhook_timeout,
+            schedule: RetrySchedule::new(config.webhook_retry_schedule.clone()),
+            failure_threshold: i64::from(config.webhook_failure_threshold),
+            poll_interval: config.webhook_poll_interval,
+            concurrency: u64::from(config.webhook_concurrency),
+            allow_internal: config.webhook_allow_http,
+        }
+    }
+}
+
+/// Posts due deliveries of this replica's share of the outbox.
+#[derive(Debug, Clone)]
+pub(crate) struct Dispatcher {
+    store: Store,
+    master: MasterKey,
+    client: reqwest::Client,
+    settings: Arc<DeliverySettings>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        store: Store,
+        master: MasterKey,
+        settings: DeliverySettings,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let mut client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .user_agent(concat!("keyward-webhooks/", env!("CARGO_PKG_VERSION")));
+        if !settings.allow_internal {
+            client = client.dns_resolver(Arc::new(PublicOnly));
+        }
+        let client = client.build().map_err(|err| anyhow::anyhow!("building the webhook HTTP client: {err}"))?;
+        Ok(Self { store, master, client, settings: Arc::new(settings), clock, metrics })
+    }
+
+    /// Runs for the life of the server.
+    pub(crate) async fn run(self) {
+        let mut ticks = tokio::time::interval(self.settings.poll_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut measured = tokio::time::Instant::now() - BACKLOG_INTERVAL;
+        loop {
+            ticks.tick().await;
+            // Whole batches while there are due deliveries; then wait for the next tick.
+            while let Ok(true) = self.round().await {}
+            if measured.elapsed() >= BACKLOG_INTERVAL {
+                measured = tokio::time::Instant::now();
+                self.measure().await;
+            }
+        }
+    }
+
+    /// Claims and posts one batch; whether it was a full one (more may be due).
+    async fn round(&self) -> Result<bool, ()> {
+        let now = self.clock.now();
+        let lease = chrono::Duration::from_std(self.settings.timeout + CLAIM_MARGIN).unwrap_or(chrono::Duration::MAX);
+        let claimed = match self.store.claim_deliveries(&self.master, now, now + lease, self.settings.concurrency).await
+        {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                tracing::warn!(error = %err, "claiming webhook deliveries failed; retrying at the next poll");
+                return Err(());
+            }
+        };
+        let full = claimed.len() as u64 >= self.settings.concurrency;
+        let mut posts = tokio::task::JoinSet::new();
+        for delivery in claimed {
+            let dispatcher = self.clone();
+            posts.spawn(async move { dispatcher.deliver(delivery).await });
+        }
+        while posts.join_next().await.is_some() {}
+        Ok(full)
+    }
+
+    async fn deliver(&self, claimed: Claimed) {
+        let at = self.clock.now();
+        let outcome = self.post(&claimed, at).await;
+        let next_attempt_at = match &outcome {
+            Outcome::Delivered { .. } => None,
+            Outcome::Failed { .. } => self
+                .settings
+                .schedule
+                .after(claimed.attempt)
+                .map(|wait| at + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)),
+        };
+        let label = match (&outcome, next_attempt_at) {
+            (Outcome::Delivered { .. }, _) => "delivered",
+            (Outcome::Failed { .. }, Some(_)) => "failed",
+            (Outcome::Failed { .. }, None) => "given_up",
+        };
+        self.metrics.webhook_delivered(label);
+        match &outcome {
+            Outcome::Delivered { .. } => {
+                tracing::debug!(event.id = %claimed.event_id, endpoint.id = %claimed.endpoint_id, "webhook delivered");
+            }
+            Outcome::Failed { error, .. } => tracing::info!(
+                event.id = %claimed.event_id,
+                endpoint.id = %claimed.endpoint_id,
+                attempt = claimed.attempt,
+                error,
+                "webhook delivery failed"
+            ),
+        }
+        let result = AttemptResult {
+            outcome: &outcome,
+            at,
+            next_attempt_at,
+            failure_threshold: self.settings.failure_threshold,
+        };
+        if let Err(err) = self.store.record_attempt(&claimed, &result).await {
+            // The claim lapses and the delivery is posted again: at least once.
+            tracing::warn!(error = %err, event.id = %claimed.event_id, "recording a webhook attempt failed");
+        }
+    }
+
+    async fn post(&self, claimed: &Claimed, at: chrono::DateTime<chrono::Utc>) -> Outcome {
+        let failed = |error: String| Outcome::Failed { status: None, error, excerpt: String::new() };
+        let message_id = claimed.event_id.to_string();
+        let signature = standardwebhooks::Webhook::new(claimed.secret.expose_secret())
+            .and_then(|signer| signer.sign(&message_id, at.timestamp(), claimed.payload.as_bytes()));
+        let signature = match signature {
+            Ok(signature) => signature,
+            Err(err) => return failed(format!("cannot sign: {err}")),
+        };
+        let sent = self
+            .client
+            .post(&claimed.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &message_id)
+            .header("webhook-timestamp", at.timestamp().to_string())
+            .header("webhook-signature", signature)
+            .body(claimed.payload.clone())
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(err) => return failed(describe(&err)),
+        };
+        let status = response.status();
+        let mut body = Vec::new();
+        while body.len() < MAX_EXCERPT_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let excerpt = excerpt(&body);
+        if status.is_success() {
+            Outcome::Delivered { status: status.as_u16(), excerpt }
+        } else {
+            Outcome::Failed { status: Some(status.as_u16()), error: format!("answered {status}"), excerpt }
+        }
+    }
+
+    async fn measure(&self) {
+        match self.store.outbox_backlog().await {
+            Ok(backlog) => {
+                let age = backlog.oldest.map_or(0.0, |oldest| (self.clock.now() - oldest).as_seconds_f64().max(0.0));
+                self.metrics.outbox(backlog.pending, age);
+            }
+            Err(err) => tracing::debug!(error = %err, "measuring the outbox failed"),
+        }
+        match self.store.events_by_type().await {
+            Ok(counts) => self.metrics.events_written(&counts),
+            Err(err) => tracing::debug!(error = %err, "counting events failed"),
+        }
+    }
+}
+
+/// A failed request in words, with its cause.
+fn describe(err: &reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut text = kind.to_owned();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Resolves names to public addresses only, so an endpoint's name cannot lead a
+/// delivery into the service's own network (unless the operator allows it).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .filter(|addr| !internal_address(addr.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{} resolves to no public address", name.as_str()).into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}

@@ -1,0 +1,75 @@
+//! ListAuditEvents: the audit log read back, newest first, filtered, and never beyond the
+//! reader's reach.
+
+use keyward_proto::v1::{self, audit_service_client::AuditServiceClient};
+use tonic::Code;
+
+use crate::helpers::{Backend, admin, assert_status, both, spawn, with_key};
+
+fn list(key_id: &str) -> v1::ListAuditEventsRequest {
+    v1::ListAuditEventsRequest { api_key_id: key_id.to_owned(), ..Default::default() }
+}
+
+both!(audit_events_are_read_back_within_reach);
+async fn audit_events_are_read_back_within_reach(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut audit = AuditServiceClient::new(app.channel.clone());
+    let (mine, _) = app.create_key("owner-a", &[]).await;
+    let (theirs, _) = app.create_key("owner-b", &[]).await;
+    let (_, reader) = app.create_key("owner-a", &["keys:read"]).await;
+    app.client
+        .clone()
+        .delete_api_key(admin(v1::DeleteApiKeyRequest { id: mine.id.clone(), ..Default::default() }))
+        .await
+        .unwrap();
+    // A refused change is audited too, with its outcome.
+    let refused = app
+        .client
+        .clone()
+        .delete_api_key(admin(v1::DeleteApiKeyRequest { id: mine.id.clone(), ..Default::default() }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+
+    // Admin: every event of the key, newest first, with actor, action, outcome and time.
+    let events = audit.list_audit_events(admin(list(&mine.id))).await.unwrap().into_inner().audit_events;
+    let actions: Vec<(&str, &str)> = events.iter().map(|e| (e.action.as_str(), e.outcome.as_str())).collect();
+    assert_eq!(actions, [("DeleteApiKey", "FAILED_PRECONDITION"), ("DeleteApiKey", "OK"), ("CreateApiKey", "OK")]);
+    assert!(events.windows(2).all(|pair| pair[0].id > pair[1].id));
+    assert!(events.iter().all(|e| e.target == mine.id && e.actor.starts_with("key:") && e.occur_time.is_some()));
+
+    // Filters: action and outcome.
+    let request = v1::ListAuditEventsRequest { outcome: "FAILED_PRECONDITION".into(), ..list("") };
+    let failed = audit.list_audit_events(admin(request)).await.unwrap().into_inner().audit_events;
+    assert_eq!(failed.len(), 1);
+    let request = v1::ListAuditEventsRequest { action: "CreateApiKey".into(), ..list("") };
+    let created = audit.list_audit_events(admin(request)).await.unwrap().into_inner().audit_events;
+    assert!(created.len() >= 3, "{created:?}");
+
+    // Pages of one, newest first, cover the key's events exactly.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let request = v1::ListAuditEventsRequest { page_size: 1, page_token: token, ..list(&mine.id) };
+        let page = audit.list_audit_events(admin(request)).await.unwrap().into_inner();
+        seen.extend(page.audit_events.into_iter().map(|e| e.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, events.iter().map(|e| e.id).collect::<Vec<_>>());
+
+    // Another owner's reader: its owner's keys only, and another owner's key is NOT_FOUND.
+    let own = audit.list_audit_events(with_key(&reader, list(""))).await.unwrap().into_inner().audit_events;
+    assert!(!own.is_empty());
+    assert!(own.iter().all(|e| e.target != theirs.id), "another owner's event leaked: {own:?}");
+    assert!(own.iter().any(|e| e.target == mine.id));
+    let hidden = audit.list_audit_events(with_key(&reader, list(&theirs.id))).await.unwrap_err();
+    assert_status(&hidden, Code::NotFound, "API_KEY_NOT_FOUND");
+    // A key without a right to read keys reads no audit events.
+    let (_, plain) = app.create_key("owner-a", &[]).await;
+    let denied = audit.list_audit_events(with_key(&plain, list(""))).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    app.stop().await;
+}

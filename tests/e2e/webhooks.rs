@@ -1,0 +1,127 @@
+//! Webhook endpoints: managed by admin only, validated field by field, their signing
+//! secrets shown once and stored sealed.
+
+use keyward_proto::v1::{self, webhook_service_client::WebhookServiceClient};
+use prost_types::FieldMask;
+use sea_orm::ConnectionTrait;
+use tonic::Code;
+
+use crate::helpers::{Backend, admin, assert_invalid, both, spawn, spawn_with, with_key};
+
+pub(crate) fn endpoint(url: &str, types: &[&str]) -> v1::WebhookEndpoint {
+    v1::WebhookEndpoint {
+        url: url.to_owned(),
+        description: "test receiver".to_owned(),
+        event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+        enabled: true,
+        ..Default::default()
+    }
+}
+
+pub(crate) fn create(endpoint: v1::WebhookEndpoint) -> v1::CreateWebhookEndpointRequest {
+    v1::CreateWebhookEndpointRequest { webhook_endpoint: Some(endpoint) }
+}
+
+both!(endpoints_are_managed_by_admin_only);
+async fn endpoints_are_managed_by_admin_only(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut hooks = WebhookServiceClient::new(app.channel.clone());
+    let created = hooks
+        .create_webhook_endpoint(admin(create(endpoint("https://hooks.example.com/keyward", &["api_key.revoked"]))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.secret.starts_with("whsec_"), "{}", created.secret);
+    let stored = created.webhook_endpoint.unwrap();
+    assert_eq!(stored.event_types, ["api_key.revoked"]);
+    assert!(stored.enabled && !stored.failing);
+
+    // The secret is stored sealed, never in clear.
+    let row = app
+        .running()
+        .store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.running().store.connection().get_database_backend(),
+            "SELECT sealed_secret FROM webhook_endpoints".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let sealed: String = row.try_get("", "sealed_secret").unwrap();
+    let bare = created.secret.trim_start_matches("whsec_");
+    assert!(!sealed.contains(bare) && !sealed.contains(&created.secret));
+
+    let got = hooks
+        .get_webhook_endpoint(admin(v1::GetWebhookEndpointRequest { id: stored.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.webhook_endpoint.as_ref(), Some(&stored));
+    let update = v1::UpdateWebhookEndpointRequest {
+        webhook_endpoint: Some(v1::WebhookEndpoint {
+            id: stored.id.clone(),
+            event_types: vec!["api_key.created".into(), "credits.low".into()],
+            enabled: false,
+            ..Default::default()
+        }),
+        update_mask: Some(FieldMask { paths: vec!["event_types".into(), "enabled".into()] }),
+    };
+    let updated = hooks.update_webhook_endpoint(admin(update)).await.unwrap().into_inner().webhook_endpoint.unwrap();
+    assert_eq!(updated.event_types, ["api_key.created", "credits.low"]);
+    assert!(!updated.enabled);
+    assert_eq!(updated.url, stored.url);
+    let rotated = hooks
+        .rotate_webhook_endpoint_secret(admin(v1::RotateWebhookEndpointSecretRequest { id: stored.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rotated.secret.starts_with("whsec_") && rotated.secret != created.secret);
+    let listed = hooks.list_webhook_endpoints(admin(v1::ListWebhookEndpointsRequest::default())).await.unwrap();
+    assert_eq!(listed.into_inner().webhook_endpoints.len(), 1);
+    hooks.delete_webhook_endpoint(admin(v1::DeleteWebhookEndpointRequest { id: stored.id.clone() })).await.unwrap();
+    let gone = hooks.get_webhook_endpoint(admin(v1::GetWebhookEndpointRequest { id: stored.id })).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // Bad input, each field named.
+    let bad = |url: &str, types: &[&str], description: String| {
+        create(v1::WebhookEndpoint { description, ..endpoint(url, types) })
+    };
+    let cases = [
+        (bad("http://hooks.example.com/x", &["api_key.created"], String::new()), "webhook_endpoint.url"),
+        (bad("https://user:pw@hooks.example.com/x", &["api_key.created"], String::new()), "webhook_endpoint.url"),
+        (bad("https://127.0.0.1/x", &["api_key.created"], String::new()), "webhook_endpoint.url"),
+        (bad("https://hooks.example.com/x", &["api_key.exploded"], String::new()), "webhook_endpoint.event_types"),
+        (bad("https://hooks.example.com/x", &[], String::new()), "webhook_endpoint.event_types"),
+        (bad("https://hooks.example.com/x", &["api_key.created"], "d".repeat(10_240)), "webhook_endpoint.description"),
+    ];
+    for (request, field) in cases {
+        let status = hooks.create_webhook_endpoint(admin(request)).await.unwrap_err();
+        assert_invalid(&status, field);
+    }
+
+    // Not admin: PERMISSION_DENIED, whatever the request.
+    let (_, writer) = app.create_key("owner-a", &["keys:write"]).await;
+    let denied = hooks
+        .create_webhook_endpoint(with_key(
+            &writer,
+            create(endpoint("https://hooks.example.com/x", &["api_key.created"])),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = hooks.list_webhook_endpoints(with_key(&writer, Default::default())).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_endpoints_only_where_allowed() {
+    let app = spawn_with(Backend::Sqlite, |config| config.events.webhook_allow_http = true).await;
+    let mut hooks = WebhookServiceClient::new(app.channel.clone());
+    hooks
+        .create_webhook_endpoint(admin(create(endpoint("http://127.0.0.1:9/hooks", &["api_key.created"]))))
+        .await
+        .unwrap();
+    app.stop().await;
+}
