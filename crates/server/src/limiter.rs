@@ -10,7 +10,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicI64, Ordering},
+    },
     time::Duration,
 };
 
@@ -68,6 +71,16 @@ impl Held {
     }
 }
 
+/// One bucket as this replica serves it.
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Until when (ms) the bucket is known to admit nothing: read without waiting for a
+    /// lease in flight, so that under overload a refusal costs neither the lock nor a
+    /// statement. Set only while this replica's slice is spent.
+    refused_until: AtomicI64,
+    held: tokio::sync::Mutex<Held>,
+}
+
 enum Taken {
     Admitted { remaining: i64, window: i64 },
     Refused { reset_ms: i64 },
@@ -80,7 +93,7 @@ pub(crate) struct Limiter {
     window_ms: i64,
     clock: Clock,
     metrics: Arc<Metrics>,
-    held: Mutex<HashMap<BucketId, Arc<tokio::sync::Mutex<Held>>>>,
+    held: Mutex<HashMap<BucketId, Arc<Bucket>>>,
 }
 
 impl Limiter {
@@ -101,11 +114,11 @@ impl Limiter {
                 Subject::Owner => format!("owner:{}", key.owner),
             };
             let id = BucketId { subject, name: limit.name.clone(), period_ms: limit.period_ms };
-            let held = self.held(&id);
-            let outcome = if admitted { Some(self.take(&id, &held, limit.shape(), cost).await?) } else { None };
+            let bucket = self.bucket(&id);
+            let outcome = if admitted { Some(self.take(&id, &bucket, limit.shape(), cost).await?) } else { None };
             let (remaining, reset_at) = match outcome {
                 Some(Taken::Admitted { remaining, window }) => {
-                    taken.push((held, cost, window));
+                    taken.push((bucket, cost, window));
                     (remaining, None)
                 }
                 Some(Taken::Refused { reset_ms }) => {
@@ -113,28 +126,33 @@ impl Limiter {
                     (0, Utc.timestamp_millis_opt(reset_ms).single())
                 }
                 // Not tried once an earlier limit refused: it stands as it did.
-                None => (held.lock().await.left(), None),
+                None => (bucket.held.lock().await.left(), None),
             };
             states.push(LimitState { name: limit.name.clone(), limit: limit.limit, remaining, reset_at });
         }
         if !admitted {
-            for (held, cost, window) in taken {
-                let mut held = held.lock().await;
+            for (bucket, cost, window) in taken {
+                let mut held = bucket.held.lock().await;
                 if held.window == window {
                     held.remaining += cost;
+                    bucket.refused_until.store(0, Ordering::Release);
                 }
             }
         }
         Ok(Applied { admitted, states })
     }
 
-    fn held(&self, id: &BucketId) -> Arc<tokio::sync::Mutex<Held>> {
+    fn bucket(&self, id: &BucketId) -> Arc<Bucket> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(held.entry(id.clone()).or_default())
     }
 
-    async fn take(&self, id: &BucketId, held: &tokio::sync::Mutex<Held>, shape: Shape, cost: i64) -> Result<Taken> {
-        let mut held = held.lock().await;
+    async fn take(&self, id: &BucketId, bucket: &Bucket, shape: Shape, cost: i64) -> Result<Taken> {
+        let refused_until = bucket.refused_until.load(Ordering::Acquire);
+        if self.clock.now().timestamp_millis() < refused_until {
+            return Ok(Taken::Refused { reset_ms: refused_until });
+        }
+        let mut held = bucket.held.lock().await;
         loop {
             // Read under the lock, right before the spend it decides: a slice is spent only
             // while its window is current by a fresh reading of the clock. Its bucket
@@ -172,10 +190,16 @@ impl Limiter {
                 bucket: granted.level / shape.unit,
             };
             if granted.tokens < cost {
-                let reset_ms = now_ms + shape.wait_ms(granted.level, cost - granted.tokens).max(1);
+                // Leased again once a whole slice has refilled, not each token: under
+                // overload that is one statement per slice rather than one per token.
+                let reset_ms = now_ms + shape.wait_ms(granted.level, want - granted.tokens).max(1);
                 held.empty_until = reset_ms;
+                if held.remaining == 0 {
+                    bucket.refused_until.store(reset_ms, Ordering::Release);
+                }
                 return Ok(Taken::Refused { reset_ms });
             }
+            bucket.refused_until.store(0, Ordering::Release);
             // Spent on the next turn, if the window is still open once the lease is back.
         }
     }
@@ -187,7 +211,7 @@ impl Limiter {
         let current = self.clock.now().timestamp_millis() / self.window_ms;
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         // A slice in use (locked) is kept; its holder still has it.
-        held.retain(|_, slice| slice.try_lock().map_or(true, |slice| slice.window + 1 >= current));
+        held.retain(|_, bucket| bucket.held.try_lock().map_or(true, |slice| slice.window + 1 >= current));
     }
 
     /// How often [`Self::sweep`] is worth running.
@@ -199,8 +223,8 @@ impl Limiter {
     pub(crate) async fn give_back(&self) {
         let held: Vec<_> = self.held.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
         let now_ms = self.clock.now().timestamp_millis();
-        for (id, held) in held {
-            let held = held.lock().await;
+        for (id, bucket) in held {
+            let held = bucket.held.lock().await;
             let Some(shape) = held.shape.filter(|_| held.leased > 0) else { continue };
             let slice = Slice { window: held.window, leased: held.leased, unused: held.remaining };
             let lease = Lease {
