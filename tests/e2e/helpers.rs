@@ -76,8 +76,27 @@ pub(crate) async fn try_start(adjust: impl FnOnce(&mut Config)) -> Result<Runnin
     started.expect("the start ends").map_err(|err| format!("{err:#}"))
 }
 
-pub(crate) async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+/// Creates a new, empty PostgreSQL database of this test run and returns its name.
+pub(crate) async fn empty_postgres_database() -> String {
     static DATABASES: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "kw_test_{}_{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::Relaxed),
+        uuid::Uuid::new_v4().simple()
+    );
+    let admin = Database::connect(format!("{}/postgres", postgres_base())).await.expect("connect to PostgreSQL");
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+    admin.close().await.ok();
+    name
+}
+
+/// The URL of database `name` on the test PostgreSQL server.
+pub(crate) fn postgres_url(name: &str) -> String {
+    format!("{}/{name}", postgres_base())
+}
+
+pub(crate) async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::defaults();
     config.store.data_dir = data_dir.path().to_owned();
@@ -90,17 +109,8 @@ pub(crate) async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config
     let postgres_database = match backend {
         Backend::Sqlite => None,
         Backend::Postgres => {
-            let name = format!(
-                "kw_test_{}_{}_{}",
-                std::process::id(),
-                DATABASES.fetch_add(1, Ordering::Relaxed),
-                uuid::Uuid::new_v4().simple()
-            );
-            let admin =
-                Database::connect(format!("{}/postgres", postgres_base())).await.expect("connect to PostgreSQL");
-            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-            admin.close().await.ok();
-            config.store.database_url = Some(format!("{}/{name}", postgres_base()));
+            let name = empty_postgres_database().await;
+            config.store.database_url = Some(postgres_url(&name));
             Some(name)
         }
     };

@@ -17,7 +17,9 @@ use keyward_proto::v1;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::helpers::{Backend, admin, create_request, key_with, spawn_with};
+use crate::helpers::{
+    Backend, Replica, admin, create_request, empty_postgres_database, key_with, postgres_url, spawn_with,
+};
 
 /// A small tmpfs of its own, unmounted on drop.
 struct SmallDisk {
@@ -285,4 +287,24 @@ async fn a_sqlite_write_lock_held_past_the_busy_timeout_is_unavailable_and_loses
     assert!(listed.iter().all(|key| key.name != "blocked"), "the refused create wrote nothing");
     assert!(listed.iter().any(|key| key.name == "after"));
     app.stop().await;
+}
+
+/// Replicas started at once on a new PostgreSQL database all come up and serve: the
+/// migrations run once, one replica after the other, instead of racing to create the
+/// same tables (which failed one of them with a duplicate `pg_type` entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_on_a_new_database_all_serve() {
+    let url = postgres_url(&empty_postgres_database().await);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (first, second, third) = tokio::join!(
+        Replica::start(&url, dirs[0].path(), &[]),
+        Replica::start(&url, dirs[1].path(), &[]),
+        Replica::start(&url, dirs[2].path(), &[]),
+    );
+    for replica in [first, second, third] {
+        let replica = replica.expect("every replica starts");
+        let created =
+            replica.client.clone().create_api_key(admin(create_request(key_with("after a shared start")))).await;
+        assert!(created.is_ok(), "{created:?}\n{}", replica.log());
+    }
 }

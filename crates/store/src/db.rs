@@ -12,8 +12,8 @@ use std::{
 use keyward_core::{Error, error::Result};
 use keyward_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, TransactionOptions, TransactionTrait,
-    sqlx::sqlite::SqliteJournalMode,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr, TransactionOptions,
+    TransactionTrait, sqlx::sqlite::SqliteJournalMode,
 };
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind-parameter limits.
@@ -42,6 +42,9 @@ pub struct PoolSettings {
     /// Longest wait to open a new connection.
     pub connect_timeout: Duration,
 }
+
+/// PostgreSQL advisory lock key held while migrating ("keyward" in ASCII).
+const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A SQLite file is created if
@@ -120,9 +123,18 @@ impl Store {
         self.notify_channel.as_deref()
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration. On PostgreSQL they run in one transaction that
+    /// first takes an advisory lock, so replicas starting together on a new database
+    /// apply them once, one after the other, instead of racing to create the same
+    /// tables (SQLite's write lock serialises them already).
     pub async fn migrate(&self) -> Result<()> {
-        Migrator::up(&self.pool, None).await.map_err(db_error)
+        if self.notify_channel.is_none() {
+            return Migrator::up(&self.pool, None).await.map_err(db_error);
+        }
+        let txn = self.pool.begin().await.map_err(db_error)?;
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await.map_err(db_error)?;
+        Migrator::up(&txn, None).await.map_err(db_error)?;
+        txn.commit().await.map_err(db_error)
     }
 
     /// The connection, for tests that inspect tables directly.
