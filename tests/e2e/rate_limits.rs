@@ -221,7 +221,7 @@ async fn after_one_period_the_full_burst_is_admitted_again_never_more(backend: B
 /// process): the admitted count is within the guarantee and wastes at most 10% of it.
 async fn two_replicas_share_one_bucket(backend: Backend, shared_by_owner: bool) {
     let app = spawn(backend).await;
-    let (first, second, _dirs) = replicas(&app).await;
+    let (first, second, _dirs) = replicas(&app, backend).await;
     let secrets = if shared_by_owner {
         let request = v1::SetOwnerRateLimitsRequest {
             owner: "caller".into(),
@@ -321,11 +321,18 @@ async fn a_keys_own_limit_takes_precedence_over_its_owners(backend: Backend) {
     app.stop().await;
 }
 
-async fn replicas(app: &TestApp) -> (Replica, Replica, [tempfile::TempDir; 2]) {
+/// Two `keyward` processes on the app's database. SQLite has no change notifications:
+/// there a change reaches other processes when their cached copy expires, so their
+/// cache lives half a second (`KEYWARD_CACHE_TTL`, as README says).
+async fn replicas(app: &TestApp, backend: Backend) -> (Replica, Replica, [tempfile::TempDir; 2]) {
     let url = app.config.store.database_url();
+    let env: &[(&str, &str)] = match backend {
+        Backend::Sqlite => &[("KEYWARD_CACHE_TTL", "500ms")],
+        Backend::Postgres => &[],
+    };
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let first = Replica::start(&url, dirs[0].path(), &[]).await.expect("first replica starts");
-    let second = Replica::start(&url, dirs[1].path(), &[]).await.expect("second replica starts");
+    let first = Replica::start(&url, dirs[0].path(), env).await.expect("first replica starts");
+    let second = Replica::start(&url, dirs[1].path(), env).await.expect("second replica starts");
     (first, second, dirs)
 }
 
@@ -333,10 +340,10 @@ fn admitted(answers: &[v1::VerifyApiKeyResponse]) -> usize {
     answers.iter().filter(|answer| answer.code() == VerificationCode::Valid).count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_lowering_a_limit_is_obeyed_by_another_replica_within_a_second() {
-    let app = spawn(Backend::Postgres).await;
-    let (first, second, _dirs) = replicas(&app).await;
+both!(an_admin_lowering_a_limit_is_obeyed_by_another_replica_within_a_second);
+async fn an_admin_lowering_a_limit_is_obeyed_by_another_replica_within_a_second(backend: Backend) {
+    let app = spawn(backend).await;
+    let (first, second, _dirs) = replicas(&app, backend).await;
     let (key, secret) = limited_key(&app, vec![limit("api", 1_000, 60, None)], 0).await;
     // Both replicas hold the key, and a slice of its bucket.
     assert_eq!(verify(&first.client, &secret, 0).await.code(), VerificationCode::Valid);
@@ -356,10 +363,10 @@ async fn an_admin_lowering_a_limit_is_obeyed_by_another_replica_within_a_second(
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_replica_strands_its_share_for_two_lease_windows_at_most() {
-    let app = spawn(Backend::Postgres).await;
-    let (first, second, _dirs) = replicas(&app).await;
+both!(a_killed_replica_strands_its_share_for_two_lease_windows_at_most);
+async fn a_killed_replica_strands_its_share_for_two_lease_windows_at_most(backend: Backend) {
+    let app = spawn(backend).await;
+    let (first, second, _dirs) = replicas(&app, backend).await;
     let (_, secret) = limited_key(&app, vec![limit("api", 100, 60, None)], 0).await;
     let started = Instant::now();
     let before = join_all((0..50).map(|_| verify(&first.client, &secret, 0))).await;
@@ -378,10 +385,10 @@ async fn a_killed_replica_strands_its_share_for_two_lease_windows_at_most() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_owners_new_limit_reaches_other_replicas_within_a_second() {
-    let app = spawn(Backend::Postgres).await;
-    let (first, second, _dirs) = replicas(&app).await;
+both!(an_owners_new_limit_reaches_other_replicas_within_a_second);
+async fn an_owners_new_limit_reaches_other_replicas_within_a_second(backend: Backend) {
+    let app = spawn(backend).await;
+    let (first, second, _dirs) = replicas(&app, backend).await;
     let (_, secret) = limited_key(&app, vec![], 0).await;
     // Both replicas know the owner has no limits.
     assert!(verify(&first.client, &secret, 0).await.rate_limits.is_empty());
