@@ -76,8 +76,11 @@ impl Held {
 struct Bucket {
     /// Until when (ms) the bucket is known to admit nothing: read without waiting for a
     /// lease in flight, so that under overload a refusal costs neither the lock nor a
-    /// statement. Set only while this replica's slice is spent.
+    /// statement. Set when a lease found the bucket empty and this replica's slice
+    /// spent; 0 once a lease or a returned cost brings tokens again.
     refused_until: AtomicI64,
+    /// When `refused_until` was set: the refill it waits for takes `until - since`.
+    refused_since: AtomicI64,
     held: tokio::sync::Mutex<Held>,
 }
 
@@ -149,10 +152,22 @@ impl Limiter {
 
     async fn take(&self, id: &BucketId, bucket: &Bucket, shape: Shape, cost: i64) -> Result<Taken> {
         let refused_until = bucket.refused_until.load(Ordering::Acquire);
-        if self.clock.now().timestamp_millis() < refused_until {
+        let now_ms = self.clock.now().timestamp_millis();
+        if now_ms < refused_until {
             return Ok(Taken::Refused { reset_ms: refused_until });
         }
-        let mut held = bucket.held.lock().await;
+        let refill_ms = refused_until - bucket.refused_since.load(Ordering::Acquire);
+        let mut held = match bucket.held.try_lock() {
+            Ok(held) => held,
+            // The bucket was empty at its last lease, has refilled about one slice since,
+            // and another request is leasing that slice: what it brings is spent after
+            // it, so under overload the others are refused rather than queued behind the
+            // statement. Longer after (a bucket refilled further) they wait their turn.
+            Err(_) if refused_until != 0 && now_ms < refused_until.saturating_add(refill_ms) => {
+                return Ok(Taken::Refused { reset_ms: now_ms + 1 });
+            }
+            Err(_) => bucket.held.lock().await,
+        };
         loop {
             // Read under the lock, right before the spend it decides: a slice is spent only
             // while its window is current by a fresh reading of the clock. Its bucket
@@ -169,6 +184,10 @@ impl Limiter {
                     return Ok(Taken::Admitted { remaining: held.left(), window });
                 }
                 if now_ms < held.empty_until {
+                    if held.remaining == 0 {
+                        bucket.refused_since.store(now_ms, Ordering::Release);
+                        bucket.refused_until.store(held.empty_until, Ordering::Release);
+                    }
                     return Ok(Taken::Refused { reset_ms: held.empty_until });
                 }
             }
@@ -189,12 +208,16 @@ impl Limiter {
                 shape: Some(shape),
                 bucket: granted.level / shape.unit,
             };
+            // A bucket that could not fill the slice is leased from again once a whole
+            // slice has refilled, not token by token: under overload that is one
+            // statement per slice rather than one per token.
+            if granted.tokens < want {
+                held.empty_until = now_ms + shape.wait_ms(granted.level, want).max(1);
+            }
             if granted.tokens < cost {
-                // Leased again once a whole slice has refilled, not each token: under
-                // overload that is one statement per slice rather than one per token.
-                let reset_ms = now_ms + shape.wait_ms(granted.level, want - granted.tokens).max(1);
-                held.empty_until = reset_ms;
+                let reset_ms = held.empty_until;
                 if held.remaining == 0 {
+                    bucket.refused_since.store(now_ms, Ordering::Release);
                     bucket.refused_until.store(reset_ms, Ordering::Release);
                 }
                 return Ok(Taken::Refused { reset_ms });
