@@ -88,6 +88,7 @@ fn command(environment: &str) -> CreateKey {
         metadata: Default::default(),
         credits: vec![],
         refills: vec![],
+        low_thresholds: vec![],
         rate_limits: vec![],
         import_secret: None,
     }
