@@ -3,10 +3,19 @@
 //! written in the transaction of the change (so a refused change writes none), however
 //! many charges race, and verified on arrival by the Standard Webhooks reference library.
 
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
 use futures::future::join_all;
 use keyward_proto::v1::{
     self, api_key_service_client::ApiKeyServiceClient, credit_service_client::CreditServiceClient,
 };
+use keyward_server::Clock;
 use serde_json::Value;
 use tonic::{Code, transport::Channel};
 
@@ -193,5 +202,46 @@ async fn two_processes_cross_a_threshold_once_on_postgres() {
     assert_eq!(types(&deliveries), ["credits.low", "credits.exhausted"]);
     assert_eq!(balance_events(&app).await, 2);
     drop((first, second));
+    app.stop().await;
+}
+
+both!(a_refill_rearms_both_alerts);
+async fn a_refill_rearms_both_alerts(backend: Backend) {
+    // The test moves the clock a day forward to make the refill due (so it counts the
+    // events in the outbox: receivers refuse a webhook-timestamp a day off).
+    let days = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let days = Arc::clone(&days);
+        Clock::from_fn(move || chrono::Utc::now() + chrono::Duration::days(days.load(Ordering::SeqCst)))
+    };
+    let app = spawn_with(backend, |config| {
+        config.clock = clock.clone();
+        config.refill_interval = Duration::from_millis(50);
+    })
+    .await;
+    let mut request = metered(&[("", 10)], &[("", 5)]);
+    if let Some(key) = request.api_key.as_mut() {
+        key.credit_refills =
+            vec![v1::CreditRefill { unit: String::new(), amount: 20, period: v1::RefillPeriod::Daily.into() }];
+    }
+    let created = app.client.clone().create_api_key(admin(request)).await.unwrap().into_inner();
+    assert_eq!(charge_all(&app.client, &created.secret, 10).await, 10);
+    assert_eq!(balance_events(&app).await, 2, "one credits.low and one credits.exhausted");
+
+    days.store(1, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let id = created.api_key.unwrap().id;
+    let mut credits = CreditServiceClient::new(app.channel.clone());
+    loop {
+        let request = admin(v1::GetCreditBalancesRequest { api_key_id: id.clone() });
+        if credits.get_credit_balances(request).await.unwrap().into_inner().balances == amounts(&[("", 20)]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the refill applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(balance_events(&app).await, 2, "a refill writes no alert");
+    assert_eq!(charge_all(&app.client, &created.secret, 20).await, 20);
+    assert_eq!(balance_events(&app).await, 4, "re-armed by the refill, both fire again");
     app.stop().await;
 }
