@@ -64,7 +64,7 @@ impl CallerKind {
         match (self, rpc) {
             (C::Anonymous, _) => false,
             (C::Admin, _) => true,
-            (_, Rpc::AdjustCredits) => false,
+            (_, Rpc::AdjustCredits | Rpc::SetLowThreshold) => false,
             (C::Reader, Rpc::Get) => true,
             (C::Reader | C::Verifier, _) => false,
             (C::Writer | C::ReaderWriter | C::LimitedWriter, _) => true,
@@ -158,6 +158,8 @@ enum Rpc {
     Update,
     Rotate,
     AdjustCredits,
+    /// UpdateApiKey of `credit_low_thresholds`, set like credits.
+    SetLowThreshold,
     Delete,
     Undelete,
 }
@@ -293,6 +295,15 @@ async fn call(
             };
             credits.adjust_credits(callers.request(caller, message)).await.map(drop)
         }
+        Rpc::SetLowThreshold => {
+            let thresholds = vec![v1::CreditAmount { unit: String::new(), amount: 5 }];
+            let message = v1::UpdateApiKeyRequest {
+                api_key: Some(v1::ApiKey { id, credit_low_thresholds: thresholds, ..Default::default() }),
+                update_mask: Some(prost_types::FieldMask { paths: vec!["credit_low_thresholds".into()] }),
+                ..Default::default()
+            };
+            client.update_api_key(callers.request(caller, message)).await.map(drop)
+        }
         Rpc::Delete => {
             let message = v1::DeleteApiKeyRequest { id, request_id: String::new() };
             client.delete_api_key(callers.request(caller, message)).await.map(drop)
@@ -322,7 +333,7 @@ async fn every_caller_against_every_target(backend: Backend) {
             check(&mut failures, caller, target_kind, Rpc::Create, &outcome);
 
             let live = create_target(&app, shape.clone()).await;
-            for rpc in [Rpc::Get, Rpc::Update, Rpc::Rotate, Rpc::AdjustCredits, Rpc::Delete] {
+            for rpc in [Rpc::Get, Rpc::Update, Rpc::Rotate, Rpc::AdjustCredits, Rpc::SetLowThreshold, Rpc::Delete] {
                 let before = snapshot(&app, &live.id).await;
                 let outcome = call(&app.client, &credits, &callers, caller, rpc, &live).await;
                 check(&mut failures, caller, target_kind, rpc, &outcome);

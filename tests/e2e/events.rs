@@ -166,7 +166,21 @@ async fn a_receiver_that_was_away_gets_every_event_later(backend: Backend) {
         assert_eq!(wait, [300, 600, 900, 1200, 1500][usize::try_from(attempt.attempt - 1).unwrap()], "{attempt:?}");
     }
     // Every event's attempts numbered 1, 2, … in order, and the last one delivered.
-    let history = hooks.list_webhook_deliveries(admin(listing)).await.unwrap().into_inner().webhook_deliveries;
+    // The receiver answers before the dispatcher records the answer: wait until every
+    // delivered event's success is recorded (a guard against a hang, not a measure of time).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let history = loop {
+        let history =
+            hooks.list_webhook_deliveries(admin(listing.clone())).await.unwrap().into_inner().webhook_deliveries;
+        let recorded = deliveries
+            .iter()
+            .all(|d| history.iter().any(|a| a.event_id == d["id"].as_str().unwrap() && a.status_code == 204));
+        if recorded {
+            break history;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "successes recorded: {history:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for event_id in deliveries.iter().map(|d| d["id"].as_str().unwrap()) {
         let mut attempts: Vec<&v1::WebhookDelivery> = history.iter().filter(|a| a.event_id == event_id).collect();
         attempts.reverse();

@@ -8,6 +8,7 @@ mod audit_log;
 mod cache;
 mod connections;
 mod contract;
+mod credit_alerts;
 mod credits;
 mod escalation;
 mod event_replicas;

@@ -24,9 +24,9 @@ pub enum EventType {
     KeyExpiring,
     /// A key has expired.
     KeyExpired,
-    /// A balance fell to or below the key's low threshold for its unit.
+    /// A balance fell below the key's low threshold for its unit (once per crossing).
     CreditsLow,
-    /// A balance fell to 0.
+    /// A balance fell to 0 (once per exhaustion).
     CreditsExhausted,
 }
 
@@ -184,6 +184,16 @@ pub fn key_change(key: &ApiKey, previous: Option<&ApiKey>, author: Author<'_>) -
 /// `data` of a time event: the key and the expiry it is about.
 pub fn key_expiry(key: &ApiKey, expires_at: DateTime<Utc>) -> Value {
     json!({ "apiKey": key_json(key), "expireTime": rfc3339(expires_at) })
+}
+
+/// `data` of a balance event: the key, the unit, its balance and, for `credits.low`, the
+/// threshold crossed.
+pub fn balance_alert(key: &ApiKey, unit: &str, balance: i64, threshold: Option<i64>) -> Value {
+    let mut data = json!({ "apiKey": key_json(key), "unit": unit, "balance": balance.to_string() });
+    if let (Some(threshold), Some(object)) = (threshold, data.as_object_mut()) {
+        object.insert("threshold".to_owned(), Value::String(threshold.to_string()));
+    }
+    data
 }
 
 /// The body posted to endpoints.

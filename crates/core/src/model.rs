@@ -102,6 +102,8 @@ pub struct NewApiKey {
     pub credits: Vec<crate::credit::Credit>,
     /// Refill schedules, each unit once.
     pub refills: Vec<crate::credit::Refill>,
+    /// Low-balance thresholds (`credits.low`), each unit once.
+    pub low_thresholds: Vec<crate::credit::Credit>,
 }
 
 /// A secret a rotation, or an update importing one, installs.
@@ -136,6 +138,8 @@ pub struct KeyPatch {
     pub usage_limited: Option<bool>,
     /// New refill schedules (replacing all), if changed.
     pub refills: Option<Vec<crate::credit::Refill>>,
+    /// New low-balance thresholds (replacing all), if changed.
+    pub low_thresholds: Option<Vec<crate::credit::Credit>>,
     /// New rate limits (replacing all), if changed.
     pub rate_limits: Option<Vec<crate::rate::RateLimit>>,
 }
@@ -150,8 +154,18 @@ impl KeyPatch {
             });
         }
         let mut next = key.clone();
-        let Self { name, scopes, networks, status, expires_at, metadata, usage_limited, refills: _, rate_limits } =
-            self.clone();
+        let Self {
+            name,
+            scopes,
+            networks,
+            status,
+            expires_at,
+            metadata,
+            usage_limited,
+            refills: _,
+            low_thresholds: _,
+            rate_limits,
+        } = self.clone();
         if let Some(name) = name {
             next.name = name;
         }

@@ -245,8 +245,8 @@ pub fn authorize_mutation(caller: &Caller, action: Action) -> crate::error::Resu
     Ok(Authority { reach: authorize(caller, action)?, caller: caller.clone() })
 }
 
-/// Decides whether `caller` may create `key` (with initial credits or refills when
-/// `mints_credits`): the right to create, the owner in reach, and every right the key
+/// Decides whether `caller` may create `key` (with initial credits, refills or
+/// low-balance thresholds when `mints_credits`): the right to create, the owner in reach, and every right the key
 /// carries grantable by the caller. Rate limits are set by whoever may adjust credits.
 pub fn authorize_new_key(caller: &Caller, key: &ApiKey, mints_credits: bool) -> crate::error::Result<()> {
     let reach = authorize(caller, Action::CreateKey)?;
@@ -261,10 +261,14 @@ pub fn authorize_new_key(caller: &Caller, key: &ApiKey, mints_credits: bool) -> 
 
 /// Decides the parts of an update that need a right of their own: lifting a usage limit
 /// or changing refills is as good as granting credits, and so is changing rate limits
-/// (replacing them may raise or drop one).
+/// (replacing them may raise or drop one); low-balance thresholds are set like credits.
 pub fn authorize_patch(caller: &Caller, patch: &crate::model::KeyPatch) -> crate::error::Result<Authority> {
     let authority = authorize_mutation(caller, Action::UpdateKey)?;
-    if patch.usage_limited.is_some() || patch.refills.is_some() || patch.rate_limits.is_some() {
+    if patch.usage_limited.is_some()
+        || patch.refills.is_some()
+        || patch.low_thresholds.is_some()
+        || patch.rate_limits.is_some()
+    {
         authorize(caller, Action::AdjustCredits)?;
     }
     Ok(authority)

@@ -68,10 +68,15 @@ pub(crate) fn refill(refill: &Refill) -> v1::CreditRefill {
     v1::CreditRefill { unit: refill.unit.clone(), amount: refill.amount, period: period.into() }
 }
 
-/// A key with its balances and refill schedules.
+/// A key with its balances, refill schedules and low-balance thresholds.
 pub(crate) fn api_key_with_credits(key: &ApiKey, view: CreditView) -> v1::ApiKey {
-    let CreditView { balances, refills } = view;
-    v1::ApiKey { credits: credits(&balances), credit_refills: refills.iter().map(refill).collect(), ..api_key(key) }
+    let CreditView { balances, refills, low_thresholds } = view;
+    v1::ApiKey {
+        credits: credits(&balances),
+        credit_refills: refills.iter().map(refill).collect(),
+        credit_low_thresholds: credits(&low_thresholds),
+        ..api_key(key)
+    }
 }
 
 pub(crate) fn ledger_entry(entry: &LedgerEntry) -> v1::CreditTransaction {
@@ -135,6 +140,7 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         metadata: metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         credits: Vec::new(),
         credit_refills: Vec::new(),
+        credit_low_thresholds: Vec::new(),
         rate_limits: rate_limits.iter().map(rate_limit).collect(),
     }
 }

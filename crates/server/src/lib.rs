@@ -457,6 +457,7 @@ async fn bootstrap_admin(
         hash_version: hasher.version(),
         credits: Vec::new(),
         refills: Vec::new(),
+        low_thresholds: Vec::new(),
     };
     let mutation = Mutation { actor: "system:bootstrap".to_owned(), request_id: None, now };
     match store.create(new, i64::MAX, &mutation).await {

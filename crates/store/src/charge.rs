@@ -3,7 +3,7 @@
 
 mod replay;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use keyward_core::{
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use self::replay::RequestIds;
 use crate::{
-    Store,
+    Store, alerts,
     db::{ROWS_PER_STATEMENT, db_error, is_retryable},
     entity::{charge_record, credit_balance, credit_transaction},
     ledger::{REASON_VERIFY, ledger_row},
@@ -63,6 +63,7 @@ async fn try_charge(
         outcomes: vec![None; charges.len()],
         ledger: Vec::new(),
         charged_ids: Vec::new(),
+        charged_keys: BTreeSet::new(),
     };
     let fresh = request_ids.answer_repeats(&batch.txn, charges, now, &mut batch.outcomes).await?;
     let one_by_one = batch.charge_by_key(&fresh).await?;
@@ -81,6 +82,8 @@ struct Batch<'a> {
     ledger: Vec<credit_transaction::ActiveModel>,
     /// (key, request id) of every charge that went through.
     charged_ids: Vec<(Uuid, String)>,
+    /// Keys whose balances fell, whose balance alerts may fire.
+    charged_keys: BTreeSet<Uuid>,
 }
 
 impl Batch<'_> {
@@ -211,16 +214,18 @@ impl Batch<'_> {
                 self.now,
             ));
         }
+        self.charged_keys.insert(charge.key_id);
         if let Some(request_id) = &charge.request_id {
             self.charged_ids.push((charge.key_id, request_id.clone()));
         }
         self.outcomes[index] = Some(ChargeOutcome::Charged(after));
     }
 
-    /// Writes the ledger entries and marks the request ids charged, commits, and only
-    /// then answers: a copy of a charge within the batch gets its first's outcome.
+    /// Writes the ledger entries, marks the request ids charged and writes the events of
+    /// the balance alerts the batch crossed, commits, and only then answers: a copy of a
+    /// charge within the batch gets its first's outcome.
     async fn commit(self, copies: &[(usize, usize)]) -> Result<Vec<ChargeOutcome>, DbErr> {
-        let Self { txn, mut outcomes, ledger, charged_ids, .. } = self;
+        let Self { txn, mut outcomes, ledger, charged_ids, charged_keys, now, .. } = self;
         for chunk in ledger.chunks(ROWS_PER_STATEMENT) {
             credit_transaction::Entity::insert_many(chunk.to_vec()).exec_without_returning(&txn).await?;
         }
@@ -239,6 +244,9 @@ impl Batch<'_> {
                 .exec(&txn)
                 .await?;
         }
+        let charged_keys: Vec<Uuid> = charged_keys.into_iter().collect();
+        let fired = alerts::fire(&txn, &charged_keys).await?;
+        alerts::emit(&txn, fired, now).await.map_err(|err| DbErr::Custom(err.to_string()))?;
         txn.commit().await?;
         for &(index, first) in copies {
             outcomes[index] = outcomes[first].clone();

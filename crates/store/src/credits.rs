@@ -14,7 +14,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use crate::{
-    Store,
+    Store, alerts,
     db::db_error,
     entity::{credit_balance, credit_refill, credit_transaction},
     envelope::{Claim, Envelope, Mutation},
@@ -23,13 +23,15 @@ use crate::{
     refill::stored_period,
 };
 
-/// A key's balances and refill schedules, as shown with the key.
+/// A key's balances, refill schedules and low-balance thresholds, as shown with the key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreditView {
     /// Balance per unit, ordered by unit.
     pub balances: Vec<Credit>,
     /// Refill schedules, ordered by unit.
     pub refills: Vec<Refill>,
+    /// Low-balance thresholds, ordered by unit.
+    pub low_thresholds: Vec<Credit>,
 }
 
 /// Filters and position of one page of a key's ledger.
@@ -73,6 +75,9 @@ impl Store {
             let period = stored_period(&row.period)?;
             views.entry(row.key_id).or_default().refills.push(Refill { unit: row.unit, amount: row.amount, period });
         }
+        for (key_id, thresholds) in alerts::thresholds(self.db()?, ids).await? {
+            views.entry(key_id).or_default().low_thresholds = thresholds;
+        }
         Ok(views)
     }
 
@@ -100,6 +105,7 @@ impl Store {
             return all_balances(&txn, id).await;
         }
         apply_deltas(&txn, id, deltas, reason, mutation).await?;
+        alerts::settle(&txn, &[id], mutation.now).await?;
         envelope.record(&txn).await?;
         let balances = all_balances(&txn, id).await?;
         txn.commit().await.map_err(db_error)?;

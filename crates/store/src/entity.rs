@@ -214,6 +214,30 @@ pub mod credit_balance {
         #[sea_orm(primary_key, auto_increment = false)]
         pub unit: String,
         pub balance: i64,
+        /// Whether `credits.exhausted` fires when the balance reaches 0 (it is above 0).
+        pub exhausted_armed: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `credit_thresholds`: a key's `credits.low` threshold per unit, armed while the balance
+/// is at or above it.
+pub mod credit_threshold {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "credit_thresholds")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub unit: String,
+        pub threshold: i64,
+        pub armed: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

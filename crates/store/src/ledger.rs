@@ -77,6 +77,7 @@ pub(crate) async fn lock_balances<'a>(
         key_id: Set(id),
         unit: Set(unit.clone()),
         balance: Set(0),
+        exhausted_armed: Set(false),
     });
     credit_balance::Entity::insert_many(missing)
         .on_conflict_do_nothing()
@@ -98,6 +99,7 @@ pub(crate) async fn set_balance(txn: &DatabaseTransaction, id: Uuid, unit: &str,
         key_id: Set(id),
         unit: Set(unit.to_owned()),
         balance: Set(balance),
+        exhausted_armed: Set(balance > 0),
     })
     .on_conflict(
         OnConflict::columns([credit_balance::Column::KeyId, credit_balance::Column::Unit])

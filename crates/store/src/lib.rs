@@ -8,10 +8,11 @@
 //! batched debits of verifications; `refill` refill schedules; `usage` usage counters;
 //! `rate` shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica change notifications;
 //! `audit` reading the audit log; `outbox` events and their deliveries; `webhooks` webhook endpoints;
-//! `expiry` the sweep for expiry events.
+//! `expiry` the sweep for expiry events; `alerts` the balance alerts (`credits.low`, `credits.exhausted`).
 
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod audit;
 mod changes;
 mod charge;

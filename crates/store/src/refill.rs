@@ -13,7 +13,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::{
-    Store,
+    Store, alerts,
     db::db_error,
     entity::credit_refill,
     ledger::{insert_ledger, ledger_row, lock_balances, set_balance},
@@ -71,6 +71,7 @@ impl Store {
                     now,
                 );
                 insert_ledger(&txn, vec![entry]).await?;
+                alerts::settle(&txn, &[schedule.key_id], now).await?;
             }
             txn.commit().await.map_err(db_error)?;
             applied += 1;

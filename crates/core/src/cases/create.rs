@@ -34,6 +34,8 @@ pub struct CreateKey {
     pub metadata: BTreeMap<String, String>,
     pub credits: Vec<Credit>,
     pub refills: Vec<Refill>,
+    /// Low-balance thresholds per unit.
+    pub low_thresholds: Vec<Credit>,
     pub rate_limits: Vec<crate::rate::RateLimit>,
     /// A secret brought from elsewhere instead of a generated one.
     pub import_secret: Option<SecretString>,
@@ -81,6 +83,7 @@ pub fn create_key(
         metadata,
         credits,
         refills,
+        low_thresholds,
         rate_limits,
         import_secret,
     } = command;
@@ -132,14 +135,15 @@ pub fn create_key(
         metadata,
         rate_limits,
     };
-    // Initial balances and refills mint credits.
-    policy::authorize_new_key(caller, &key, !credits.is_empty() || !refills.is_empty())?;
+    // Initial balances and refills mint credits; thresholds are set by the same right.
+    policy::authorize_new_key(caller, &key, !credits.is_empty() || !refills.is_empty() || !low_thresholds.is_empty())?;
     let new = NewApiKey {
         key,
         secret_hash: hasher.hash(secret.expose_secret()),
         hash_version: hasher.version(),
         credits,
         refills,
+        low_thresholds,
     };
     Ok(Creation { new, secret, max_live_keys: environment.max_live_keys })
 }

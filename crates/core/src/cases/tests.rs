@@ -88,6 +88,7 @@ fn command(environment: &str) -> CreateKey {
         metadata: Default::default(),
         credits: vec![],
         refills: vec![],
+        low_thresholds: vec![],
         rate_limits: vec![],
         import_secret: None,
     }
@@ -149,6 +150,14 @@ fn creating_refuses_what_the_caller_could_not_grant() {
 }
 
 #[test]
+fn low_thresholds_on_a_new_key_take_admin() {
+    let alerted = || CreateKey { low_thresholds: vec![Credit::new("", 10)], ..command("production") };
+    assert!(create_key(&caller(&["keys:write"], None), alerted(), &settings(), &hasher(), now()).is_err());
+    let creation = create_key(&caller(&["admin"], None), alerted(), &settings(), &hasher(), now()).unwrap();
+    assert_eq!(creation.new.low_thresholds, vec![Credit::new("", 10)]);
+}
+
+#[test]
 fn an_imported_secret_is_kept_and_only_hashed() {
     let admin = caller(&["admin"], None);
     let imported = CreateKey { import_secret: Some(SecretString::from("imported-secret-0123456789")), ..command("") };
@@ -179,6 +188,11 @@ fn updating_credits_usage_limits_or_secrets_takes_admin() {
     let limited =
         UpdateKey { patch: KeyPatch { rate_limits: Some(vec![limit]), ..KeyPatch::default() }, ..UpdateKey::default() };
     assert!(update_key(&writer, &limited, &settings(), &hasher(), now()).is_err());
+    let thresholds = Some(vec![Credit::new("", 10)]);
+    let alerted =
+        UpdateKey { patch: KeyPatch { low_thresholds: thresholds, ..KeyPatch::default() }, ..UpdateKey::default() };
+    assert!(update_key(&writer, &alerted, &settings(), &hasher(), now()).is_err());
+    assert!(update_key(&caller(&["admin"], None), &alerted, &settings(), &hasher(), now()).is_ok());
     let imported =
         UpdateKey { import_secret: Some(SecretString::from("imported-secret-0123456789")), ..UpdateKey::default() };
     assert!(update_key(&writer, &imported, &settings(), &hasher(), now()).is_err());

@@ -75,7 +75,7 @@ pub(super) struct Verification {
     pub(super) rate: Vec<RateUse>,
 }
 
-const UPDATABLE_FIELDS: [&str; 9] = [
+const UPDATABLE_FIELDS: [&str; 10] = [
     "name",
     "scopes",
     "networks",
@@ -84,6 +84,7 @@ const UPDATABLE_FIELDS: [&str; 9] = [
     "metadata",
     "usage_limited",
     "credit_refills",
+    "credit_low_thresholds",
     "rate_limits",
 ];
 
@@ -120,11 +121,13 @@ pub(super) fn create(
         credits,
         credit_refills,
         rate_limits,
+        credit_low_thresholds,
     } = api_key;
     checks.name("api_key.name", &name);
     let rate_limits = checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits));
     let credits = checks.credits("api_key.credits", &convert::credits_in(&credits), AmountRule::NonNegative);
     let refills = refills(&mut checks, "api_key.credit_refills", &credit_refills);
+    let low_thresholds = thresholds(&mut checks, &credit_low_thresholds);
     checks.subject("api_key.owner", &owner);
     checks.subject("api_key.organization_id", &organization_id);
     checks.subject("api_key.organization_name", &organization_name);
@@ -158,6 +161,7 @@ pub(super) fn create(
         metadata,
         credits,
         refills,
+        low_thresholds,
         rate_limits,
         import_secret,
     };
@@ -194,6 +198,7 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
         credits: _,
         credit_refills,
         rate_limits,
+        credit_low_thresholds,
     } = api_key;
     let key = checks.key_ref("api_key.id", &id);
     let paths = update_mask.map(|mask| mask.paths).unwrap_or_default();
@@ -226,6 +231,7 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
             "metadata" => patch.metadata = Some(checks.metadata("api_key.metadata", &metadata)),
             "usage_limited" => patch.usage_limited = Some(usage_limited),
             "credit_refills" => patch.refills = Some(refills(&mut checks, "api_key.credit_refills", &credit_refills)),
+            "credit_low_thresholds" => patch.low_thresholds = Some(thresholds(&mut checks, &credit_low_thresholds)),
             "rate_limits" => {
                 patch.rate_limits =
                     Some(checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits)));
@@ -389,6 +395,11 @@ fn importable(checks: &mut Checks, secret: String) -> Option<SecretString> {
         checks.fail("import_secret", problem);
     }
     Some(SecretString::from(secret))
+}
+
+/// Low-balance thresholds: each unit once, each at least 1 (a balance is never below 0).
+fn thresholds(checks: &mut Checks, thresholds: &[v1::CreditAmount]) -> Vec<Credit> {
+    checks.credits("api_key.credit_low_thresholds", &convert::credits_in(thresholds), AmountRule::Positive)
 }
 
 /// Refill schedules: each unit once, amounts at least 1, a period set.

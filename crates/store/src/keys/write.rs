@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::{find_row, quota::enforce_quota};
 use crate::{
-    Store,
+    Store, alerts,
     convert::{to_domain, to_row},
     db::db_error,
     entity::{api_key, api_key_secret},
@@ -67,6 +67,8 @@ impl Store {
         .map_err(secret_insert_error)?;
         ledger::initialize(&txn, key.id, &new.credits, mutation).await?;
         refill::replace_refills(&txn, key.id, &new.refills, mutation.now).await?;
+        alerts::replace_thresholds(&txn, key.id, &new.low_thresholds).await?;
+        alerts::settle(&txn, &[key.id], mutation.now).await?;
         let created = find_row(&txn, key.id).await?;
         envelope.record_key(&txn, &created, None).await?;
         txn.commit().await.map_err(db_error)?;
@@ -114,8 +116,14 @@ impl Store {
         if let Some(refills) = &update.patch.refills {
             refill::replace_refills(&txn, id, refills, mutation.now).await?;
         }
+        if let Some(thresholds) = &update.patch.low_thresholds {
+            alerts::replace_thresholds(&txn, id, thresholds).await?;
+        }
         if !update.credit_deltas.is_empty() {
             ledger::apply_deltas(&txn, id, update.credit_deltas, update.credit_reason, mutation).await?;
+        }
+        if update.patch.low_thresholds.is_some() || !update.credit_deltas.is_empty() {
+            alerts::settle(&txn, &[id], mutation.now).await?;
         }
         if let Some(secret) = update.secret {
             install_secret(&txn, id, secret, mutation.now).await?;
