@@ -84,6 +84,23 @@ struct Bucket {
     held: tokio::sync::Mutex<Held>,
 }
 
+impl Bucket {
+    /// Notes that this replica's slice is spent and the bucket cannot pay until
+    /// `until_ms`. Only a wait within one lease window is noted: a refusal from the hint
+    /// skips the lock, and with it the check that the limit is unchanged, so an admin's
+    /// change must not be held back longer than a window.
+    fn refuse_until(&self, now_ms: i64, until_ms: i64, window_ms: i64) {
+        if until_ms - now_ms <= window_ms {
+            self.refused_since.store(now_ms, Ordering::Release);
+            self.refused_until.store(until_ms, Ordering::Release);
+        }
+    }
+}
+
+/// A bucket found short is asked again at most this often (ms): under overload each
+/// lease statement then brings what refilled meanwhile, not a token at a time.
+const EMPTY_BUCKET_RECHECK_MS: i64 = 5;
+
 enum Taken {
     Admitted { remaining: i64, window: i64 },
     Refused { reset_ms: i64 },
@@ -164,7 +181,7 @@ impl Limiter {
             // it, so under overload the others are refused rather than queued behind the
             // statement. Longer after (a bucket refilled further) they wait their turn.
             Err(_) if refused_until != 0 && now_ms < refused_until.saturating_add(refill_ms) => {
-                return Ok(Taken::Refused { reset_ms: now_ms + 1 });
+                return Ok(Taken::Refused { reset_ms: refused_until.saturating_add(refill_ms) });
             }
             Err(_) => bucket.held.lock().await,
         };
@@ -185,8 +202,7 @@ impl Limiter {
                 }
                 if now_ms < held.empty_until {
                     if held.remaining == 0 {
-                        bucket.refused_since.store(now_ms, Ordering::Release);
-                        bucket.refused_until.store(held.empty_until, Ordering::Release);
+                        bucket.refuse_until(now_ms, held.empty_until, self.window_ms);
                     }
                     return Ok(Taken::Refused { reset_ms: held.empty_until });
                 }
@@ -208,17 +224,17 @@ impl Limiter {
                 shape: Some(shape),
                 bucket: granted.level / shape.unit,
             };
-            // A bucket that could not fill the slice is leased from again once a whole
-            // slice has refilled, not token by token: under overload that is one
-            // statement per slice rather than one per token.
+            // A bucket that could not fill the slice is leased from again once what the
+            // next request lacks has refilled (the rest of this cost, or a whole cost once
+            // the slice is spent), and not sooner than EMPTY_BUCKET_RECHECK_MS.
             if granted.tokens < want {
-                held.empty_until = now_ms + shape.wait_ms(granted.level, want).max(1);
+                let lacking = if granted.tokens < cost { cost - granted.tokens } else { cost };
+                held.empty_until = now_ms + shape.wait_ms(granted.level, lacking).max(EMPTY_BUCKET_RECHECK_MS);
             }
             if granted.tokens < cost {
                 let reset_ms = held.empty_until;
                 if held.remaining == 0 {
-                    bucket.refused_since.store(now_ms, Ordering::Release);
-                    bucket.refused_until.store(reset_ms, Ordering::Release);
+                    bucket.refuse_until(now_ms, reset_ms, self.window_ms);
                 }
                 return Ok(Taken::Refused { reset_ms });
             }
