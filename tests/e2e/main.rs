@@ -24,6 +24,7 @@ mod masumi_clients;
 mod operations;
 mod pagination;
 mod providers;
+mod rate_buckets;
 mod rate_limits;
 mod receiver;
 mod resilience;

@@ -330,8 +330,8 @@ pub struct Config {
     /// Longest grace period RotateApiKey grants the old secret.
     #[arg(long, env = "KEYWARD_MAX_ROTATION_GRACE", default_value = "7d", value_parser = humantime::parse_duration)]
     pub max_rotation_grace: Duration,
-    /// How often the database is probed for the health status; while a probe fails,
-    /// calls that need the database fail at once with UNAVAILABLE.
+    /// How often the database is probed for the health status; once two probes in a row
+    /// fail, calls that need the database fail at once with UNAVAILABLE.
     #[arg(long, env = "KEYWARD_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
     /// How long shutdown waits for in-flight calls.

@@ -9,7 +9,7 @@
 //! memory until enough of it has refilled.
 
 use std::{
-    collections::HashMap,
+    hash::{Hash, Hasher},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicI64, Ordering},
@@ -24,6 +24,7 @@ use keyward_core::{
     rate::{RateLimit, Shape, Subject},
 };
 use keyward_store::{Lease, Slice, Store};
+use uuid::Uuid;
 
 use crate::{config::Clock, metrics::Metrics};
 
@@ -43,12 +44,77 @@ pub(crate) struct Applied {
     pub(crate) states: Vec<LimitState>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A bucket's identity as the replica holds it.
+#[derive(Debug, PartialEq, Eq)]
 struct BucketId {
-    subject: String,
-    name: String,
+    holder: Holder,
+    name: Box<str>,
     period_ms: i64,
 }
+
+#[derive(Debug, PartialEq, Eq)]
+enum Holder {
+    Key(Uuid),
+    Owner(Box<str>),
+}
+
+/// A bucket's identity borrowed from the key being verified: every verification looks
+/// its buckets up by it, without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct BucketRef<'a> {
+    holder: HolderRef<'a>,
+    name: &'a str,
+    period_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum HolderRef<'a> {
+    Key(Uuid),
+    Owner(&'a str),
+}
+
+impl BucketId {
+    fn as_ref(&self) -> BucketRef<'_> {
+        let holder = match &self.holder {
+            Holder::Key(id) => HolderRef::Key(*id),
+            Holder::Owner(owner) => HolderRef::Owner(owner),
+        };
+        BucketRef { holder, name: &self.name, period_ms: self.period_ms }
+    }
+}
+
+// Hashed as its borrowed form, so that a `BucketRef` finds it.
+impl Hash for BucketId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<BucketId> for BucketRef<'_> {
+    fn equivalent(&self, id: &BucketId) -> bool {
+        *self == id.as_ref()
+    }
+}
+
+impl BucketRef<'_> {
+    /// The bucket row's subject: `key:<id>` or `owner:<owner>`.
+    fn subject(self) -> String {
+        match self.holder {
+            HolderRef::Key(id) => format!("key:{id}"),
+            HolderRef::Owner(owner) => format!("owner:{owner}"),
+        }
+    }
+
+    fn to_owned(self) -> BucketId {
+        let holder = match self.holder {
+            HolderRef::Key(id) => Holder::Key(id),
+            HolderRef::Owner(owner) => Holder::Owner(owner.into()),
+        };
+        BucketId { holder, name: self.name.into(), period_ms: self.period_ms }
+    }
+}
+
+type Buckets = hashbrown::HashMap<BucketId, Arc<Bucket>, foldhash::fast::RandomState>;
 
 #[derive(Debug, Default)]
 struct Held {
@@ -113,7 +179,7 @@ pub(crate) struct Limiter {
     window_ms: i64,
     clock: Clock,
     metrics: Arc<Metrics>,
-    held: Mutex<HashMap<BucketId, Arc<Bucket>>>,
+    held: Mutex<Buckets>,
 }
 
 impl Limiter {
@@ -129,13 +195,13 @@ impl Limiter {
         let mut taken = Vec::with_capacity(limits.len());
         let mut admitted = true;
         for &(subject, limit, cost) in limits {
-            let subject = match subject {
-                Subject::Key => format!("key:{}", key.id),
-                Subject::Owner => format!("owner:{}", key.owner),
+            let holder = match subject {
+                Subject::Key => HolderRef::Key(key.id),
+                Subject::Owner => HolderRef::Owner(&key.owner),
             };
-            let id = BucketId { subject, name: limit.name.clone(), period_ms: limit.period_ms };
-            let bucket = self.bucket(&id);
-            let outcome = if admitted { Some(self.take(&id, &bucket, limit.shape(), cost).await?) } else { None };
+            let id = BucketRef { holder, name: &limit.name, period_ms: limit.period_ms };
+            let bucket = self.bucket(id);
+            let outcome = if admitted { Some(self.take(id, &bucket, limit.shape(), cost).await?) } else { None };
             let (remaining, reset_at) = match outcome {
                 Some(Taken::Admitted { remaining, window }) => {
                     taken.push((bucket, cost, window));
@@ -162,12 +228,15 @@ impl Limiter {
         Ok(Applied { admitted, states })
     }
 
-    fn bucket(&self, id: &BucketId) -> Arc<Bucket> {
+    fn bucket(&self, id: BucketRef<'_>) -> Arc<Bucket> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(held.entry(id.clone()).or_default())
+        if let Some(bucket) = held.get(&id) {
+            return Arc::clone(bucket);
+        }
+        Arc::clone(held.entry(id.to_owned()).or_default())
     }
 
-    async fn take(&self, id: &BucketId, bucket: &Bucket, shape: Shape, cost: i64) -> Result<Taken> {
+    async fn take(&self, id: BucketRef<'_>, bucket: &Bucket, shape: Shape, cost: i64) -> Result<Taken> {
         let refused_until = bucket.refused_until.load(Ordering::Acquire);
         let now_ms = self.clock.now().timestamp_millis();
         if now_ms < refused_until {
@@ -213,7 +282,8 @@ impl Limiter {
             let want = cost.max(burst / 20);
             let slice =
                 (held.leased > 0).then_some(Slice { window: held.window, leased: held.leased, unused: held.remaining });
-            let lease = Lease { subject: &id.subject, name: &id.name, shape, now_ms, window, want, slice };
+            let subject = id.subject();
+            let lease = Lease { subject: &subject, name: id.name, shape, now_ms, window, want, slice };
             let granted = self.store.lease(&lease).await?;
             self.metrics.rate_leased(slice.map_or(0, |slice| slice.unused), granted.tokens);
             *held = Held {
@@ -266,8 +336,9 @@ impl Limiter {
             let held = bucket.held.lock().await;
             let Some(shape) = held.shape.filter(|_| held.leased > 0) else { continue };
             let slice = Slice { window: held.window, leased: held.leased, unused: held.remaining };
+            let subject = id.as_ref().subject();
             let lease = Lease {
-                subject: &id.subject,
+                subject: &subject,
                 name: &id.name,
                 shape,
                 now_ms,

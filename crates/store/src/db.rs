@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -26,6 +26,8 @@ pub struct Store {
     /// Whether the last probe reached the database. While it did not, calls that need
     /// the database fail at once with UNAVAILABLE instead of waiting out the pool.
     reachable: Arc<AtomicBool>,
+    /// Probes failed in a row since the last one that answered.
+    failed_probes: Arc<AtomicU32>,
     probe_timeout: Duration,
     /// PostgreSQL channel on which key changes are announced to every replica.
     notify_channel: Option<Arc<str>>,
@@ -42,6 +44,12 @@ pub struct PoolSettings {
     /// Longest wait to open a new connection.
     pub connect_timeout: Duration,
 }
+
+/// Probes that must fail in a row before the database counts as unreachable: under a
+/// burst of load one ping can wait out its second for a pooled connection or a starved
+/// database while statements still complete, and turning every call away then would
+/// make an outage of a spike.
+const FAILED_PROBES_UNREACHABLE: u32 = 2;
 
 /// PostgreSQL advisory lock key held while migrating ("keyward" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
@@ -72,6 +80,7 @@ impl Store {
         Ok(Self {
             pool: db,
             reachable: Arc::new(AtomicBool::new(true)),
+            failed_probes: Arc::default(),
             probe_timeout: pool.acquire_timeout.min(Duration::from_secs(1)),
             notify_channel,
             lookup_reads: Arc::default(),
@@ -88,12 +97,16 @@ impl Store {
         }
     }
 
-    /// Pings the database (within a second at most) and records the answer:
-    /// calls fail fast while it is unreachable and go through again once it answers.
+    /// Pings the database (within a second at most) and records the answer: after
+    /// [`FAILED_PROBES_UNREACHABLE`] failures in a row calls fail fast, and they go
+    /// through again once a ping answers. Returns whether the database counts as reachable.
     pub async fn probe(&self) -> bool {
         let answered = matches!(tokio::time::timeout(self.probe_timeout, self.pool.ping()).await, Ok(Ok(())));
-        self.reachable.store(answered, Ordering::Release);
-        answered
+        let failed = if answered { 0 } else { self.failed_probes.load(Ordering::Acquire).saturating_add(1) };
+        self.failed_probes.store(failed, Ordering::Release);
+        let reachable = failed < FAILED_PROBES_UNREACHABLE;
+        self.reachable.store(reachable, Ordering::Release);
+        reachable
     }
 
     /// Connections of the pool: (in use, idle).

@@ -142,9 +142,15 @@ fn update(backend: DbBackend, lease: &Lease<'_>) -> Statement {
     let out_previous = format!("{max}(leased_prev - CASE WHEN {previous} THEN :slice_leased ELSE 0 END, 0)");
     let level = format!("level + CASE WHEN {current} OR {previous} THEN :slice_unused ELSE 0 END");
     let elapsed = format!("{min}({max}(:now - refilled_at, 0), :max_elapsed)");
+    // The units still out on lease as of the lease's window: a row last moved a window
+    // or more before it still counts leases this lease forgets.
+    let outstanding = format!(
+        "CASE WHEN epoch >= :window THEN {out_current} + {out_previous} \
+              WHEN epoch = :window - 1 THEN {out_current} ELSE 0 END"
+    );
     // Refill stops short of the units still out on lease: bucket and leases together never
     // hold more than a full bucket.
-    let refilled = format!("{max}({min}({level} + {elapsed} * :limit, :capacity - {out_current} - {out_previous}), 0)");
+    let refilled = format!("{max}({min}({level} + {elapsed} * :limit, :capacity - ({outstanding})), 0)");
     // A lease is counted in its own window. One for a window the row already forgets
     // (a replica whose clock lags by more than a window) is granted nothing.
     let granted = format!("CASE WHEN :window < epoch - 1 THEN 0 ELSE {min}(:want, ({refilled}) / :unit) END");
