@@ -7,6 +7,11 @@ use keyward_server::{
     telemetry,
 };
 
+/// Every call allocates its messages, headers and buffers and frees them when it ends;
+/// mimalloc's thread-local free lists serve that pattern with less work than glibc's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = match keyward_server::config::parse_args() {
