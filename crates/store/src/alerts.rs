@@ -24,7 +24,7 @@ use crate::{
     db::{ROWS_PER_STATEMENT, db_error},
     entity::{credit_balance, credit_threshold},
     keys::find_row,
-    ledger::all_balances,
+    ledger::{self, all_balances},
     outbox,
     sql::Sql,
 };
@@ -89,7 +89,7 @@ pub(crate) async fn thresholds(conn: &impl ConnectionTrait, ids: &[Uuid]) -> Res
 /// refill, an update, a creation): writes the events of every alert crossed and re-arms
 /// those the balances are back over.
 pub(crate) async fn settle(txn: &DatabaseTransaction, ids: &[Uuid], now: DateTime<Utc>) -> Result<()> {
-    let fired = fire(txn, ids).await.map_err(db_error)?;
+    let fired = fire(txn, ids, Vec::new(), "", now).await.map_err(db_error)?;
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let mut sql = Sql::new(txn.get_database_backend());
         sql.push("UPDATE credit_balances SET exhausted_armed = TRUE WHERE NOT exhausted_armed AND balance > 0");
@@ -108,12 +108,54 @@ pub(crate) async fn settle(txn: &DatabaseTransaction, ids: &[Uuid], now: DateTim
 const BALANCE: &str = "(SELECT b.balance FROM credit_balances b \
                        WHERE b.key_id = credit_thresholds.key_id AND b.unit = credit_thresholds.unit)";
 
-/// Disarms every armed alert of `ids` whose balance is past its line, returning them: the
-/// alerts this transaction fires. Balances only fall in a charge, so it needs no re-arming.
-pub(crate) async fn fire(txn: &DatabaseTransaction, ids: &[Uuid]) -> Result<Vec<Alert>, DbErr> {
+/// Writes `ledger` (entries of a charge batch, with their reason and time) and disarms
+/// every armed alert of `ids` whose balance is past its line, returning them: the alerts
+/// this transaction fires. Balances only fall in a charge, so it needs no re-arming. On
+/// PostgreSQL all of it is one statement (the insert and the two updates as CTEs), two
+/// round trips fewer per charge batch than one statement each.
+pub(crate) async fn fire(
+    txn: &DatabaseTransaction,
+    ids: &[Uuid],
+    ledger: Vec<ledger::Entry>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alert>, DbErr> {
+    let backend = txn.get_database_backend();
+    if backend == DbBackend::Postgres {
+        let mut sql = Sql::new(backend);
+        sql.push("WITH ");
+        if !ledger.is_empty() {
+            sql.push("ledger AS (");
+            ledger::push_insert(&mut sql, ledger, reason, now);
+            sql.push("), ");
+        }
+        sql.push("low AS (UPDATE credit_thresholds SET armed = FALSE WHERE armed AND threshold > ");
+        sql.push(BALANCE);
+        keys_in(&mut sql, ids);
+        sql.push(" RETURNING key_id, unit, threshold), gone AS (UPDATE credit_balances SET exhausted_armed = FALSE ");
+        sql.push("WHERE exhausted_armed AND balance <= 0");
+        keys_in(&mut sql, ids);
+        sql.push(
+            " RETURNING key_id, unit) SELECT key_id, unit, threshold FROM low \
+             UNION ALL SELECT key_id, unit, NULL::bigint FROM gone",
+        );
+        return txn
+            .query_all_raw(sql.statement())
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(Alert {
+                    key_id: row.try_get("", "key_id")?,
+                    unit: row.try_get("", "unit")?,
+                    threshold: row.try_get("", "threshold")?,
+                })
+            })
+            .collect();
+    }
+    ledger::insert_entries(txn, &ledger, reason, now).await?;
     let mut fired = Vec::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = Sql::new(txn.get_database_backend());
+        let mut sql = Sql::new(backend);
         sql.push("UPDATE credit_thresholds SET armed = FALSE WHERE armed AND threshold > ");
         sql.push(BALANCE);
         keys_in(&mut sql, chunk);
@@ -125,7 +167,7 @@ pub(crate) async fn fire(txn: &DatabaseTransaction, ids: &[Uuid]) -> Result<Vec<
                 threshold: Some(row.try_get("", "threshold")?),
             });
         }
-        let mut sql = Sql::new(txn.get_database_backend());
+        let mut sql = Sql::new(backend);
         sql.push("UPDATE credit_balances SET exhausted_armed = FALSE WHERE exhausted_armed AND balance <= 0");
         keys_in(&mut sql, chunk);
         sql.push(" RETURNING key_id, unit");
@@ -152,7 +194,13 @@ pub(crate) async fn emit(txn: &DatabaseTransaction, fired: Vec<Alert>, now: Date
     Ok(())
 }
 
+/// Restricts a statement to the keys `ids`: on PostgreSQL one array parameter, so the
+/// statement's text (and its prepared plan) is the same for any number of keys.
 fn keys_in(sql: &mut Sql, ids: &[Uuid]) {
+    if sql.backend() == DbBackend::Postgres {
+        sql.push(" AND key_id = ANY(").bind(ids.to_vec(), "uuid[]").push(")");
+        return;
+    }
     sql.push(" AND key_id IN (");
     for (position, id) in ids.iter().enumerate() {
         if position > 0 {

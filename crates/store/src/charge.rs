@@ -20,8 +20,8 @@ use self::replay::RequestIds;
 use crate::{
     Store, alerts,
     db::{ROWS_PER_STATEMENT, db_error, is_retryable},
-    entity::{charge_record, credit_balance, credit_transaction},
-    ledger::{REASON_VERIFY, ledger_row},
+    entity::{charge_record, credit_balance},
+    ledger::{self, REASON_VERIFY},
     sql::Sql,
 };
 
@@ -79,7 +79,7 @@ struct Batch<'a> {
     charges: &'a [Charge],
     now: DateTime<Utc>,
     outcomes: Vec<Option<ChargeOutcome>>,
-    ledger: Vec<credit_transaction::ActiveModel>,
+    ledger: Vec<ledger::Entry>,
     /// (key, request id) of every charge that went through.
     charged_ids: Vec<(Uuid, String)>,
     /// Keys whose balances fell, whose balance alerts may fire.
@@ -203,16 +203,14 @@ impl Batch<'_> {
     fn settle(&mut self, index: usize, after: Vec<Credit>) {
         let charge = &self.charges[index];
         for (cost, balance) in charge.costs.iter().zip(&after) {
-            self.ledger.push(ledger_row(
-                charge.key_id,
-                &cost.unit,
-                -cost.amount,
-                balance.amount,
-                REASON_VERIFY,
-                charge.request_id.as_deref(),
-                &charge.actor,
-                self.now,
-            ));
+            self.ledger.push(ledger::Entry {
+                key_id: charge.key_id,
+                unit: cost.unit.clone(),
+                delta: -cost.amount,
+                balance_after: balance.amount,
+                request_id: charge.request_id.clone(),
+                actor: charge.actor.clone(),
+            });
         }
         self.charged_keys.insert(charge.key_id);
         if let Some(request_id) = &charge.request_id {
@@ -225,11 +223,14 @@ impl Batch<'_> {
     /// the balance alerts the batch crossed, commits, and only then answers: a copy of a
     /// charge within the batch gets its first's outcome.
     async fn commit(self, copies: &[(usize, usize)]) -> Result<Vec<ChargeOutcome>, DbErr> {
-        let Self { txn, mut outcomes, ledger, charged_ids, charged_keys, now, .. } = self;
-        for chunk in ledger.chunks(ROWS_PER_STATEMENT) {
-            credit_transaction::Entity::insert_many(chunk.to_vec()).exec_without_returning(&txn).await?;
-        }
-        if !charged_ids.is_empty() {
+        let Self { txn, backend, mut outcomes, ledger, charged_ids, charged_keys, now, .. } = self;
+        if backend == DbBackend::Postgres && !charged_ids.is_empty() {
+            let (keys, request_ids): (Vec<Uuid>, Vec<String>) = charged_ids.into_iter().unzip();
+            let mut sql = Sql::new(backend);
+            sql.push("UPDATE charge_records SET charged = TRUE WHERE (key_id, request_id) IN (SELECT * FROM unnest(");
+            sql.bind(keys, "uuid[]").push(", ").bind(request_ids, "varchar[]").push("))");
+            txn.execute_raw(sql.statement()).await?;
+        } else if !charged_ids.is_empty() {
             let mut any = Condition::any();
             for (key_id, request_id) in charged_ids {
                 any = any.add(
@@ -245,7 +246,7 @@ impl Batch<'_> {
                 .await?;
         }
         let charged_keys: Vec<Uuid> = charged_keys.into_iter().collect();
-        let fired = alerts::fire(&txn, &charged_keys).await?;
+        let fired = alerts::fire(&txn, &charged_keys, ledger, REASON_VERIFY, now).await?;
         alerts::emit(&txn, fired, now).await.map_err(|err| DbErr::Custom(err.to_string()))?;
         txn.commit().await?;
         for &(index, first) in copies {
@@ -273,34 +274,51 @@ async fn debit(
     backend: DbBackend,
     mut rows: Vec<(Uuid, &str, i64)>,
 ) -> Result<HashMap<(Uuid, String), i64>, DbErr> {
-    // Rows locked in one order by every batch cannot deadlock one another.
+    // Rows sent in one order by every batch: the planner mostly locks them in it, and a
+    // lock cycle between two batches when it does not (a hash join, say) is retried
+    // whole (`is_retryable`), so no charge is lost or doubled by one.
     rows.sort_unstable();
     let mut debited = HashMap::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    let returned = if backend == DbBackend::Postgres {
+        // Column arrays rather than a VALUES list: one statement text for every batch
+        // size, prepared once per connection.
+        let mut columns =
+            (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+        for (key_id, unit, cost) in rows {
+            columns.0.push(key_id);
+            columns.1.push(unit.to_owned());
+            columns.2.push(cost);
+        }
         let mut sql = Sql::new(backend);
-        let postgres = backend == DbBackend::Postgres;
-        sql.push(if postgres {
-            "UPDATE credit_balances AS b SET balance = b.balance - v.cost FROM (VALUES "
-        } else {
-            "UPDATE credit_balances AS b SET balance = b.balance - v.column3 FROM (VALUES "
-        });
-        for (position, (key_id, unit, cost)) in chunk.iter().enumerate() {
-            sql.push(if position == 0 { "(" } else { ", (" });
-            sql.bind(*key_id, "uuid").push(", ").bind(*unit, "varchar").push(", ").bind(*cost, "bigint").push(")");
-        }
-        sql.push(if postgres {
+        sql.push("UPDATE credit_balances AS b SET balance = b.balance - v.cost FROM unnest(");
+        sql.bind(columns.0, "uuid[]").push(", ").bind(columns.1, "varchar[]").push(", ").bind(columns.2, "bigint[]");
+        sql.push(
             ") AS v (key_id, unit, cost) WHERE b.key_id = v.key_id AND b.unit = v.unit AND b.balance >= v.cost \
-             RETURNING b.key_id, b.unit, b.balance"
-        } else {
-            ") AS v WHERE b.key_id = v.column1 AND b.unit = v.column2 AND b.balance >= v.column3 \
-             RETURNING key_id, unit, balance"
-        });
-        for row in txn.query_all_raw(sql.statement()).await? {
-            debited.insert(
-                (row.try_get::<Uuid>("", "key_id")?, row.try_get::<String>("", "unit")?),
-                row.try_get::<i64>("", "balance")?,
+             RETURNING b.key_id, b.unit, b.balance",
+        );
+        txn.query_all_raw(sql.statement()).await?
+    } else {
+        let mut returned = Vec::new();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = Sql::new(backend);
+            sql.push("UPDATE credit_balances AS b SET balance = b.balance - v.column3 FROM (VALUES ");
+            for (position, (key_id, unit, cost)) in chunk.iter().enumerate() {
+                sql.push(if position == 0 { "(" } else { ", (" });
+                sql.bind(*key_id, "").push(", ").bind(*unit, "").push(", ").bind(*cost, "").push(")");
+            }
+            sql.push(
+                ") AS v WHERE b.key_id = v.column1 AND b.unit = v.column2 AND b.balance >= v.column3 \
+                 RETURNING key_id, unit, balance",
             );
+            returned.extend(txn.query_all_raw(sql.statement()).await?);
         }
+        returned
+    };
+    for row in returned {
+        debited.insert(
+            (row.try_get::<Uuid>("", "key_id")?, row.try_get::<String>("", "unit")?),
+            row.try_get::<i64>("", "balance")?,
+        );
     }
     Ok(debited)
 }

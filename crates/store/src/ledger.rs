@@ -10,8 +10,9 @@ use keyward_core::{
 };
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::OnConflict,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{ArrayType, OnConflict},
 };
 use uuid::Uuid;
 
@@ -19,6 +20,7 @@ use crate::{
     db::{ROWS_PER_STATEMENT, db_error},
     entity::{credit_balance, credit_transaction},
     envelope::Mutation,
+    sql::Sql,
 };
 
 /// Ledger reason of initial balances.
@@ -134,6 +136,70 @@ pub(crate) fn ledger_row(
         actor: Set(actor.to_owned()),
         created_at: Set(at),
     }
+}
+
+/// One ledger entry of a charge batch, whose reason, actor's time and transaction are shared.
+pub(crate) struct Entry {
+    pub(crate) key_id: Uuid,
+    pub(crate) unit: String,
+    pub(crate) delta: i64,
+    pub(crate) balance_after: i64,
+    pub(crate) request_id: Option<String>,
+    pub(crate) actor: String,
+}
+
+/// Writes a batch's entries as multi-row INSERTs (SQLite has no arrays to bind).
+pub(crate) async fn insert_entries(
+    txn: &DatabaseTransaction,
+    entries: &[Entry],
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let rows: Vec<_> = entries
+        .iter()
+        .map(|entry| {
+            let request_id = entry.request_id.as_deref();
+            ledger_row(
+                entry.key_id,
+                &entry.unit,
+                entry.delta,
+                entry.balance_after,
+                reason,
+                request_id,
+                &entry.actor,
+                at,
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        credit_transaction::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
+    }
+    Ok(())
+}
+
+/// PostgreSQL's INSERT of a batch's entries, binding a column array each, so that its
+/// text (and its prepared plan) is the same whatever their number; a charge batch runs
+/// it inside the statement that also fires its alerts ([`crate::alerts::fire`]).
+pub(crate) fn push_insert(sql: &mut Sql, entries: Vec<Entry>, reason: &str, at: DateTime<Utc>) {
+    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for entry in entries {
+        columns.0.push(entry.key_id);
+        columns.1.push(entry.unit);
+        columns.2.push(entry.delta);
+        columns.3.push(entry.balance_after);
+        // A request id is never empty (it is a UUID), so '' can stand for none in a text array.
+        columns.4.push(sea_orm::Value::from(entry.request_id.unwrap_or_default()));
+        columns.5.push(entry.actor);
+    }
+    sql.push(
+        "INSERT INTO credit_transactions (key_id, unit, delta, balance_after, reason, request_id, actor, created_at) \
+         SELECT v.key_id, v.unit, v.delta, v.balance_after, ",
+    );
+    sql.bind(reason, "varchar").push(", NULLIF(v.request_id, ''), v.actor, ").bind(at, "timestamptz");
+    sql.push(" FROM unnest(").bind(columns.0, "uuid[]").push(", ").bind(columns.1, "varchar[]");
+    sql.push(", ").bind(columns.2, "bigint[]").push(", ").bind(columns.3, "bigint[]").push(", ");
+    sql.bind(sea_orm::Value::Array(ArrayType::String, Some(Box::new(columns.4))), "varchar[]");
+    sql.push(", ").bind(columns.5, "varchar[]").push(") AS v (key_id, unit, delta, balance_after, request_id, actor)");
 }
 
 pub(crate) async fn insert_ledger(txn: &DatabaseTransaction, rows: Vec<credit_transaction::ActiveModel>) -> Result<()> {

@@ -1,5 +1,6 @@
-//! Raw SQL for the few statements sea-orm cannot build: multi-row VALUES lists joined
-//! into an UPDATE, and inserts that report which rows they claimed.
+//! Raw SQL for the few statements sea-orm cannot build: column arrays (PostgreSQL) or
+//! multi-row VALUES lists (SQLite) joined into an UPDATE, and inserts that report which
+//! rows they claimed.
 
 use sea_orm::{DbBackend, Statement, Value};
 
@@ -13,6 +14,10 @@ pub(crate) struct Sql {
 impl Sql {
     pub(crate) fn new(backend: DbBackend) -> Self {
         Self { backend, text: String::new(), values: Vec::new() }
+    }
+
+    pub(crate) fn backend(&self) -> DbBackend {
+        self.backend
     }
 
     pub(crate) fn push(&mut self, text: &str) -> &mut Self {

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The cache-miss benchmark behind README's Performance section: VerifyApiKey cycling
+# through 10,000 keys with a 100-entry cache (so every call is one indexed read), against
+# the database's own rate for that same read, on the same machine in the same run, in
+# alternating rounds, on SQLite and on PostgreSQL.
+#   PostgreSQL: pgbench, 64 clients, -M prepared, running the SELECT keyward issues on a
+#   miss: 10 scripts, each binding a different seeded key's hash (pgbench cannot draw
+#   strings at random). Each client prepares every script once and plans it afresh for
+#   its first 5 runs, as each of keyward's connections does; with 100 scripts that
+#   start-up cost alone halved pgbench's rate in a 4 s run, with 1 it was ~20% above 10.
+#   SQLite: python's sqlite3 (the C library, statements cached), one process per
+#   connection of keyward's pool (KEYWARD_DATABASE_MAX_CONNECTIONS, default 10), each
+#   running the same SELECT with a random seeded hash in a loop, on the same WAL file.
+# keyward-bench keeps 64 calls in flight over 4 connections; everything shares the cores.
+#   bash crates/bench/miss.sh [seconds per run, default 4] [rounds, default 3]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+SECONDS_PER_RUN="${1:-4}"
+ROUNDS="${2:-3}"
+KEYS=10000
+POOL="${KEYWARD_DATABASE_MAX_CONNECTIONS:-10}"
+cargo build --release --locked --bin keyward --bin keyward-bench
+BIN="${CARGO_TARGET_DIR:-target}/release"
+WORK="$(mktemp -d)"
+MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
+ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+PORT=50554
+SERVER=""
+PSQL=(psql -h 127.0.0.1 -U postgres -qAt)
+trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; "${PSQL[@]}" -c "DROP DATABASE IF EXISTS keyward_miss WITH (FORCE)" 2>/dev/null; rm -rf "$WORK"' EXIT
+
+# The statement Store::find_record_by_secret runs (crates/store/src/keys.rs), as
+# PostgreSQL's log shows it; `?` is the secret hash. Keep the two in step.
+SELECT_SQL='SELECT "api_key_secrets"."secret_hash" AS "A_secret_hash", "api_key_secrets"."hash_version" AS "A_hash_version", "api_key_secrets"."key_id" AS "A_key_id", "api_key_secrets"."created_at" AS "A_created_at", "api_key_secrets"."expires_at" AS "A_expires_at", "api_keys"."number" AS "B_number", "api_keys"."id" AS "B_id", "api_keys"."name" AS "B_name", "api_keys"."mask" AS "B_mask", "api_keys"."owner" AS "B_owner", "api_keys"."creator" AS "B_creator", "api_keys"."organization_id" AS "B_organization_id", "api_keys"."organization_name" AS "B_organization_name", "api_keys"."environment" AS "B_environment", "api_keys"."scopes" AS "B_scopes", "api_keys"."networks" AS "B_networks", "api_keys"."status" AS "B_status", "api_keys"."usage_limited" AS "B_usage_limited", "api_keys"."metadata" AS "B_metadata", "api_keys"."created_at" AS "B_created_at", "api_keys"."updated_at" AS "B_updated_at", "api_keys"."expires_at" AS "B_expires_at", "api_keys"."deleted_at" AS "B_deleted_at", "api_keys"."last_used_at" AS "B_last_used_at", "api_keys"."rate_limits" AS "B_rate_limits" FROM "api_key_secrets" LEFT JOIN "api_keys" ON "api_key_secrets"."key_id" = "api_keys"."id" WHERE "api_key_secrets"."key_id" IN (SELECT "key_id" FROM "api_key_secrets" WHERE "secret_hash" = ?)'
+
+serve() { # serve <database url>
+  KEYWARD_DATABASE_URL="$1" KEYWARD_CACHE_CAPACITY=100 KEYWARD_DATABASE_MAX_CONNECTIONS="$POOL" \
+    KEYWARD_DATA_DIR="$WORK/data" KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HTTP_ADDR=127.0.0.1:0 \
+    KEYWARD_HASH_SECRET=bench KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
+    KEYWARD_ENVIRONMENTS=production:kw_live:20000 KEYWARD_LOG=warn "$BIN/keyward" serve &
+  SERVER=$!
+  for _ in $(seq 1 100); do
+    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "server did not start" >&2; exit 1
+}
+
+keyward_rate() { # every call must verify: a refusal would not be the read being measured
+  "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --auth "$ADMIN" --concurrency 64 --connections 4 \
+    --duration "${SECONDS_PER_RUN}s" --warmup 1s --target verify-keys --keys-file "$WORK/keys.txt" \
+    --json "$WORK/run.json" >/dev/null
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; assert r["verification_codes"].keys() == {"VERIFICATION_CODE_VALID"}, r; print(r["rate"])' "$WORK/run.json"
+}
+
+pgbench_rate() {
+  pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 64 -j 2 -T "$SECONDS_PER_RUN" "${PGBENCH_ARGS[@]}" keyward_miss \
+    2>/dev/null | awk '/^tps = / {print $3}'
+}
+
+sqlite_rate() {
+  python3 - "$WORK/data/keyward.db" "$POOL" "$SECONDS_PER_RUN" "$SELECT_SQL" <<'PY'
+import multiprocessing, random, sqlite3, sys, time
+path, workers, seconds, sql = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+
+def run(hashes, start, out):
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    pick = random.Random().choice
+    while time.monotonic() < start:
+        db.execute(sql, (pick(hashes),)).fetchall()
+    reads, end = 0, start + seconds
+    while time.monotonic() < end:
+        assert db.execute(sql, (pick(hashes),)).fetchall()
+        reads += 1
+    out.put(reads)
+
+ctx = multiprocessing.get_context("fork")
+hashes = [row[0] for row in sqlite3.connect(path).execute("SELECT secret_hash FROM api_key_secrets")]
+out, start = ctx.Queue(), time.monotonic() + 1.0
+procs = [ctx.Process(target=run, args=(hashes, start, out)) for _ in range(workers)]
+for proc in procs:
+    proc.start()
+total = sum(out.get() for _ in procs)
+for proc in procs:
+    proc.join()
+print(total / seconds)
+PY
+}
+
+echo "machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(pgbench --version); SQLite $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)') via python3"
+echo "keyward: 10,000 keys through a 100-entry cache, 64 calls in flight over 4 connections, pool of $POOL; ${SECONDS_PER_RUN} s per run"
+for STORE in sqlite postgres; do
+  rm -rf "$WORK/data"
+  if [ "$STORE" = sqlite ]; then URL="sqlite://$WORK/data/keyward.db"; DB=sqlite3; else
+    "${PSQL[@]}" -c "DROP DATABASE IF EXISTS keyward_miss WITH (FORCE)" -c "CREATE DATABASE keyward_miss"
+    URL="postgres://postgres@127.0.0.1:5432/keyward_miss"; DB=pgbench
+  fi
+  serve "$URL"
+  "$BIN/keyward-bench" seed --addr "127.0.0.1:$PORT" --auth "$ADMIN" --count "$KEYS" --out "$WORK/keys.txt" >/dev/null
+  if [ "$STORE" = postgres ]; then
+    PGBENCH_ARGS=()
+    n=0
+    while read -r hash; do
+      n=$((n + 1))
+      printf '%s;\n' "${SELECT_SQL//\?/:h$n}" >"$WORK/select$n.sql"
+      PGBENCH_ARGS+=(-D "h$n=$hash" -f "$WORK/select$n.sql")
+    done < <("${PSQL[@]}" -d keyward_miss -c "SELECT secret_hash FROM api_key_secrets ORDER BY random() LIMIT 10")
+  fi
+  DBS=(); KWS=()
+  for round in $(seq 1 "$ROUNDS"); do
+    if [ "$STORE" = sqlite ]; then DBS+=("$(sqlite_rate)"); else DBS+=("$(pgbench_rate)"); fi
+    KWS+=("$(keyward_rate)")
+    awk -v s="$STORE" -v r="$round" -v d="$DB" -v db="${DBS[-1]}" -v kw="${KWS[-1]}" 'BEGIN {
+      printf "%-8s round %d  %s same SELECT %8.0f/s   keyward miss path %7.0f/s   ratio %.3f\n", s, r, d, db, kw, kw / db }'
+  done
+  python3 - "$STORE" "${DBS[*]}" "${KWS[*]}" <<'PY'
+import sys
+store, db, kw = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
+db_rate, kw_rate = sum(db) / len(db), sum(kw) / len(kw)
+print(f"== {store}: database {db_rate:.0f} reads/s, keyward miss path {kw_rate:.0f}/s, ratio {kw_rate / db_rate:.2f}")
+PY
+  kill "$SERVER"; wait "$SERVER" || true; SERVER=""
+done
