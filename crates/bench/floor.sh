@@ -56,7 +56,7 @@ serve() { # serve <database url>
 }
 
 echo "machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(h2load --version | head -1)"
-echo "client and server share the machine; 64 calls in flight over 4 connections; ${SECONDS_PER_RUN} s per run after 1 s warm-up"
+echo "client and server share the machine; 64 calls in flight over 4 connections; per round each target twice for ${HALF_RUN} s after a 1 s warm-up"
 for STORE in sqlite postgres; do
   rm -rf "$WORK/data"
   if [ "$STORE" = sqlite ]; then URL="sqlite://$WORK/data/keyward.db"; else
