@@ -612,10 +612,11 @@ async fn a_bad_jwks_refresh_keeps_the_keys_and_logs_an_error() {
         let stranger = crate::jwt::Signer::ec(&format!("unknown-{problem}"));
         assert_eq!(quota(&stranger).await, Err(Code::Unauthenticated));
         quota(&known).await.expect("the keys it had are kept");
-        let log = replica.log();
+        let names_it = |line: &str| line.contains("could not refresh the JWKS") && line.contains(problem);
+        let log = replica.log_when(|log| log.lines().any(names_it)).await;
         let line = log
             .lines()
-            .find(|line| line.contains("could not refresh the JWKS") && line.contains(problem))
+            .find(|line| names_it(line))
             .unwrap_or_else(|| panic!("no refresh error naming {problem:?} in\n{log}"));
         assert!(line.contains("ERROR"), "{line}");
     }

@@ -356,6 +356,20 @@ impl Replica {
         self.log.lock().unwrap().clone()
     }
 
+    /// What the process has logged, once `ready` holds for it or after 10 s: the log is
+    /// read from the process's pipe, so the line about a call just answered can arrive a
+    /// moment after the answer.
+    pub(crate) async fn log_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if ready(&log) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub(crate) async fn code(&self, secret: &str) -> v1::VerificationCode {
         let request = admin(v1::VerifyApiKeyRequest { key: secret.to_owned(), ..Default::default() });
         self.client.clone().verify_api_key(request).await.unwrap().into_inner().code()
