@@ -10,11 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 SECONDS_PER_TARGET="${1:-5}"
 PARTS="${2:-all}"
-cargo build --release --locked --bin keyward --bin keyward-bench
-BIN="${CARGO_TARGET_DIR:-target}/release"
-WORK="$(mktemp -d)"
-MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
-ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+source crates/bench/common.sh
 PORT=50551
 SERVER=""
 trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS keyward_bench WITH (FORCE)" 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -24,11 +20,7 @@ serve() { # serve <database url> <cache capacity>
     KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HTTP_ADDR=127.0.0.1:0 KEYWARD_HASH_SECRET=bench KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
     KEYWARD_ENVIRONMENTS=production:kw_live:20000 KEYWARD_LOG=warn "$BIN/keyward" serve &
   SERVER=$!
-  for _ in $(seq 1 100); do
-    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "server did not start" >&2; exit 1
+  wait_ready "$PORT"
 }
 stop() { kill "$SERVER"; wait "$SERVER" || true; SERVER=""; }
 compare() { # compare <label> <target args...>
@@ -45,10 +37,7 @@ rest() { # REST routes vs the gRPC calls behind them, 64 in flight, same run, on
     KEYWARD_HASH_SECRET=bench KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" KEYWARD_LOG=warn \
     "$BIN/keyward" serve &
   SERVER=$!
-  for _ in $(seq 1 100); do
-    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  wait_ready "$PORT"
   for pair in "rest-psp-list list-keys" "rest-key-status caller-key"; do
     set -- $pair
     echo "== REST $1 vs gRPC $2"
@@ -59,7 +48,7 @@ rest() { # REST routes vs the gRPC calls behind them, 64 in flight, same run, on
   stop
 }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+echo "machine: $(machine)"
 for STORE in sqlite postgres; do
   [ "$PARTS" = rest ] && break
   rm -rf "$WORK/data"

@@ -12,11 +12,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 PARTS="${1:-all}"
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked --bin keyward --bin keyward-bench
-BIN="${CARGO_TARGET_DIR:-target}/release"
-WORK="$(mktemp -d)"
-MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
-ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+source crates/bench/common.sh
 GRPC_PORT=50651
 HTTP_PORT=58680
 SERVER=""
@@ -27,17 +23,13 @@ serve() { # serve <database url> [extra env assignments...]
     KEYWARD_GRPC_ADDR="127.0.0.1:$GRPC_PORT" KEYWARD_HTTP_ADDR="127.0.0.1:$HTTP_PORT" KEYWARD_HASH_SECRET=bench \
     KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" KEYWARD_LOG=warn "$BIN/keyward" serve &
   SERVER=$!
-  for _ in $(seq 1 100); do
-    "$BIN/keyward-bench" run --addr "127.0.0.1:$GRPC_PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "server did not start" >&2; exit 1
+  wait_ready "$GRPC_PORT"
 }
 stop() { kill "$SERVER"; wait "$SERVER" || true; SERVER=""; }
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$SERVER/status"; }
 cached_keys() { curl -s "127.0.0.1:$HTTP_PORT/metrics" | awk '/^keyward_cache_keys / {print $2}'; }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+echo "machine: $(machine)"
 
 if [ "$PARTS" = idle ] || [ "$PARTS" = all ]; then
   echo "== idle connections (SQLite, default settings)"

@@ -15,11 +15,7 @@ SECONDS_PER_RUN="${1:-5}"
 HALF_RUN=$(( (SECONDS_PER_RUN + 1) / 2 ))
 ROUNDS="${2:-3}"
 command -v h2load >/dev/null || { echo "h2load is missing: bash tests/tools.sh bench" >&2; exit 1; }
-cargo build --release --locked --bin keyward --bin keyward-bench
-BIN="${CARGO_TARGET_DIR:-target}/release"
-WORK="$(mktemp -d)"
-MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
-ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+source crates/bench/common.sh
 PORT=50553
 SERVER=""
 trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS keyward_floor WITH (FORCE)" 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -48,14 +44,10 @@ serve() { # serve <database url>
     KEYWARD_HTTP_ADDR=127.0.0.1:0 KEYWARD_HASH_SECRET=bench KEYWARD_MASTER_KEY="$MASTER_KEY" \
     KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" KEYWARD_LOG=warn "$BIN/keyward" serve &
   SERVER=$!
-  for _ in $(seq 1 100); do
-    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "server did not start" >&2; exit 1
+  wait_ready "$PORT"
 }
 
-echo "machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(h2load --version | head -1)"
+echo "machine: $(machine); $(h2load --version | head -1)"
 echo "client and server share the machine; 64 calls in flight over 4 connections; per round each target twice for ${HALF_RUN} s after a 1 s warm-up"
 for STORE in sqlite postgres; do
   rm -rf "$WORK/data"

@@ -11,11 +11,7 @@ SECONDS_PER_RUN="${1:-5}"
 ROUNDS=3
 KEYS=1000
 CREDITS=1000000000000
-cargo build --release --locked --bin keyward --bin keyward-bench
-BIN="${CARGO_TARGET_DIR:-target}/release"
-WORK="$(mktemp -d)"
-MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
-ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+source crates/bench/common.sh
 PORT=50552
 SERVER=""
 PSQL=(psql -h 127.0.0.1 -U postgres -q)
@@ -43,10 +39,7 @@ KEYWARD_DATABASE_URL=postgres://postgres@127.0.0.1:5432/keyward_metered KEYWARD_
   KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
   KEYWARD_ENVIRONMENTS=production:kw_live:20000 KEYWARD_LOG=warn "$BIN/keyward" serve &
 SERVER=$!
-for _ in $(seq 1 100); do
-  "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_ready "$PORT"
 "$BIN/keyward-bench" seed --addr "127.0.0.1:$PORT" --auth "$ADMIN" --count "$KEYS" --credits "$CREDITS" --out "$WORK/keys.txt"
 head -1 "$WORK/keys.txt" > "$WORK/key.txt"
 
@@ -61,7 +54,7 @@ keyward_rate() { # keyward_rate <keys file>
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; assert r["verification_codes"].keys() == {"VERIFICATION_CODE_VALID"}, r; print(r["rate"])' "$WORK/run.json"
 }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $(pgbench --version)"
+echo "machine: $(machine), $(pgbench --version)"
 for CASE in many one; do
   if [ "$CASE" = many ]; then KEYS_FILE="$WORK/keys.txt"; LABEL="$KEYS keys"; else KEYS_FILE="$WORK/key.txt"; LABEL="one key"; fi
   PG=(); KW=()

@@ -19,11 +19,7 @@ SECONDS_PER_RUN="${1:-4}"
 ROUNDS="${2:-3}"
 KEYS=10000
 POOL="${KEYWARD_DATABASE_MAX_CONNECTIONS:-10}"
-cargo build --release --locked --bin keyward --bin keyward-bench
-BIN="${CARGO_TARGET_DIR:-target}/release"
-WORK="$(mktemp -d)"
-MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
-ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+source crates/bench/common.sh
 PORT=50554
 SERVER=""
 PSQL=(psql -h 127.0.0.1 -U postgres -qAt)
@@ -39,11 +35,7 @@ serve() { # serve <database url>
     KEYWARD_HASH_SECRET=bench KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
     KEYWARD_ENVIRONMENTS=production:kw_live:20000 KEYWARD_LOG=warn "$BIN/keyward" serve &
   SERVER=$!
-  for _ in $(seq 1 100); do
-    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "server did not start" >&2; exit 1
+  wait_ready "$PORT"
 }
 
 keyward_rate() { # every call must verify: a refusal would not be the read being measured
@@ -87,7 +79,7 @@ print(total / seconds)
 PY
 }
 
-echo "machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(pgbench --version); SQLite $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)') via python3"
+echo "machine: $(machine); $(pgbench --version); SQLite $(python3 -c 'import sqlite3; print(sqlite3.sqlite_version)') via python3"
 echo "keyward: 10,000 keys through a 100-entry cache, 64 calls in flight over 4 connections, pool of $POOL; ${SECONDS_PER_RUN} s per run"
 for STORE in sqlite postgres; do
   rm -rf "$WORK/data"

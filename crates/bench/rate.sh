@@ -16,11 +16,7 @@ ROUNDS="${2:-3}"
 command -v h2load >/dev/null || { echo "h2load is missing: bash tests/tools.sh bench" >&2; exit 1; }
 GRPCURL="$PWD/target/tools/bin/grpcurl"
 [ -x "$GRPCURL" ] || { echo "grpcurl is missing: bash tests/tools.sh" >&2; exit 1; }
-cargo build --release --locked --bin keyward --bin keyward-bench
-BIN="${CARGO_TARGET_DIR:-target}/release"
-WORK="$(mktemp -d)"
-MASTER_KEY="$(head -c 32 /dev/urandom | base64)"
-ADMIN="kwbench_admin_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+source crates/bench/common.sh
 PORTS=(50561 50562)
 HTTP_PORTS=(58561 58562)
 SERVERS=()
@@ -32,11 +28,7 @@ serve() { # serve <replica index> <database url>
     KEYWARD_HTTP_ADDR="127.0.0.1:${HTTP_PORTS[$1]}" KEYWARD_HASH_SECRET=bench KEYWARD_MASTER_KEY="$MASTER_KEY" \
     KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" KEYWARD_LOG=warn "$BIN/keyward" serve &
   SERVERS+=($!)
-  for _ in $(seq 1 100); do
-    "$BIN/keyward-bench" run --addr "127.0.0.1:${PORTS[$1]}" --target health --requests 1 --warmup 0s >/dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "server did not start" >&2; exit 1
+  wait_ready "${PORTS[$1]}"
 }
 
 create() { # create <name> <rate limits JSON>: prints the new key's secret
@@ -89,7 +81,7 @@ hot() { # hot <label>: (b)/(c) rounds: the limited hot key against the unlimited
   done
 }
 
-echo "machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); $(h2load --version | head -1)"
+echo "machine: $(machine); $(h2load --version | head -1)"
 echo "client and server share the machine; 64 calls in flight; ${SECONDS_PER_RUN} s per run after 1 s warm-up"
 
 serve 0 "sqlite://$WORK/data/keyward.db"
