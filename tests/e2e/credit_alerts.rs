@@ -3,19 +3,12 @@
 //! written in the transaction of the change (so a refused change writes none), however
 //! many charges race, and verified on arrival by the Standard Webhooks reference library.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use futures::future::join_all;
 use keyward_proto::v1::{
     self, api_key_service_client::ApiKeyServiceClient, credit_service_client::CreditServiceClient,
 };
-use keyward_server::Clock;
 use serde_json::Value;
 use tonic::{Code, transport::Channel};
 
@@ -209,11 +202,7 @@ both!(a_refill_rearms_both_alerts);
 async fn a_refill_rearms_both_alerts(backend: Backend) {
     // The test moves the clock a day forward to make the refill due (so it counts the
     // events in the outbox: receivers refuse a webhook-timestamp a day off).
-    let days = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let days = Arc::clone(&days);
-        Clock::from_fn(move || chrono::Utc::now() + chrono::Duration::days(days.load(Ordering::SeqCst)))
-    };
+    let (clock, days) = crate::helpers::movable_clock(chrono::Duration::days(1));
     let app = spawn_with(backend, |config| {
         config.clock = clock.clone();
         config.refill_interval = Duration::from_millis(50);

@@ -2,10 +2,7 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -13,7 +10,6 @@ use futures::future::join_all;
 use keyward_proto::v1::{
     self, api_key_service_client::ApiKeyServiceClient, credit_service_client::CreditServiceClient,
 };
-use keyward_server::Clock;
 use tonic::{Code, transport::Channel};
 
 use crate::helpers::{Backend, Replica, TestApp, admin, assert_invalid, assert_status, both, spawn, spawn_with};
@@ -346,11 +342,7 @@ both!(unlimited_keys_are_counted_not_charged);
 
 async fn refills_apply_once_per_period_across_replicas(backend: Backend) {
     // Both replicas read one clock the test moves forward by whole days.
-    let days = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let days = Arc::clone(&days);
-        Clock::from_fn(move || chrono::Utc::now() + chrono::Duration::days(days.load(Ordering::SeqCst)))
-    };
+    let (clock, days) = crate::helpers::movable_clock(chrono::Duration::days(1));
     let app = spawn_with(backend, |config| {
         config.clock = clock.clone();
         config.refill_interval = Duration::from_millis(50);

@@ -2,12 +2,15 @@
 
 use std::{
     process::Stdio,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use keyward_proto::v1::{self, api_key_service_client::ApiKeyServiceClient};
-use keyward_server::{Config, Running};
+use keyward_server::{Config, Running, config::Clock};
 use sea_orm::{ConnectionTrait, Database};
 use secrecy::SecretString;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -374,4 +377,12 @@ impl Replica {
         let request = admin(v1::VerifyApiKeyRequest { key: secret.to_owned(), ..Default::default() });
         self.client.clone().verify_api_key(request).await.unwrap().into_inner().code()
     }
+}
+
+/// A clock `step` ahead of real time for each count of the returned counter, which the
+/// test moves forward; replicas given the same clock share its time.
+pub(crate) fn movable_clock(step: chrono::Duration) -> (Clock, Arc<AtomicI64>) {
+    let steps = Arc::new(AtomicI64::new(0));
+    let counter = Arc::clone(&steps);
+    (Clock::from_fn(move || chrono::Utc::now() + step * i32::try_from(counter.load(Ordering::SeqCst)).unwrap()), steps)
 }

@@ -1,20 +1,13 @@
 //! Rate limits: a bucket admits its burst and then refuses with a reset time, across
 //! replicas on one database, without charging what it refuses.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
-    time::Instant,
-};
+use std::{sync::atomic::Ordering, time::Instant};
 
 use futures::future::join_all;
 use keyward_proto::v1::{
     self, VerificationCode, api_key_service_client::ApiKeyServiceClient,
     rate_limit_service_client::RateLimitServiceClient,
 };
-use keyward_server::config::Clock;
 use tonic::{Code, transport::Channel};
 
 use crate::helpers::{Backend, Replica, TestApp, admin, assert_invalid, both, spawn, spawn_with, with_key};
@@ -195,11 +188,7 @@ async fn setting_limits_takes_admin_and_readers_see_them(backend: Backend) {
 
 both!(after_one_period_the_full_burst_is_admitted_again_never_more);
 async fn after_one_period_the_full_burst_is_admitted_again_never_more(backend: Backend) {
-    let seconds = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let seconds = Arc::clone(&seconds);
-        Clock::from_fn(move || chrono::Utc::now() + chrono::Duration::seconds(seconds.load(Ordering::SeqCst)))
-    };
+    let (clock, seconds) = crate::helpers::movable_clock(chrono::Duration::seconds(1));
     let app = spawn_with(backend, |config| config.clock = clock).await;
     let (_, secret) = limited_key(&app, vec![limit("api", 10, 3_600, None)], 0).await;
     let admitted = |answers: Vec<v1::VerifyApiKeyResponse>| {
