@@ -164,8 +164,10 @@ impl Bucket {
 }
 
 /// A bucket found short is asked again at most this often (ms): under overload each
-/// lease statement then brings what refilled meanwhile, not a token at a time.
-const EMPTY_BUCKET_RECHECK_MS: i64 = 5;
+/// lease statement then brings what refilled meanwhile, not a token at a time, and the
+/// statement is back before the next is due, so requests are refused, not queued
+/// behind it.
+const EMPTY_BUCKET_RECHECK_MS: i64 = 20;
 
 enum Taken {
     Admitted { remaining: i64, window: i64 },
@@ -277,14 +279,18 @@ impl Limiter {
                 }
             }
             // A slice of a twentieth of the burst: few statements per burst, and little
-            // held back from other replicas.
+            // held back from other replicas. A fast limit asks for what refills over two
+            // rechecks if that is more, so that under overload one statement per recheck
+            // brings all that refilled since the last and admission keeps up with the
+            // limit.
             let burst = shape.capacity / shape.unit;
-            let want = cost.max(burst / 20);
+            let refill = shape.limit.saturating_mul(2 * EMPTY_BUCKET_RECHECK_MS) / shape.unit;
+            let want = cost.max(burst / 20).max(refill.min(burst));
             let slice =
                 (held.leased > 0).then_some(Slice { window: held.window, leased: held.leased, unused: held.remaining });
             let subject = id.subject();
             let lease = Lease { subject: &subject, name: id.name, shape, now_ms, window, want, slice };
-            let granted = self.store.lease(&lease).await?;
+            let granted = Box::pin(self.store.lease(&lease)).await?;
             self.metrics.rate_leased(slice.map_or(0, |slice| slice.unused), granted.tokens);
             *held = Held {
                 window,
