@@ -19,6 +19,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     // options, which reflection clients and the REST gateway read.
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("keyward_descriptor.bin"), compiler.encode_file_descriptor_set())?;
-    tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
+    // Written by hand (proto/verify_response.rs): a server answers with a key encoded once.
+    tonic_prost_build::configure()
+        .extern_path(".keyward.v1.VerifyApiKeyResponse", "crate::verify_response::VerifyApiKeyResponse")
+        .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -9,7 +9,8 @@ use keyward_core::{
     verify::Verdict,
 };
 use keyward_proto::v1;
-use keyward_store::CreditView;
+use keyward_store::{CreditView, KeyRecord};
+use prost::{Message, bytes::Bytes};
 
 use crate::limiter::LimitState;
 
@@ -92,6 +93,12 @@ pub(crate) fn ledger_entry(entry: &LedgerEntry) -> v1::CreditTransaction {
         actor: actor.clone(),
         create_time: Some(timestamp(*created_at)),
     }
+}
+
+/// A found key's encoding for a verification answer, made once per record: the record
+/// is cached, and this is most of what a cached verification would otherwise build.
+pub(crate) fn encoded_api_key(record: &KeyRecord) -> Bytes {
+    record.encoded_key.get_or_init(|| api_key(&record.key).encode_to_vec().into()).clone()
 }
 
 /// The proto form of a key; the secret is never part of either.

@@ -46,11 +46,11 @@ pub(crate) struct Verifier {
     limiter: Arc<Limiter>,
 }
 
-/// The outcome of a verification: the verdict and, when one was found, the key.
+/// The outcome of a verification: the verdict and, when one was found, the key's record.
 #[derive(Debug)]
 pub(crate) struct Verification {
     pub(crate) verdict: Verdict,
-    pub(crate) key: Option<Arc<ApiKey>>,
+    pub(crate) record: Option<Arc<KeyRecord>>,
     /// After a charge, the balances of the charged units.
     pub(crate) remaining: Vec<Credit>,
     /// Every rate limit applied, and where it stands.
@@ -65,6 +65,13 @@ pub(crate) struct Cost {
     pub(crate) actor: String,
     /// Limits named by the request, besides the key's auto-applied ones.
     pub(crate) rate: Vec<RateUse>,
+}
+
+impl Verification {
+    /// The key found, if any.
+    pub(crate) fn key(&self) -> Option<&Arc<ApiKey>> {
+        self.record.as_ref().map(|record| &record.key)
+    }
 }
 
 impl Verifier {
@@ -93,7 +100,7 @@ impl Verifier {
             return Ok(limits);
         }
         let epoch = self.cache.epoch();
-        let limits: Arc<[rate::RateLimit]> = self.store.owner_rate_limits(owner).await?.into();
+        let limits: Arc<[rate::RateLimit]> = Box::pin(self.store.owner_rate_limits(owner)).await?.into();
         self.cache.fill_owner(epoch, owner, &limits);
         Ok(limits)
     }
@@ -128,7 +135,7 @@ impl Verifier {
         let mut verification = self.verdict(presented, required_scopes, network, now).await?;
         // Limits after the key's own checks and before the charge: a request they refuse
         // is never charged.
-        if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key) {
+        if let (Verdict::Valid, Some(key)) = (verification.verdict, verification.key()) {
             let shared = self.owner_limits(&key.owner).await?;
             let applicable = rate::applicable(&key.rate_limits, &shared, &cost.rate);
             if !applicable.is_empty() {
@@ -139,13 +146,13 @@ impl Verifier {
                 verification.limits = applied.states;
             }
         }
-        if let (Verdict::Valid, Some(key)) = (verification.verdict, &verification.key)
+        if let (Verdict::Valid, Some(key)) = (verification.verdict, verification.key())
             && key.usage_limited
             && !cost.credits.is_empty()
         {
             let charge =
                 Charge { key_id: key.id, costs: cost.credits.clone(), request_id: cost.request_id, actor: cost.actor };
-            match self.charger.charge(charge).await? {
+            match Box::pin(self.charger.charge(charge)).await? {
                 ChargeOutcome::Charged(remaining) => {
                     self.metrics.charged(&cost.credits);
                     verification.remaining = remaining;
@@ -161,7 +168,7 @@ impl Verifier {
             }
         }
         self.metrics.verified(verification.verdict);
-        if let Some(key) = &verification.key {
+        if let Some(key) = verification.key() {
             self.usage.verified(key.id, verification.verdict, now);
             if verification.verdict == Verdict::Valid {
                 self.usage.spent(key.id, &cost.credits, now);
@@ -180,7 +187,7 @@ impl Verifier {
         if secret::classify(presented, self.environments.prefixes()) == Shape::Malformed {
             return Ok(Verification {
                 verdict: Verdict::Malformed,
-                key: None,
+                record: None,
                 remaining: Vec::new(),
                 limits: Vec::new(),
             });
@@ -189,7 +196,7 @@ impl Verifier {
         let Some(record) = self.record(&hash).await? else {
             return Ok(Verification {
                 verdict: Verdict::NotFound,
-                key: None,
+                record: None,
                 remaining: Vec::new(),
                 limits: Vec::new(),
             });
@@ -198,13 +205,13 @@ impl Verifier {
         let Some(secret) = record.secret(&hash) else {
             return Ok(Verification {
                 verdict: Verdict::NotFound,
-                key: None,
+                record: None,
                 remaining: Vec::new(),
                 limits: Vec::new(),
             });
         };
         let verdict = judge(&record.key, secret.expires_at, required_scopes, network, now);
-        Ok(Verification { verdict, key: Some(Arc::clone(&record.key)), remaining: Vec::new(), limits: Vec::new() })
+        Ok(Verification { verdict, record: Some(record), remaining: Vec::new(), limits: Vec::new() })
     }
 
     async fn record(&self, hash: &SecretHash) -> Result<Option<Arc<KeyRecord>>> {
@@ -223,14 +230,14 @@ impl Verifier {
             Lookup::KeyMiss(id) => {
                 self.metrics.cache_lookup(CacheResult::Miss);
                 let epoch = self.cache.epoch();
-                let record = self.store.find_record_by_id(id).await?.map(Arc::new);
+                let record = Box::pin(self.store.find_record_by_id(id)).await?.map(Arc::new);
                 self.cache.fill(epoch, hash, record.as_ref());
                 Ok(record)
             }
             Lookup::Miss => {
                 self.metrics.cache_lookup(CacheResult::Miss);
                 let epoch = self.cache.epoch();
-                let record = self.store.find_record_by_secret(hash).await?.map(Arc::new);
+                let record = Box::pin(self.store.find_record_by_secret(hash)).await?.map(Arc::new);
                 self.cache.fill(epoch, hash, record.as_ref());
                 Ok(record)
             }
@@ -266,10 +273,11 @@ impl Verifier {
         let (presented, bearer) = credential(metadata)?;
         if bearer && looks_like_jwt(presented) {
             let jwt = self.jwt.as_ref().ok_or(Error::Unauthenticated { detail: "JWT callers are not configured" })?;
-            return Ok(Caller::Person(Arc::new(jwt.authenticate(presented).await?)));
+            return Ok(Caller::Person(Arc::new(Box::pin(jwt.authenticate(presented)).await?)));
         }
         let now = Utc::now();
-        let Verification { verdict, key, .. } = self.verdict(presented, &[], "", now).await?;
+        let verification = self.verdict(presented, &[], "", now).await?;
+        let (verdict, key) = (verification.verdict, verification.key().cloned());
         match (verdict.auth_failure(), key) {
             (None, Some(key)) => {
                 self.usage.used(key.id, now);

@@ -3,7 +3,9 @@
 mod quota;
 mod write;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use chrono::{DateTime, Utc};
 use keyward_core::{
@@ -34,6 +36,10 @@ pub struct KeyRecord {
     pub key: Arc<ApiKey>,
     /// Its secrets' keyed hashes and their expiries (set during rotation grace periods).
     pub secrets: Vec<StoredSecret>,
+    /// The key's protobuf encoding, made by the first answer that sends it: answers from
+    /// the cache encode a key once, not per call. A record is replaced, never changed,
+    /// so the encoding cannot go stale.
+    pub encoded_key: OnceLock<Bytes>,
 }
 
 /// One stored secret of a key.
@@ -180,7 +186,7 @@ fn record_from_rows(rows: Vec<(api_key_secret::Model, Option<api_key::Model>)>) 
         secrets.push(StoredSecret { hash, expires_at: secret.expires_at });
     }
     match key {
-        Some(row) => Ok(Some(KeyRecord { key: Arc::new(to_domain(row)?), secrets })),
+        Some(row) => Ok(Some(KeyRecord { key: Arc::new(to_domain(row)?), secrets, encoded_key: OnceLock::new() })),
         None => Ok(None),
     }
 }

@@ -324,14 +324,15 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let cost = Cost { credits, request_id, actor, rate };
         let verification =
             self.inner.verifier.verify(&key, &required_scopes, &network, cost).await.map_err(to_status)?;
-        if let Some(key) = &verification.key {
+        if let Some(key) = verification.key() {
             tracing::Span::current().record("api_key.id", tracing::field::display(key.id));
         }
         tracing::debug!(code = ?verification.verdict, "verified");
         Ok(Response::new(v1::VerifyApiKeyResponse {
             valid: verification.verdict == keyward_core::verify::Verdict::Valid,
             code: convert::verification_code(verification.verdict).into(),
-            api_key: verification.key.as_deref().map(convert::api_key),
+            api_key: None,
+            encoded_api_key: verification.record.as_deref().map(convert::encoded_api_key),
             remaining_credits: convert::credits(&verification.remaining),
             rate_limits: verification.limits.iter().map(convert::rate_limit_state).collect(),
         }))
