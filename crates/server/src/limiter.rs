@@ -290,6 +290,8 @@ impl Limiter {
                 (held.leased > 0).then_some(Slice { window: held.window, leased: held.leased, unused: held.remaining });
             let subject = id.subject();
             let lease = Lease { subject: &subject, name: id.name, shape, now_ms, window, want, slice };
+            // Boxed: the statement's future is kilobytes, and every verification of a
+            // limited key would otherwise carry (and move) it.
             let granted = Box::pin(self.store.lease(&lease)).await?;
             self.metrics.rate_leased(slice.map_or(0, |slice| slice.unused), granted.tokens);
             *held = Held {

@@ -1,6 +1,9 @@
 //! Judging presented secrets: for VerifyApiKey and for authenticating callers, which
 //! are the same question with no scopes required. The hot path: checksum (no I/O) →
 //! keyed hash → cache → on a miss one indexed read → checks in memory.
+//!
+//! The store's futures are awaited boxed (`Box::pin`): they are kilobytes, and awaited
+//! inline they would make the futures of every cached call as large, moved on each call.
 
 use std::sync::Arc;
 
