@@ -1,13 +1,17 @@
 //! Rate limits: a bucket admits its burst and then refuses with a reset time, across
 //! replicas on one database, without charging what it refuses.
 
-use std::{sync::atomic::Ordering, time::Instant};
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
 use futures::future::join_all;
 use keyward_proto::v1::{
     self, VerificationCode, api_key_service_client::ApiKeyServiceClient,
     rate_limit_service_client::RateLimitServiceClient,
 };
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use tonic::{Code, transport::Channel};
 
 use crate::helpers::{Backend, Replica, TestApp, admin, assert_invalid, both, spawn, spawn_with, with_key};
@@ -391,4 +395,56 @@ async fn an_owners_new_limit_reaches_other_replicas_within_a_second(backend: Bac
     assert_eq!(admitted(&answers), 2, "both replicas apply the owner's new limit of 2");
     drop((first, second));
     app.stop().await;
+}
+
+both!(a_lease_whose_request_is_cancelled_is_still_recorded);
+/// A client's deadline cancels a verification while its lease statement waits on the
+/// bucket's row; the statement then commits. The replica must record that lease. Left
+/// with its old slice, it would spend tokens the statement gave back, give them back a
+/// second time (the bucket then counts fewer tokens out on lease than there are, and its
+/// refill cap loosens) and never spend what the statement granted: 99 admitted here.
+async fn a_lease_whose_request_is_cancelled_is_still_recorded(backend: Backend) {
+    let app = spawn(backend).await;
+    // 100 per hour, burst 100: what refills during the test is a fraction of a token.
+    let api = v1::RateLimit { auto_apply: false, ..limit("api", 100, 3_600, Some(100)) };
+    let (_, secret) = limited_key(&app, vec![api], 0).await;
+    let verify = |cost: i64, timeout: Option<Duration>| {
+        let mut client = app.client.clone();
+        let mut request = admin(v1::VerifyApiKeyRequest {
+            key: secret.clone(),
+            rate_limits: vec![v1::RateLimitUse { name: "api".into(), cost: Some(cost) }],
+            ..Default::default()
+        });
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        async move { client.verify_api_key(request).await }
+    };
+    // The first lease takes a twentieth of the burst (5): one spent, four left unused.
+    let first = verify(1, None).await.expect("verify").into_inner();
+    assert_eq!(first.code(), VerificationCode::Valid);
+
+    // Another connection holds the bucket's row (PostgreSQL) or the write lock (SQLite).
+    let blocker = sea_orm::Database::connect(app.config.store.database_url()).await.expect("connect");
+    let held = blocker.begin().await.expect("begin");
+    held.execute_unprepared("UPDATE rate_buckets SET level = level").await.expect("lock the bucket");
+    // A cost of 5 needs a new lease, which gives the four back and waits on the lock
+    // until the client's deadline cancels the call.
+    let cancelled = verify(5, Some(Duration::from_millis(300))).await;
+    let status = cancelled.expect_err("the call outlives its deadline");
+    assert!(matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled), "{status:?}");
+    held.commit().await.expect("release the bucket");
+
+    let mut admitted = 1;
+    for _ in 0..150 {
+        let answer = verify(1, None).await.expect("verify").into_inner();
+        match answer.code() {
+            VerificationCode::Valid => admitted += 1,
+            VerificationCode::RateLimited => break,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(admitted <= 100, "{admitted} admitted under a burst of 100");
+    // Nothing is lost either: the cancelled call's slice serves the next calls.
+    assert_eq!(admitted, 100, "the cancelled lease's slice must serve the next calls");
 }

@@ -19,11 +19,13 @@ use std::{
 
 use chrono::{DateTime, TimeZone, Utc};
 use keyward_core::{
+    Error,
     error::Result,
     model::ApiKey,
     rate::{RateLimit, Shape, Subject},
 };
-use keyward_store::{Lease, Slice, Store};
+use keyward_store::{Granted, Lease, Slice, Store};
+use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use crate::{config::Clock, metrics::Metrics};
@@ -147,7 +149,7 @@ struct Bucket {
     refused_until: AtomicI64,
     /// When `refused_until` was set: the refill it waits for takes `until - since`.
     refused_since: AtomicI64,
-    held: tokio::sync::Mutex<Held>,
+    held: Arc<tokio::sync::Mutex<Held>>,
 }
 
 impl Bucket {
@@ -245,7 +247,7 @@ impl Limiter {
             return Ok(Taken::Refused { reset_ms: refused_until });
         }
         let refill_ms = refused_until - bucket.refused_since.load(Ordering::Acquire);
-        let mut held = match bucket.held.try_lock() {
+        let mut held = match Arc::clone(&bucket.held).try_lock_owned() {
             Ok(held) => held,
             // The bucket was empty at its last lease, has refilled about one slice since,
             // and another request is leasing that slice: what it brings is spent after
@@ -254,7 +256,7 @@ impl Limiter {
             Err(_) if refused_until != 0 && now_ms < refused_until.saturating_add(refill_ms) => {
                 return Ok(Taken::Refused { reset_ms: refused_until.saturating_add(refill_ms) });
             }
-            Err(_) => bucket.held.lock().await,
+            Err(_) => Arc::clone(&bucket.held).lock_owned().await,
         };
         loop {
             // Read under the lock, right before the spend it decides: a slice is spent only
@@ -286,22 +288,8 @@ impl Limiter {
             let burst = shape.capacity / shape.unit;
             let refill = shape.limit.saturating_mul(2 * EMPTY_BUCKET_RECHECK_MS) / shape.unit;
             let want = cost.max(burst / 20).max(refill.min(burst));
-            let slice =
-                (held.leased > 0).then_some(Slice { window: held.window, leased: held.leased, unused: held.remaining });
-            let subject = id.subject();
-            let lease = Lease { subject: &subject, name: id.name, shape, now_ms, window, want, slice };
-            // Boxed: the statement's future is kilobytes, and every verification of a
-            // limited key would otherwise carry (and move) it.
-            let granted = Box::pin(self.store.lease(&lease)).await?;
-            self.metrics.rate_leased(slice.map_or(0, |slice| slice.unused), granted.tokens);
-            *held = Held {
-                window,
-                leased: granted.tokens,
-                remaining: granted.tokens,
-                empty_until: 0,
-                shape: Some(shape),
-                bucket: granted.level / shape.unit,
-            };
+            let (leased, granted) = self.lease(held, id, shape, now_ms, window, want).await?;
+            held = leased;
             // A bucket that could not fill the slice is leased from again once what the
             // next request lacks has refilled (the rest of this cost, or a whole cost once
             // the slice is spent), and not sooner than EMPTY_BUCKET_RECHECK_MS.
@@ -319,6 +307,51 @@ impl Limiter {
             bucket.refused_until.store(0, Ordering::Release);
             // Spent on the next turn, if the window is still open once the lease is back.
         }
+    }
+
+    /// Leases a new slice of `id`'s bucket into `held`, giving the slice it held back.
+    ///
+    /// The statement runs in a task of its own, which also records the outcome in `held`:
+    /// a lease once sent must be recorded even if the request that sent it is cancelled (a
+    /// client's deadline, a closed connection). Otherwise a statement that committed but
+    /// whose answer was dropped would leave the old slice in place, to be given back a
+    /// second time and its tokens counted twice. A statement that failed may have
+    /// committed too, so the old slice counts as given back either way: at worst its
+    /// tokens stay stranded until its window is forgotten (under-admission, never over).
+    async fn lease(
+        &self,
+        mut held: OwnedMutexGuard<Held>,
+        id: BucketRef<'_>,
+        shape: Shape,
+        now_ms: i64,
+        window: i64,
+        want: i64,
+    ) -> Result<(OwnedMutexGuard<Held>, Granted)> {
+        let slice =
+            (held.leased > 0).then_some(Slice { window: held.window, leased: held.leased, unused: held.remaining });
+        let (store, metrics, subject, name) =
+            (self.store.clone(), Arc::clone(&self.metrics), id.subject(), id.name.to_owned());
+        let statement = tokio::spawn(async move {
+            let lease = Lease { subject: &subject, name: &name, shape, now_ms, window, want, slice };
+            let granted = store.lease(&lease).await;
+            *held = match &granted {
+                Ok(granted) => {
+                    metrics.rate_leased(slice.map_or(0, |slice| slice.unused), granted.tokens);
+                    Held {
+                        window,
+                        leased: granted.tokens,
+                        remaining: granted.tokens,
+                        empty_until: 0,
+                        shape: Some(shape),
+                        bucket: granted.level / shape.unit,
+                    }
+                }
+                Err(_) => Held { window, shape: Some(shape), ..Held::default() },
+            };
+            (held, granted)
+        });
+        let (held, granted) = statement.await.map_err(Error::internal)?;
+        Ok((held, granted?))
     }
 
     /// Forgets the slices of buckets not served in the last two windows, so memory follows
