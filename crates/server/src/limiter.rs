@@ -137,6 +137,11 @@ impl Held {
     fn left(&self) -> i64 {
         self.remaining + self.bucket
     }
+
+    /// The slice this replica holds, to give back with its next lease statement.
+    fn slice(&self) -> Option<Slice> {
+        (self.leased > 0).then_some(Slice { window: self.window, leased: self.leased, unused: self.remaining })
+    }
 }
 
 /// One bucket as this replica serves it.
@@ -327,8 +332,7 @@ impl Limiter {
         window: i64,
         want: i64,
     ) -> Result<(OwnedMutexGuard<Held>, Granted)> {
-        let slice =
-            (held.leased > 0).then_some(Slice { window: held.window, leased: held.leased, unused: held.remaining });
+        let slice = held.slice();
         let (store, metrics, subject, name) =
             (self.store.clone(), Arc::clone(&self.metrics), id.subject(), id.name.to_owned());
         let statement = tokio::spawn(async move {
@@ -375,8 +379,7 @@ impl Limiter {
         let now_ms = self.clock.now().timestamp_millis();
         for (id, bucket) in held {
             let held = bucket.held.lock().await;
-            let Some(shape) = held.shape.filter(|_| held.leased > 0) else { continue };
-            let slice = Slice { window: held.window, leased: held.leased, unused: held.remaining };
+            let (Some(shape), Some(slice)) = (held.shape, held.slice()) else { continue };
             let subject = id.as_ref().subject();
             let lease = Lease {
                 subject: &subject,
