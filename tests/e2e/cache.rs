@@ -255,3 +255,39 @@ async fn keys_in_use_are_read_again_in_the_background(backend: Backend) {
     app.stop().await;
 }
 both!(keys_in_use_are_read_again_in_the_background);
+
+/// Cache misses read on connections of their own, handed back without sqlx's ping. When
+/// PostgreSQL ends those sessions (a restart, a failover, an administrator), the next
+/// misses must still be answered: a dead connection is replaced, not reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_outlive_the_database_ending_their_sessions() {
+    let app = spawn(Backend::Postgres).await;
+    let mut secrets = Vec::new();
+    for _ in 0..8 {
+        secrets.push(app.create_key("miss", &[]).await.1);
+    }
+    let (first, rest) = secrets.split_at(2);
+    // Two misses at once, so more than one lookup connection is open and idle.
+    let opened = first.iter().map(|secret| app.verify(secret, &[], ""));
+    assert!(futures::future::join_all(opened).await.iter().all(|answer| answer.valid));
+    let url = app.config.store.database_url();
+    let (base, name) = url.rsplit_once('/').unwrap();
+    let admin_db = Database::connect(format!("{base}/postgres")).await.unwrap();
+    let ended = admin_db
+        .query_all_raw(Statement::from_string(
+            admin_db.get_database_backend(),
+            format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+        ))
+        .await
+        .unwrap();
+    assert!(ended.len() >= 2, "the server's sessions were ended: {}", ended.len());
+    for secret in rest {
+        let request = admin(v1::VerifyApiKeyRequest { key: secret.clone(), ..Default::default() });
+        let answer = app.client.clone().verify_api_key(request).await;
+        assert_eq!(
+            answer.map(|answer| answer.into_inner().code()).map_err(|status| status.to_string()),
+            Ok(VerificationCode::Valid)
+        );
+    }
+    app.stop().await;
+}

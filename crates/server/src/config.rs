@@ -229,7 +229,7 @@ pub struct StoreConfig {
     /// `sqlite://…` or `postgres://…`; defaults to `sqlite://<data dir>/keyward.db`.
     #[arg(long, env = "KEYWARD_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Most database connections per replica.
+    /// Most database connections per replica; from 2 up, half serve only cache misses' reads.
     #[arg(long, env = "KEYWARD_DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
     /// Longest a call waits for a database connection, and the longest health probe.

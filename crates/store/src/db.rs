@@ -12,9 +12,11 @@ use std::{
 use keyward_core::{Error, error::Result};
 use keyward_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr, TransactionOptions,
-    TransactionTrait, sqlx::sqlite::SqliteJournalMode,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult,
+    Statement, TransactionOptions, TransactionTrait, Value, sea_query::Values, sqlx::sqlite::SqliteJournalMode,
 };
+
+use crate::lookup::{self, Lookups, Read, Statements};
 
 /// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind-parameter limits.
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
@@ -32,6 +34,9 @@ pub struct Store {
     /// PostgreSQL channel on which key changes are announced to every replica.
     notify_channel: Option<Arc<str>>,
     lookup_reads: Arc<AtomicU64>,
+    /// Connections for the verification path's lookups, when the pool may spare some.
+    lookups: Option<Arc<Lookups>>,
+    statements: Arc<Statements>,
 }
 
 /// Sizes and timeouts of the connection pool.
@@ -52,7 +57,7 @@ pub struct PoolSettings {
 const FAILED_PROBES_UNREACHABLE: u32 = 2;
 
 /// How long a pooled connection may sit unused before it is pinged on its next acquire.
-const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// PostgreSQL advisory lock key held while migrating ("keyward" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006b_6579_7761_7264;
@@ -62,9 +67,12 @@ impl Store {
     /// absent and opened in WAL mode. On PostgreSQL, key changes are announced on
     /// `notify_channel`.
     pub async fn connect(url: &str, pool: &PoolSettings, notify_channel: &str) -> Result<Self> {
+        // Half the connections, when there are two or more, serve the verification path's
+        // lookups (crate::lookup).
+        let lookup_connections = pool.max_connections / 2;
         let mut options = ConnectOptions::new(url);
         options
-            .max_connections(pool.max_connections)
+            .max_connections(pool.max_connections - lookup_connections)
             .min_connections(1)
             .acquire_timeout(pool.acquire_timeout)
             .connect_timeout(pool.connect_timeout)
@@ -83,8 +91,16 @@ impl Store {
             .map_sqlx_sqlite_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(async { Ok(reusable(conn)) })))
             .map_sqlx_postgres_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(async { Ok(reusable(conn)) })));
         let db = Database::connect(options).await.map_err(db_error)?;
-        let notify_channel =
-            (db.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| Arc::from(notify_channel));
+        let postgres = db.get_database_backend() == sea_orm::DbBackend::Postgres;
+        let notify_channel = postgres.then(|| Arc::from(notify_channel));
+        let lookups = (lookup_connections > 0).then(|| {
+            let options = if postgres {
+                lookup::Options::Postgres(db.get_postgres_connection_pool().connect_options())
+            } else {
+                lookup::Options::Sqlite(db.get_sqlite_connection_pool().connect_options())
+            };
+            Arc::new(Lookups::new(options, lookup_connections, pool.acquire_timeout, pool.connect_timeout))
+        });
         Ok(Self {
             pool: db,
             reachable: Arc::new(AtomicBool::new(true)),
@@ -92,6 +108,8 @@ impl Store {
             probe_timeout: pool.acquire_timeout.min(Duration::from_secs(1)),
             notify_channel,
             lookup_reads: Arc::default(),
+            lookups,
+            statements: Arc::new(Statements::new(if postgres { DbBackend::Postgres } else { DbBackend::Sqlite })),
         })
     }
 
@@ -135,6 +153,19 @@ impl Store {
         self.lookup_reads.load(Ordering::Relaxed)
     }
 
+    /// Every row a read of the verification path returns: on the lookup connections, or
+    /// the pool if there are none.
+    pub(crate) async fn lookup(&self, read: Read, value: Value) -> Result<Vec<QueryResult>> {
+        let pool = self.db()?;
+        let (sql, values) = (self.statements.text(read), Values(vec![value]));
+        match &self.lookups {
+            Some(lookups) => lookups.query_all(sql, &values).await,
+            None => pool.query_all_raw(Statement::from_sql_and_values(self.statements.backend(), sql, values)).await,
+        }
+        .map_err(db_error)
+    }
+
+    /// A read of a key by secret or id, counted for tests and metrics.
     pub(crate) fn count_lookup(&self) {
         self.lookup_reads.fetch_add(1, Ordering::Relaxed);
     }

@@ -16,7 +16,8 @@ use keyward_core::{
     secret::SecretHash,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, SelectTwoModel,
+    SelectorTrait,
 };
 use uuid::Uuid;
 
@@ -27,6 +28,7 @@ use crate::{
     convert::to_domain,
     db::db_error,
     entity::{api_key, api_key_secret},
+    lookup::Read,
 };
 
 /// A key with every secret that can still find it, as the verification cache holds it.
@@ -82,29 +84,22 @@ pub struct ListQuery {
 impl Store {
     /// The key one of whose secrets hashes to `hash`, with all its secrets: one indexed read.
     pub async fn find_record_by_secret(&self, hash: &SecretHash) -> Result<Option<KeyRecord>> {
-        self.count_lookup();
-        let owner_of_hash = sea_orm::sea_query::Query::select()
-            .column(api_key_secret::Column::KeyId)
-            .from(api_key_secret::Entity)
-            .and_where(Expr::col(api_key_secret::Column::SecretHash).eq(hash.to_hex()))
-            .to_owned();
-        let rows = api_key_secret::Entity::find()
-            .filter(api_key_secret::Column::KeyId.in_subquery(owner_of_hash))
-            .find_also_related(api_key::Entity)
-            .all(self.db()?)
-            .await
-            .map_err(db_error)?;
-        record_from_rows(rows)
+        self.find_record(Read::KeyBySecret, hash.to_hex().into()).await
     }
 
     /// The key with this id and all its secrets.
     pub async fn find_record_by_id(&self, id: Uuid) -> Result<Option<KeyRecord>> {
+        self.find_record(Read::KeyById, id.into()).await
+    }
+
+    async fn find_record(&self, read: Read, value: sea_orm::Value) -> Result<Option<KeyRecord>> {
         self.count_lookup();
-        let rows = api_key_secret::Entity::find()
-            .filter(api_key_secret::Column::KeyId.eq(id))
-            .find_also_related(api_key::Entity)
-            .all(self.db()?)
-            .await
+        let rows = self
+            .lookup(read, value)
+            .await?
+            .into_iter()
+            .map(SelectTwoModel::<api_key_secret::Model, api_key::Model>::from_raw_query_result)
+            .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(db_error)?;
         record_from_rows(rows)
     }

@@ -24,6 +24,7 @@ mod envelope;
 mod expiry;
 mod keys;
 mod ledger;
+mod lookup;
 mod outbox;
 mod rate;
 mod refill;

@@ -10,12 +10,15 @@ use keyward_core::{
     model::AuditAction,
     rate::{RateLimit, Shape},
 };
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbBackend, EntityTrait, Statement, Value, sea_query::OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Statement, Value, sea_query::OnConflict,
+};
 
 use crate::{
     db::{Store, db_error},
     entity::owner_rate_limit,
     envelope::{Mutation, record_change},
+    lookup::Read,
 };
 
 /// One lease of tokens from a bucket.
@@ -189,8 +192,11 @@ fn insert(backend: DbBackend, lease: &Lease<'_>) -> Statement {
 impl Store {
     /// The shared rate limits of `owner`; empty when it has none.
     pub async fn owner_rate_limits(&self, owner: &str) -> Result<Vec<RateLimit>> {
-        let row = owner_rate_limit::Entity::find_by_id(owner.to_owned()).one(self.db()?).await.map_err(db_error)?;
-        row.map_or_else(|| Ok(Vec::new()), |row| limits_from_json(&row.rate_limits))
+        let Some(row) = self.lookup(Read::OwnerRateLimits, owner.to_owned().into()).await?.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        let row = owner_rate_limit::Model::from_query_result(&row, "").map_err(db_error)?;
+        limits_from_json(&row.rate_limits)
     }
 
     /// Replaces the shared rate limits of `owner`, with its audit row, and announces the
