@@ -16,8 +16,8 @@ use keyward_core::{
     secret::SecretHash,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, SelectTwoModel,
-    SelectorTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, FromQueryResult, QueryFilter, QueryOrder, QueryResult,
+    QuerySelect,
 };
 use uuid::Uuid;
 
@@ -27,8 +27,8 @@ use crate::{
     Store,
     convert::to_domain,
     db::db_error,
-    entity::{api_key, api_key_secret},
-    lookup::Read,
+    entity::api_key,
+    lookup::{Read, SECRET_EXPIRES_AT, SECRET_HASH},
 };
 
 /// A key with every secret that can still find it, as the verification cache holds it.
@@ -94,14 +94,7 @@ impl Store {
 
     async fn find_record(&self, read: Read, value: sea_orm::Value) -> Result<Option<KeyRecord>> {
         self.count_lookup();
-        let rows = self
-            .lookup(read, value)
-            .await?
-            .into_iter()
-            .map(SelectTwoModel::<api_key_secret::Model, api_key::Model>::from_raw_query_result)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(db_error)?;
-        record_from_rows(rows)
+        record_from_rows(&self.lookup(read, value).await?)
     }
 
     /// The key with this id, if the reach covers it.
@@ -169,21 +162,21 @@ impl Store {
     }
 }
 
-fn record_from_rows(rows: Vec<(api_key_secret::Model, Option<api_key::Model>)>) -> Result<Option<KeyRecord>> {
-    let mut key = None;
+/// The key of a [`Read::KeyBySecret`] or [`Read::KeyById`] with every secret it was
+/// returned with; none when no row came back.
+fn record_from_rows(rows: &[QueryResult]) -> Result<Option<KeyRecord>> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
     let mut secrets = Vec::with_capacity(rows.len());
-    for (secret, row) in rows {
-        if key.is_none() {
-            key = row;
-        }
-        let hash = SecretHash::from_hex(&secret.secret_hash)
-            .ok_or_else(|| Error::internal("stored secret_hash is not 64 hex digits"))?;
-        secrets.push(StoredSecret { hash, expires_at: secret.expires_at });
+    for row in rows {
+        let hash: String = row.try_get("", SECRET_HASH).map_err(db_error)?;
+        let hash =
+            SecretHash::from_hex(&hash).ok_or_else(|| Error::internal("stored secret_hash is not 64 hex digits"))?;
+        secrets.push(StoredSecret { hash, expires_at: row.try_get("", SECRET_EXPIRES_AT).map_err(db_error)? });
     }
-    match key {
-        Some(row) => Ok(Some(KeyRecord { key: Arc::new(to_domain(row)?), secrets, encoded_key: OnceLock::new() })),
-        None => Ok(None),
-    }
+    let key = to_domain(api_key::Model::from_query_result(first, "").map_err(db_error)?)?;
+    Ok(Some(KeyRecord { key: Arc::new(key), secrets, encoded_key: OnceLock::new() }))
 }
 
 pub(crate) async fn find_row(conn: &impl ConnectionTrait, id: Uuid) -> Result<ApiKey> {

@@ -14,8 +14,8 @@ use std::{
 };
 
 use sea_orm::{
-    ColumnTrait, ConnAcquireErr, DbBackend, DbErr, EntityTrait, QueryFilter, QueryResult, QueryTrait, RuntimeErr,
-    Statement, Value,
+    ColumnTrait, ConnAcquireErr, DbBackend, DbErr, EntityTrait, JoinType, QueryFilter, QueryResult, QuerySelect,
+    QueryTrait, RelationTrait, RuntimeErr, Statement, Value,
     sea_query::{Expr, ExprTrait, Query, Values},
     sqlx::{
         self, Connection,
@@ -35,9 +35,9 @@ use crate::{
 /// one value it binds.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Read {
-    /// A key's secrets, each joined with the key, found by one secret's hash (a `String`).
+    /// A key with each of its secrets, found by one secret's hash (a `String`).
     KeyBySecret,
-    /// The same found by the key's id (a `Uuid`).
+    /// The same, found by the key's id (a `Uuid`).
     KeyById,
     /// An owner's shared rate limits, by owner (a `String`).
     OwnerRateLimits,
@@ -78,9 +78,21 @@ impl Read {
     }
 }
 
+/// A key once per secret that `which` selects, with that secret's hash and expiry as
+/// `secret_hash` and `secret_expires_at`. The key's columns keep their own names, so
+/// decoding a row looks each name up as it is, with no prefix to format per column.
 fn secrets_with_key(which: Expr, backend: DbBackend) -> Statement {
-    api_key_secret::Entity::find().filter(which).find_also_related(api_key::Entity).build(backend)
+    api_key::Entity::find()
+        .join(JoinType::InnerJoin, api_key_secret::Relation::ApiKey.def().rev())
+        .column_as(api_key_secret::Column::SecretHash, SECRET_HASH)
+        .column_as(api_key_secret::Column::ExpiresAt, SECRET_EXPIRES_AT)
+        .filter(which)
+        .build(backend)
 }
+
+/// The names under which [`Read::KeyBySecret`] and [`Read::KeyById`] return the secret's columns.
+pub(crate) const SECRET_HASH: &str = "secret_hash";
+pub(crate) const SECRET_EXPIRES_AT: &str = "secret_expires_at";
 
 impl Statements {
     pub(crate) fn new(backend: DbBackend) -> Self {
