@@ -55,12 +55,15 @@ impl Read {
     fn build(self, backend: DbBackend, value: Value) -> Statement {
         match self {
             Self::KeyBySecret => {
-                let owner_of_hash = Query::select()
+                // The hash is the secrets' primary key, so this is one key id at most: a
+                // scalar subquery, which SQLite runs without the temporary index it builds
+                // for `IN (SELECT …)`.
+                let key_of_hash = Query::select()
                     .column(api_key_secret::Column::KeyId)
                     .from(api_key_secret::Entity)
                     .and_where(Expr::col(api_key_secret::Column::SecretHash).eq(value))
                     .to_owned();
-                secrets_with_key(api_key_secret::Column::KeyId.in_subquery(owner_of_hash), backend)
+                secrets_with_key(Expr::col((api_key::Entity, api_key::Column::Id)).eq(Expr::from(key_of_hash)), backend)
             }
             Self::KeyById => secrets_with_key(api_key_secret::Column::KeyId.eq(value), backend),
             Self::OwnerRateLimits => {
