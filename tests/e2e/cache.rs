@@ -291,3 +291,16 @@ async fn misses_outlive_the_database_ending_their_sessions() {
     }
     app.stop().await;
 }
+
+/// With one database connection there are none to spare for lookups: misses (the key,
+/// its owner's shared limits) read through the pool, and still answer.
+async fn misses_read_through_the_pool_when_it_has_one_connection(backend: Backend) {
+    let app = spawn_with(backend, |config| config.store.database_max_connections = 1).await;
+    let (_, secret) = app.create_key("single", &[]).await;
+    let reads = app.running().store.lookup_reads();
+    assert!(app.verify(&secret, &[], "").await.valid);
+    assert!(app.running().store.lookup_reads() > reads, "the key was read from the database");
+    assert_eq!(app.verify("imported-looking-unknown-key", &[], "").await.code(), VerificationCode::NotFound);
+    app.stop().await;
+}
+both!(misses_read_through_the_pool_when_it_has_one_connection);

@@ -91,7 +91,7 @@ impl Store {
             .map_sqlx_sqlite_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(async { Ok(reusable(conn)) })))
             .map_sqlx_postgres_pool_opts(|pool| pool.after_release(|conn, _| Box::pin(async { Ok(reusable(conn)) })));
         let db = Database::connect(options).await.map_err(db_error)?;
-        let postgres = db.get_database_backend() == sea_orm::DbBackend::Postgres;
+        let postgres = db.get_database_backend() == DbBackend::Postgres;
         let notify_channel = postgres.then(|| Arc::from(notify_channel));
         let lookups = (lookup_connections > 0).then(|| {
             let options = if postgres {
@@ -101,6 +101,7 @@ impl Store {
             };
             Arc::new(Lookups::new(options, lookup_connections, pool.acquire_timeout, pool.connect_timeout))
         });
+        let statements = Arc::new(Statements::new(db.get_database_backend()));
         Ok(Self {
             pool: db,
             reachable: Arc::new(AtomicBool::new(true)),
@@ -109,7 +110,7 @@ impl Store {
             notify_channel,
             lookup_reads: Arc::default(),
             lookups,
-            statements: Arc::new(Statements::new(if postgres { DbBackend::Postgres } else { DbBackend::Sqlite })),
+            statements,
         })
     }
 

@@ -2,8 +2,8 @@
 //! transaction with its audit event and idempotency record (its envelope); every query
 //! inside it goes through the transaction handle.
 //!
-//! By concern: `db` the connection, transactions and error kinds; `keys` the keys and
-//! their secrets; `envelope` what every mutation records besides its effect; `ledger`
+//! By concern: `db` the connection, transactions and error kinds; `lookup` the cache
+//! misses' reads and their own connections; `keys` the keys and their secrets; `envelope` what every mutation records besides its effect; `ledger`
 //! balances and their ledger entries; `credits` what callers see of them; `charge` the
 //! batched debits of verifications; `refill` refill schedules; `usage` usage counters;
 //! `rate` shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica change notifications;

@@ -1,12 +1,11 @@
 //! The reads a cache miss makes, on connections of their own, from statements built once.
 //!
-//! Connections:  sqlx pings every connection
-//! handed back to its pool (unconditionally: it flushes whatever a cancelled statement
-//! left), so each pooled read costs a second round trip to PostgreSQL, or a second hand-off
-//! to SQLite's worker thread. The verification path's lookups, one short read each, run
-//! instead on connections kept here and handed back without a ping. The ping's job is
-//! done by never reusing a connection whose read failed or was cancelled: it is dropped,
-//! and the next lookup opens a fresh one.
+//! sqlx pings every connection handed back to its pool (unconditionally: it flushes
+//! whatever a cancelled statement left), so each pooled read costs a second round trip to
+//! PostgreSQL, or a second hand-off to SQLite's worker thread. The verification path's
+//! reads, one short statement each, run instead on connections kept here and handed back
+//! without a ping. The ping's job is done by never reusing a connection whose read failed
+//! or was cancelled: it is dropped, and the next lookup opens a fresh one.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
