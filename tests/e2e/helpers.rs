@@ -94,6 +94,21 @@ pub(crate) async fn empty_postgres_database() -> String {
     name
 }
 
+/// Refuses new connections to PostgreSQL database `name` and ends the open ones, or
+/// lets them in again: an outage of that database alone.
+pub(crate) async fn set_database_reachable(name: &str, reachable: bool) {
+    let admin = Database::connect(format!("{}/postgres", postgres_base())).await.expect("connect");
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {reachable}"))
+        .await
+        .expect("alter database");
+    if !reachable {
+        let terminate = format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'");
+        admin.execute_unprepared(&terminate).await.expect("end connections");
+    }
+    admin.close().await.ok();
+}
+
 /// The URL of database `name` on the test PostgreSQL server.
 pub(crate) fn postgres_url(name: &str) -> String {
     format!("{}/{name}", postgres_base())
@@ -149,17 +164,7 @@ impl TestApp {
     /// Cuts the server off its PostgreSQL database (refusing new connections and ending
     /// the open ones) or lets it back in: an outage of this test's database alone.
     pub(crate) async fn set_postgres_reachable(&self, reachable: bool) {
-        let name = self.postgres_database.as_ref().expect("a PostgreSQL test");
-        let admin = Database::connect(format!("{}/postgres", postgres_base())).await.expect("connect");
-        admin
-            .execute_unprepared(&format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {reachable}"))
-            .await
-            .expect("alter database");
-        if !reachable {
-            let terminate = format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'");
-            admin.execute_unprepared(&terminate).await.expect("end connections");
-        }
-        admin.close().await.ok();
+        set_database_reachable(self.postgres_database.as_ref().expect("a PostgreSQL test"), reachable).await;
     }
 
     /// Creates a key as admin with `scopes` for `owner`; returns it and its secret.

@@ -18,7 +18,8 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::helpers::{
-    Backend, Replica, admin, create_request, empty_postgres_database, key_with, postgres_url, spawn_with,
+    Backend, Replica, admin, create_request, empty_postgres_database, key_with, postgres_url, set_database_reachable,
+    spawn_with,
 };
 
 /// A small tmpfs of its own, unmounted on drop.
@@ -307,4 +308,54 @@ async fn replicas_starting_together_on_a_new_database_all_serve() {
             replica.client.clone().create_api_key(admin(create_request(key_with("after a shared start")))).await;
         assert!(created.is_ok(), "{created:?}\n{}", replica.log());
     }
+}
+
+/// An outage fails every call that needs the database the same way: the log says so once
+/// a second with how many lines it left out, rather than a line per call, and every
+/// failed call is in one of the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_logged_once_a_second_with_the_count_of_calls_it_failed() {
+    let name = empty_postgres_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::start(&postgres_url(&name), dir.path(), &[]).await.expect("the replica starts");
+    // Caches the caller's key, so that the calls below fail on the key they verify.
+    assert_eq!(replica.code("imported-looking-unknown-key").await, v1::VerificationCode::NotFound);
+    set_database_reachable(&name, false).await;
+    let mut health = HealthClient::new(replica.channel.clone());
+    let started = Instant::now();
+    while health.check(HealthCheckRequest::default()).await.unwrap().into_inner().status() != ServingStatus::NotServing
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "health never became NOT_SERVING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut failed = 0;
+    // Unknown keys: each is a cache miss, which needs the database.
+    for n in 0..200 {
+        let request =
+            admin(v1::VerifyApiKeyRequest { key: format!("imported-looking-unknown-key-{n}"), ..Default::default() });
+        let refused = replica.client.clone().verify_api_key(request).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        failed += 1;
+    }
+    // A call in a later second writes a line, with the count of those held back before it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let request =
+        admin(v1::VerifyApiKeyRequest { key: "imported-looking-unknown-key-last".to_owned(), ..Default::default() });
+    assert_eq!(replica.client.clone().verify_api_key(request).await.unwrap_err().code(), tonic::Code::Unavailable);
+    failed += 1;
+    let accounted = |log: &str| {
+        let lines: Vec<&str> = log.lines().filter(|line| line.contains("database unavailable")).collect();
+        let suppressed: usize = lines
+            .iter()
+            .filter_map(|line| line.split("suppressed=").nth(1))
+            .map(|rest| rest.split_whitespace().next().unwrap().parse::<usize>().unwrap())
+            .sum();
+        (lines.len(), suppressed)
+    };
+    let log = replica.log_when(|log| accounted(log).0 + accounted(log).1 >= failed).await;
+    let (lines, suppressed) = accounted(&log);
+    set_database_reachable(&name, true).await;
+    assert_eq!(lines + suppressed, failed, "every failed call is a line or counted in one\n{log}");
+    let seconds = usize::try_from(started.elapsed().as_secs()).unwrap();
+    assert!(lines <= seconds + 2, "{lines} lines in about {seconds} s\n{log}");
 }

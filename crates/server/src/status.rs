@@ -2,8 +2,15 @@
 //! `ErrorInfo`; INVALID_ARGUMENT also a `BadRequest`). The log level follows the error
 //! class: internal errors once at `error!` with their cause chain, auth failures at `warn!`.
 //! Text a caller chose is logged with `?` (escaped), never raw, so it cannot forge lines.
+//! An outage fails every call the same way: those lines are written once a second, with
+//! how many were left out, so a database that is away does not also flood the log (each
+//! call is still counted in `keyward_grpc_requests_total`).
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use keyward_core::Error;
 use tonic::{Code, Status};
@@ -66,7 +73,9 @@ pub fn to_status(err: Error) -> Status {
             (Code::DataLoss, reason, message, HashMap::new(), vec![])
         }
         Error::Unavailable(source) => {
-            tracing::error!(error = ?source, "database unavailable");
+            if let Some(suppressed) = UNAVAILABLE_LINES.admit(unix_seconds()) {
+                tracing::error!(error = ?source, suppressed, "database unavailable");
+            }
             let message = "the database is unavailable; retry later".to_owned();
             (Code::Unavailable, "DATABASE_UNAVAILABLE", message, HashMap::new(), vec![])
         }
@@ -84,6 +93,37 @@ pub fn to_status(err: Error) -> Status {
     Status::with_error_details(code, message, details)
 }
 
+/// Lines of one kind written at most once a second.
+static UNAVAILABLE_LINES: LineThrottle = LineThrottle::new();
+
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
+}
+
+/// Lets one line a second through, counting the ones it holds back.
+struct LineThrottle {
+    /// The second (plus one, so that 0 means never) of the last line written.
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LineThrottle {
+    const fn new() -> Self {
+        Self { last: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+    }
+
+    /// Whether a line may be written in second `now`: if so, how many were held back
+    /// since the last one.
+    fn admit(&self, now: u64) -> Option<u64> {
+        let last = self.last.load(Ordering::Acquire);
+        if last > now || self.last.compare_exchange(last, now + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
 /// The canonical name of the code an error maps to, as audit events record outcomes.
 pub(crate) fn audit_outcome(err: &Error) -> &'static str {
     match err {
@@ -98,5 +138,23 @@ pub(crate) fn audit_outcome(err: &Error) -> &'static str {
         Error::DataLoss { .. } => "DATA_LOSS",
         Error::Unavailable(_) => "UNAVAILABLE",
         Error::Internal(_) => "INTERNAL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LineThrottle;
+
+    #[test]
+    fn one_line_a_second_reports_the_lines_held_back() {
+        let throttle = LineThrottle::new();
+        assert_eq!(throttle.admit(100), Some(0));
+        assert_eq!(throttle.admit(100), None);
+        assert_eq!(throttle.admit(100), None);
+        assert_eq!(throttle.admit(101), Some(2));
+        assert_eq!(throttle.admit(101), None);
+        // A clock stepped back holds lines back until it passes the last one again.
+        assert_eq!(throttle.admit(50), None);
+        assert_eq!(throttle.admit(105), Some(2));
     }
 }
