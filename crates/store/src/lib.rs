@@ -3,12 +3,14 @@
 //! inside it goes through the transaction handle.
 //!
 //! By concern: `db` the connection, transactions and error kinds; `lookup` the cache
-//! misses' reads and their own connections; `keys` the keys and their secrets; `envelope` what every mutation records besides its effect; `ledger`
-//! balances and their ledger entries; `credits` what callers see of them; `charge` the
-//! batched debits of verifications; `refill` refill schedules; `usage` usage counters;
-//! `rate` shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica change notifications;
-//! `audit` reading the audit log; `outbox` events and their deliveries; `webhooks` webhook endpoints;
-//! `expiry` the sweep for expiry events; `alerts` the balance alerts (`credits.low`, `credits.exhausted`).
+//! misses' reads and their own connections; `keys` the keys and their secrets;
+//! `envelope` what every mutation records besides its effect; `ledger` balances and
+//! their ledger entries; `credits` what callers see of them; `charge` the batched
+//! debits of verifications; `refill` refill schedules; `usage` usage counters; `rate`
+//! shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica
+//! change notifications; `audit` reading the audit log; `outbox` events and their
+//! deliveries; `webhooks` webhook endpoints; `expiry` the sweep for expiry events;
+//! `alerts` the balance alerts (`credits.low`, `credits.exhausted`).
 
 #![forbid(unsafe_code)]
 
