@@ -7,6 +7,7 @@
 #       RATE_LIMITED) against the unlimited key, and the admitted rate, read from
 #       keyward_verifications_total{outcome="VALID"};
 #   (c) PostgreSQL, two replicas on one database: (b) with half of the load on each.
+#   A (b) or (c) round in which any call was answered UNAVAILABLE is marked NOT COUNTED.
 #   bash crates/bench/rate.sh [seconds per run, default 5] [rounds, default 3]
 # Needs h2load (`bash tests/tools.sh bench`) and grpcurl (`bash tests/tools.sh`).
 set -euo pipefail
