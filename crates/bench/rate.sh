@@ -43,25 +43,17 @@ frame() { # frame <file> <key>: a gRPC frame holding VerifyApiKeyRequest{key}
   printf "\\x00\\x00\\x00\\x00\\x$(printf %02x $((${#2} + 2)))\\x0a\\x$(printf %02x "${#2}")%s" "$2" >"$1"
 }
 
-valid() { # valid: VALID verifications counted so far by every running replica
+counted() { # counted <series regex>: the sum of the matching series over every running replica
   local total=0 n
   for index in "${!SERVERS[@]}"; do
     n="$(curl -s "http://127.0.0.1:${HTTP_PORTS[$index]}/metrics" |
-      awk '/^keyward_verifications_total\{outcome="VALID"\}/ { print $2 }')"
+      awk -v series="$1" '$0 ~ "^" series { sum += $2 } END { printf "%d", sum }')"
     total=$((total + ${n:-0}))
   done
   echo "$total"
 }
-
-unavailable() { # unavailable: calls answered UNAVAILABLE so far by every running replica
-  local total=0 n
-  for index in "${!SERVERS[@]}"; do
-    n="$(curl -s "http://127.0.0.1:${HTTP_PORTS[$index]}/metrics" |
-      awk '/^keyward_grpc_requests_total\{.*code="Unavailable"/ { sum += $2 } END { print sum + 0 }')"
-    total=$((total + ${n:-0}))
-  done
-  echo "$total"
-}
+valid() { counted 'keyward_verifications_total[{]outcome="VALID"[}]'; } # VALID verifications so far
+unavailable() { counted 'keyward_grpc_requests_total[{].*code="Unavailable"'; } # calls answered UNAVAILABLE so far
 
 load() { # load <body file>: answers per second over every running replica, the load split evenly
   local connections=$((4 / ${#SERVERS[@]})) outs=() index
