@@ -47,12 +47,14 @@ wait_ready "$PORT"
 head -1 "$WORK/keys.txt" > "$WORK/key.txt"
 # keyward's ledger table as its migrations made it, indexes included.
 pg_dump -h 127.0.0.1 -U postgres --schema-only --no-owner -t credit_transactions keyward_metered |
-  "${PSQL[@]}" -d keyward_pgbench >/dev/null
+  "${PSQL[@]}" -v ON_ERROR_STOP=1 -d keyward_pgbench >/dev/null
+# The entry's key id is one of $KEYS, as keyward's are, so the ledger's (key_id, id) index
+# grows the way keyward's does rather than at random places.
 cat > "$WORK/ledger.sql" <<SQL
 \\set id random(1, $KEYS)
 WITH debited AS (UPDATE balances SET balance = balance - 1 WHERE id = :id AND balance >= 1 RETURNING balance)
   INSERT INTO credit_transactions (key_id, unit, delta, balance_after, reason, request_id, actor, created_at)
-  SELECT gen_random_uuid(), '', -1, balance, 'verify', NULL, 'pgbench', now() FROM debited;
+  SELECT md5(:id::text)::uuid, '', -1, balance, 'verify', NULL, 'pgbench', now() FROM debited;
 SQL
 
 pgbench_rate() { # pgbench_rate <script>

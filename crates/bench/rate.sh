@@ -71,18 +71,18 @@ load() { # load <body file>: answers per second over every running replica, the 
 }
 
 hot() { # hot <label>: (b)/(c) rounds: the limited hot key against the unlimited key
-  local round plain limited before after refused
+  local round plain limited before after outage
   for round in $(seq 1 "$ROUNDS"); do
-    refused="$(unavailable)"
+    outage="$(unavailable)"
     plain="$(load "$WORK/plain.bin")"
     before="$(valid)"
     limited="$(load "$WORK/hot.bin")"
     after="$(valid)"
-    refused=$(($(unavailable) - refused))
+    outage=$(($(unavailable) - outage))
     # h2load's warm-up second is in the window between the two scrapes. An UNAVAILABLE
     # answer travels in an HTTP 200, which h2load counts as answered: a round with any is
     # marked, its ratio not a measure of the limiter.
-    awk -v l="$1" -v r="$round" -v p="$plain" -v h="$limited" -v a="$((after - before))" -v s="$SECONDS_PER_RUN" -v u="$refused" 'BEGIN {
+    awk -v l="$1" -v r="$round" -v p="$plain" -v h="$limited" -v a="$((after - before))" -v s="$SECONDS_PER_RUN" -v u="$outage" 'BEGIN {
       t = s + 1; printf "%s round %d  unlimited %7.0f/s  hot key %7.0f/s  ratio %.3f  admitted %d in ~%d s = %.0f/s (bound %.0f/s)%s\n",
         l, r, p, h, h / p, a, t, a / t, (100 + 1000 * t) / t, u ? sprintf("  NOT COUNTED: %d answers UNAVAILABLE", u) : "" }'
   done
