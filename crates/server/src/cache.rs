@@ -63,9 +63,14 @@ struct HashSlot {
 /// a longer one (a TTL of years, say) would overflow them without caching any better.
 const LONGEST_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
-/// Most refresh-ahead reads in flight at once: refreshes wait for no one, so beyond
-/// this a nearly expired entry just expires and is read by its next caller.
-const MAX_REFRESHES: usize = 4;
+/// Most keys waiting for or in a refresh-ahead read at once: refreshes wait for no one,
+/// so beyond this a nearly expired entry just expires and is read by its next caller.
+const MAX_REFRESHES: usize = 8192;
+
+/// Most keys one refresh-ahead statement reads. Keys come due in crowds (those first
+/// read together, at start-up, come due together), and one statement for many of them
+/// costs the database and the server little more than one for one key.
+const REFRESH_BATCH: usize = 512;
 
 /// A key's entry is refreshed when used after this part of `ttl` (in quarters).
 const REFRESH_AFTER_QUARTERS: u32 = 3;
@@ -113,8 +118,8 @@ pub(crate) struct KeyCache {
     by_hash: Map<SecretHash, HashSlot>,
     by_id: Map<Uuid, CachedRecord>,
     by_owner: Map<String, CachedLimits>,
-    /// Keys whose refresh-ahead read is in flight, so each is read once.
-    refreshing: Mutex<HashSet<Uuid>>,
+    /// Keys whose refresh-ahead read is queued or in flight, so each is read once.
+    refreshing: Mutex<Refreshes>,
     epoch: AtomicU64,
     bypass: AtomicBool,
     ttl: Duration,
@@ -229,14 +234,41 @@ impl KeyCache {
         }
     }
 
-    /// Claims the refresh-ahead read of key `id`, unless one is in flight already or too
-    /// many are; the claim ends when the returned guard is dropped.
-    pub(crate) fn claim_refresh(self: &Arc<Self>, id: Uuid) -> Option<RefreshClaim> {
-        let mut refreshing = self.refreshing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if refreshing.len() >= MAX_REFRESHES || !refreshing.insert(id) {
-            return None;
+    /// Queues the refresh-ahead read of key `id`, found by `hash`, unless it is queued or
+    /// in flight already or too many are. True when no reader is running: the caller
+    /// starts one, which takes the queue in batches ([`Self::next_refreshes`]).
+    pub(crate) fn queue_refresh(&self, id: Uuid, hash: SecretHash) -> bool {
+        let mut refreshes = self.refreshes();
+        if refreshes.claimed.len() >= MAX_REFRESHES || !refreshes.claimed.insert(id) {
+            return false;
         }
-        Some(RefreshClaim { cache: Arc::clone(self), id })
+        refreshes.queued.push((id, hash));
+        !std::mem::replace(&mut refreshes.reading, true)
+    }
+
+    /// The next batch of queued refreshes, at most [`REFRESH_BATCH`]; none when the queue
+    /// is empty, and the reader stops then (the next queued refresh starts another).
+    pub(crate) fn next_refreshes(&self) -> Vec<(Uuid, SecretHash)> {
+        let mut refreshes = self.refreshes();
+        let count = refreshes.queued.len().min(REFRESH_BATCH);
+        let batch: Vec<_> = refreshes.queued.drain(..count).collect();
+        if batch.is_empty() {
+            refreshes.reading = false;
+        }
+        batch
+    }
+
+    /// Ends the refreshes of `batch`: their keys may be queued again.
+    pub(crate) fn refreshed(&self, batch: &[(Uuid, SecretHash)]) {
+        let mut refreshes = self.refreshes();
+        for (id, _) in batch {
+            refreshes.claimed.remove(id);
+        }
+    }
+
+    fn refreshes(&self) -> std::sync::MutexGuard<'_, Refreshes> {
+        // Each change is one push, split or removal: a panic cannot leave it half-made.
+        self.refreshing.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Forgets key `id` (it changed).
@@ -281,15 +313,13 @@ impl KeyCache {
     }
 }
 
-/// A refresh-ahead read in flight; see [`KeyCache::claim_refresh`].
-#[derive(Debug)]
-pub(crate) struct RefreshClaim {
-    cache: Arc<KeyCache>,
-    id: Uuid,
-}
-
-impl Drop for RefreshClaim {
-    fn drop(&mut self) {
-        self.cache.refreshing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
-    }
+/// Keys due for a refresh-ahead read.
+#[derive(Debug, Default)]
+struct Refreshes {
+    /// Keys queued or being read.
+    claimed: HashSet<Uuid>,
+    /// Keys waiting for a read, with the hash each was found by.
+    queued: Vec<(Uuid, SecretHash)>,
+    /// Whether a reader is taking the queue.
+    reading: bool,
 }

@@ -5,7 +5,7 @@
 //! The store's futures are awaited boxed (`Box::pin`): they are kilobytes, and awaited
 //! inline they would make the futures of every cached call as large, moved on each call.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use keyward_core::{
@@ -248,24 +248,41 @@ impl Verifier {
     }
 
     /// Reads a key in use again in the background, before its entry expires, so its
-    /// callers keep hitting the cache. A failed read changes nothing: the entry expires
-    /// as it would have, and its next caller reads the key.
+    /// callers keep hitting the cache. Keys coming due together are read together, a
+    /// batch per statement. A failed read changes nothing: the entries expire as they
+    /// would have, and their next callers read the keys.
     fn refresh_ahead(&self, hash: SecretHash, id: Uuid) {
-        let Some(claim) = self.cache.claim_refresh(id) else { return };
+        if !self.cache.queue_refresh(id, hash) {
+            return;
+        }
         let (store, cache, metrics) = (self.store.clone(), Arc::clone(&self.cache), Arc::clone(&self.metrics));
         tokio::spawn(async move {
-            let _claim = claim;
-            let epoch = cache.epoch();
-            match store.find_record_by_secret(&hash).await {
-                Ok(record) => {
-                    metrics.cache_refreshed();
-                    cache.fill(epoch, &hash, record.map(Arc::new).as_ref());
+            loop {
+                let batch = cache.next_refreshes();
+                if batch.is_empty() {
+                    return;
                 }
-                Err(err) => {
-                    tracing::debug!(error = %err, "refreshing a cached key failed; it expires as usual");
-                    // Held a while, so that while the database is away every hit does
-                    // not start another read bound to fail.
-                    tokio::time::sleep(REFRESH_RETRY_PAUSE).await;
+                let epoch = cache.epoch();
+                let hashes: Vec<SecretHash> = batch.iter().map(|(_, hash)| *hash).collect();
+                match store.find_records_by_secrets(&hashes).await {
+                    Ok(records) => {
+                        let by_id: HashMap<Uuid, Arc<KeyRecord>> =
+                            records.into_iter().map(|record| (record.key.id, Arc::new(record))).collect();
+                        for (id, hash) in &batch {
+                            // A key that lost this secret (or is gone) no longer answers it.
+                            let record = by_id.get(id).filter(|record| record.secret(hash).is_some());
+                            cache.fill(epoch, hash, record);
+                            metrics.cache_refreshed();
+                        }
+                        cache.refreshed(&batch);
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, keys = batch.len(), "refreshing cached keys failed; they expire as usual");
+                        // Held a while, so that while the database is away every hit does
+                        // not start another read bound to fail.
+                        tokio::time::sleep(REFRESH_RETRY_PAUSE).await;
+                        cache.refreshed(&batch);
+                    }
                 }
             }
         });

@@ -3,7 +3,10 @@
 mod quota;
 mod write;
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use bytes::Bytes;
 
@@ -92,9 +95,36 @@ impl Store {
         self.find_record(Read::KeyById, id.into()).await
     }
 
+    /// Every key one of whose secrets hashes to one of `hashes`, with all its secrets:
+    /// one statement for them all. A hash no key has finds nothing.
+    pub async fn find_records_by_secrets(&self, hashes: &[SecretHash]) -> Result<Vec<KeyRecord>> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut list = String::with_capacity(hashes.len() * 67 + 2);
+        list.push('[');
+        for (position, hash) in hashes.iter().enumerate() {
+            if position > 0 {
+                list.push(',');
+            }
+            list.push('"');
+            list.push_str(&hash.to_hex());
+            list.push('"');
+        }
+        list.push(']');
+        self.count_lookup();
+        let rows = self.lookup(Read::KeysBySecrets, list.into()).await?;
+        let mut by_key: HashMap<Uuid, Vec<&QueryResult>> = HashMap::new();
+        for row in &rows {
+            by_key.entry(row.try_get("", "id").map_err(db_error)?).or_default().push(row);
+        }
+        by_key.into_values().filter_map(|rows| record_from_rows(&rows).transpose()).collect()
+    }
+
     async fn find_record(&self, read: Read, value: sea_orm::Value) -> Result<Option<KeyRecord>> {
         self.count_lookup();
-        record_from_rows(&self.lookup(read, value).await?)
+        let rows = self.lookup(read, value).await?;
+        record_from_rows(&rows.iter().collect::<Vec<_>>())
     }
 
     /// The key with this id, if the reach covers it.
@@ -162,9 +192,9 @@ impl Store {
     }
 }
 
-/// The key of a [`Read::KeyBySecret`] or [`Read::KeyById`] with every secret it was
-/// returned with; none when no row came back.
-fn record_from_rows(rows: &[QueryResult]) -> Result<Option<KeyRecord>> {
+/// The key of rows of one key read (each the key with one of its secrets) with every
+/// secret it was returned with; none when no row came back.
+fn record_from_rows(rows: &[&QueryResult]) -> Result<Option<KeyRecord>> {
     let Some(first) = rows.first() else {
         return Ok(None);
     };

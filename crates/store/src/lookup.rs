@@ -38,6 +38,9 @@ pub(crate) enum Read {
     KeyBySecret,
     /// The same, found by the key's id (a `Uuid`).
     KeyById,
+    /// Every key one of whose secrets is among a JSON array of hashes (a `String`): the
+    /// refresh-ahead reads of many keys, batched into one statement.
+    KeysBySecrets,
     /// An owner's shared rate limits, by owner (a `String`).
     OwnerRateLimits,
 }
@@ -47,7 +50,7 @@ pub(crate) enum Read {
 #[derive(Debug)]
 pub(crate) struct Statements {
     backend: DbBackend,
-    texts: [String; 3],
+    texts: [String; 4],
 }
 
 impl Read {
@@ -65,6 +68,20 @@ impl Read {
                 secrets_with_key(Expr::col((api_key::Entity, api_key::Column::Id)).eq(Expr::from(key_of_hash)), backend)
             }
             Self::KeyById => secrets_with_key(api_key_secret::Column::KeyId.eq(value), backend),
+            Self::KeysBySecrets => {
+                // One value whatever the number of hashes, so the text is built (and on
+                // PostgreSQL prepared) once: a JSON array, unpacked by the database.
+                let hashes = match backend {
+                    DbBackend::Postgres => r#""secret_hash" IN (SELECT jsonb_array_elements_text(CAST($1 AS jsonb)))"#,
+                    _ => r#""secret_hash" IN (SELECT value FROM json_each(?))"#,
+                };
+                let keys_of_hashes = Query::select()
+                    .column(api_key_secret::Column::KeyId)
+                    .from(api_key_secret::Entity)
+                    .and_where(Expr::cust_with_values(hashes, [value]))
+                    .to_owned();
+                secrets_with_key(Expr::col((api_key::Entity, api_key::Column::Id)).in_subquery(keys_of_hashes), backend)
+            }
             Self::OwnerRateLimits => {
                 owner_rate_limit::Entity::find().filter(owner_rate_limit::Column::Owner.eq(value)).build(backend)
             }
@@ -74,7 +91,7 @@ impl Read {
     /// A value of the type the read binds, for building its text.
     fn placeholder(self) -> Value {
         match self {
-            Self::KeyBySecret | Self::OwnerRateLimits => Value::from(String::new()),
+            Self::KeyBySecret | Self::KeysBySecrets | Self::OwnerRateLimits => Value::from(String::new()),
             Self::KeyById => Value::from(uuid::Uuid::nil()),
         }
     }
@@ -92,14 +109,17 @@ fn secrets_with_key(which: Expr, backend: DbBackend) -> Statement {
         .build(backend)
 }
 
-/// The names under which [`Read::KeyBySecret`] and [`Read::KeyById`] return the secret's columns.
+/// The names under which the key reads return the secret's columns.
 pub(crate) const SECRET_HASH: &str = "secret_hash";
 pub(crate) const SECRET_EXPIRES_AT: &str = "secret_expires_at";
 
 impl Statements {
     pub(crate) fn new(backend: DbBackend) -> Self {
         let text = |read: Read| read.build(backend, read.placeholder()).sql;
-        Self { backend, texts: [Read::KeyBySecret, Read::KeyById, Read::OwnerRateLimits].map(text) }
+        Self {
+            backend,
+            texts: [Read::KeyBySecret, Read::KeyById, Read::KeysBySecrets, Read::OwnerRateLimits].map(text),
+        }
     }
 
     pub(crate) fn text(&self, read: Read) -> &str {
@@ -261,6 +281,7 @@ mod tests {
         let values = [
             (Read::KeyBySecret, Value::from("ab".repeat(32))),
             (Read::KeyById, Value::from(uuid::Uuid::new_v4())),
+            (Read::KeysBySecrets, Value::from(format!(r#"["{}","{}"]"#, "ab".repeat(32), "cd".repeat(32)))),
             (Read::OwnerRateLimits, Value::from("team-7".to_owned())),
         ];
         for backend in [DbBackend::Sqlite, DbBackend::Postgres] {
