@@ -71,9 +71,10 @@ impl Read {
             Self::KeysBySecrets => {
                 // One value whatever the number of hashes, so the text is built (and on
                 // PostgreSQL prepared) once: a JSON array, unpacked by the database.
-                let hashes = match backend {
-                    DbBackend::Postgres => r#""secret_hash" IN (SELECT jsonb_array_elements_text(CAST($1 AS jsonb)))"#,
-                    _ => r#""secret_hash" IN (SELECT value FROM json_each(?))"#,
+                let hashes = if backend == DbBackend::Postgres {
+                    r#""secret_hash" IN (SELECT jsonb_array_elements_text(CAST($1 AS jsonb)))"#
+                } else {
+                    r#""secret_hash" IN (SELECT value FROM json_each(?))"#
                 };
                 let keys_of_hashes = Query::select()
                     .column(api_key_secret::Column::KeyId)
