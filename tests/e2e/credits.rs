@@ -135,6 +135,52 @@ async fn concurrent_charges_never_overdraw(backend: Backend) {
 }
 both!(concurrent_charges_never_overdraw);
 
+/// Charges of many keys sharing batches, with costs that differ: on PostgreSQL a batch
+/// whose balances all stay above 0 is one statement that writes each charge's ledger
+/// entry with the balance it left, so every answer, entry and balance must agree.
+async fn charges_of_many_keys_share_batches_and_each_sees_its_balance(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        keys.push(metered_key(&app, &[("", 10_000), ("tokens", 10_000)]).await);
+    }
+    let answers = join_all((0..300).map(|n| {
+        let (_, secret) = &keys[n % keys.len()];
+        let unit = if n % 3 == 0 { "tokens" } else { "" };
+        let cost = i64::try_from(n % 4 + 1).unwrap();
+        let client = &app.client;
+        async move { charge(client, secret, &[(unit, cost)], "").await }
+    }))
+    .await;
+    assert!(answers.iter().all(|answer| answer.valid), "{:?}", count_codes(&answers));
+    for (index, (key, _)) in keys.iter().enumerate() {
+        let mut spent: BTreeMap<String, i64> = BTreeMap::new();
+        let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (n, answer) in answers.iter().enumerate().filter(|(n, _)| n % keys.len() == index) {
+            let unit = if n % 3 == 0 { "tokens" } else { "" };
+            *spent.entry(unit.to_owned()).or_default() += i64::try_from(n % 4 + 1).unwrap();
+            assert_eq!(answer.remaining_credits.len(), 1);
+            seen.entry(unit.to_owned()).or_default().push(answer.remaining_credits[0].amount);
+        }
+        let held: BTreeMap<String, i64> = balances(&app.channel, &key.id).await.into_iter().collect();
+        for (unit, spent) in &spent {
+            assert_eq!(held[unit], 10_000 - spent, "balance of {unit:?}");
+            let remaining = &seen[unit];
+            let distinct: HashSet<i64> = remaining.iter().copied().collect();
+            assert_eq!(distinct.len(), remaining.len(), "each charge saw its own balance: {remaining:?}");
+            assert_eq!(remaining.iter().min(), Some(&held[unit]), "the last charge left the balance held");
+        }
+        let entries = assert_ledger_matches(&app.channel, &key.id).await;
+        assert_eq!(entries.iter().filter(|entry| entry.reason == "verify").count(), 60);
+    }
+    let metrics =
+        reqwest::get(format!("http://{}/metrics", app.running().http_addr)).await.unwrap().text().await.unwrap();
+    let batches = metrics.lines().find_map(|line| line.strip_prefix("keyward_charge_batch_size_count ")).unwrap();
+    assert!(batches.parse::<u64>().unwrap() < 300, "concurrent charges share batches: 300 took {batches}");
+    app.stop().await;
+}
+both!(charges_of_many_keys_share_batches_and_each_sees_its_balance);
+
 async fn retried_charges_apply_once(backend: Backend) {
     let app = spawn(backend).await;
     let (key, secret) = metered_key(&app, &[("", 10)]).await;

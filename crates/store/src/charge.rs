@@ -1,6 +1,7 @@
 //! Charging: batches of VerifyApiKey charges, each debited in full or not at all under
 //! the database's own `balance >= cost` condition, with request ids that name one charge.
 
+mod direct;
 mod replay;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -16,7 +17,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use self::replay::RequestIds;
+use self::{direct::Direct, replay::RequestIds};
 use crate::{
     Store, alerts,
     db::{ROWS_PER_STATEMENT, db_error, is_retryable},
@@ -35,6 +36,33 @@ impl Store {
     /// the same charge (key, cost and caller), and [`ChargeOutcome::RequestIdReused`] with
     /// nothing charged otherwise. Nothing is reported charged before the commit.
     pub async fn charge(&self, charges: &[Charge], now: DateTime<Utc>) -> Result<Vec<ChargeOutcome>> {
+        let db = self.db()?;
+        if db.get_database_backend() != DbBackend::Postgres || !direct::suits(charges) {
+            return self.charge_in_transaction(charges, now).await;
+        }
+        let mut attempt = 1;
+        let taken = loop {
+            match direct::charge(db, charges, now).await {
+                Err(err) if attempt < CHARGE_ATTEMPTS && is_retryable(&err) => attempt += 1,
+                Err(err) => return Err(db_error(err)),
+                Ok(Direct::AlertFires) => return self.charge_in_transaction(charges, now).await,
+                Ok(Direct::Charged(taken)) => break taken,
+            }
+        };
+        let left: Vec<usize> = (0..charges.len()).filter(|&index| taken[index].is_none()).collect();
+        if left.is_empty() {
+            return Ok(taken.into_iter().flatten().collect());
+        }
+        let left_charges: Vec<Charge> = left.iter().map(|&index| charges[index].clone()).collect();
+        let mut settled = self.charge_in_transaction(&left_charges, now).await?.into_iter();
+        Ok(taken
+            .into_iter()
+            .map(|outcome| outcome.or_else(|| settled.next()).unwrap_or(ChargeOutcome::Exceeded))
+            .collect())
+    }
+
+    /// Applies a batch of charges in one transaction (see [`Self::charge`]).
+    async fn charge_in_transaction(&self, charges: &[Charge], now: DateTime<Utc>) -> Result<Vec<ChargeOutcome>> {
         let mut attempt = 1;
         loop {
             let txn = self.begin_write().await?;

@@ -221,7 +221,7 @@ pub(crate) fn db_error(err: DbErr) -> Error {
 
 /// The database's own error code (SQLSTATE on PostgreSQL, the result code on SQLite), if
 /// the error came from the database.
-fn database_code(err: &DbErr) -> Option<(bool, String)> {
+pub(crate) fn database_code(err: &DbErr) -> Option<(bool, String)> {
     let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(source)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(source))) =
         err
     else {
