@@ -363,8 +363,9 @@ pub struct Config {
     /// Most charges grouped into one database transaction.
     #[arg(long, env = "KEYWARD_CHARGE_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub charge_batch: u32,
-    /// Charge transactions in flight at once; 0 picks 1 on SQLite (one writer at a time)
-    /// and 2 on PostgreSQL (one batch commits while the next gathers).
+    /// Charge batches in flight at once, each over its own share of the keys; 0 picks 1
+    /// (a batch gathers while the one before commits). More can hide a distant database's
+    /// round trips; on SQLite they wait for its one writer anyway.
     #[arg(long, env = "KEYWARD_CHARGE_WORKERS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub charge_workers: u32,
     /// The time refills, deliveries and expiry sweeps go by; the wall clock unless a test embeds the server.

@@ -243,11 +243,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
-    let charge_workers = match config.charge_workers {
-        0 if config.store.is_postgres() => 2,
-        0 => 1,
-        workers => workers,
-    };
+    // One by default: a batch gathers while the one before commits, and on a database
+    // beside the server more workers only split batches (metered.sh: 0.89 of pgbench
+    // with one, 0.79 with two).
+    let charge_workers = config.charge_workers.max(1);
     let (charger, charge_workers) = charger::Charger::start(
         store.clone(),
         usize::try_from(charge_workers).unwrap_or(1),

@@ -42,7 +42,7 @@ impl Store {
         }
         let mut attempt = 1;
         let taken = loop {
-            match direct::charge(db, charges, now).await {
+            match direct::charge(self, db, charges, now).await {
                 Err(err) if attempt < CHARGE_ATTEMPTS && is_retryable(&err) => attempt += 1,
                 Err(err) => return Err(db_error(err)),
                 Ok(Direct::AlertFires) => return self.charge_in_transaction(charges, now).await,

@@ -166,6 +166,22 @@ impl Store {
         .map_err(db_error)
     }
 
+    /// Every row one statement returns that writes and commits on its own: on the lookup
+    /// connections (spared the pool's ping on hand-back) if there are any, or the pool.
+    /// Never run again after a failure, since its first run may have committed.
+    pub(crate) async fn write_once(
+        &self,
+        pool: &DatabaseConnection,
+        statement: Statement,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        match &self.lookups {
+            Some(lookups) => {
+                lookups.write_once(&statement.sql, &statement.values.unwrap_or_else(|| Values(Vec::new()))).await
+            }
+            None => pool.query_all_raw(statement).await,
+        }
+    }
+
     /// A read of a key by secret or id, counted for tests and metrics.
     pub(crate) fn count_lookup(&self) {
         self.lookup_reads.fetch_add(1, Ordering::Relaxed);

@@ -1,4 +1,5 @@
-//! The reads a cache miss makes, on connections of their own, from statements built once.
+//! The reads a cache miss makes, on connections of their own, from statements built once;
+//! PostgreSQL's one-statement charge batches run on them too.
 //!
 //! sqlx pings every connection handed back to its pool (unconditionally: it flushes
 //! whatever a cancelled statement left), so each pooled read costs a second round trip to
@@ -180,11 +181,7 @@ impl Lookups {
     /// Every row `statement` reads. Waits for a free connection at most the pool's acquire
     /// timeout, as a pooled read would.
     pub(crate) async fn query_all(&self, sql: &str, values: &Values) -> Result<Vec<QueryResult>, DbErr> {
-        let _permit = match tokio::time::timeout(self.acquire_timeout, self.permits.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)),
-            Err(_) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
-        };
+        let _permit = self.permit().await?;
         let (mut conn, reused) = self.take().await?;
         // A failed or cancelled read drops `conn`, unreturned. A reused connection the
         // server closed since its last read (a restart, a failover, an administrator's
@@ -199,6 +196,25 @@ impl Lookups {
         };
         self.lock().push(Idle { conn, since: Instant::now() });
         Ok(rows)
+    }
+
+    /// Every row `statement` returns, run once and never again: a write (one statement,
+    /// committed on its own), whose first run may have committed before its connection
+    /// was lost. Like a read, it is spared the pool's ping on hand-back.
+    pub(crate) async fn write_once(&self, sql: &str, values: &Values) -> Result<Vec<QueryResult>, DbErr> {
+        let _permit = self.permit().await?;
+        let (mut conn, _) = self.take().await?;
+        let rows = conn.fetch_all(sql, values).await.map_err(query_error)?;
+        self.lock().push(Idle { conn, since: Instant::now() });
+        Ok(rows)
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, DbErr> {
+        match tokio::time::timeout(self.acquire_timeout, self.permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)),
+            Err(_) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+        }
     }
 
     /// An idle connection, pinged first if it sat unused long enough for the server to

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use keyward_core::credit::{Charge, ChargeOutcome, Credit};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use sea_orm::{DatabaseConnection, DbErr};
 use uuid::Uuid;
 
-use crate::{db::database_code, ledger::REASON_VERIFY, sql::Sql};
+use crate::{Store, db::database_code, ledger::REASON_VERIFY, sql::Sql};
 
 /// What `keyward_charge` raises when a balance alert would fire: the statement is rolled
 /// back, so nothing of the batch was charged.
@@ -30,7 +30,12 @@ pub(super) enum Direct {
 }
 
 /// Runs `charges` (all [`suits`]) through `keyward_charge`.
-pub(super) async fn charge(db: &DatabaseConnection, charges: &[Charge], now: DateTime<Utc>) -> Result<Direct, DbErr> {
+pub(super) async fn charge(
+    store: &Store,
+    db: &DatabaseConnection,
+    charges: &[Charge],
+    now: DateTime<Utc>,
+) -> Result<Direct, DbErr> {
     let mut columns = (
         Vec::with_capacity(charges.len()),
         Vec::with_capacity(charges.len()),
@@ -49,7 +54,7 @@ pub(super) async fn charge(db: &DatabaseConnection, charges: &[Charge], now: Dat
     sql.bind(columns.0, "uuid[]").push(", ").bind(columns.1, "varchar[]").push(", ");
     sql.bind(columns.2, "bigint[]").push(", ").bind(columns.3, "varchar[]").push(", ");
     sql.bind(REASON_VERIFY, "varchar").push(", ").bind(now, "timestamptz").push(")");
-    let rows = match db.query_all_raw(sql.statement()).await {
+    let rows = match store.write_once(db, sql.statement()).await {
         Ok(rows) => rows,
         Err(err) if matches!(database_code(&err), Some((false, code)) if code == ALERT_FIRES) => {
             return Ok(Direct::AlertFires);
