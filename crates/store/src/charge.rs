@@ -34,7 +34,10 @@ impl Store {
     /// all, under the database's own `balance >= cost` condition, with its ledger
     /// entries. A charge whose request id was seen before gets the first outcome if it is
     /// the same charge (key, cost and caller), and [`ChargeOutcome::RequestIdReused`] with
-    /// nothing charged otherwise. Nothing is reported charged before the commit.
+    /// nothing charged otherwise. Nothing is reported charged before the commit. On
+    /// PostgreSQL a batch that `direct::suits` is first offered to one statement; what
+    /// it leaves (balances that would reach 0) takes the transaction after it, and all of
+    /// it does when a balance alert would fire.
     pub async fn charge(&self, charges: &[Charge], now: DateTime<Utc>) -> Result<Vec<ChargeOutcome>> {
         let db = self.db()?;
         if db.get_database_backend() != DbBackend::Postgres || !direct::suits(charges) {
