@@ -74,19 +74,19 @@ async fn work(store: Store, mut receiver: mpsc::Receiver<(Charge, Reply)>, max_b
         }
         let (charges, replies): (Vec<Charge>, Vec<Reply>) = batch.drain(..).unzip();
         metrics.charge_batch(charges.len());
-        match store.charge(&charges, Utc::now()).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, charges = charges.len(), "charge batch failed; its charges are unconfirmed (a retry with the same request_id is safe)");
-                let message = err.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Unavailable(message.clone().into())));
-                }
-            }
+        let charged = store.charge(&charges, Utc::now()).await;
+        let failure = charged.failure.map(|err| {
+            let unconfirmed = charged.outcomes.iter().filter(|outcome| outcome.is_none()).count();
+            tracing::warn!(error = %err, charges = charges.len(), unconfirmed, "charge batch failed; its unconfirmed charges may or may not have been applied (a retry with the same request_id is safe)");
+            err.to_string()
+        });
+        for (reply, outcome) in replies.into_iter().zip(charged.outcomes) {
+            let answer = outcome.ok_or_else(|| {
+                let message =
+                    failure.clone().unwrap_or_else(|| "the charge batch ended without this charge's outcome".into());
+                Error::Unavailable(message.into())
+            });
+            let _ = reply.send(answer);
         }
     }
 }

@@ -26,6 +26,16 @@ use crate::{
     sql::Sql,
 };
 
+/// What a charge batch came to.
+#[derive(Debug)]
+pub struct Charged {
+    /// Each charge's outcome where it is known; `None` where `failure` left it unconfirmed.
+    pub outcomes: Vec<Option<ChargeOutcome>>,
+    /// Why some charges are unconfirmed: the database failed before or while committing
+    /// them (a batch's one statement may have committed others already).
+    pub failure: Option<keyward_core::Error>,
+}
+
 /// Attempts of a charge batch that PostgreSQL aborted as a deadlock.
 const CHARGE_ATTEMPTS: usize = 5;
 
@@ -37,31 +47,58 @@ impl Store {
     /// nothing charged otherwise. Nothing is reported charged before the commit. On
     /// PostgreSQL a batch that `direct::suits` is first offered to one statement; what
     /// it leaves (balances that would reach 0) takes the transaction after it, and all of
-    /// it does when a balance alert would fire.
-    pub async fn charge(&self, charges: &[Charge], now: DateTime<Utc>) -> Result<Vec<ChargeOutcome>> {
+    /// it does when a balance alert would fire. If that transaction fails, the charges
+    /// the statement committed keep their outcomes; only the rest are unconfirmed.
+    pub async fn charge(&self, charges: &[Charge], now: DateTime<Utc>) -> Charged {
+        let mut outcomes = vec![None; charges.len()];
+        match self.charge_directly(charges, now).await {
+            Ok(Some(taken)) => outcomes = taken,
+            Ok(None) => {}
+            Err(err) => return Charged { outcomes, failure: Some(err) },
+        }
+        let left: Vec<usize> = (0..charges.len()).filter(|&index| outcomes[index].is_none()).collect();
+        if left.is_empty() {
+            return Charged { outcomes, failure: None };
+        }
+        let settled = if left.len() == charges.len() {
+            self.charge_in_transaction(charges, now).await
+        } else {
+            let left_charges: Vec<Charge> = left.iter().map(|&index| charges[index].clone()).collect();
+            self.charge_in_transaction(&left_charges, now).await
+        };
+        // What the statement charged stands, committed, whatever the transaction does.
+        match settled {
+            Ok(settled) => {
+                for (index, outcome) in left.into_iter().zip(settled) {
+                    outcomes[index] = Some(outcome);
+                }
+                Charged { outcomes, failure: None }
+            }
+            Err(err) => Charged { outcomes, failure: Some(err) },
+        }
+    }
+
+    /// On PostgreSQL, a batch that `direct::suits` in one statement: the outcome of each
+    /// charge it took, `None` for those it left; `None` for the whole batch elsewhere, or
+    /// when a balance alert would fire (nothing was charged then).
+    async fn charge_directly(
+        &self,
+        charges: &[Charge],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<Option<ChargeOutcome>>>> {
         let db = self.db()?;
         if db.get_database_backend() != DbBackend::Postgres || !direct::suits(charges) {
-            return self.charge_in_transaction(charges, now).await;
+            return Ok(None);
         }
         let mut attempt = 1;
-        let taken = loop {
+        loop {
             match direct::charge(self, db, charges, now).await {
                 Err(err) if attempt < CHARGE_ATTEMPTS && is_retryable(&err) => attempt += 1,
                 Err(err) => return Err(db_error(err)),
-                Ok(Direct::AlertFires) => return self.charge_in_transaction(charges, now).await,
-                Ok(Direct::Charged(taken)) => break taken,
+                Ok(Direct::AlertFires) => return Ok(None),
+                Ok(Direct::Charged(taken)) => return Ok(Some(taken)),
             }
-        };
-        let left: Vec<usize> = (0..charges.len()).filter(|&index| taken[index].is_none()).collect();
-        if left.is_empty() {
-            return Ok(taken.into_iter().flatten().collect());
         }
-        let left_charges: Vec<Charge> = left.iter().map(|&index| charges[index].clone()).collect();
-        let mut settled = self.charge_in_transaction(&left_charges, now).await?.into_iter();
-        Ok(taken
-            .into_iter()
-            .map(|outcome| outcome.or_else(|| settled.next()).unwrap_or(ChargeOutcome::Exceeded))
-            .collect())
     }
 
     /// Applies a batch of charges in one transaction (see [`Self::charge`]).

@@ -101,17 +101,8 @@ impl Store {
         if hashes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut list = String::with_capacity(hashes.len() * 67 + 2);
-        list.push('[');
-        for (position, hash) in hashes.iter().enumerate() {
-            if position > 0 {
-                list.push(',');
-            }
-            list.push('"');
-            list.push_str(&hash.to_hex());
-            list.push('"');
-        }
-        list.push(']');
+        let hexes: Vec<String> = hashes.iter().map(SecretHash::to_hex).collect();
+        let list = serde_json::to_string(&hexes).map_err(Error::internal)?;
         self.count_lookup();
         let rows = self.lookup(Read::KeysBySecrets, list.into()).await?;
         let mut by_key: HashMap<Uuid, Vec<&QueryResult>> = HashMap::new();

@@ -38,6 +38,7 @@ mod webhooks;
 pub use crate::{
     audit::AuditQuery,
     changes::{Change, ChangeListener},
+    charge::Charged,
     credits::{CreditView, LedgerQuery},
     db::{PoolSettings, Store, is_unavailable},
     envelope::Mutation,
