@@ -157,11 +157,11 @@ impl KeyCache {
         }
     }
 
-    pub(crate) fn lookup(&self, hash: &SecretHash) -> Lookup {
+    /// What is known of `hash` at `now`.
+    pub(crate) fn lookup(&self, hash: &SecretHash, now: Instant) -> Lookup {
         if self.bypass.load(Ordering::Acquire) || self.lost_too_long() {
             return Lookup::Miss;
         }
-        let now = Instant::now();
         match self.by_hash.get(hash) {
             Some(HashSlot { entry: HashEntry::Unknown, expires_at }) if now < expires_at => Lookup::Absent,
             Some(HashSlot { entry: HashEntry::Known(id), expires_at }) if now < expires_at => {
@@ -182,13 +182,13 @@ impl KeyCache {
         now.saturating_duration_since(read_at) < self.ttl
     }
 
-    /// The shared rate limits of `owner`, if known (none is an empty list).
-    pub(crate) fn owner_limits(&self, owner: &str) -> Option<Arc<[RateLimit]>> {
+    /// The shared rate limits of `owner`, if known at `now` (none is an empty list).
+    pub(crate) fn owner_limits(&self, owner: &str, now: Instant) -> Option<Arc<[RateLimit]>> {
         if self.bypass.load(Ordering::Acquire) || self.lost_too_long() {
             return None;
         }
         let cached = self.by_owner.get(owner)?;
-        self.fresh(cached.read_at, Instant::now()).then_some(cached.limits)
+        self.fresh(cached.read_at, now).then_some(cached.limits)
     }
 
     /// Caches the shared limits of `owner` read from the database, under [`Self::fill`]'s rule.

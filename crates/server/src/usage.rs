@@ -1,9 +1,9 @@
 //! Usage gathered in memory per call and flushed to the store on an interval. A crash
 //! loses at most one interval of counters and last-use times, never a key change.
 
-use std::{
-    hash::BuildHasher,
-    sync::{Mutex, PoisonError},
+use std::sync::{
+    Mutex, PoisonError,
+    atomic::{AtomicUsize, Ordering},
 };
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -11,13 +11,12 @@ use keyward_core::{Error, credit::Credit, verify::Verdict};
 use keyward_store::{Store, UsageBatch};
 use uuid::Uuid;
 
-/// Shards of pending usage, so concurrent calls for different keys rarely share a lock.
+/// Shards of pending usage, one per thread (up to this many), so concurrent calls rarely share a lock.
 const SHARDS: usize = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct UsageRecorder {
     shards: [Mutex<UsageBatch>; SHARDS],
-    hasher: foldhash::fast::RandomState,
 }
 
 /// The outcome label of a verdict, as counters and metrics name it.
@@ -36,16 +35,26 @@ pub(crate) fn outcome(verdict: Verdict) -> &'static str {
     }
 }
 
+/// Shard index of this thread.
+fn own_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
+
 impl UsageRecorder {
-    fn shard(&self, id: Uuid) -> std::sync::MutexGuard<'_, UsageBatch> {
-        let index = usize::try_from(self.hasher.hash_one(id) % SHARDS as u64).unwrap_or(0);
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    /// This thread's shard: two threads counting calls of one key do not wait on one
+    /// lock, and the shards are merged on flush.
+    fn shard(&self) -> std::sync::MutexGuard<'_, UsageBatch> {
+        self.shards[own_shard()].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Counts a verification of key `id`; a valid one is also a use.
     pub(crate) fn verified(&self, id: Uuid, verdict: Verdict, at: DateTime<Utc>) {
         let hour = at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at);
-        let mut pending = self.shard(id);
+        let mut pending = self.shard();
         let count = pending.counts.entry((id, hour, outcome(verdict))).or_default();
         *count = count.saturating_add(1);
         if verdict == Verdict::Valid {
@@ -59,7 +68,7 @@ impl UsageRecorder {
             return;
         }
         let hour = at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at);
-        let mut pending = self.shard(id);
+        let mut pending = self.shard();
         for cost in costs {
             let spent = pending.spent.entry((id, hour, cost.unit.clone())).or_default();
             *spent = spent.saturating_add(cost.amount);
@@ -68,7 +77,7 @@ impl UsageRecorder {
 
     /// Records that key `id` authenticated a call.
     pub(crate) fn used(&self, id: Uuid, at: DateTime<Utc>) {
-        self.shard(id).last_used.insert(id, at);
+        self.shard().last_used.insert(id, at);
     }
 
     /// Writes what was gathered. While the database is unavailable everything is kept
@@ -78,9 +87,7 @@ impl UsageRecorder {
         let mut batch = UsageBatch::default();
         for shard in &self.shards {
             let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
-            batch.counts.extend(taken.counts);
-            batch.last_used.extend(taken.last_used);
-            batch.spent.extend(taken.spent);
+            merge(&mut batch, taken);
         }
         if batch.is_empty() {
             return;
@@ -112,20 +119,22 @@ impl UsageRecorder {
 
     /// Puts usage that could not be written back, to be written with the next flush.
     fn keep(&self, batch: UsageBatch) {
-        for (key, count) in batch.counts {
-            let mut pending = self.shard(key.0);
-            let kept = pending.counts.entry(key).or_default();
-            *kept = kept.saturating_add(count);
-        }
-        for (key, amount) in batch.spent {
-            let mut pending = self.shard(key.0);
-            let spent = pending.spent.entry(key).or_default();
-            *spent = spent.saturating_add(amount);
-        }
-        for (id, at) in batch.last_used {
-            let mut pending = self.shard(id);
-            let latest = pending.last_used.entry(id).or_insert(at);
-            *latest = (*latest).max(at);
-        }
+        merge(&mut self.shard(), batch);
+    }
+}
+
+/// Adds `more` to `into`: counts and credits add up, the latest use wins.
+fn merge(into: &mut UsageBatch, more: UsageBatch) {
+    for (key, count) in more.counts {
+        let kept = into.counts.entry(key).or_default();
+        *kept = kept.saturating_add(count);
+    }
+    for (key, amount) in more.spent {
+        let spent = into.spent.entry(key).or_default();
+        *spent = spent.saturating_add(amount);
+    }
+    for (id, at) in more.last_used {
+        let latest = into.last_used.entry(id).or_insert(at);
+        *latest = (*latest).max(at);
     }
 }

@@ -5,7 +5,7 @@
 //! The store's futures are awaited boxed (`Box::pin`): they are kilobytes, and awaited
 //! inline they would make the futures of every cached call as large, moved on each call.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use chrono::{DateTime, Utc};
 use keyward_core::{
@@ -70,6 +70,22 @@ pub(crate) struct Cost {
     pub(crate) rate: Vec<RateUse>,
 }
 
+/// Both clocks, read once for every check of a call: on a virtual machine each reading
+/// costs about as much as a cache lookup.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Moment {
+    /// For expiry and usage: what keys and records are dated by.
+    pub(crate) wall: DateTime<Utc>,
+    /// For the cache's deadlines, which the wall clock's steps must not move.
+    pub(crate) instant: Instant,
+}
+
+impl Moment {
+    pub(crate) fn now() -> Self {
+        Self { wall: Utc::now(), instant: Instant::now() }
+    }
+}
+
 impl Verification {
     /// The key found, if any.
     pub(crate) fn key(&self) -> Option<&Arc<ApiKey>> {
@@ -98,8 +114,8 @@ impl Verifier {
     }
 
     /// The shared rate limits of `owner`, from the cache or, on a miss, the database.
-    async fn owner_limits(&self, owner: &str) -> Result<Arc<[rate::RateLimit]>> {
-        if let Some(limits) = self.cache.owner_limits(owner) {
+    async fn owner_limits(&self, owner: &str, at: Instant) -> Result<Arc<[rate::RateLimit]>> {
+        if let Some(limits) = self.cache.owner_limits(owner, at) {
             return Ok(limits);
         }
         let epoch = self.cache.epoch();
@@ -124,22 +140,24 @@ impl Verifier {
     }
 
     /// Judges `presented` for a request needing `required_scopes` on `network`, charges
-    /// a valid usage-limited key the `cost`, and counts the outcome against the key.
+    /// a valid usage-limited key the `cost`, and counts the outcome against the key, as
+    /// of `at`.
     pub(crate) async fn verify(
         &self,
         presented: &str,
         required_scopes: &[String],
         network: &str,
         cost: Cost,
+        at: Moment,
     ) -> Result<Verification> {
         // Bounded before anything is judged, charged or counted, metered key or not.
         keyward_core::credit::check_costs(&cost.credits)?;
-        let now = Utc::now();
-        let mut verification = self.verdict(presented, required_scopes, network, now).await?;
+        let now = at.wall;
+        let mut verification = self.verdict(presented, required_scopes, network, at).await?;
         // Limits after the key's own checks and before the charge: a request they refuse
         // is never charged.
         if let (Verdict::Valid, Some(key)) = (verification.verdict, verification.key()) {
-            let shared = self.owner_limits(&key.owner).await?;
+            let shared = self.owner_limits(&key.owner, at.instant).await?;
             let applicable = rate::applicable(&key.rate_limits, &shared, &cost.rate);
             if !applicable.is_empty() {
                 let applied = self.limiter.apply(key, &applicable).await?;
@@ -185,7 +203,7 @@ impl Verifier {
         presented: &str,
         required_scopes: &[String],
         network: &str,
-        now: DateTime<Utc>,
+        at: Moment,
     ) -> Result<Verification> {
         if secret::classify(presented, self.environments.prefixes()) == Shape::Malformed {
             return Ok(Verification {
@@ -196,7 +214,7 @@ impl Verifier {
             });
         }
         let hash = self.hasher.hash(presented);
-        let Some(record) = self.record(&hash).await? else {
+        let Some(record) = self.record(&hash, at.instant).await? else {
             return Ok(Verification {
                 verdict: Verdict::NotFound,
                 record: None,
@@ -213,12 +231,12 @@ impl Verifier {
                 limits: Vec::new(),
             });
         };
-        let verdict = judge(&record.key, secret.expires_at, required_scopes, network, now);
+        let verdict = judge(&record.key, secret.expires_at, required_scopes, network, at.wall);
         Ok(Verification { verdict, record: Some(record), remaining: Vec::new(), limits: Vec::new() })
     }
 
-    async fn record(&self, hash: &SecretHash) -> Result<Option<Arc<KeyRecord>>> {
-        match self.cache.lookup(hash) {
+    async fn record(&self, hash: &SecretHash, at: Instant) -> Result<Option<Arc<KeyRecord>>> {
+        match self.cache.lookup(hash, at) {
             Lookup::Found { record, refresh } => {
                 self.metrics.cache_lookup(CacheResult::Hit);
                 if refresh {
@@ -290,17 +308,21 @@ impl Verifier {
 
     /// The caller behind the call's credentials: `authorization: Bearer <key or JWT>` or `token: <key>`.
     pub(crate) async fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller> {
+        self.authenticate_at(metadata, Moment::now()).await
+    }
+
+    /// [`Self::authenticate`] as of `at`, for a call that reads the clocks once.
+    pub(crate) async fn authenticate_at(&self, metadata: &MetadataMap, at: Moment) -> Result<Caller> {
         let (presented, bearer) = credential(metadata)?;
         if bearer && looks_like_jwt(presented) {
             let jwt = self.jwt.as_ref().ok_or(Error::Unauthenticated { detail: "JWT callers are not configured" })?;
             return Ok(Caller::Person(Arc::new(Box::pin(jwt.authenticate(presented)).await?)));
         }
-        let now = Utc::now();
-        let verification = self.verdict(presented, &[], "", now).await?;
+        let verification = self.verdict(presented, &[], "", at).await?;
         let (verdict, key) = (verification.verdict, verification.key().cloned());
         match (verdict.auth_failure(), key) {
             (None, Some(key)) => {
-                self.usage.used(key.id, now);
+                self.usage.used(key.id, at.wall);
                 Ok(Caller::Key(key))
             }
             (Some(detail), _) => Err(Error::Unauthenticated { detail }),

@@ -26,7 +26,7 @@ use crate::{
     audit::audited,
     convert,
     status::to_status,
-    verifier::{Cost, Verifier},
+    verifier::{Cost, Moment, Verifier},
 };
 
 /// The ApiKeyService implementation.
@@ -315,7 +315,8 @@ impl ApiKeyService for ApiKeyServiceImpl {
         &self,
         request: Request<v1::VerifyApiKeyRequest>,
     ) -> Result<Response<v1::VerifyApiKeyResponse>, Status> {
-        let caller = self.caller(&request).await?;
+        let at = Moment::now();
+        let caller = self.inner.verifier.authenticate_at(request.metadata(), at).await.map_err(to_status)?;
         policy::authorize(&caller, Action::VerifyKey).map_err(to_status)?;
         let requests::Verification { key, required_scopes, network, credits, request_id, rate } =
             requests::verification(request.into_inner()).map_err(to_status)?;
@@ -323,7 +324,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let actor = if credits.is_empty() { String::new() } else { caller.subject() };
         let cost = Cost { credits, request_id, actor, rate };
         let verification =
-            self.inner.verifier.verify(&key, &required_scopes, &network, cost).await.map_err(to_status)?;
+            self.inner.verifier.verify(&key, &required_scopes, &network, cost, at).await.map_err(to_status)?;
         if let Some(key) = verification.key() {
             tracing::Span::current().record("api_key.id", tracing::field::display(key.id));
         }
