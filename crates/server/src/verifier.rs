@@ -76,8 +76,10 @@ pub(crate) struct Cost {
     pub(crate) rate: Vec<RateUse>,
 }
 
-/// Both clocks, read once for every check of a call: on a virtual machine each reading
-/// costs about as much as a cache lookup.
+/// The moment a call is judged at: both clocks, read once when it arrives, so the caller's
+/// authentication and the key's checks agree on it, and a call that waits on a cache miss
+/// is still judged as of its arrival. (Reading them once measured as no faster: callgrind
+/// counts the same instructions per call.)
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Moment {
     /// For expiry and usage: what keys and records are dated by.
