@@ -64,6 +64,7 @@ for STORE in sqlite postgres; do
   "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --auth "$ADMIN" --target verify --key "$KEY" --requests 1 \
     --warmup 0s --json "$WORK/check.json" >/dev/null
   grep -q '"VERIFICATION_CODE_VALID"' "$WORK/check.json" || { echo "the benchmark key does not verify" >&2; exit 1; }
+  sums="0 0 0 0"
   for round in $(seq 1 "$ROUNDS"); do
     # Health, verify, verify, health (half a run each): the machine's drift within a round
     # weighs on both targets alike instead of on whichever ran while it lasted.
@@ -79,6 +80,11 @@ for STORE in sqlite postgres; do
     awk -v s="$STORE" -v r="$round" -v hv="$verify" -v hh="$health" -v tv="$tool_verify" -v th="$tool_health" 'BEGIN {
       printf "%-8s round %d  h2load: verify %7.0f/s health %7.0f/s ratio %.3f   keyward-bench: verify %7.0f/s health %7.0f/s ratio %.3f\n",
         s, r, hv, hh, hv / hh, tv, th, tv / th }'
+    sums="$(echo "$sums $verify $health $tool_verify $tool_health" | awk '{ print $1 + $5, $2 + $6, $3 + $7, $4 + $8 }')"
   done
+  # The run's ratio, of its rounds' summed rates: the figure "in every one of three runs" means.
+  awk -v s="$STORE" -v n="$ROUNDS" -v sums="$sums" 'BEGIN { split(sums, t, " ")
+    printf "%-8s run      h2load: verify %7.0f/s health %7.0f/s ratio %.3f   keyward-bench: verify %7.0f/s health %7.0f/s ratio %.3f\n",
+      s, t[1] / n, t[2] / n, t[1] / t[2], t[3] / n, t[4] / n, t[3] / t[4] }'
   kill "$SERVER"; wait "$SERVER" || true; SERVER=""
 done
