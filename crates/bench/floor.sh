@@ -5,7 +5,7 @@
 # × 16 streams (64 in flight). A round runs each target twice for half its seconds
 # (h2load: health, verify, verify, health; keyward-bench: alternating), so a slow spell
 # of the machine weighs on both. Prints every round's ratio, for each tool, with the
-# machine's description. On SQLite and on PostgreSQL.
+# machine's description, and each run's ratio of its mean rates. On SQLite and on PostgreSQL.
 #   bash crates/bench/floor.sh [seconds per target and round, default 5] [rounds, default 3]
 # h2load sends one fixed body, so it measures one key; 10,000 keys are keyward-bench's
 # (bench.sh). Needs h2load: `bash tests/tools.sh bench`.
@@ -37,6 +37,12 @@ h2rate() { # h2rate <path> <body file> [header…]: calls per second; fails unle
     echo "$out" >&2; echo "h2load saw failures" >&2; exit 1
   fi
   awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out"
+}
+
+report() { # report <label> <h2load verify> <h2load health> <keyward-bench verify> <keyward-bench health>
+  awk -v s="$STORE" -v l="$1" -v hv="$2" -v hh="$3" -v tv="$4" -v th="$5" 'BEGIN {
+    printf "%-8s %-8s h2load: verify %7.0f/s health %7.0f/s ratio %.3f   keyward-bench: verify %7.0f/s health %7.0f/s ratio %.3f\n",
+      s, l, hv, hh, hv / hh, tv, th, tv / th }'
 }
 
 serve() { # serve <database url>
@@ -77,14 +83,12 @@ for STORE in sqlite postgres; do
       --json "$WORK/tool.json" >/dev/null
     tool="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r[0]["rate"], r[1]["rate"])' "$WORK/tool.json")"
     read -r tool_verify tool_health <<<"$tool"
-    awk -v s="$STORE" -v r="$round" -v hv="$verify" -v hh="$health" -v tv="$tool_verify" -v th="$tool_health" 'BEGIN {
-      printf "%-8s round %d  h2load: verify %7.0f/s health %7.0f/s ratio %.3f   keyward-bench: verify %7.0f/s health %7.0f/s ratio %.3f\n",
-        s, r, hv, hh, hv / hh, tv, th, tv / th }'
-    sums="$(echo "$sums $verify $health $tool_verify $tool_health" | awk '{ print $1 + $5, $2 + $6, $3 + $7, $4 + $8 }')"
+    report "round $round" "$verify" "$health" "$tool_verify" "$tool_health"
+    sums="$(awk -v a="$sums" -v b="$verify $health $tool_verify $tool_health" 'BEGIN { split(a, x); split(b, y)
+      printf "%.1f %.1f %.1f %.1f", x[1] + y[1], x[2] + y[2], x[3] + y[3], x[4] + y[4] }')"
   done
-  # The run's ratio, of its rounds' summed rates: the figure "in every one of three runs" means.
-  awk -v s="$STORE" -v n="$ROUNDS" -v sums="$sums" 'BEGIN { split(sums, t, " ")
-    printf "%-8s run      h2load: verify %7.0f/s health %7.0f/s ratio %.3f   keyward-bench: verify %7.0f/s health %7.0f/s ratio %.3f\n",
-      s, t[1] / n, t[2] / n, t[1] / t[2], t[3] / n, t[4] / n, t[3] / t[4] }'
+  # The run's mean rates (its rounds' sums over their count): the figure "in every one of
+  # three runs" is about.
+  report "run" $(awk -v n="$ROUNDS" -v a="$sums" 'BEGIN { split(a, x); printf "%.1f %.1f %.1f %.1f", x[1] / n, x[2] / n, x[3] / n, x[4] / n }')
   kill "$SERVER"; wait "$SERVER" || true; SERVER=""
 done
