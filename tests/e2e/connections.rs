@@ -1,6 +1,6 @@
-//! What a crowd of idle or slow clients can do to the listeners: idle connections are
-//! closed after `KEYWARD_IDLE_TIMEOUT` while normal clients are served, a client that
-//! trickles its headers is cut off by `KEYWARD_HEADER_READ_TIMEOUT`, and beyond
+//! What a crowd of idle or slow clients can do to the listeners: connections that never
+//! call are closed after `KEYWARD_HEADER_READ_TIMEOUT` while normal clients are served, a
+//! client that trickles its headers is cut off by it too, and beyond
 //! `KEYWARD_MAX_CONNECTIONS` a client waits until a place frees. Listeners do not depend
 //! on the store, so these run on SQLite only.
 
@@ -100,7 +100,10 @@ async fn idle_connections_are_closed_and_others_are_served_meanwhile() {
     let closed = futures::future::join_all(grpc.into_iter().chain(http).map(|s| closed_by_server(s, generous))).await;
     let open = closed.iter().filter(|closed| !**closed).count();
     assert_eq!(open, 0, "idle connections the server left open after {generous:?}");
-    assert!(started.elapsed() >= IDLE_TIMEOUT, "idle connections are kept for the idle timeout, not cut sooner");
+    assert!(
+        started.elapsed() >= HEADER_READ_TIMEOUT,
+        "connections without a call are kept for the first-call timeout, not cut sooner"
+    );
 
     // The server still serves new clients afterwards, on fresh connections.
     assert!(health_serving(&app).await);
@@ -154,5 +157,18 @@ async fn beyond_the_connection_cap_a_client_waits_for_a_free_place() {
         matches!(served, Ok(Ok(read)) if buf[..read].starts_with(b"HTTP/1.1 200")),
         "the waiting client was served once a place freed: {served:?}"
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_place() {
+    const PER_PEER: u32 = 3;
+    let app = spawn_with(Backend::Sqlite, |config| config.connections.max_connections_per_peer = PER_PEER).await;
+    let addr = app.running().grpc_addr;
+    let _held = open_idle(addr, PER_PEER as usize).await;
+    let over = TcpStream::connect(addr).await.unwrap();
+    assert!(closed_by_server(over, Duration::from_secs(5)).await, "a connection over the per-address cap is closed");
+    // The other listener counts its own connections.
+    assert!(metrics_answered(&app).await);
     app.stop().await;
 }

@@ -258,9 +258,10 @@ pub(crate) fn timestamp_in(seconds: i64) -> prost_types::Timestamp {
 /// A `keyward serve` process of the binary built beside this test.
 pub(crate) struct Replica {
     // Held for `kill_on_drop`: dropping the replica ends the process.
-    _process: tokio::process::Child,
+    process: tokio::process::Child,
     pub(crate) client: ApiKeyServiceClient<Channel>,
     pub(crate) channel: Channel,
+    pub(crate) grpc_addr: std::net::SocketAddr,
     pub(crate) http_addr: std::net::SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -351,12 +352,29 @@ impl Replica {
         });
         let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
         Ok(Self {
-            _process: child,
+            process: child,
             client: ApiKeyServiceClient::new(channel.clone()),
             channel,
+            grpc_addr: addr.parse().unwrap(),
             http_addr: http.parse().unwrap(),
             log: shared_log,
         })
+    }
+
+    /// The process's resident memory in KiB, as the kernel counts it.
+    pub(crate) fn resident_kib(&self) -> u64 {
+        let pid = self.process.id().expect("the replica is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS in /proc status");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub(crate) async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.process.id().expect("the replica is running");
+        let sent = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        self.process.wait().await.unwrap()
     }
 
     /// What the process has logged so far.

@@ -320,6 +320,20 @@ async fn an_outage_is_logged_once_a_second_with_the_count_of_calls_it_failed() {
     let replica = Replica::start(&postgres_url(&name), dir.path(), &[]).await.expect("the replica starts");
     // Caches the caller's key, so that the calls below fail on the key they verify.
     assert_eq!(replica.code("imported-looking-unknown-key").await, v1::VerificationCode::NotFound);
+    let mut metered = key_with("metered");
+    metered.usage_limited = true;
+    metered.credits = vec![v1::CreditAmount { unit: String::new(), amount: 1_000_000 }];
+    let metered =
+        replica.client.clone().create_api_key(admin(create_request(metered))).await.unwrap().into_inner().secret;
+    let charge = || {
+        admin(v1::VerifyApiKeyRequest {
+            key: metered.clone(),
+            cost: vec![v1::CreditAmount { unit: String::new(), amount: 1 }],
+            ..Default::default()
+        })
+    };
+    // Cached now, so that its charges below reach the charger and fail there.
+    assert!(replica.client.clone().verify_api_key(charge()).await.unwrap().into_inner().valid);
     set_database_reachable(&name, false).await;
     let mut health = HealthClient::new(replica.channel.clone());
     let started = Instant::now();
@@ -337,14 +351,32 @@ async fn an_outage_is_logged_once_a_second_with_the_count_of_calls_it_failed() {
         assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
         failed += 1;
     }
+    // Charges and creates fail too, each kind with lines of its own.
+    let mut charges_failed = 0;
+    let mut creates_failed = 0;
+    for n in 0..100 {
+        let charged = replica.client.clone().verify_api_key(charge()).await;
+        assert_eq!(charged.unwrap_err().code(), tonic::Code::Unavailable);
+        charges_failed += 1;
+        let created = replica.client.clone().create_api_key(admin(create_request(key_with(&format!("k{n}"))))).await;
+        assert_eq!(created.unwrap_err().code(), tonic::Code::Unavailable);
+        creates_failed += 1;
+    }
+    failed += charges_failed + creates_failed;
     // A call in a later second writes a line, with the count of those held back before it.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let request =
         admin(v1::VerifyApiKeyRequest { key: "imported-looking-unknown-key-last".to_owned(), ..Default::default() });
     assert_eq!(replica.client.clone().verify_api_key(request).await.unwrap_err().code(), tonic::Code::Unavailable);
     failed += 1;
-    let accounted = |log: &str| {
-        let lines: Vec<&str> = log.lines().filter(|line| line.contains("database unavailable")).collect();
+    // And a create in a later second still, for the audit failures held back.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let created = replica.client.clone().create_api_key(admin(create_request(key_with("last")))).await;
+    assert_eq!(created.unwrap_err().code(), tonic::Code::Unavailable);
+    creates_failed += 1;
+    failed += 1;
+    let of_kind = |log: &str, kind: &str| {
+        let lines: Vec<&str> = log.lines().filter(|line| line.contains(kind)).collect();
         let suppressed: usize = lines
             .iter()
             .filter_map(|line| line.split("suppressed=").nth(1))
@@ -352,10 +384,12 @@ async fn an_outage_is_logged_once_a_second_with_the_count_of_calls_it_failed() {
             .sum();
         (lines.len(), suppressed)
     };
+    let accounted = |log: &str| of_kind(log, "database unavailable");
     let log = replica
         .log_when(|log| {
             let (lines, suppressed) = accounted(log);
-            lines + suppressed >= failed
+            let (audit_lines, audit_suppressed) = of_kind(log, "could not record an audit event");
+            lines + suppressed >= failed && audit_lines + audit_suppressed >= creates_failed
         })
         .await;
     let (lines, suppressed) = accounted(&log);
@@ -363,4 +397,12 @@ async fn an_outage_is_logged_once_a_second_with_the_count_of_calls_it_failed() {
     assert_eq!(lines + suppressed, failed, "every failed call is a line or counted in one\n{log}");
     let seconds = usize::try_from(started.elapsed().as_secs()).unwrap();
     assert!(lines <= seconds + 2, "{lines} lines in about {seconds} s\n{log}");
+    // Each failed create also failed to record its audit event; charges failed in
+    // batches, each batch a line or counted in one.
+    let (audit_lines, audit_suppressed) = of_kind(&log, "could not record an audit event");
+    assert_eq!(audit_lines + audit_suppressed, creates_failed, "audit failures accounted for\n{log}");
+    assert!((1..=seconds + 2).contains(&audit_lines), "{audit_lines} audit lines in about {seconds} s\n{log}");
+    let (charge_lines, charge_suppressed) = of_kind(&log, "charge batch failed");
+    assert!(charge_lines + charge_suppressed >= 1, "charge failures logged\n{log}");
+    assert!(charge_lines <= seconds + 2, "{charge_lines} charge lines in about {seconds} s\n{log}");
 }

@@ -12,6 +12,8 @@ use tonic::Status;
 
 use crate::status::{audit_outcome, to_status};
 
+static AUDIT_FAILURE_LINES: crate::log_lines::LineThrottle = crate::log_lines::LineThrottle::new();
+
 /// Records the audit event `result` needs, if any, and maps an error to its status.
 pub(crate) async fn audited<T>(
     store: &Store,
@@ -30,8 +32,10 @@ pub(crate) async fn audited<T>(
             outcome: result.as_ref().map_or_else(|err| audit_outcome(err).to_owned(), |_| "OK".to_owned()),
             occurred_at: Utc::now(),
         };
-        if let Err(audit_err) = store.record_audit(&event).await {
-            tracing::error!(error = ?audit_err, action = action.as_str(), "could not record an audit event");
+        if let Err(audit_err) = store.record_audit(&event).await
+            && let Some(suppressed) = AUDIT_FAILURE_LINES.admit()
+        {
+            tracing::error!(error = ?audit_err, action = action.as_str(), suppressed, "could not record an audit event");
         }
     }
     result.map_err(to_status)

@@ -66,6 +66,8 @@ impl Charger {
     }
 }
 
+static CHARGE_FAILURE_LINES: crate::log_lines::LineThrottle = crate::log_lines::LineThrottle::new();
+
 async fn work(store: Store, mut receiver: mpsc::Receiver<(Charge, Reply)>, max_batch: usize, metrics: Arc<Metrics>) {
     let mut batch = Vec::with_capacity(max_batch);
     loop {
@@ -77,7 +79,9 @@ async fn work(store: Store, mut receiver: mpsc::Receiver<(Charge, Reply)>, max_b
         let charged = store.charge(&charges, Utc::now()).await;
         let failure = charged.failure.map(|err| {
             let unconfirmed = charged.outcomes.iter().filter(|outcome| outcome.is_none()).count();
-            tracing::warn!(error = %err, charges = charges.len(), unconfirmed, "charge batch failed; its unconfirmed charges may or may not have been applied (a retry with the same request_id is safe)");
+            if let Some(suppressed) = CHARGE_FAILURE_LINES.admit() {
+                tracing::warn!(error = %err, charges = charges.len(), unconfirmed, suppressed, "charge batch failed; its unconfirmed charges may or may not have been applied (a retry with the same request_id is safe)");
+            }
             err.to_string()
         });
         for (reply, outcome) in replies.into_iter().zip(charged.outcomes) {

@@ -98,15 +98,27 @@ impl RestConfig {
 /// the standalone gateway's).
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionConfig {
-    /// A connection that carried no byte either way for this long is closed (a client
-    /// that connected and went silent, an unused HTTP/1 keep-alive connection). Keep it
-    /// above the longest call, which it would cut off.
+    /// A connection with no call in flight and none started for this long is closed (a
+    /// client that went quiet, an unused keep-alive connection); HTTP/2 pings do not
+    /// count as use.
     #[arg(long, env = "KEYWARD_IDLE_TIMEOUT", default_value = "2m", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
-    /// Longest an HTTP/1 client may take to send a request's headers; a client that
-    /// trickles them (slowloris) is closed then.
+    /// Longest a new connection may take to start its first request (TLS handshake,
+    /// HTTP/2 preface and headers included), and an HTTP/1 client to send a request's
+    /// headers; a client that trickles them (slowloris) is closed then.
     #[arg(long, env = "KEYWARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
+    /// Most connections one client address may hold open on each listener; a connection
+    /// beyond it is closed at once.
+    #[arg(long, env = "KEYWARD_MAX_CONNECTIONS_PER_PEER", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_peer: u32,
+    /// Most concurrent HTTP/2 streams (calls) on one connection.
+    #[arg(long, env = "KEYWARD_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+    /// Most bytes of not yet complete gRPC request messages held across all connections;
+    /// a call that would need more is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "KEYWARD_REQUEST_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1_048_576..=(1 << 40)))]
+    pub request_buffer_bytes: u64,
     /// How often an HTTP/2 connection is pinged; a peer that does not answer within
     /// --http2-keepalive-timeout is dropped.
     #[arg(long, env = "KEYWARD_HTTP2_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]

@@ -21,6 +21,8 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 /// How often the outbox's backlog is measured for the metrics.
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
 
+static RECORD_FAILURE_LINES: crate::log_lines::LineThrottle = crate::log_lines::LineThrottle::new();
+
 /// What the dispatcher goes by.
 #[derive(Debug, Clone)]
 pub(crate) struct DeliverySettings {
@@ -151,7 +153,9 @@ impl Dispatcher {
         };
         if let Err(err) = self.store.record_attempt(&claimed, &result).await {
             // The claim lapses and the delivery is posted again: at least once.
-            tracing::warn!(error = %err, event.id = %claimed.event_id, "recording a webhook attempt failed");
+            if let Some(suppressed) = RECORD_FAILURE_LINES.admit() {
+                tracing::warn!(error = %err, event.id = %claimed.event_id, suppressed, "recording a webhook attempt failed");
+            }
         }
     }
 

@@ -53,7 +53,8 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<RunningGatew
     let (shutdown, signal) = oneshot::channel::<()>();
     let incoming = connections::incoming(listener, &config.connections);
     let server = tokio::spawn(async move {
-        connections::serve_http(incoming, router, None, &config.connections, signal).await;
+        let calls = std::sync::Arc::new(crate::activity::InFlight::default());
+        connections::serve_http(incoming, router, None, &config.connections, calls, signal).await;
     });
     Ok(RunningGateway { addr, shutdown, server })
 }

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod activity;
 mod audit;
 mod audit_service;
 mod background;
@@ -16,6 +17,8 @@ mod gateway;
 mod https;
 mod jwt;
 mod limiter;
+mod log_lines;
+mod message_limits;
 mod metrics;
 mod observe;
 mod rate_limit_service;
@@ -87,7 +90,12 @@ pub struct Running {
     usage: Arc<UsageRecorder>,
     shutdown_timeout: Duration,
     limiter: Arc<limiter::Limiter>,
+    grpc_calls: Arc<activity::InFlight>,
 }
+
+/// How long a shutdown waits, once no call is in flight, for a call whose bytes had
+/// arrived but which had not reached the services yet.
+const SHUTDOWN_SETTLE: Duration = Duration::from_millis(100);
 
 /// How long the last usage flush may take at shutdown, once calls have stopped.
 const FINAL_FLUSH_BUDGET: Duration = Duration::from_secs(10);
@@ -108,16 +116,30 @@ impl Running {
             store,
             shutdown_timeout,
             limiter,
+            grpc_calls,
             ..
         } = self;
         let _ = shutdown.send(());
         let _ = http_shutdown.send(());
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
-        let served = match tokio::time::timeout_at(deadline, &mut server).await {
-            Ok(served) => served.context("server task failed")?.context("gRPC server failed"),
-            Err(_) => {
+        // tonic waits for every connection to close, an idle or silent one too; once no
+        // call is in flight there is nothing left worth waiting for.
+        let nothing_in_flight = async {
+            grpc_calls.drained().await;
+            tokio::time::sleep(SHUTDOWN_SETTLE).await;
+            grpc_calls.drained().await;
+        };
+        let served = tokio::select! {
+            served = tokio::time::timeout_at(deadline, &mut server) => match served {
+                Ok(served) => served.context("server task failed")?.context("gRPC server failed"),
+                Err(_) => {
+                    server.abort();
+                    Err(anyhow::anyhow!("in-flight calls did not finish within KEYWARD_SHUTDOWN_TIMEOUT"))
+                }
+            },
+            () = nothing_in_flight => {
                 server.abort();
-                Err(anyhow::anyhow!("in-flight calls did not finish within KEYWARD_SHUTDOWN_TIMEOUT"))
+                Ok(())
             }
         };
         match tokio::time::timeout_at(deadline, &mut http).await {
@@ -354,9 +376,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_incoming = connections::incoming(http_listener, &config.connections);
     let connection_settings = config.connections.clone();
     let https = https.map(|tls| (tls, config.tls.tls_handshake_timeout));
+    let http_calls = Arc::new(activity::InFlight::default());
     let http = tokio::spawn(async move {
-        connections::serve_http(http_incoming, router, https, &connection_settings, http_signal).await;
+        connections::serve_http(http_incoming, router, https, &connection_settings, http_calls, http_signal).await;
     });
+    let grpc_calls = Arc::new(activity::InFlight::default());
 
     let mut builder = Server::builder()
         // Large enough that an oversized credential reaches authentication and is refused
@@ -364,7 +388,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_keepalive_interval(Some(config.connections.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(config.connections.http2_keepalive_timeout))
-        .layer(observe::ObservabilityLayer(Arc::clone(&metrics)));
+        .max_concurrent_streams(config.connections.max_concurrent_streams)
+        .layer(activity::ActivityLayer(Arc::clone(&grpc_calls)))
+        .layer(observe::ObservabilityLayer(Arc::clone(&metrics)))
+        .layer(message_limits::MessageLimitsLayer::new(config.connections.request_buffer_bytes));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).context("KEYWARD_TLS_CERT / KEYWARD_TLS_KEY")?;
     }
@@ -394,6 +421,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         usage,
         shutdown_timeout,
         limiter,
+        grpc_calls,
     })
 }
 

@@ -6,15 +6,13 @@
 //! how many were left out, so a database that is away does not also flood the log (each
 //! call is still counted in `keyward_grpc_requests_total`).
 
-use std::{
-    collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::collections::HashMap;
 
 use keyward_core::Error;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::log_lines::LineThrottle;
 
 /// `ErrorInfo.domain` of every keyward error.
 pub const ERROR_DOMAIN: &str = "keyward.v1";
@@ -30,12 +28,16 @@ pub fn to_status(err: Error) -> Status {
             (Code::InvalidArgument, "INVALID_ARGUMENT", message, HashMap::new(), violations)
         }
         Error::Unauthenticated { detail } => {
-            tracing::warn!(detail, "authentication failed");
+            if let Some(suppressed) = AUTHENTICATION_LINES.admit() {
+                tracing::warn!(detail, suppressed, "authentication failed");
+            }
             let message = "missing or invalid credentials: send a valid API key as `authorization: Bearer <key>` or `token: <key>`".to_owned();
             (Code::Unauthenticated, "UNAUTHENTICATED", message, HashMap::new(), vec![])
         }
         Error::PermissionDenied { action } => {
-            tracing::warn!(action, "permission denied");
+            if let Some(suppressed) = PERMISSION_LINES.admit() {
+                tracing::warn!(action, suppressed, "permission denied");
+            }
             let metadata = HashMap::from([("action".to_owned(), action.to_owned())]);
             (Code::PermissionDenied, "PERMISSION_DENIED", format!("the caller may not {action}"), metadata, vec![])
         }
@@ -69,18 +71,22 @@ pub fn to_status(err: Error) -> Status {
             (Code::Aborted, "CONCURRENT_CHANGE", message, HashMap::new(), vec![])
         }
         Error::DataLoss { reason, message } => {
-            tracing::error!(reason, ?message, "stored data cannot be read");
+            if let Some(suppressed) = DATA_LOSS_LINES.admit() {
+                tracing::error!(reason, ?message, suppressed, "stored data cannot be read");
+            }
             (Code::DataLoss, reason, message, HashMap::new(), vec![])
         }
         Error::Unavailable(source) => {
-            if let Some(suppressed) = UNAVAILABLE_LINES.admit(unix_seconds()) {
+            if let Some(suppressed) = UNAVAILABLE_LINES.admit() {
                 tracing::error!(error = ?source, suppressed, "database unavailable");
             }
             let message = "the database is unavailable; retry later".to_owned();
             (Code::Unavailable, "DATABASE_UNAVAILABLE", message, HashMap::new(), vec![])
         }
         Error::Internal(source) => {
-            tracing::error!(error = ?source, "internal error");
+            if let Some(suppressed) = INTERNAL_LINES.admit() {
+                tracing::error!(error = ?source, suppressed, "internal error");
+            }
             (Code::Internal, "INTERNAL", "internal error".to_owned(), HashMap::new(), vec![])
         }
     };
@@ -93,36 +99,11 @@ pub fn to_status(err: Error) -> Status {
     Status::with_error_details(code, message, details)
 }
 
-/// Lines of one kind written at most once a second.
+static AUTHENTICATION_LINES: LineThrottle = LineThrottle::new();
+static PERMISSION_LINES: LineThrottle = LineThrottle::new();
+static DATA_LOSS_LINES: LineThrottle = LineThrottle::new();
 static UNAVAILABLE_LINES: LineThrottle = LineThrottle::new();
-
-fn unix_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
-}
-
-/// Lets one line a second through, counting the ones it holds back.
-struct LineThrottle {
-    /// The second (plus one, so that 0 means never) of the last line written.
-    last: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl LineThrottle {
-    const fn new() -> Self {
-        Self { last: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
-    }
-
-    /// Whether a line may be written in second `now`: if so, how many were held back
-    /// since the last one.
-    fn admit(&self, now: u64) -> Option<u64> {
-        let last = self.last.load(Ordering::Acquire);
-        if last > now || self.last.compare_exchange(last, now + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
-}
+static INTERNAL_LINES: LineThrottle = LineThrottle::new();
 
 /// The canonical name of the code an error maps to, as audit events record outcomes.
 pub(crate) fn audit_outcome(err: &Error) -> &'static str {
@@ -138,23 +119,5 @@ pub(crate) fn audit_outcome(err: &Error) -> &'static str {
         Error::DataLoss { .. } => "DATA_LOSS",
         Error::Unavailable(_) => "UNAVAILABLE",
         Error::Internal(_) => "INTERNAL",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::LineThrottle;
-
-    #[test]
-    fn one_line_a_second_reports_the_lines_held_back() {
-        let throttle = LineThrottle::new();
-        assert_eq!(throttle.admit(100), Some(0));
-        assert_eq!(throttle.admit(100), None);
-        assert_eq!(throttle.admit(100), None);
-        assert_eq!(throttle.admit(101), Some(2));
-        assert_eq!(throttle.admit(101), None);
-        // A clock stepped back holds lines back until it passes the last one again.
-        assert_eq!(throttle.admit(50), None);
-        assert_eq!(throttle.admit(105), Some(2));
     }
 }

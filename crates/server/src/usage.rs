@@ -14,6 +14,8 @@ use uuid::Uuid;
 /// Shards of pending usage, one per thread (up to this many), so concurrent calls rarely share a lock.
 const SHARDS: usize = 16;
 
+static REFUSED_ROW_LINES: crate::log_lines::LineThrottle = crate::log_lines::LineThrottle::new();
+
 #[derive(Debug, Default)]
 pub(crate) struct UsageRecorder {
     shards: [Mutex<UsageBatch>; SHARDS],
@@ -110,7 +112,11 @@ impl UsageRecorder {
                             rows.for_each(|rest| self.keep(rest));
                             return;
                         }
-                        Err(err) => tracing::error!(error = %err, ?row, "usage row refused by the database; dropped"),
+                        Err(err) => {
+                            if let Some(suppressed) = REFUSED_ROW_LINES.admit() {
+                                tracing::error!(error = %err, ?row, suppressed, "usage row refused by the database; dropped");
+                            }
+                        }
                     }
                 }
             }
