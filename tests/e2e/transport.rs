@@ -226,3 +226,30 @@ async fn a_connection_that_only_answers_pings_is_closed_as_idle() {
     let closed_at = tokio::time::timeout(IDLE * 5, closed).await.expect("the idle connection was closed").unwrap();
     assert!(closed_at - called >= IDLE - Duration::from_millis(100), "closed {:?} after its call", closed_at - called);
 }
+
+/// What README and the chart promise per open connection: an HTTP/2 connection that has
+/// done its handshake, held idle on the gRPC port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_costs_a_bounded_amount_of_memory() {
+    const OPEN: usize = 1000;
+    const PER_CONNECTION_KIB: u64 = 48;
+    let dir = tempfile::tempdir().unwrap();
+    let server = replica(&dir, &[("KEYWARD_MAX_CONNECTIONS_PER_PEER", "2000")]).await;
+    assert!(health_serving(server.grpc_addr).await);
+    let before = server.resident_kib();
+    let mut open = Vec::with_capacity(OPEN);
+    for _ in 0..OPEN {
+        let tcp = TcpStream::connect(server.grpc_addr).await.unwrap();
+        let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        open.push(send);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let grown = server.resident_kib().saturating_sub(before);
+    let per_connection = grown / OPEN as u64;
+    eprintln!("{OPEN} idle HTTP/2 connections: resident memory grew by {grown} KiB, {per_connection} KiB each");
+    assert!(per_connection <= PER_CONNECTION_KIB, "{per_connection} KiB per idle HTTP/2 connection");
+    drop(open);
+}

@@ -128,7 +128,7 @@ pub struct ConnectionConfig {
     pub http2_keepalive_timeout: Duration,
     /// Most connections open at once on each listener; further clients wait in the
     /// listen backlog until one closes.
-    #[arg(long, env = "KEYWARD_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "KEYWARD_MAX_CONNECTIONS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 }
 
