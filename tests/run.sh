@@ -3,7 +3,9 @@
 #   unit tests and the end-to-end binary (every store test on SQLite and PostgreSQL),
 #   then the contract checks (buf lint, reflection, a Python client, README's grpcurl examples)
 #   a schemathesis run against the REST gateway's /openapi.json, and one against each of
-#   Masumi's own contract documents (tests/contracts/).
+#   Masumi's own contract documents (tests/contracts/), and the Dockerfile's build inputs
+#   replayed offline (tests/dockerfile.sh), the Helm chart linted, rendered and schema-checked
+#   (tests/helm.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,3 +17,5 @@ cargo test --workspace --locked
 bash tests/contract.sh
 bash tests/schemathesis.sh
 bash tests/masumi_contracts.sh
+bash tests/dockerfile.sh
+bash tests/helm.sh

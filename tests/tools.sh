@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the non-Rust tests need, under target/tools (gitignored):
 #   target/tools/venv  Python venv with grpcio, grpcio-tools, grpcio-health-checking, protobuf, buf-bin, schemathesis,
-#                      standardwebhooks
+#                      standardwebhooks, helm-python-sdk, kubernetes-validate
 #   target/tools/bin   grpcurl, buf, schemathesis and python (the venv's); put this directory on PATH
 # Idempotent: what is already there is skipped, so a second run needs no network.
 #   bash tests/tools.sh bench   also installs what the benchmarks beside the tests use
@@ -37,6 +37,13 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$PY" -m pip install --quiet --disable-pip-version-check "schemathesis>=4,<5"
 fi
 ln -sf "$VENV/bin/schemathesis" "$BIN/schemathesis"
+
+# The Helm chart's checks (tests/helm.sh): Helm's own Go SDK (v4) through a C binding, for
+# `helm lint --strict` and `helm template` without a helm binary (none is packaged for Debian
+# or PyPI), and the Kubernetes OpenAPI schemas to validate the rendered manifests against.
+if ! "$PY" -c 'import helm_python, kubernetes_validate' 2>/dev/null; then
+  "$PY" -m pip install --quiet --disable-pip-version-check "helm-python-sdk==0.2.2" "kubernetes-validate==1.37.0"
+fi
 
 if [ ! -x "$VENV/bin/buf" ]; then
   "$PY" -m pip install --quiet --disable-pip-version-check "buf-bin==$BUF_VERSION"

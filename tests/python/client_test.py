@@ -48,6 +48,9 @@ def main():
         pb = importlib.import_module("keyward.v1.api_key_service_pb2")
         key_pb = importlib.import_module("keyward.v1.api_key_pb2")
         svc = importlib.import_module("keyward.v1.api_key_service_pb2_grpc")
+        # From the vendored proto/google/rpc, so a client needs nothing else to decode errors.
+        status_pb = importlib.import_module("google.rpc.status_pb2")
+        details_pb = importlib.import_module("google.rpc.error_details_pb2")
         if os.environ.get("KEYWARD_TEST_CODEGEN_ONLY"):
             print("client_test: ok: stubs generated and imported")
             return
@@ -86,6 +89,26 @@ def main():
             check(status == "API_KEY_STATUS_REVOKED", f"DeleteApiKey -> API_KEY_STATUS_REVOKED (got {status})")
 
             verify(["app:read"], False, "VERIFICATION_CODE_REVOKED")
+
+            # The error details travel as a google.rpc.Status in the grpc-status-details-bin trailer.
+            try:
+                stub.CreateApiKey(pb.CreateApiKeyRequest(api_key=key_pb.ApiKey(name="")), metadata=auth, timeout=10)
+                fail("CreateApiKey with a blank name succeeded; want INVALID_ARGUMENT")
+            except grpc.RpcError as err:
+                trailer = dict(err.trailing_metadata() or ()).get("grpc-status-details-bin")
+                check(err.code() == grpc.StatusCode.INVALID_ARGUMENT and trailer is not None,
+                      f"a blank name -> INVALID_ARGUMENT with grpc-status-details-bin (got {err.code().name})")
+                status = status_pb.Status.FromString(trailer)
+                info, bad = details_pb.ErrorInfo(), details_pb.BadRequest()
+                for detail in status.details:
+                    if detail.Is(info.DESCRIPTOR):
+                        detail.Unpack(info)
+                    elif detail.Is(bad.DESCRIPTOR):
+                        detail.Unpack(bad)
+                check(info.domain == "keyward.v1" and info.reason != "",
+                      f"ErrorInfo decoded: domain {info.domain!r}, reason {info.reason!r}")
+                fields = [v.field for v in bad.field_violations]
+                check("api_key.name" in fields, f"BadRequest decoded: field violations {fields}")
 
             try:
                 stub.GetCallerApiKey(pb.GetCallerApiKeyRequest(), timeout=10)

@@ -54,10 +54,74 @@ Container image.
 {{- end }}
 
 {{/*
-Name of the Secret with database-url, hash-secret, master-key and bootstrap-admin-key.
+"true" when the database is the embedded SQLite, "" on PostgreSQL; fails on anything else.
+*/}}
+{{- define "keyward.sqlite" -}}
+{{- $type := .Values.database.type }}
+{{- if eq $type "sqlite" }}true
+{{- else if ne $type "postgres" }}
+{{- fail (printf "database.type must be sqlite or postgres, not %q" $type) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret with database-url, hash-secret, master-key and bootstrap-admin-key: required
+on PostgreSQL, "" (none) allowed on SQLite.
 */}}
 {{- define "keyward.secretName" -}}
-{{- required "existingSecret is required: the name of a Secret with keys database-url, hash-secret, master-key and (optionally) bootstrap-admin-key" .Values.existingSecret }}
+{{- if include "keyward.sqlite" . }}
+{{- .Values.existingSecret }}
+{{- else }}
+{{- required "existingSecret is required when database.type is postgres: the name of a Secret with keys database-url, hash-secret, master-key and (optionally) bootstrap-admin-key" .Values.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+The env entries read from the Secret. On PostgreSQL database-url, hash-secret and master-key
+are required keys; on SQLite database-url is not read (the database is /data/keyward.db) and
+the other keys are optional (the server generates the hash secret and master key into /data).
+*/}}
+{{- define "keyward.secretEnv" -}}
+{{- $secret := include "keyward.secretName" . }}
+{{- $sqlite := include "keyward.sqlite" . }}
+{{- if $secret }}
+{{- if not $sqlite }}
+- name: KEYWARD_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: database-url
+{{- end }}
+- name: KEYWARD_HASH_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: hash-secret
+      {{- if $sqlite }}
+      optional: true
+      {{- end }}
+- name: KEYWARD_MASTER_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: master-key
+      {{- if $sqlite }}
+      optional: true
+      {{- end }}
+- name: KEYWARD_BOOTSTRAP_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: bootstrap-admin-key
+      optional: true
+{{- end }}
+{{- end }}
+
+{{/*
+The claim of /data: persistence.existingClaim, or the one the chart creates.
+*/}}
+{{- define "keyward.claimName" -}}
+{{- .Values.persistence.existingClaim | default (printf "%s-data" (include "keyward.fullname" . | trunc 58 | trimSuffix "-")) }}
 {{- end }}
 
 {{/*
