@@ -3,6 +3,7 @@
 
 use chrono::Utc;
 use keyward_core::{
+    Error,
     error::Result,
     model::{AuditAction, AuditEvent},
     policy::Caller,
@@ -32,7 +33,13 @@ pub(crate) async fn audited<T>(
             outcome: result.as_ref().map_or_else(|err| audit_outcome(err).to_owned(), |_| "OK".to_owned()),
             occurred_at: Utc::now(),
         };
-        if let Err(audit_err) = store.record_audit(&event).await
+        // A call refused because the database is unavailable would wait for it a second
+        // time to record that; its line is the record.
+        let recorded = match &result {
+            Err(Error::Unavailable(source)) => Err(Error::Unavailable(source.to_string().into())),
+            _ => store.record_audit(&event).await,
+        };
+        if let Err(audit_err) = recorded
             && let Some(suppressed) = AUDIT_FAILURE_LINES.admit()
         {
             tracing::error!(error = ?audit_err, action = action.as_str(), suppressed, "could not record an audit event");

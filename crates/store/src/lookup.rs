@@ -181,8 +181,7 @@ impl Lookups {
     /// Every row `statement` reads. Waits for a free connection at most the pool's acquire
     /// timeout, as a pooled read would.
     pub(crate) async fn query_all(&self, sql: &str, values: &Values) -> Result<Vec<QueryResult>, DbErr> {
-        let _permit = self.permit().await?;
-        let (mut conn, reused) = self.take().await?;
+        let (_permit, (mut conn, reused)) = self.connection().await?;
         // A failed or cancelled read drops `conn`, unreturned. A reused connection the
         // server closed since its last read (a restart, a failover, an administrator's
         // pg_terminate_backend) is replaced once: the read changes nothing, so it can run again.
@@ -202,17 +201,22 @@ impl Lookups {
     /// committed on its own), whose first run may have committed before its connection
     /// was lost. Like a read, it is spared the pool's ping on hand-back.
     pub(crate) async fn write_once(&self, sql: &str, values: &Values) -> Result<Vec<QueryResult>, DbErr> {
-        let _permit = self.permit().await?;
-        let (mut conn, _) = self.take().await?;
+        let (_permit, (mut conn, _)) = self.connection().await?;
         let rows = conn.fetch_all(sql, values).await.map_err(query_error)?;
         self.lock().push(Idle { conn, since: Instant::now() });
         Ok(rows)
     }
 
-    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, DbErr> {
-        match tokio::time::timeout(self.acquire_timeout, self.permits.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)),
+    /// A turn and a connection, within the acquire timeout in all, as a pooled read
+    /// would: waiting for a turn and then for a connect must not add up to twice it.
+    async fn connection(&self) -> Result<(tokio::sync::SemaphorePermit<'_>, (Conn, bool)), DbErr> {
+        let acquired = async {
+            let permit =
+                self.permits.acquire().await.map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed))?;
+            Ok((permit, self.take().await?))
+        };
+        match tokio::time::timeout(self.acquire_timeout, acquired).await {
+            Ok(acquired) => acquired,
             Err(_) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
         }
     }
