@@ -32,6 +32,7 @@ mod rights;
 mod rpc_keys;
 mod tls;
 mod traces;
+mod usage;
 mod validation;
 mod verification;
 mod webhooks;
