@@ -73,3 +73,41 @@ async fn audit_events_are_read_back_within_reach(backend: Backend) {
     assert_eq!(denied.code(), Code::PermissionDenied);
     app.stop().await;
 }
+
+both!(refused_changes_are_audited_under_the_key_id);
+async fn refused_changes_are_audited_under_the_key_id(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut audit = AuditServiceClient::new(app.channel.clone());
+    let mut client = app.client.clone();
+    let (key, _) = app.create_key("owner-r", &[]).await;
+    let delete = |id: String| admin(v1::DeleteApiKeyRequest { id, ..Default::default() });
+    client.delete_api_key(delete(key.id.clone())).await.unwrap();
+    // Refused, each naming the key another way: its number, its id in upper case, braced.
+    let refused = client.delete_api_key(delete(key.number.to_string())).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let upper = v1::RotateApiKeyRequest { id: key.id.to_uppercase(), ..Default::default() };
+    assert_eq!(client.rotate_api_key(admin(upper)).await.unwrap_err().code(), Code::FailedPrecondition);
+    let refused = client.delete_api_key(delete(format!("{{{}}}", key.id))).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    // A number that names no key is kept as the caller sent it.
+    let missing = client.delete_api_key(delete("987654321".into())).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    let events = audit.list_audit_events(admin(list(&key.id))).await.unwrap().into_inner().audit_events;
+    let actions: Vec<(&str, &str)> = events.iter().map(|e| (e.action.as_str(), e.outcome.as_str())).collect();
+    assert_eq!(
+        actions,
+        [
+            ("DeleteApiKey", "FAILED_PRECONDITION"),
+            ("RotateApiKey", "FAILED_PRECONDITION"),
+            ("DeleteApiKey", "FAILED_PRECONDITION"),
+            ("DeleteApiKey", "OK"),
+            ("CreateApiKey", "OK"),
+        ]
+    );
+    assert!(events.iter().all(|e| e.target == key.id), "{events:?}");
+    let request = v1::ListAuditEventsRequest { outcome: "NOT_FOUND".into(), ..list("") };
+    let not_found = audit.list_audit_events(admin(request)).await.unwrap().into_inner().audit_events;
+    assert_eq!(not_found.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(), ["987654321"]);
+    app.stop().await;
+}
