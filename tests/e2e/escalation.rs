@@ -88,9 +88,11 @@ enum TargetKind {
     AnyNetwork,
     OtherOrganization,
     OtherOwner,
+    /// Plain, holding credits an admin gave it: whoever gets its secret spends them.
+    HoldsCredits,
 }
 
-const TARGETS: [TargetKind; 10] = [
+const TARGETS: [TargetKind; 11] = [
     TargetKind::Plain,
     TargetKind::HoldsAdmin,
     TargetKind::HoldsKeysWrite,
@@ -101,6 +103,7 @@ const TARGETS: [TargetKind; 10] = [
     TargetKind::AnyNetwork,
     TargetKind::OtherOrganization,
     TargetKind::OtherOwner,
+    TargetKind::HoldsCredits,
 ];
 
 impl TargetKind {
@@ -125,6 +128,7 @@ impl TargetKind {
             Self::AnyNetwork => key.networks.clear(),
             Self::OtherOrganization => key.organization_id = "org-x".into(),
             Self::OtherOwner => key.owner = format!("{owner}-neighbour"),
+            Self::HoldsCredits => key.credits = vec![v1::CreditAmount { unit: String::new(), amount: 10 }],
         }
         key
     }
@@ -140,7 +144,7 @@ impl TargetKind {
         let held = caller.scopes();
         let limited = caller == CallerKind::LimitedWriter;
         match self {
-            Self::Plain | Self::OtherOwner => true,
+            Self::Plain | Self::OtherOwner | Self::HoldsCredits => true,
             Self::HoldsAdmin => held.contains(&"admin"),
             Self::HoldsKeysWrite => held.contains(&"keys:write"),
             Self::HoldsVerify => held.contains(&"verify"),
@@ -148,6 +152,12 @@ impl TargetKind {
             Self::OtherOrganization => false,
             Self::Unmetered | Self::NoExpiry | Self::AnyNetwork => !limited,
         }
+    }
+
+    /// Whether the caller could have given the target its credits (only admin gives
+    /// credits): what creating it, or taking its secret by a rotation, needs.
+    fn credits_grantable_by(self, caller: CallerKind) -> bool {
+        self != Self::HoldsCredits || caller == CallerKind::Admin
     }
 }
 
@@ -176,12 +186,20 @@ fn expected(caller: CallerKind, target: TargetKind, rpc: Rpc) -> Code {
     } else if rpc == Rpc::Create {
         // Creating a key for another owner is a missing right, not a hidden key. A key
         // asked for without an expiry gets one within the caller's own.
-        allowed(target != TargetKind::OtherOwner && (target == TargetKind::NoExpiry || target.grantable_by(caller)))
+        allowed(
+            target != TargetKind::OtherOwner
+                && target.credits_grantable_by(caller)
+                && (target == TargetKind::NoExpiry || target.grantable_by(caller)),
+        )
     } else if !target.in_reach(caller) {
         Code::NotFound
     } else {
-        // Reading needs reach only; every change needs the key within the caller's grant.
-        allowed(rpc == Rpc::Get || target.grantable_by(caller))
+        // Reading needs reach only; every change needs the key within the caller's grant,
+        // and a new secret the key's credits too.
+        allowed(
+            rpc == Rpc::Get
+                || (target.grantable_by(caller) && (rpc != Rpc::Rotate || target.credits_grantable_by(caller))),
+        )
     }
 }
 

@@ -33,6 +33,7 @@ mod rpc_keys;
 mod tls;
 mod traces;
 mod transport;
+mod usage;
 mod validation;
 mod verification;
 mod webhooks;

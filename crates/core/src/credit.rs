@@ -181,6 +181,65 @@ pub fn check_costs(costs: &[Credit]) -> crate::error::Result<()> {
     if violations.is_empty() { Ok(()) } else { Err(crate::Error::InvalidArgument(violations)) }
 }
 
+/// Most units, besides the default one, that the operator may let keys which are not
+/// usage-limited be counted under.
+pub const MAX_COUNTED_UNITS: usize = 32;
+
+/// The units usage can be counted under. A usage-limited key is counted only in units it
+/// holds a balance in, since a cost naming any other is `USAGE_EXCEEDED` and not counted;
+/// a key that is not usage-limited has no balances to bound it, so its cost may name
+/// only the default unit and the operator's configured ones. Every key's usage rows per
+/// hour are thus bounded by choices of an admin or the operator, never of a verifier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CountedUnits(std::collections::BTreeSet<String>);
+
+impl CountedUnits {
+    /// The operator's units, each well formed, at most [`MAX_COUNTED_UNITS`] of them.
+    pub fn new(units: impl IntoIterator<Item = String>) -> crate::error::Result<Self> {
+        let units: std::collections::BTreeSet<String> = units.into_iter().filter(|unit| !unit.is_empty()).collect();
+        let mut checks = crate::validate::Checks::new();
+        if units.len() > MAX_COUNTED_UNITS {
+            checks.fail("usage_units", format!("must name at most {MAX_COUNTED_UNITS} units, got {}", units.len()));
+        }
+        for unit in &units {
+            checks.unit("usage_units", unit);
+        }
+        checks.finish()?;
+        Ok(Self(units))
+    }
+
+    /// Refuses a cost a key may not be counted under (INVALID_ARGUMENT naming `cost`).
+    pub fn admit(&self, usage_limited: bool, costs: &[Credit]) -> crate::error::Result<()> {
+        if usage_limited {
+            return Ok(());
+        }
+        let allowed = if self.0.is_empty() {
+            "only the default unit \"\"".to_owned()
+        } else {
+            let mut named: Vec<String> = self.0.iter().take(8).map(|unit| format!("{unit:?}")).collect();
+            if self.0.len() > named.len() {
+                named.push(format!("{} more", self.0.len() - named.len()));
+            }
+            format!("only the default unit \"\" and the server's usage units ({})", named.join(", "))
+        };
+        let mut refused = costs.iter().filter(|cost| !cost.unit.is_empty() && !self.0.contains(&cost.unit));
+        let Some(first) = refused.next() else { return Ok(()) };
+        // One violation naming one unit: a hundred long units named back would outgrow the
+        // headers a client accepts.
+        let more = match refused.count() {
+            0 => String::new(),
+            others => format!(" (and {others} more)"),
+        };
+        Err(crate::Error::invalid(
+            "cost",
+            format!(
+                "unit {:?}{more} is not counted: the key is not usage-limited, so its cost may name {allowed}",
+                first.unit
+            ),
+        ))
+    }
+}
+
 /// `balance + delta`, refusing results below zero or above `i64::MAX`.
 pub fn apply_delta(unit: &str, balance: i64, delta: i64) -> crate::error::Result<i64> {
     match balance.checked_add(delta) {
@@ -239,6 +298,25 @@ mod tests {
         };
         assert_eq!(violations.len(), 2);
         assert!(violations.iter().all(|violation| violation.field == "cost"));
+    }
+
+    #[test]
+    fn unmetered_costs_name_only_counted_units() {
+        let none = CountedUnits::default();
+        assert!(none.admit(false, &[Credit::new("", 3)]).is_ok());
+        assert!(none.admit(true, &[Credit::new("ada", 3)]).is_ok(), "a metered key's balances bound it");
+        let Err(crate::Error::InvalidArgument(violations)) =
+            none.admit(false, &[Credit::new("", 1), Credit::new("made-up", 1), Credit::new("other", 1)])
+        else {
+            panic!("made-up units are refused");
+        };
+        assert_eq!(violations.len(), 1);
+        assert!(violations[0].description.contains("\"made-up\" (and 1 more)"), "{violations:?}");
+        let tokens = CountedUnits::new(["tokens".to_owned(), String::new()]).unwrap();
+        assert!(tokens.admit(false, &[Credit::new("tokens", 1), Credit::new("", 1)]).is_ok());
+        assert!(tokens.admit(false, &[Credit::new("bytes", 1)]).is_err());
+        assert!(CountedUnits::new((0..=MAX_COUNTED_UNITS).map(|n| format!("u{n}"))).is_err());
+        assert!(CountedUnits::new(["has space".to_owned()]).is_err());
     }
 
     #[test]

@@ -253,6 +253,12 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
+    /// Whether the action's target is an API key, named as the caller named it (its id
+    /// or its number).
+    pub fn targets_key(self) -> bool {
+        matches!(self, Self::UpdateKey | Self::DeleteKey | Self::UndeleteKey | Self::RotateKey | Self::AdjustCredits)
+    }
+
     /// The name stored in [`AuditEvent::action`] and in idempotency records. Stored rows
     /// and their readers hold these names, so they never change (they began as the names
     /// of the RPCs).

@@ -217,6 +217,17 @@ impl Authority {
         permit(&self.caller, key)
     }
 
+    /// Admits giving the caller a new secret of `key`. Whoever holds the secret spends the
+    /// key's credits, so when a usage-limited key `holds_credits` (a positive balance or a
+    /// refill schedule, which only a caller that may adjust credits grants) the caller
+    /// must hold that right too: a key it could not have created with them.
+    pub fn admit_secret(&self, key: &ApiKey, holds_credits: bool) -> crate::error::Result<()> {
+        if key.usage_limited && holds_credits && authorize(&self.caller, Action::AdjustCredits).is_err() {
+            return Err(Error::PermissionDenied { action: "rotate keys holding credits it could not grant" });
+        }
+        Ok(())
+    }
+
     /// Admits the state a mutation leaves a key in: the caller must be able to grant it.
     pub fn admit_outcome(&self, key: &ApiKey) -> crate::error::Result<()> {
         permit(&self.caller, key)

@@ -40,6 +40,20 @@ pub enum KeyRef {
     Number(i64),
 }
 
+/// The key `value` names, if it is well formed: its id as a UUID in any form (upper
+/// case, braced, URN) or its positive number in decimal.
+pub fn key_ref(value: &str) -> Option<KeyRef> {
+    if is_number(value) {
+        return value.parse::<i64>().ok().filter(|number| *number > 0).map(KeyRef::Number);
+    }
+    Uuid::try_parse(value).ok().filter(|id| !id.is_nil()).map(KeyRef::Id)
+}
+
+/// Whether `value` is written as a key number (it may still be out of range).
+fn is_number(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 19 && value.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Longest key name.
 pub const MAX_NAME_CHARS: usize = 200;
 /// Longest owner, organisation or other subject id.
@@ -207,14 +221,12 @@ impl Checks {
     /// REST APIs), in decimal. A value that fails its check comes back as the nil UUID,
     /// which [`Checks::finish`] never lets through.
     pub fn key_ref(&mut self, field: &str, value: &str) -> KeyRef {
-        if !value.is_empty() && value.len() <= 19 && value.bytes().all(|b| b.is_ascii_digit()) {
-            return match value.parse::<i64>() {
-                Ok(number) if number > 0 => KeyRef::Number(number),
-                Ok(_) | Err(_) => {
-                    self.fail(field, "must be a UUID or a positive key number");
-                    KeyRef::Id(Uuid::nil())
-                }
-            };
+        if let Some(key) = key_ref(value) {
+            return key;
+        }
+        if is_number(value) {
+            self.fail(field, "must be a UUID or a positive key number");
+            return KeyRef::Id(Uuid::nil());
         }
         KeyRef::Id(self.uuid(field, value))
     }

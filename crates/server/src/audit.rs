@@ -7,6 +7,7 @@ use keyward_core::{
     error::Result,
     model::{AuditAction, AuditEvent},
     policy::Caller,
+    validate::{self, KeyRef},
 };
 use keyward_store::Store;
 use tonic::Status;
@@ -28,7 +29,7 @@ pub(crate) async fn audited<T>(
         let event = AuditEvent {
             actor: caller.subject(),
             action: action.as_str().to_owned(),
-            target: target.chars().take(64).collect(),
+            target: resolved(store, action, target).await,
             request_id: Some(request_id.chars().take(64).collect::<String>()).filter(|id| !id.is_empty()),
             outcome: result.as_ref().map_or_else(|err| audit_outcome(err).to_owned(), |_| "OK".to_owned()),
             occurred_at: Utc::now(),
@@ -46,4 +47,19 @@ pub(crate) async fn audited<T>(
         }
     }
     result.map_err(to_status)
+}
+
+/// The target as its own trail names it: a key the caller named by its number or by its id
+/// in another form (upper case, braced) is recorded under its id, so the refusal shows in
+/// that key's audit trail. A reference that names no key is kept as the caller sent it.
+async fn resolved(store: &Store, action: AuditAction, target: &str) -> String {
+    let typed = || target.chars().take(64).collect();
+    if !action.targets_key() {
+        return typed();
+    }
+    match validate::key_ref(target) {
+        Some(KeyRef::Id(id)) => id.to_string(),
+        Some(KeyRef::Number(number)) => store.id_by_number(number).await.map_or_else(|_| typed(), |id| id.to_string()),
+        None => typed(),
+    }
 }

@@ -2,7 +2,7 @@
 
 use keyward_core::{error::Result, page, policy, policy::Caller, validate::Checks};
 use keyward_proto::v1::{self, audit_service_server::AuditService};
-use keyward_store::{AuditQuery, Store};
+use keyward_store::{AuditQuery, AuditTargets, Store};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -64,9 +64,9 @@ impl AuditServiceImpl {
         checks.finish()?;
         let targets = match key {
             // A key outside the reach is NOT_FOUND, as everywhere else.
-            Some(id) => Some(vec![self.store.get(id, &reach).await?.id.to_string()]),
-            None if reach == policy::Reach::All => None,
-            None => Some(self.store.key_ids_in_reach(&reach).await?),
+            Some(id) => AuditTargets::Key(self.store.get(id, &reach).await?.id),
+            None if reach == policy::Reach::All => AuditTargets::Any,
+            None => AuditTargets::InReach(reach.clone()),
         };
         let filters = format!("{reach:?}|{api_key_id}|{actor}|{action}|{outcome}|{from:?}|{until:?}");
         let text = |value: String| Some(value).filter(|value| !value.is_empty());

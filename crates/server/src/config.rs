@@ -362,6 +362,11 @@ pub struct Config {
     /// How often last-use times and verification counters are written; a crash loses at most this much of them.
     #[arg(long, env = "KEYWARD_USAGE_FLUSH_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub usage_flush_interval: Duration,
+    /// Units, besides the default one, that the cost of a key which is not usage-limited
+    /// may name (comma-separated, at most 32): each is a usage row per key and hour, so a
+    /// verifier cannot make up others.
+    #[arg(long, env = "KEYWARD_USAGE_UNITS", value_delimiter = ',')]
+    pub usage_units: Vec<String>,
     /// How often this replica applies due credit refills; a refill lands within this
     /// long of its period start, and once however many replicas run.
     #[arg(long, env = "KEYWARD_REFILL_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -95,8 +95,16 @@ impl CreditServiceImpl {
 
     async fn usage(&self, caller: &Caller, request: v1::GetUsageRequest) -> Result<v1::GetUsageResponse> {
         let reach = policy::authorize(caller, Action::ReadKeys)?;
-        let v1::GetUsageRequest { api_key_id, owner, start_time, end_time, granularity } = request;
+        let v1::GetUsageRequest { api_key_id, owner, start_time, end_time, granularity, page_size, page_token } =
+            request;
         let mut checks = Checks::new();
+        let limit = page::page_size(page_size);
+        if let Err(Error::InvalidArgument(violations)) = &limit {
+            violations.iter().for_each(|v| checks.fail(v.field.clone(), v.description.clone()));
+        }
+        // The request as sent, not the defaults it resolves to: an open end is "now" on
+        // every page.
+        let filters = format!("{reach:?}|{api_key_id}|{owner}|{start_time:?}|{end_time:?}|{granularity}");
         let scope = match (api_key_id.is_empty(), owner.is_empty()) {
             (false, true) => UsageScope::Key(checks.uuid("api_key_id", &api_key_id)),
             (true, false) => {
@@ -129,14 +137,31 @@ impl CreditServiceImpl {
         // A start that failed its check never passes `finish`, so the placeholder is never used.
         let start = start.unwrap_or(DateTime::UNIX_EPOCH);
         checks.finish()?;
+        let limit = limit?;
         match &scope {
             UsageScope::Key(id) => {
                 self.store.get(*id, &reach).await?;
             }
             UsageScope::Owner(owner) => policy::authorize_owner(caller, Action::ReadKeys, owner)?,
         }
-        // Stored counters are hourly: a day bucket gathers the hours that start within it.
-        let usage = self.store.hourly_usage(&scope, start, end).await?;
+        // A page starts after the last bucket of the one before.
+        let from = match page::decode(&page_token, &filters)? {
+            Some(last) => DateTime::from_timestamp(last, 0)
+                .and_then(|last| last.checked_add_signed(bucket))
+                .ok_or_else(|| Error::invalid("page_token", "is not a token returned by this API"))?
+                .max(start),
+            None => start,
+        };
+        // Stored counters are hourly: a day bucket gathers the hours that start within it,
+        // so the first `limit + 1` buckets with usage lie within that many times 24 hours
+        // with usage. The bucket after the page's last is where the page ends.
+        let hours_per_bucket = u64::try_from(bucket.num_hours()).map_err(Error::internal)?;
+        let hours = self.store.usage_hours(&scope, from, end, page::fetch_limit(limit) * hours_per_bucket).await?;
+        let mut starts: Vec<DateTime<Utc>> =
+            hours.into_iter().map(|hour| hour.duration_trunc(bucket).unwrap_or(hour)).collect();
+        starts.dedup();
+        let page_end = usize::try_from(limit).ok().and_then(|limit| starts.get(limit)).copied();
+        let usage = self.store.hourly_usage(&scope, from, page_end.unwrap_or(end)).await?;
         let mut buckets: BTreeMap<DateTime<Utc>, BucketTotals> = BTreeMap::new();
         for (hour, outcome, count) in usage.verifications {
             let entry = buckets.entry(hour.duration_trunc(bucket).unwrap_or(hour)).or_default();
@@ -148,7 +173,12 @@ impl CreditServiceImpl {
             let spent = entry.1.entry(unit).or_default();
             *spent = spent.saturating_add(amount);
         }
+        let next_page_token = match (page_end, buckets.keys().next_back()) {
+            (Some(_), Some(last)) => page::encode(last.timestamp(), &filters),
+            _ => String::new(),
+        };
         Ok(v1::GetUsageResponse {
+            next_page_token,
             buckets: buckets
                 .into_iter()
                 .map(|(start, (verifications, spent))| v1::UsageBucket {

@@ -251,7 +251,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // With other replicas possible, the cache waits for the listener before it is trusted.
     let cache = Arc::new(KeyCache::new(cache_settings, listener.is_some()));
     let metrics = Arc::new(metrics::Metrics::new());
-    let usage = Arc::new(UsageRecorder::default());
+    let units = keyward_core::credit::CountedUnits::new(config.usage_units.iter().cloned())
+        .map_err(|err| anyhow::anyhow!("KEYWARD_USAGE_UNITS: {err}"))?;
+    let usage = Arc::new(UsageRecorder::new(units, Arc::clone(&metrics)));
     let mut background =
         vec![tokio::spawn(background::flush_usage(store.clone(), Arc::clone(&usage), config.usage_flush_interval))];
     if let Some(listener) = listener {

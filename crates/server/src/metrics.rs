@@ -92,6 +92,7 @@ pub(crate) struct Metrics {
     cache_lookups: [IntCounter; CacheResult::ALL.len()],
     cache_keys: IntGauge,
     cache_refreshes: IntCounter,
+    usage_dropped: IntCounter,
     pool: IntGaugeVec,
     invalidations: IntCounter,
     credits_charged: IntCounterVec,
@@ -169,6 +170,11 @@ impl Metrics {
             "cached keys read again in the background before their entry expired (refresh-ahead)",
         )
         .expect("valid metric");
+        let usage_dropped = IntCounter::new(
+            "keyward_usage_dropped_total",
+            "usage counter entries not counted because the pending pile was full (flushes failing)",
+        )
+        .expect("valid metric");
         let invalidations = IntCounter::new(
             "keyward_invalidation_notifications_total",
             "key-change notifications received from replicas (LISTEN/NOTIFY)",
@@ -243,6 +249,7 @@ impl Metrics {
             latency: registered(&registry, latency),
             cache_keys: registered(&registry, cache_keys),
             cache_refreshes: registered(&registry, cache_refreshes),
+            usage_dropped: registered(&registry, usage_dropped),
             pool: registered(&registry, pool),
             invalidations: registered(&registry, invalidations),
             registry,
@@ -251,6 +258,10 @@ impl Metrics {
 
     pub(crate) fn verified(&self, verdict: Verdict) {
         self.verifications[verdict_slot(verdict)].inc();
+    }
+
+    pub(crate) fn usage_dropped(&self, entries: u64) {
+        self.usage_dropped.inc_by(entries);
     }
 
     pub(crate) fn charged(&self, credits: &[keyward_core::credit::Credit]) {

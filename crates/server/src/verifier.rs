@@ -162,6 +162,10 @@ impl Verifier {
         keyward_core::credit::check_costs(&cost.credits)?;
         let now = at.wall;
         let mut verification = self.verdict(presented, required_scopes, network, at).await?;
+        // Before rate limits, so a refused cost spends no tokens.
+        if let (Verdict::Valid, Some(key)) = (verification.verdict, verification.key()) {
+            self.usage.admit(key.usage_limited, &cost.credits)?;
+        }
         // Limits after the key's own checks and before the charge: a request they refuse
         // is never charged.
         if let (Verdict::Valid, Some(key)) = (verification.verdict, verification.key()) {

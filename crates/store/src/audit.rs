@@ -2,7 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use keyward_core::{error::Result, model::AuditEvent, policy::Reach};
-use sea_orm::{ColumnTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, Query, SelectStatement},
+};
+use uuid::Uuid;
 
 use crate::{
     Store,
@@ -11,11 +15,24 @@ use crate::{
     entity::{api_key, audit_event},
 };
 
+/// Whose audit events a page holds.
+#[derive(Debug, Clone, Default)]
+pub enum AuditTargets {
+    /// Every event, whatever its target.
+    #[default]
+    Any,
+    /// The events of one key.
+    Key(Uuid),
+    /// The events of every key in reach (revoked ones included), as a subquery on the
+    /// keys, so the statement does not grow with their number.
+    InReach(Reach),
+}
+
 /// Filters and position of one page of audit events.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
-    /// Only events whose target is one of these (key ids); `None` for any target.
-    pub targets: Option<Vec<String>>,
+    /// Whose events.
+    pub targets: AuditTargets,
     /// Only this actor.
     pub actor: Option<String>,
     /// Only this action.
@@ -36,8 +53,14 @@ impl Store {
     /// One page of audit events, newest first, with their ids.
     pub async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<(i64, AuditEvent)>> {
         let mut select = audit_event::Entity::find().order_by_desc(audit_event::Column::Id).limit(query.limit);
-        if let Some(targets) = &query.targets {
-            select = select.filter(audit_event::Column::Target.is_in(targets.iter().cloned()));
+        let db = self.db()?;
+        match &query.targets {
+            AuditTargets::Any => {}
+            AuditTargets::Key(id) => select = select.filter(audit_event::Column::Target.eq(id.to_string())),
+            AuditTargets::InReach(reach) => {
+                select =
+                    select.filter(audit_event::Column::Target.in_subquery(key_ids(db.get_database_backend(), reach)));
+            }
         }
         if let Some(actor) = &query.actor {
             select = select.filter(audit_event::Column::Actor.eq(actor.as_str()));
@@ -57,21 +80,33 @@ impl Store {
         if let Some(before) = query.before {
             select = select.filter(audit_event::Column::Id.lt(before));
         }
-        let rows = select.all(self.db()?).await.map_err(db_error)?;
+        let rows = select.all(db).await.map_err(db_error)?;
         Ok(rows.into_iter().map(|row| (row.id, audit_from_row(row))).collect())
     }
+}
 
-    /// The ids of every key in `reach` (revoked ones included), as audit events name them.
-    pub async fn key_ids_in_reach(&self, reach: &Reach) -> Result<Vec<String>> {
-        let select = api_key::Entity::find().select_only().column(api_key::Column::Id);
-        let select = match reach {
-            Reach::All => select,
-            Reach::Owner(owner) => select.filter(api_key::Column::Owner.eq(owner.as_str())),
-            Reach::Organization { id, subject } => select.filter(
+/// The ids of the keys in `reach`, as text the way audit events name them (lower-case
+/// hyphenated): PostgreSQL prints a `uuid` so; SQLite holds it as 16 bytes.
+fn key_ids(backend: DbBackend, reach: &Reach) -> SelectStatement {
+    let id = if backend == DbBackend::Postgres {
+        "CAST(api_keys.id AS TEXT)"
+    } else {
+        "CASE WHEN typeof(api_keys.id) = 'blob' THEN lower(substr(hex(api_keys.id), 1, 8) || '-' || \
+         substr(hex(api_keys.id), 9, 4) || '-' || substr(hex(api_keys.id), 13, 4) || '-' || \
+         substr(hex(api_keys.id), 17, 4) || '-' || substr(hex(api_keys.id), 21, 12)) ELSE api_keys.id END"
+    };
+    let mut query = Query::select();
+    query.expr(Expr::cust(id)).from(api_key::Entity);
+    match reach {
+        Reach::All => {}
+        Reach::Owner(owner) => {
+            query.and_where(api_key::Column::Owner.eq(owner.as_str()));
+        }
+        Reach::Organization { id, subject } => {
+            query.and_where(
                 api_key::Column::OrganizationId.eq(id.as_str()).or(api_key::Column::Owner.eq(subject.as_str())),
-            ),
-        };
-        let ids = select.into_tuple::<uuid::Uuid>().all(self.db()?).await.map_err(db_error)?;
-        Ok(ids.into_iter().map(|id| id.to_string()).collect())
+            );
+        }
     }
+    query
 }

@@ -36,7 +36,7 @@ mod usage;
 mod webhooks;
 
 pub use crate::{
-    audit::AuditQuery,
+    audit::{AuditQuery, AuditTargets},
     changes::{Change, ChangeListener},
     charge::Charged,
     credits::{CreditView, LedgerQuery},

@@ -1,13 +1,13 @@
 //! Usage: verification counters, credits spent and last-use times, flushed in batches on
 //! an interval instead of written per call, and read back per hour.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use keyward_core::error::Result;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, EntityTrait, ExprTrait, QueryFilter, TransactionTrait,
+    ColumnTrait, Condition, EntityTrait, ExprTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
     sea_query::{Expr, OnConflict, Query, SimpleExpr},
 };
 use uuid::Uuid;
@@ -83,6 +83,22 @@ fn saturating_sum(table: &str, column: &str) -> SimpleExpr {
     Expr::cust(format!(
         "CASE WHEN {table}.{column} > {max} - excluded.{column} THEN {max} ELSE {table}.{column} + excluded.{column} END"
     ))
+}
+
+/// Rows of `scope`, by their key column `key_id`.
+fn of_scope(scope: &UsageScope, key_id: impl ColumnTrait) -> Condition {
+    match scope {
+        UsageScope::Key(id) => Condition::all().add(key_id.eq(*id)),
+        UsageScope::Owner(owner) => Condition::all().add(
+            key_id.in_subquery(
+                Query::select()
+                    .column(api_key::Column::Id)
+                    .from(api_key::Entity)
+                    .and_where(api_key::Column::Owner.eq(owner.clone()))
+                    .to_owned(),
+            ),
+        ),
+    }
 }
 
 impl Store {
@@ -173,6 +189,46 @@ impl Store {
         Ok(rows.iter().fold(0_i64, |total, row| total.saturating_add(row.count)))
     }
 
+    /// The first `limit` hours within `[start, end)` that hold usage of a key or an
+    /// owner's keys, oldest first: where a page of buckets ends.
+    pub async fn usage_hours(
+        &self,
+        scope: &UsageScope,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<DateTime<Utc>>> {
+        let db = self.db()?;
+        let counted: Vec<DateTime<Utc>> = usage_counter::Entity::find()
+            .select_only()
+            .column(usage_counter::Column::BucketStart)
+            .distinct()
+            .filter(of_scope(scope, usage_counter::Column::KeyId))
+            .filter(usage_counter::Column::BucketStart.gte(start))
+            .filter(usage_counter::Column::BucketStart.lt(end))
+            .order_by_asc(usage_counter::Column::BucketStart)
+            .limit(limit)
+            .into_tuple()
+            .all(db)
+            .await
+            .map_err(db_error)?;
+        let spent: Vec<DateTime<Utc>> = credit_spend_counter::Entity::find()
+            .select_only()
+            .column(credit_spend_counter::Column::BucketStart)
+            .distinct()
+            .filter(of_scope(scope, credit_spend_counter::Column::KeyId))
+            .filter(credit_spend_counter::Column::BucketStart.gte(start))
+            .filter(credit_spend_counter::Column::BucketStart.lt(end))
+            .order_by_asc(credit_spend_counter::Column::BucketStart)
+            .limit(limit)
+            .into_tuple()
+            .all(db)
+            .await
+            .map_err(db_error)?;
+        let hours: BTreeSet<DateTime<Utc>> = counted.into_iter().chain(spent).collect();
+        Ok(hours.into_iter().take(usize::try_from(limit).unwrap_or(usize::MAX)).collect())
+    }
+
     /// Stored hourly usage of a key or an owner's keys within `[start, end)`.
     pub async fn hourly_usage(
         &self,
@@ -180,39 +236,15 @@ impl Store {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<HourlyUsage> {
-        let keys = match scope {
-            UsageScope::Key(id) => Condition::all().add(usage_counter::Column::KeyId.eq(*id)),
-            UsageScope::Owner(owner) => Condition::all().add(
-                usage_counter::Column::KeyId.in_subquery(
-                    Query::select()
-                        .column(api_key::Column::Id)
-                        .from(api_key::Entity)
-                        .and_where(api_key::Column::Owner.eq(owner.clone()))
-                        .to_owned(),
-                ),
-            ),
-        };
         let counters = usage_counter::Entity::find()
-            .filter(keys)
+            .filter(of_scope(scope, usage_counter::Column::KeyId))
             .filter(usage_counter::Column::BucketStart.gte(start))
             .filter(usage_counter::Column::BucketStart.lt(end))
             .all(self.db()?)
             .await
             .map_err(db_error)?;
-        let spend_keys = match scope {
-            UsageScope::Key(id) => Condition::all().add(credit_spend_counter::Column::KeyId.eq(*id)),
-            UsageScope::Owner(owner) => Condition::all().add(
-                credit_spend_counter::Column::KeyId.in_subquery(
-                    Query::select()
-                        .column(api_key::Column::Id)
-                        .from(api_key::Entity)
-                        .and_where(api_key::Column::Owner.eq(owner.clone()))
-                        .to_owned(),
-                ),
-            ),
-        };
         let spent = credit_spend_counter::Entity::find()
-            .filter(spend_keys)
+            .filter(of_scope(scope, credit_spend_counter::Column::KeyId))
             .filter(credit_spend_counter::Column::BucketStart.gte(start))
             .filter(credit_spend_counter::Column::BucketStart.lt(end))
             .all(self.db()?)

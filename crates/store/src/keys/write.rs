@@ -23,7 +23,7 @@ use crate::{
     Store, alerts,
     convert::{to_domain, to_row},
     db::db_error,
-    entity::{api_key, api_key_secret},
+    entity::{api_key, api_key_secret, credit_balance, credit_refill},
     envelope::{Claim, Envelope, Mutation},
     ledger, refill,
 };
@@ -231,6 +231,8 @@ impl Store {
     ) -> Result<ApiKey> {
         let txn = self.begin_write().await?;
         let key = lock_target(&txn, id, authority).await?;
+        let holds_credits = key.usage_limited && holds_credits(&txn, id).await?;
+        authority.admit_secret(&key, holds_credits)?;
         let envelope = Envelope::of(mutation, AuditAction::RotateKey, id);
         if let Claim::Replay = envelope.claim(&txn).await? {
             return Err(envelope.already_applied(&txn).await?);
@@ -263,6 +265,22 @@ pub(crate) async fn lock_target(txn: &DatabaseTransaction, id: Uuid, authority: 
     let key = to_domain(row)?;
     authority.admit(&key)?;
     Ok(key)
+}
+
+/// Whether key `id` holds credits: a positive balance in some unit, or a refill schedule.
+async fn holds_credits(txn: &DatabaseTransaction, id: Uuid) -> Result<bool> {
+    let balance = credit_balance::Entity::find()
+        .filter(credit_balance::Column::KeyId.eq(id))
+        .filter(credit_balance::Column::Balance.gt(0))
+        .one(txn)
+        .await
+        .map_err(db_error)?;
+    if balance.is_some() {
+        return Ok(true);
+    }
+    let refill =
+        credit_refill::Entity::find().filter(credit_refill::Column::KeyId.eq(id)).one(txn).await.map_err(db_error)?;
+    Ok(refill.is_some())
 }
 
 /// Makes `secret` the key's current secret; its other secrets verify until
