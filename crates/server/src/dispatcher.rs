@@ -6,8 +6,9 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use keyward_core::{
+    address::internal_address,
     crypto::MasterKey,
-    validate::internal_address,
+    validate::Checks,
     webhook::{MAX_EXCERPT_BYTES, Outcome, RetrySchedule, excerpt},
 };
 use keyward_store::{AttemptResult, Claimed, Store};
@@ -64,7 +65,10 @@ impl Dispatcher {
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
+        // No proxy from the environment: a proxy would resolve and connect to names the
+        // resolver below refuses, and would be asked for internal names.
         let mut client = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
@@ -157,6 +161,14 @@ impl Dispatcher {
 
     async fn post(&self, claimed: &Claimed, at: chrono::DateTime<chrono::Utc>) -> Outcome {
         let failed = |error: String| Outcome::Failed { status: None, error, excerpt: String::new() };
+        // Checked again as stored: an endpoint made while http or internal addresses were
+        // allowed is not posted to once they are not. (A name's addresses are checked by
+        // the resolver; an address in the URL never reaches it.)
+        let mut checks = Checks::new();
+        checks.webhook_url("url", &claimed.url, self.settings.allow_internal);
+        if let Err(err) = checks.finish() {
+            return failed(format!("not posted: {err}"));
+        }
         let message_id = claimed.event_id.to_string();
         let signature = standardwebhooks::Webhook::new(claimed.secret.expose_secret())
             .and_then(|signer| signer.sign(&message_id, at.timestamp(), claimed.payload.as_bytes()));

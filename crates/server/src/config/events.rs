@@ -7,8 +7,9 @@ use clap::Args;
 /// How events are found and delivered.
 #[derive(Debug, Clone, Args)]
 pub struct EventConfig {
-    /// Allows webhook endpoints at `http://` URLs and at loopback, private and link-local
-    /// addresses: for tests and closed networks only.
+    /// Allows webhook endpoints at `http://` URLs and at addresses that are not globally
+    /// reachable (loopback, private, link-local, …): for tests and closed networks only.
+    /// Applies to stored endpoints too, at each delivery.
     #[arg(long, env = "KEYWARD_WEBHOOK_ALLOW_HTTP", default_value_t = false)]
     pub webhook_allow_http: bool,
     /// Longest one delivery may take, connecting, sending and reading the answer
