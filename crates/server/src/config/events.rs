@@ -17,12 +17,14 @@ pub struct EventConfig {
     #[arg(long, env = "KEYWARD_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = super::parse_positive_duration)]
     pub webhook_timeout: Duration,
     /// Waits before each retry of a failed delivery, comma-separated (the first attempt
-    /// is made at once); after the last, the delivery is given up.
+    /// is made at once); after the last, the delivery is given up. The short first steps
+    /// bring a receiver that was away for seconds its events within seconds; the long
+    /// last ones carry a delivery through about a day of outage.
     #[arg(
         long,
         env = "KEYWARD_WEBHOOK_RETRY_SCHEDULE",
         value_delimiter = ',',
-        default_value = "5s,5m,30m,2h,5h,10h,10h",
+        default_value = "5s,30s,2m,10m,30m,2h,5h,10h,10h",
         value_parser = humantime::parse_duration
     )]
     pub webhook_retry_schedule: Vec<Duration>,
