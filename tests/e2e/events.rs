@@ -85,10 +85,9 @@ async fn every_key_event_arrives_once_signed(backend: Backend) {
         .await
         .unwrap();
 
-    // Deliveries of one batch are posted at once and may arrive in any order; event ids
-    // (UUID v7) follow the order of the changes.
+    // Deliveries may arrive in any order; the key's sequence numbers follow its changes.
     let mut deliveries = receiver.wait_for(5).await;
-    deliveries.sort_by_key(|delivery| delivery["id"].as_str().unwrap().to_owned());
+    deliveries.sort_by_key(|delivery| delivery["payload"]["sequence"].as_i64().unwrap());
     // Nothing more comes: the refused changes left no event behind.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let deliveries_after = receiver.deliveries();
@@ -101,6 +100,8 @@ async fn every_key_event_arrives_once_signed(backend: Backend) {
     let mut ids: Vec<&str> = deliveries.iter().map(|d| d["id"].as_str().unwrap()).collect();
     ids.dedup();
     assert_eq!(ids.len(), 5, "one webhook-id per event");
+    let sequence: Vec<i64> = deliveries.iter().map(|d| d["payload"]["sequence"].as_i64().unwrap()).collect();
+    assert_eq!(sequence, [1, 2, 3, 4, 5]);
     for delivery in &deliveries {
         let data = &delivery["payload"]["data"];
         assert_eq!(data["apiKey"]["id"], key.id.as_str());
@@ -217,5 +218,71 @@ async fn an_event_is_delivered_again_on_request(backend: Backend) {
     let again = receiver.wait_for(2).await;
     assert_eq!(again[1]["id"], event_id.as_str(), "the same webhook-id");
     assert_eq!(again[1]["payload"], again[0]["payload"]);
+    app.stop().await;
+}
+
+both!(each_keys_events_are_numbered_in_commit_order);
+async fn each_keys_events_are_numbered_in_commit_order(backend: Backend) {
+    const RENAMES: usize = 5;
+    let app = spawn_with(backend, fast).await;
+    let receiver = Receiver::start().await;
+    subscribe(&app, &receiver).await;
+    let mut keys = Vec::new();
+    for owner in ["seq-a", "seq-b", "seq-c"] {
+        keys.push(app.create_key(owner, &[]).await.0.id);
+    }
+    // Two writers per key race their renames: the commits decide the order, and the
+    // deliveries of all keys are in flight together.
+    let mut writers = tokio::task::JoinSet::new();
+    for key in &keys {
+        for writer in 0..2 {
+            let (mut client, key) = (app.client.clone(), key.clone());
+            writers.spawn(async move {
+                for round in 0..RENAMES {
+                    let update = v1::UpdateApiKeyRequest {
+                        api_key: Some(v1::ApiKey {
+                            id: key.clone(),
+                            name: format!("writer {writer} round {round}"),
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask { paths: vec!["name".into()] }),
+                        ..Default::default()
+                    };
+                    client.update_api_key(admin(update)).await.unwrap();
+                }
+            });
+        }
+    }
+    while let Some(written) = writers.join_next().await {
+        written.unwrap();
+    }
+    let per_key = 1 + 2 * RENAMES;
+    let deliveries = receiver.wait_for(keys.len() * per_key).await;
+    assert!(receiver.invalid().is_empty(), "{:?}", receiver.invalid());
+    let mut by_key: std::collections::BTreeMap<&str, std::collections::BTreeMap<i64, &serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for delivery in &deliveries {
+        let payload = &delivery["payload"];
+        let key = payload["data"]["apiKey"]["id"].as_str().unwrap();
+        let sequence = payload["sequence"].as_i64().unwrap_or_else(|| panic!("no sequence in {payload}"));
+        // A repost (at least once) carries the same number and the same body.
+        if let Some(earlier) = by_key.entry(key).or_default().insert(sequence, payload) {
+            assert_eq!(earlier, payload, "two events of {key} numbered {sequence}");
+        }
+    }
+    assert_eq!(by_key.len(), keys.len());
+    for (key, events) in &by_key {
+        let numbers: Vec<i64> = events.keys().copied().collect();
+        let expected: Vec<i64> = (1..=i64::try_from(per_key).unwrap()).collect();
+        assert_eq!(numbers, expected, "{key}'s events are numbered 1, 2, … with no gap");
+        let ordered: Vec<&&serde_json::Value> = events.values().collect();
+        assert_eq!(ordered[0]["type"], "api_key.created");
+        // In sequence order each rename starts from the name the one before left: the
+        // numbers follow the commits.
+        for pair in ordered.windows(2) {
+            assert_eq!(pair[1]["type"], "api_key.updated");
+            assert_eq!(pair[1]["data"]["previousApiKey"]["name"], pair[0]["data"]["apiKey"]["name"], "{key}");
+        }
+    }
     app.stop().await;
 }

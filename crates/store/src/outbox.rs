@@ -33,19 +33,22 @@ pub(crate) const PENDING: &str = "pending";
 const DELIVERED: &str = "delivered";
 const FAILED: &str = "failed";
 
-/// Writes an event of `kind` inside `txn`, with a delivery due now for every enabled
-/// endpoint that receives its type. Returns the event's id.
+/// Writes an event of `kind` about key `key_id` inside `txn`, numbered next in the key's
+/// sequence, with a delivery due now for every enabled endpoint that receives its type.
+/// Returns the event's id.
 pub(crate) async fn emit(
     txn: &DatabaseTransaction,
     kind: EventType,
+    key_id: Uuid,
     data: serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<Uuid> {
+    let sequence = next_sequence(txn, key_id).await?;
     let id = Uuid::now_v7();
     webhook_event::Entity::insert(webhook_event::ActiveModel {
         id: Set(id),
         event_type: Set(kind.as_str().to_owned()),
-        payload: Set(event::payload(kind, now, data)),
+        payload: Set(event::payload(kind, now, sequence, data)),
         created_at: Set(now),
     })
     .exec(txn)
@@ -66,6 +69,22 @@ pub(crate) async fn emit(
         webhook_delivery::Entity::insert_many(deliveries).exec_without_returning(txn).await.map_err(db_error)?;
     }
     Ok(id)
+}
+
+/// Takes the next number of `key_id`'s event sequence. Its row stays locked until `txn`
+/// ends, so the numbers follow the order in which the key's changes commit, with no gap
+/// (a rolled-back change gives its number back). Every caller takes it after its other
+/// locks, which keeps lock order the same everywhere.
+async fn next_sequence(txn: &DatabaseTransaction, key_id: Uuid) -> Result<i64> {
+    let mut sql = Sql::new(txn.get_database_backend());
+    sql.push("INSERT INTO event_sequences (key_id, last) VALUES (").bind(key_id, "uuid");
+    sql.push(", 1) ON CONFLICT (key_id) DO UPDATE SET last = event_sequences.last + 1 RETURNING last");
+    let row = txn
+        .query_one_raw(sql.statement())
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::internal("the event sequence upsert returned no row".to_owned()))?;
+    row.try_get("", "last").map_err(db_error)
 }
 
 pub(crate) fn new_delivery(event_id: Uuid, endpoint_id: Uuid, now: DateTime<Utc>) -> webhook_delivery::ActiveModel {
