@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use keyward_proto::v1::{self, webhook_service_client::WebhookServiceClient};
 use keyward_server::Config;
+use sea_orm::ConnectionTrait;
 use tonic::Code;
 
 use crate::{
     helpers::{Backend, TestApp, admin, both, spawn_with},
-    receiver::{Receiver, types},
+    receiver::{Hanging, Receiver, types},
     webhooks::{create, endpoint},
 };
 
@@ -284,5 +285,71 @@ async fn each_keys_events_are_numbered_in_commit_order(backend: Backend) {
             assert_eq!(pair[1]["data"]["previousApiKey"]["name"], pair[0]["data"]["apiKey"]["name"], "{key}");
         }
     }
+    app.stop().await;
+}
+
+both!(a_hanging_receiver_does_not_hold_up_another);
+async fn a_hanging_receiver_does_not_hold_up_another(backend: Backend) {
+    // Long enough that waiting on the hanging receiver could not go unnoticed.
+    const TIMEOUT: Duration = Duration::from_secs(120);
+    let mut app = spawn_with(backend, |config| {
+        fast(config);
+        config.events.webhook_timeout = TIMEOUT;
+        config.events.webhook_concurrency = 8;
+        config.events.webhook_endpoint_concurrency = 3;
+    })
+    .await;
+    let hanging = Hanging::start().await;
+    WebhookServiceClient::new(app.channel.clone())
+        .create_webhook_endpoint(admin(create(endpoint(&hanging.url(), &["api_key.created"]))))
+        .await
+        .unwrap();
+    let receiver = Receiver::start().await;
+    subscribe(&app, &receiver).await;
+    let started = tokio::time::Instant::now();
+    // More events than there are slots in all: the hanging endpoint's backlog alone
+    // could fill them.
+    for index in 0..12 {
+        app.create_key(&format!("early-{index}"), &[]).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while hanging.accepted() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the hanging receiver was never posted to");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Events written while posts to the hanging receiver are stuck go out too.
+    for index in 0..12 {
+        app.create_key(&format!("late-{index}"), &[]).await;
+    }
+    let arrived = tokio::time::timeout(TIMEOUT / 4, receiver.wait_for(24)).await;
+    assert!(
+        arrived.is_ok(),
+        "the healthy receiver had {} of 24 events after {:?}: it waited on the hanging one",
+        receiver.deliveries().len(),
+        started.elapsed()
+    );
+    assert!(
+        (1..=3).contains(&hanging.accepted()),
+        "{} posts to the hanging receiver at once; its cap is 3",
+        hanging.accepted()
+    );
+
+    // A clean stop hands back the claims of the posts it cut off, for another replica
+    // or the next start to post at once instead of after the lease.
+    let running = app.running.take().unwrap();
+    let store = running.store.clone();
+    running.stop().await.unwrap();
+    let held = store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            store.connection().get_database_backend(),
+            "SELECT COUNT(*) AS held FROM webhook_deliveries WHERE claimed_until IS NOT NULL".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "held")
+        .unwrap();
+    assert_eq!(held, 0, "claims left behind at shutdown");
     app.stop().await;
 }

@@ -87,6 +87,7 @@ pub struct Running {
     usage: Arc<UsageRecorder>,
     shutdown_timeout: Duration,
     limiter: Arc<limiter::Limiter>,
+    dispatcher: dispatcher::DispatcherHandle,
 }
 
 /// How long the last usage flush may take at shutdown, once calls have stopped.
@@ -108,6 +109,7 @@ impl Running {
             store,
             shutdown_timeout,
             limiter,
+            dispatcher,
             ..
         } = self;
         let _ = shutdown.send(());
@@ -124,6 +126,7 @@ impl Running {
             Ok(finished) => finished.context("HTTP task failed")?,
             Err(_) => http.abort(),
         }
+        dispatcher.stop().await;
         background.iter().for_each(JoinHandle::abort);
         if tokio::time::timeout(FINAL_FLUSH_BUDGET, usage.flush(&store)).await.is_err() {
             tracing::error!("the last usage flush did not finish within 10 s; its counters are lost");
@@ -289,7 +292,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.clock.clone(),
         Arc::clone(&metrics),
     )?;
-    background.push(tokio::spawn(dispatcher.run()));
+    let dispatcher = dispatcher.spawn();
     background.push(tokio::spawn(background::sweep_expiry(
         store.clone(),
         config.clock.clone(),
@@ -394,6 +397,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         usage,
         shutdown_timeout,
         limiter,
+        dispatcher,
     })
 }
 

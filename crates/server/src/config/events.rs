@@ -38,6 +38,11 @@ pub struct EventConfig {
     /// Most deliveries one replica posts at once.
     #[arg(long, env = "KEYWARD_WEBHOOK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub webhook_concurrency: u32,
+    /// Most deliveries one replica posts to one endpoint at once (at most
+    /// `KEYWARD_WEBHOOK_CONCURRENCY`): the slots a slow or hanging receiver can hold, so
+    /// the other endpoints' deliveries go on.
+    #[arg(long, env = "KEYWARD_WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub webhook_endpoint_concurrency: u32,
     /// How long before its expiry a key's `api_key.expiring` event is written.
     #[arg(long, env = "KEYWARD_EXPIRING_LEAD_TIME", default_value = "7d", value_parser = humantime::parse_duration)]
     pub expiring_lead_time: Duration,
