@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use keyward_proto::v1::{self, webhook_service_client::WebhookServiceClient};
 use keyward_server::Config;
+use sea_orm::ConnectionTrait;
 use tonic::Code;
 
 use crate::{
     helpers::{Backend, TestApp, admin, both, spawn_with},
-    receiver::{Receiver, types},
+    receiver::{Hanging, Receiver, types},
     webhooks::{create, endpoint},
 };
 
@@ -85,10 +86,9 @@ async fn every_key_event_arrives_once_signed(backend: Backend) {
         .await
         .unwrap();
 
-    // Deliveries of one batch are posted at once and may arrive in any order; event ids
-    // (UUID v7) follow the order of the changes.
+    // Deliveries may arrive in any order; the key's sequence numbers follow its changes.
     let mut deliveries = receiver.wait_for(5).await;
-    deliveries.sort_by_key(|delivery| delivery["id"].as_str().unwrap().to_owned());
+    deliveries.sort_by_key(|delivery| delivery["payload"]["sequence"].as_i64().unwrap());
     // Nothing more comes: the refused changes left no event behind.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let deliveries_after = receiver.deliveries();
@@ -101,6 +101,8 @@ async fn every_key_event_arrives_once_signed(backend: Backend) {
     let mut ids: Vec<&str> = deliveries.iter().map(|d| d["id"].as_str().unwrap()).collect();
     ids.dedup();
     assert_eq!(ids.len(), 5, "one webhook-id per event");
+    let sequence: Vec<i64> = deliveries.iter().map(|d| d["payload"]["sequence"].as_i64().unwrap()).collect();
+    assert_eq!(sequence, [1, 2, 3, 4, 5]);
     for delivery in &deliveries {
         let data = &delivery["payload"]["data"];
         assert_eq!(data["apiKey"]["id"], key.id.as_str());
@@ -217,5 +219,137 @@ async fn an_event_is_delivered_again_on_request(backend: Backend) {
     let again = receiver.wait_for(2).await;
     assert_eq!(again[1]["id"], event_id.as_str(), "the same webhook-id");
     assert_eq!(again[1]["payload"], again[0]["payload"]);
+    app.stop().await;
+}
+
+both!(each_keys_events_are_numbered_in_commit_order);
+async fn each_keys_events_are_numbered_in_commit_order(backend: Backend) {
+    const RENAMES: usize = 5;
+    let app = spawn_with(backend, fast).await;
+    let receiver = Receiver::start().await;
+    subscribe(&app, &receiver).await;
+    let mut keys = Vec::new();
+    for owner in ["seq-a", "seq-b", "seq-c"] {
+        keys.push(app.create_key(owner, &[]).await.0.id);
+    }
+    // Two writers per key race their renames: the commits decide the order, and the
+    // deliveries of all keys are in flight together.
+    let mut writers = tokio::task::JoinSet::new();
+    for key in &keys {
+        for writer in 0..2 {
+            let (mut client, key) = (app.client.clone(), key.clone());
+            writers.spawn(async move {
+                for round in 0..RENAMES {
+                    let update = v1::UpdateApiKeyRequest {
+                        api_key: Some(v1::ApiKey {
+                            id: key.clone(),
+                            name: format!("writer {writer} round {round}"),
+                            ..Default::default()
+                        }),
+                        update_mask: Some(prost_types::FieldMask { paths: vec!["name".into()] }),
+                        ..Default::default()
+                    };
+                    client.update_api_key(admin(update)).await.unwrap();
+                }
+            });
+        }
+    }
+    while let Some(written) = writers.join_next().await {
+        written.unwrap();
+    }
+    let per_key = 1 + 2 * RENAMES;
+    let deliveries = receiver.wait_for(keys.len() * per_key).await;
+    assert!(receiver.invalid().is_empty(), "{:?}", receiver.invalid());
+    let mut by_key: std::collections::BTreeMap<&str, std::collections::BTreeMap<i64, &serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for delivery in &deliveries {
+        let payload = &delivery["payload"];
+        let key = payload["data"]["apiKey"]["id"].as_str().unwrap();
+        let sequence = payload["sequence"].as_i64().unwrap_or_else(|| panic!("no sequence in {payload}"));
+        // A repost (at least once) carries the same number and the same body.
+        if let Some(earlier) = by_key.entry(key).or_default().insert(sequence, payload) {
+            assert_eq!(earlier, payload, "two events of {key} numbered {sequence}");
+        }
+    }
+    assert_eq!(by_key.len(), keys.len());
+    for (key, events) in &by_key {
+        let numbers: Vec<i64> = events.keys().copied().collect();
+        let expected: Vec<i64> = (1..=i64::try_from(per_key).unwrap()).collect();
+        assert_eq!(numbers, expected, "{key}'s events are numbered 1, 2, … with no gap");
+        let ordered: Vec<&&serde_json::Value> = events.values().collect();
+        assert_eq!(ordered[0]["type"], "api_key.created");
+        // In sequence order each rename starts from the name the one before left: the
+        // numbers follow the commits.
+        for pair in ordered.windows(2) {
+            assert_eq!(pair[1]["type"], "api_key.updated");
+            assert_eq!(pair[1]["data"]["previousApiKey"]["name"], pair[0]["data"]["apiKey"]["name"], "{key}");
+        }
+    }
+    app.stop().await;
+}
+
+both!(a_hanging_receiver_does_not_hold_up_another);
+async fn a_hanging_receiver_does_not_hold_up_another(backend: Backend) {
+    // Long enough that waiting on the hanging receiver could not go unnoticed.
+    const TIMEOUT: Duration = Duration::from_secs(120);
+    let mut app = spawn_with(backend, |config| {
+        fast(config);
+        config.events.webhook_timeout = TIMEOUT;
+        config.events.webhook_concurrency = 8;
+        config.events.webhook_endpoint_concurrency = 3;
+    })
+    .await;
+    let hanging = Hanging::start().await;
+    WebhookServiceClient::new(app.channel.clone())
+        .create_webhook_endpoint(admin(create(endpoint(&hanging.url(), &["api_key.created"]))))
+        .await
+        .unwrap();
+    let receiver = Receiver::start().await;
+    subscribe(&app, &receiver).await;
+    let started = tokio::time::Instant::now();
+    // More events than there are slots in all: the hanging endpoint's backlog alone
+    // could fill them.
+    for index in 0..12 {
+        app.create_key(&format!("early-{index}"), &[]).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while hanging.accepted() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the hanging receiver was never posted to");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Events written while posts to the hanging receiver are stuck go out too.
+    for index in 0..12 {
+        app.create_key(&format!("late-{index}"), &[]).await;
+    }
+    let arrived = tokio::time::timeout(TIMEOUT / 4, receiver.wait_for(24)).await;
+    assert!(
+        arrived.is_ok(),
+        "the healthy receiver had {} of 24 events after {:?}: it waited on the hanging one",
+        receiver.deliveries().len(),
+        started.elapsed()
+    );
+    assert!(
+        (1..=3).contains(&hanging.accepted()),
+        "{} posts to the hanging receiver at once; its cap is 3",
+        hanging.accepted()
+    );
+
+    // A clean stop hands back the claims of the posts it cut off, for another replica
+    // or the next start to post at once instead of after the lease.
+    let running = app.running.take().unwrap();
+    let store = running.store.clone();
+    running.stop().await.unwrap();
+    let held = store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            store.connection().get_database_backend(),
+            "SELECT COUNT(*) AS held FROM webhook_deliveries WHERE claimed_until IS NOT NULL".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "held")
+        .unwrap();
+    assert_eq!(held, 0, "claims left behind at shutdown");
     app.stop().await;
 }

@@ -122,3 +122,43 @@ impl Receiver {
 pub(crate) fn types(deliveries: &[Value]) -> Vec<String> {
     deliveries.iter().map(|delivery| delivery["payload"]["type"].as_str().unwrap().to_owned()).collect()
 }
+
+/// A receiver that accepts connections and never answers: every post to it waits out the
+/// webhook timeout.
+pub(crate) struct Hanging {
+    pub(crate) port: u16,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    listening: tokio::task::JoinHandle<()>,
+}
+
+impl Hanging {
+    pub(crate) async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let listening = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open.push(socket);
+            }
+        });
+        Self { port, accepted, listening }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hooks", self.port)
+    }
+
+    /// Connections accepted so far: one per post, as none is ever answered.
+    pub(crate) fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Hanging {
+    fn drop(&mut self) {
+        self.listening.abort();
+    }
+}

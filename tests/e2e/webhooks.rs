@@ -1,12 +1,17 @@
 //! Webhook endpoints: managed by admin only, validated field by field, their signing
 //! secrets shown once and stored sealed.
 
-use keyward_proto::v1::{self, webhook_service_client::WebhookServiceClient};
+use keyward_proto::v1::{
+    self, api_key_service_client::ApiKeyServiceClient, webhook_service_client::WebhookServiceClient,
+};
 use prost_types::FieldMask;
 use sea_orm::ConnectionTrait;
 use tonic::Code;
 
-use crate::helpers::{Backend, admin, assert_invalid, both, spawn, spawn_with, with_key};
+use crate::{
+    helpers::{Backend, admin, assert_invalid, both, spawn, spawn_with, with_key},
+    receiver::Receiver,
+};
 
 pub(crate) fn endpoint(url: &str, types: &[&str]) -> v1::WebhookEndpoint {
     v1::WebhookEndpoint {
@@ -123,5 +128,41 @@ async fn http_endpoints_only_where_allowed() {
         .create_webhook_endpoint(admin(create(endpoint("http://127.0.0.1:9/hooks", &["api_key.created"]))))
         .await
         .unwrap();
+    app.stop().await;
+}
+
+both!(a_stored_endpoint_is_checked_again_at_delivery);
+async fn a_stored_endpoint_is_checked_again_at_delivery(backend: Backend) {
+    let mut app = spawn_with(backend, crate::events::fast).await;
+    let receiver = Receiver::start().await;
+    let endpoint_id = crate::events::subscribe(&app, &receiver).await;
+    app.running.take().unwrap().stop().await.unwrap();
+    // The same database, with http and internal addresses no longer allowed.
+    let mut config = app.config.clone();
+    config.events.webhook_allow_http = false;
+    let running = keyward_server::start(config).await.expect("server starts");
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr)).unwrap().connect_lazy();
+    let request = v1::CreateApiKeyRequest {
+        api_key: Some(v1::ApiKey { name: "after".into(), owner: "team-a".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    ApiKeyServiceClient::new(channel.clone()).create_api_key(admin(request)).await.unwrap();
+    let mut hooks = WebhookServiceClient::new(channel);
+    let listing = v1::ListWebhookDeliveriesRequest { endpoint_id, page_size: 10, ..Default::default() };
+    // A guard against a hang, not a measure of time.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let attempt = loop {
+        let attempts = hooks.list_webhook_deliveries(admin(listing.clone())).await.unwrap().into_inner();
+        if let Some(attempt) = attempts.webhook_deliveries.into_iter().next() {
+            break attempt;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no attempt recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(attempt.status_code, 0);
+    assert!(attempt.error.starts_with("not posted:") && attempt.error.contains("https://"), "{}", attempt.error);
+    assert!(receiver.deliveries().is_empty() && receiver.invalid().is_empty(), "the receiver was posted to");
+    running.stop().await.unwrap();
     app.stop().await;
 }

@@ -1,6 +1,6 @@
 //! Events of keys that webhooks deliver: their types, which change makes which, and
 //! their payload as the Standard Webhooks convention shapes it (`type`, `timestamp`,
-//! `data`). The key in a payload is the key as the API shows it: the mask, never a secret.
+//! `data`, and the key's event `sequence`). The key in a payload is the key as the API shows it: the mask, never a secret.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -196,9 +196,11 @@ pub fn balance_alert(key: &ApiKey, unit: &str, balance: i64, threshold: Option<i
     data
 }
 
-/// The body posted to endpoints.
-pub fn payload(kind: EventType, at: DateTime<Utc>, data: Value) -> String {
-    json!({ "type": kind.as_str(), "timestamp": rfc3339(at), "data": data }).to_string()
+/// The body posted to endpoints. `sequence` numbers the events of one key 1, 2, 3, … in
+/// the order their changes committed: deliveries may arrive in any order, and a receiver
+/// puts them back in order (or spots one still to come) by it.
+pub fn payload(kind: EventType, at: DateTime<Utc>, sequence: i64, data: Value) -> String {
+    json!({ "type": kind.as_str(), "timestamp": rfc3339(at), "sequence": sequence, "data": data }).to_string()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod cases;
 pub mod credit;
 pub mod crypto;

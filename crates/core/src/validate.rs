@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     Error, Violation,
+    address::internal_address,
     credit::{Credit, MAX_UNIT_CHARS, MAX_UNITS},
 };
 
@@ -73,24 +74,6 @@ pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
 pub const MAX_WEBHOOK_URL_CHARS: usize = 2000;
 /// Longest webhook endpoint description.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
-
-/// Whether an address is one a service's own network holds (loopback, private,
-/// link-local, unspecified): what an endpoint may not point at unless the operator allows it.
-pub fn internal_address(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(ip) => {
-            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
-        }
-        std::net::IpAddr::V6(ip) => {
-            let segments = ip.segments();
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || (segments[0] & 0xfe00) == 0xfc00
-                || (segments[0] & 0xffc0) == 0xfe80
-                || ip.to_ipv4_mapped().is_some_and(|v4| internal_address(std::net::IpAddr::V4(v4)))
-        }
-    }
-}
 
 /// Most violations reported for one request: enough to fix it, never a flood.
 pub const MAX_VIOLATIONS: usize = 10;
@@ -284,8 +267,8 @@ impl Checks {
     }
 
     /// A webhook endpoint's URL: absolute, `https` (or `http` where `allow_http`), with a
-    /// host, no user or password and no fragment; without `allow_http`, not a loopback,
-    /// private or link-local address either.
+    /// host, no user or password and no fragment; without `allow_http`, not an address
+    /// that is not globally reachable either.
     pub fn webhook_url(&mut self, field: &str, value: &str, allow_http: bool) -> Option<url::Url> {
         let url = match url::Url::parse(value) {
             Ok(url) => url,
@@ -318,11 +301,14 @@ impl Checks {
             Some(url::Host::Domain(domain)) => {
                 domain.eq_ignore_ascii_case("localhost") || domain.ends_with(".localhost")
             }
-            Some(url::Host::Ipv4(ip)) => internal_address(std::net::IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => internal_address(std::net::IpAddr::V6(ip)),
+            Some(url::Host::Ipv4(ip)) => internal_address(ip.into()),
+            Some(url::Host::Ipv6(ip)) => internal_address(ip.into()),
         };
         if internal && !allow_http {
-            self.fail(field, "must not be a loopback, private or link-local address on this server");
+            self.fail(
+                field,
+                "must be globally reachable on this server, not loopback, private, shared, link-local or reserved",
+            );
         }
         (self.0.len() == failures).then_some(url)
     }

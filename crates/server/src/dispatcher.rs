@@ -1,17 +1,24 @@
 //! The webhook dispatcher every replica runs: it claims due deliveries (one statement; no
-//! transaction stays open while it posts), signs each as the Standard Webhooks
-//! specification says, posts it with a timeout and no redirects, and records the
-//! outcome with the next attempt's time from the retry schedule.
+//! transaction stays open while it posts) as slots free up, within a bound in all and a
+//! smaller one per endpoint, signs each as the Standard Webhooks specification says,
+//! posts it with a timeout and no redirects, and records the outcome with the next
+//! attempt's time from the retry schedule.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use keyward_core::{
+    address::internal_address,
     crypto::MasterKey,
-    validate::internal_address,
+    validate::Checks,
     webhook::{MAX_EXCERPT_BYTES, Outcome, RetrySchedule, excerpt},
 };
-use keyward_store::{AttemptResult, Claimed, Store};
+use keyward_store::{AttemptResult, Claimed, Room, Store};
 use secrecy::ExposeSecret;
+use tokio::{
+    sync::oneshot,
+    task::{JoinHandle, JoinSet},
+};
+use uuid::Uuid;
 
 use crate::{config::Clock, metrics::Metrics};
 
@@ -20,6 +27,10 @@ use crate::{config::Clock, metrics::Metrics};
 const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 /// How often the outbox's backlog is measured for the metrics.
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
+/// How long posts in flight at shutdown may go on before they are cut off.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How long handing back the claims of cut-off posts may take.
+const HAND_BACK_BUDGET: Duration = Duration::from_secs(2);
 
 static RECORD_FAILURE_LINES: crate::log_lines::LineThrottle = crate::log_lines::LineThrottle::new();
 
@@ -31,6 +42,7 @@ pub(crate) struct DeliverySettings {
     pub(crate) failure_threshold: i64,
     pub(crate) poll_interval: Duration,
     pub(crate) concurrency: u64,
+    pub(crate) per_endpoint: u64,
     pub(crate) allow_internal: bool,
 }
 
@@ -42,7 +54,65 @@ impl DeliverySettings {
             failure_threshold: i64::from(config.webhook_failure_threshold),
             poll_interval: config.webhook_poll_interval,
             concurrency: u64::from(config.webhook_concurrency),
+            per_endpoint: u64::from(config.webhook_endpoint_concurrency.min(config.webhook_concurrency)),
             allow_internal: config.webhook_allow_http,
+        }
+    }
+}
+
+/// The posts this replica has in flight, and what each holds.
+#[derive(Default)]
+struct InFlight {
+    posts: JoinSet<()>,
+    held: HashMap<tokio::task::Id, Held>,
+    per_endpoint: HashMap<Uuid, u64>,
+}
+
+/// The claim a post holds.
+struct Held {
+    delivery_id: i64,
+    endpoint_id: Uuid,
+    claimed_until: chrono::DateTime<chrono::Utc>,
+}
+
+impl InFlight {
+    fn len(&self) -> u64 {
+        self.held.len() as u64
+    }
+
+    /// Frees the slot of a post that ended (recorded, or failed to record: its claim lapses).
+    fn end(&mut self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let post = match ended {
+            Ok((post, ())) => post,
+            Err(err) => err.id(),
+        };
+        let Some(held) = self.held.remove(&post) else { return };
+        if let Some(posts) = self.per_endpoint.get_mut(&held.endpoint_id) {
+            *posts -= 1;
+            if *posts == 0 {
+                self.per_endpoint.remove(&held.endpoint_id);
+            }
+        }
+    }
+}
+
+/// A running dispatcher.
+#[derive(Debug)]
+pub(crate) struct DispatcherHandle {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl DispatcherHandle {
+    /// Stops claiming, lets posts in flight end within [`STOP_GRACE`] and hands back the
+    /// claims of the rest.
+    pub(crate) async fn stop(self) {
+        let Self { stop, mut task } = self;
+        let _ = stop.send(());
+        // The hand-back is one statement; a database that does not answer lets the claims
+        // lapse instead of holding up the shutdown.
+        if tokio::time::timeout(STOP_GRACE + HAND_BACK_BUDGET, &mut task).await.is_err() {
+            task.abort();
         }
     }
 }
@@ -66,7 +136,10 @@ impl Dispatcher {
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
+        // No proxy from the environment: a proxy would resolve and connect to names the
+        // resolver below refuses, and would be asked for internal names.
         let mut client = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
@@ -78,42 +151,112 @@ impl Dispatcher {
         Ok(Self { store, master, client, settings: Arc::new(settings), clock, metrics })
     }
 
-    /// Runs for the life of the server.
-    pub(crate) async fn run(self) {
+    /// Starts posting, until [`DispatcherHandle::stop`].
+    pub(crate) fn spawn(self) -> DispatcherHandle {
+        let (stop, stopped) = oneshot::channel();
+        DispatcherHandle { stop, task: tokio::spawn(self.run(stopped)) }
+    }
+
+    /// Posts as a pipeline: a claim takes due deliveries into the slots that are free, and
+    /// each post frees its slot when its outcome is recorded, so a slow receiver holds only
+    /// its own slots (at most `per_endpoint`) while the others' deliveries go on.
+    async fn run(self, mut stopped: oneshot::Receiver<()>) {
         let mut ticks = tokio::time::interval(self.settings.poll_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut measured = tokio::time::Instant::now() - BACKLOG_INTERVAL;
+        let mut flight = InFlight::default();
+        // Whether to claim as soon as a slot is free: at each poll, and when a post ends
+        // while the last claim found work (when it found none, the next poll looks again).
+        let (mut wanted, mut busy) = (true, false);
         loop {
-            ticks.tick().await;
-            // Whole batches while there are due deliveries; then wait for the next tick.
-            while let Ok(true) = self.round().await {}
+            if wanted && flight.len() < self.settings.concurrency {
+                wanted = false;
+                busy = self.claim(&mut flight).await;
+            }
             if measured.elapsed() >= BACKLOG_INTERVAL {
                 measured = tokio::time::Instant::now();
                 self.measure().await;
             }
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = ticks.tick() => wanted = true,
+                Some(ended) = flight.posts.join_next_with_id() => {
+                    flight.end(ended);
+                    while let Some(ended) = flight.posts.try_join_next_with_id() {
+                        flight.end(ended);
+                    }
+                    wanted |= busy;
+                }
+            }
         }
+        self.hand_back(flight).await;
     }
 
-    /// Claims and posts one batch; whether it was a full one (more may be due).
-    async fn round(&self) -> Result<bool, ()> {
+    /// Claims into the free slots; whether it found any delivery.
+    async fn claim(&self, flight: &mut InFlight) -> bool {
         let now = self.clock.now();
         let lease = chrono::Duration::from_std(self.settings.timeout + CLAIM_MARGIN).unwrap_or(chrono::Duration::MAX);
-        let claimed = match self.store.claim_deliveries(&self.master, now, now + lease, self.settings.concurrency).await
-        {
+        let busy: Vec<(Uuid, u64)> = flight.per_endpoint.iter().map(|(id, posts)| (*id, *posts)).collect();
+        let room = Room {
+            total: self.settings.concurrency - flight.len(),
+            per_endpoint: self.settings.per_endpoint,
+            busy: &busy,
+        };
+        let claimed = match self.store.claim_deliveries(&self.master, now, now + lease, &room).await {
             Ok(claimed) => claimed,
             Err(err) => {
                 tracing::warn!(error = %err, "claiming webhook deliveries failed; retrying at the next poll");
-                return Err(());
+                return false;
             }
         };
-        let full = claimed.len() as u64 >= self.settings.concurrency;
-        let mut posts = tokio::task::JoinSet::new();
+        let found = !claimed.is_empty();
         for delivery in claimed {
+            let held = Held {
+                delivery_id: delivery.delivery_id,
+                endpoint_id: delivery.endpoint_id,
+                claimed_until: delivery.claimed_until,
+            };
             let dispatcher = self.clone();
-            posts.spawn(async move { dispatcher.deliver(delivery).await });
+            let post = flight.posts.spawn(async move { dispatcher.deliver(delivery).await });
+            *flight.per_endpoint.entry(held.endpoint_id).or_default() += 1;
+            flight.held.insert(post.id(), held);
         }
-        while posts.join_next().await.is_some() {}
-        Ok(full)
+        found
+    }
+
+    /// At shutdown: posts in flight get [`STOP_GRACE`] to end and be recorded; the rest are
+    /// cut off and their claims handed back, so they are posted again at once (by another
+    /// replica, or this one's next start) rather than when the lease ends. A receiver may
+    /// have had a cut-off post already: delivery is at least once.
+    async fn hand_back(&self, mut flight: InFlight) {
+        let grace = tokio::time::sleep(STOP_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                _ = &mut grace => break,
+                ended = flight.posts.join_next_with_id() => match ended {
+                    Some(ended) => flight.end(ended),
+                    None => return,
+                },
+            }
+        }
+        flight.posts.abort_all();
+        while let Some(ended) = flight.posts.join_next_with_id().await {
+            // Cut off: its claim is handed back below. Ended before the cut: done.
+            if let Ok((post, ())) = ended {
+                flight.held.remove(&post);
+            }
+        }
+        let claims: Vec<(i64, chrono::DateTime<chrono::Utc>)> =
+            flight.held.values().map(|held| (held.delivery_id, held.claimed_until)).collect();
+        match self.store.release_claims(&claims).await {
+            Ok(released) => tracing::info!(released, "handed back the claims of webhook posts cut off by shutdown"),
+            Err(err) => tracing::warn!(
+                error = %err,
+                claims = claims.len(),
+                "handing back webhook claims failed; they are posted again when their lease ends"
+            ),
+        }
     }
 
     async fn deliver(&self, claimed: Claimed) {
@@ -161,6 +304,14 @@ impl Dispatcher {
 
     async fn post(&self, claimed: &Claimed, at: chrono::DateTime<chrono::Utc>) -> Outcome {
         let failed = |error: String| Outcome::Failed { status: None, error, excerpt: String::new() };
+        // Checked again as stored: an endpoint made while http or internal addresses were
+        // allowed is not posted to once they are not. (A name's addresses are checked by
+        // the resolver; an address in the URL never reaches it.)
+        let mut checks = Checks::new();
+        checks.webhook_url("url", &claimed.url, self.settings.allow_internal);
+        if let Err(err) = checks.finish() {
+            return failed(format!("not posted: {err}"));
+        }
         let message_id = claimed.event_id.to_string();
         let signature = standardwebhooks::Webhook::new(claimed.secret.expose_secret())
             .and_then(|signer| signer.sign(&message_id, at.timestamp(), claimed.payload.as_bytes()));

@@ -91,6 +91,7 @@ pub struct Running {
     shutdown_timeout: Duration,
     limiter: Arc<limiter::Limiter>,
     grpc_calls: Arc<activity::InFlight>,
+    dispatcher: dispatcher::DispatcherHandle,
 }
 
 /// How long a shutdown waits, once no call is in flight, for a call whose bytes had
@@ -117,6 +118,7 @@ impl Running {
             shutdown_timeout,
             limiter,
             grpc_calls,
+            dispatcher,
             ..
         } = self;
         let _ = shutdown.send(());
@@ -146,6 +148,7 @@ impl Running {
             Ok(finished) => finished.context("HTTP task failed")?,
             Err(_) => http.abort(),
         }
+        dispatcher.stop().await;
         background.iter().for_each(JoinHandle::abort);
         if tokio::time::timeout(FINAL_FLUSH_BUDGET, usage.flush(&store)).await.is_err() {
             tracing::error!("the last usage flush did not finish within 10 s; its counters are lost");
@@ -313,7 +316,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.clock.clone(),
         Arc::clone(&metrics),
     )?;
-    background.push(tokio::spawn(dispatcher.run()));
+    let dispatcher = dispatcher.spawn();
     background.push(tokio::spawn(background::sweep_expiry(
         store.clone(),
         config.clock.clone(),
@@ -424,6 +427,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown_timeout,
         limiter,
         grpc_calls,
+        dispatcher,
     })
 }
 

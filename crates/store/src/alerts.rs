@@ -181,6 +181,8 @@ pub(crate) async fn fire(
 /// Writes the event of each fired alert, with the key as the API shows it and the
 /// balance as this transaction leaves it.
 pub(crate) async fn emit(txn: &DatabaseTransaction, fired: Vec<Alert>, now: DateTime<Utc>) -> Result<()> {
+    // In key order: batches firing alerts of the same keys take their event sequence
+    // rows in the same order, so they wait on each other rather than deadlock.
     let keys: BTreeSet<Uuid> = fired.iter().map(|alert| alert.key_id).collect();
     for key_id in keys {
         let key = find_row(txn, key_id).await?;
@@ -188,7 +190,8 @@ pub(crate) async fn emit(txn: &DatabaseTransaction, fired: Vec<Alert>, now: Date
         for alert in fired.iter().filter(|alert| alert.key_id == key_id) {
             let balance = balances.iter().find(|credit| credit.unit == alert.unit).map_or(0, |credit| credit.amount);
             let kind = if alert.threshold.is_some() { EventType::CreditsLow } else { EventType::CreditsExhausted };
-            outbox::emit(txn, kind, event::balance_alert(&key, &alert.unit, balance, alert.threshold), now).await?;
+            let data = event::balance_alert(&key, &alert.unit, balance, alert.threshold);
+            outbox::emit(txn, kind, key_id, data, now).await?;
         }
     }
     Ok(())

@@ -43,7 +43,7 @@ pub use crate::{
     db::{PoolSettings, Store, is_unavailable},
     envelope::Mutation,
     keys::{KeyRecord, KeyUpdate, ListQuery, NewSecret, StoredSecret},
-    outbox::{AttemptResult, Backlog, Claimed},
+    outbox::{AttemptResult, Backlog, Claimed, Room},
     rate::{Granted, Lease, Slice},
     rpc_keys::RpcKeyQuery,
     usage::{HourlyUsage, UsageBatch, UsageScope},

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use keyward_core::{
     Error,
     crypto::MasterKey,
@@ -14,7 +14,7 @@ use keyward_core::{
 };
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, ExprTrait, QueryFilter, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter, QuerySelect,
     sea_query::Expr,
 };
 use secrecy::SecretString;
@@ -33,19 +33,22 @@ pub(crate) const PENDING: &str = "pending";
 const DELIVERED: &str = "delivered";
 const FAILED: &str = "failed";
 
-/// Writes an event of `kind` inside `txn`, with a delivery due now for every enabled
-/// endpoint that receives its type. Returns the event's id.
+/// Writes an event of `kind` about key `key_id` inside `txn`, numbered next in the key's
+/// sequence, with a delivery due now for every enabled endpoint that receives its type.
+/// Returns the event's id.
 pub(crate) async fn emit(
     txn: &DatabaseTransaction,
     kind: EventType,
+    key_id: Uuid,
     data: serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<Uuid> {
+    let sequence = next_sequence(txn, key_id).await?;
     let id = Uuid::now_v7();
     webhook_event::Entity::insert(webhook_event::ActiveModel {
         id: Set(id),
         event_type: Set(kind.as_str().to_owned()),
-        payload: Set(event::payload(kind, now, data)),
+        payload: Set(event::payload(kind, now, sequence, data)),
         created_at: Set(now),
     })
     .exec(txn)
@@ -66,6 +69,22 @@ pub(crate) async fn emit(
         webhook_delivery::Entity::insert_many(deliveries).exec_without_returning(txn).await.map_err(db_error)?;
     }
     Ok(id)
+}
+
+/// Takes the next number of `key_id`'s event sequence. Its row stays locked until `txn`
+/// ends, so the numbers follow the order in which the key's changes commit, with no gap
+/// (a rolled-back change gives its number back). Every caller takes it after its other
+/// locks, which keeps lock order the same everywhere.
+async fn next_sequence(txn: &DatabaseTransaction, key_id: Uuid) -> Result<i64> {
+    let mut sql = Sql::new(txn.get_database_backend());
+    sql.push("INSERT INTO event_sequences (key_id, last) VALUES (").bind(key_id, "uuid");
+    sql.push(", 1) ON CONFLICT (key_id) DO UPDATE SET last = event_sequences.last + 1 RETURNING last");
+    let row = txn
+        .query_one_raw(sql.statement())
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::internal("the event sequence upsert returned no row".to_owned()))?;
+    row.try_get("", "last").map_err(db_error)
 }
 
 pub(crate) fn new_delivery(event_id: Uuid, endpoint_id: Uuid, now: DateTime<Utc>) -> webhook_delivery::ActiveModel {
@@ -100,6 +119,20 @@ pub struct Claimed {
     pub secret: SecretString,
     /// The number of this attempt, from 1.
     pub attempt: i64,
+    /// Until when it is held.
+    pub claimed_until: DateTime<Utc>,
+}
+
+/// How many deliveries a claim may take: at most `total`, and for each endpoint what
+/// `per_endpoint` leaves after the posts to it this replica has in flight (`busy`).
+#[derive(Debug, Clone, Copy)]
+pub struct Room<'a> {
+    /// Free slots of this replica.
+    pub total: u64,
+    /// Most posts to one endpoint this replica makes at once.
+    pub per_endpoint: u64,
+    /// Endpoints this replica is posting to, and how many posts each.
+    pub busy: &'a [(Uuid, u64)],
 }
 
 /// What a finished attempt leaves behind.
@@ -125,30 +158,68 @@ pub struct Backlog {
 }
 
 impl Store {
-    /// Claims up to `limit` deliveries due by `now` to enabled endpoints until `until`,
-    /// in one statement: rows another replica holds (PostgreSQL: locked, `SKIP LOCKED`;
-    /// or claimed until later) are passed over, so each is posted by one replica at a time.
+    /// Claims due deliveries to enabled endpoints until `until`, in one statement, within
+    /// `room`: the earliest due first, at most `room.total`, and for each endpoint no more
+    /// than its room (what this replica's posts to it leave of `room.per_endpoint`), so
+    /// one endpoint's backlog cannot take every slot. Rows another replica holds are
+    /// passed over: claimed until later, or (PostgreSQL) claimed by a statement racing
+    /// this one, whose row lock this one waits out and whose claim it then sees when it
+    /// checks the row again. So each delivery is posted by one replica at a time.
     pub async fn claim_deliveries(
         &self,
         master: &MasterKey,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
-        limit: u64,
+        room: &Room<'_>,
     ) -> Result<Vec<Claimed>> {
+        // Whole microseconds, as both databases store them, so the release at shutdown
+        // finds the claim by its value.
+        let until = until.trunc_subsecs(6);
         let db = self.db()?;
         let backend = db.get_database_backend();
+        let per_endpoint = i64::try_from(room.per_endpoint).unwrap_or(i64::MAX);
         let mut sql = Sql::new(backend);
         sql.push("UPDATE webhook_deliveries SET claimed_until = ").bind(until, "timestamptz");
-        sql.push(
-            " WHERE id IN (SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id",
-        );
-        sql.push(" WHERE d.state = ").bind(PENDING, "text");
+        // The claimable test again on the row itself: on PostgreSQL a racing claim's rows
+        // are checked afresh after its commit, and left alone.
+        sql.push(" WHERE state = ").bind(PENDING, "text");
+        sql.push(" AND next_attempt_at <= ").bind(now, "timestamptz");
+        sql.push(" AND (claimed_until IS NULL OR claimed_until <= ").bind(now, "timestamptz");
+        sql.push(") AND id IN (SELECT id FROM (SELECT d.id, d.next_attempt_at, d.endpoint_id, ");
+        sql.push("ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS place");
+        sql.push(" FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.state = ");
+        sql.bind(PENDING, "text");
         sql.push(" AND e.enabled AND d.next_attempt_at <= ").bind(now, "timestamptz");
-        sql.push(" AND (d.claimed_until IS NULL OR d.claimed_until <= ").bind(now, "timestamptz");
-        sql.push(") ORDER BY d.next_attempt_at, d.id LIMIT ").bind(i64::try_from(limit).unwrap_or(i64::MAX), "bigint");
-        if backend == DbBackend::Postgres {
-            sql.push(" FOR UPDATE OF d SKIP LOCKED");
+        sql.push(" AND (d.claimed_until IS NULL OR d.claimed_until <= ").bind(now, "timestamptz").push(")");
+        let full: Vec<Uuid> =
+            room.busy.iter().filter(|(_, posting)| *posting >= room.per_endpoint).map(|(id, _)| *id).collect();
+        if !full.is_empty() {
+            sql.push(" AND d.endpoint_id NOT IN (");
+            for (position, id) in full.iter().enumerate() {
+                if position > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(*id, "uuid");
+            }
+            sql.push(")");
         }
+        sql.push(") ranked WHERE place <= ");
+        let partial: Vec<(Uuid, i64)> = room
+            .busy
+            .iter()
+            .filter(|(_, posting)| *posting < room.per_endpoint)
+            .map(|(id, posting)| (*id, per_endpoint - i64::try_from(*posting).unwrap_or(0)))
+            .collect();
+        if partial.is_empty() {
+            sql.bind(per_endpoint, "bigint");
+        } else {
+            sql.push("CASE endpoint_id");
+            for (id, left) in partial {
+                sql.push(" WHEN ").bind(id, "uuid").push(" THEN ").bind(left, "bigint");
+            }
+            sql.push(" ELSE ").bind(per_endpoint, "bigint").push(" END");
+        }
+        sql.push(" ORDER BY next_attempt_at, id LIMIT ").bind(i64::try_from(room.total).unwrap_or(i64::MAX), "bigint");
         sql.push(") RETURNING id, event_id, endpoint_id, attempts");
         let rows = db.query_all_raw(sql.statement()).await.map_err(db_error)?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -191,9 +262,34 @@ impl Store {
                 url: endpoint.url.clone(),
                 secret: open_secret(master, endpoint)?,
                 attempt: attempts + 1,
+                claimed_until: until,
             });
         }
         Ok(due)
+    }
+
+    /// Hands back claims this replica holds and will not post (it is stopping), so another
+    /// replica, or this one's next start, posts them at once instead of after the lease.
+    /// A claim already recorded, or lapsed and taken by another replica, is left alone.
+    pub async fn release_claims(&self, claims: &[(i64, DateTime<Utc>)]) -> Result<u64> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let mut held = Condition::any();
+        for (delivery_id, until) in claims {
+            held = held.add(
+                Condition::all()
+                    .add(webhook_delivery::Column::Id.eq(*delivery_id))
+                    .add(webhook_delivery::Column::ClaimedUntil.eq(*until)),
+            );
+        }
+        let released = webhook_delivery::Entity::update_many()
+            .col_expr(webhook_delivery::Column::ClaimedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(held)
+            .exec(self.db()?)
+            .await
+            .map_err(db_error)?;
+        Ok(released.rows_affected)
     }
 
     /// Records an attempt: its row in the endpoint's history, the delivery done, due again
