@@ -6,6 +6,7 @@
 pub mod cases;
 pub mod credit;
 pub mod crypto;
+pub mod edge;
 pub mod environment;
 pub mod error;
 pub mod event;
