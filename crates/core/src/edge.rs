@@ -150,6 +150,11 @@ impl RouteTable {
         Ok(Self { routes })
     }
 
+    /// How many routes there are.
+    pub fn count(&self) -> usize {
+        self.routes.len()
+    }
+
     /// The rule of the first route matching the request, if any. `path` is the request
     /// target as sent (its query is ignored); a path that is not canonical (dot segments,
     /// empty segments, encoded `/`, `\` or bad escapes) matches nothing, so no spelling
