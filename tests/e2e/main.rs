@@ -10,6 +10,7 @@ mod connections;
 mod contract;
 mod credit_alerts;
 mod credits;
+mod edge;
 mod escalation;
 mod event_replicas;
 mod events;

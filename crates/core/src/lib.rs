@@ -7,6 +7,7 @@ pub mod address;
 pub mod cases;
 pub mod credit;
 pub mod crypto;
+pub mod edge;
 pub mod environment;
 pub mod error;
 pub mod event;

@@ -31,6 +31,50 @@ pub(crate) async fn follow_changes(
     }
 }
 
+/// How often the routes file is looked at for a change.
+const ROUTES_POLL: Duration = Duration::from_secs(1);
+
+/// Reloads the edge's routes when the file changes or on SIGHUP. A bad file is refused
+/// with its line and reason, and the rules in force stay; requests in flight finish under
+/// the table they started with.
+pub(crate) async fn reload_routes(edge: crate::edge::Edge, path: std::path::PathBuf) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch for SIGHUP; the routes file still reloads when it changes");
+            None
+        }
+    };
+    let mut seen = crate::config::routes_stamp(&path);
+    loop {
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(hangups) => hangups.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let asked = tokio::select! {
+            _ = hangup => true,
+            () = tokio::time::sleep(ROUTES_POLL) => false,
+        };
+        let stamp = crate::config::routes_stamp(&path);
+        if !asked && stamp == seen {
+            continue;
+        }
+        seen = stamp;
+        match crate::config::read_routes(&path) {
+            Ok(routes) => {
+                let count = routes.count();
+                edge.replace_routes(routes);
+                tracing::info!(routes = count, file = %path.display(), "edge routes reloaded");
+            }
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "edge routes not reloaded; the previous rules stay")
+            }
+        }
+    }
+}
+
 /// Drops the rate-limit slices of buckets no longer in use, so memory follows the buckets served.
 pub(crate) async fn sweep_rate_slices(limiter: Arc<limiter::Limiter>) {
     loop {

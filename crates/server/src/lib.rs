@@ -13,6 +13,7 @@ mod connections;
 mod convert;
 mod credit_service;
 mod dispatcher;
+mod edge;
 mod gateway;
 mod https;
 mod jwt;
@@ -36,6 +37,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use chrono::Utc;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use keyward_core::{
     Error,
     environment::Environments,
@@ -329,6 +331,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
     let credit_service = CreditServiceImpl::new(store.clone(), verifier.clone());
     let rate_limit_service = RateLimitServiceImpl::new(store.clone(), verifier.clone());
+    // The edge verifies with the same verifier as VerifyApiKey: one cache, one path.
+    let edge = config.edge.settings()?.map(|settings| edge::Edge::new(settings, verifier.clone()));
+    if let (Some(edge), Some(path)) = (&edge, &config.edge.edge_routes) {
+        background.push(tokio::spawn(background::reload_routes(edge.clone(), path.clone())));
+    }
     let service = ApiKeyServiceImpl::new(store.clone(), verifier, settings);
     // The REST gateway calls the same services in process: authentication and validation
     // live in them, so both surfaces pass through them alike.
@@ -378,6 +385,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         }),
     );
+    let router = match &edge {
+        Some(edge) => {
+            let edge = edge.clone();
+            router.route(
+                "/v1/forwardAuth",
+                axum::routing::any(move |headers: axum::http::HeaderMap| {
+                    let edge = edge.clone();
+                    async move { edge::forward::answer(&edge, &headers).await }
+                }),
+            )
+        }
+        None => router,
+    };
     let http_incoming = connections::incoming(http_listener, &config.connections);
     let connection_settings = config.connections.clone();
     let https = https.map(|tls| (tls, config.tls.tls_handshake_timeout));
@@ -409,7 +429,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(CreditServiceServer::new(credit_service))
         .add_service(RateLimitServiceServer::new(rate_limit_service))
         .add_service(AuditServiceServer::new(audit_service))
-        .add_service(WebhookServiceServer::new(webhook_service));
+        .add_service(WebhookServiceServer::new(webhook_service))
+        .add_optional_service(edge.map(|edge| AuthorizationServer::new(edge::ext_authz::ExtAuthz::new(edge))));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));

@@ -20,12 +20,17 @@ const SERVED: [&[u8]; 4] = [
     tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
 ];
 
+/// Envoy's external authorization, served with a routes file: its crate carries no
+/// descriptor set, so its one method is named here.
+const EXT_AUTHZ_CHECK: &str = "envoy.service.auth.v3.Authorization/Check";
+
 /// Every method the server answers, as `package.Service/Method`.
 static METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
     SERVED
         .into_iter()
         .flat_map(services)
         .flat_map(|(service, methods)| methods.into_iter().map(move |method| format!("{service}/{method}")))
+        .chain([EXT_AUTHZ_CHECK.to_owned()])
         .collect()
 });
 
