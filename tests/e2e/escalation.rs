@@ -1,7 +1,8 @@
 //! The escalation matrix: every caller kind against every target kind and every key RPC.
 //! Each answer is the one the policy rule gives — a caller that is not admin may act on a
 //! key only if the key is in its reach and it could have created that key — and a refused
-//! call changes nothing.
+//! call changes nothing. A revoked key brought back by UpdateApiKey (status in the mask)
+//! is judged as an update and then exactly as UndeleteApiKey.
 
 use std::time::Duration;
 
@@ -68,6 +69,8 @@ impl CallerKind {
             (C::Reader, Rpc::Get) => true,
             (C::Reader | C::Verifier, _) => false,
             (C::Writer | C::ReaderWriter | C::LimitedWriter, _) => true,
+            // Restore is judged as an update first: the undelete right is asked of the row.
+            (C::Manager | C::IssuerAdmin | C::SuperDev, Rpc::Restore) => self.holds(Rpc::Update),
             (C::Manager | C::IssuerAdmin, Rpc::Get | Rpc::Create | Rpc::Update | Rpc::Delete) => true,
             (C::SuperDev, Rpc::Get | Rpc::Update | Rpc::Delete) => true,
             (C::Manager | C::IssuerAdmin | C::SuperDev, _) => false,
@@ -172,6 +175,8 @@ enum Rpc {
     SetLowThreshold,
     Delete,
     Undelete,
+    /// UpdateApiKey setting a revoked key's status: an update and an undelete in one.
+    Restore,
 }
 
 /// The answer the rule gives.
@@ -193,6 +198,8 @@ fn expected(caller: CallerKind, target: TargetKind, rpc: Rpc) -> Code {
         )
     } else if !target.in_reach(caller) {
         Code::NotFound
+    } else if rpc == Rpc::Restore && !caller.holds(Rpc::Undelete) {
+        Code::PermissionDenied
     } else {
         // Reading needs reach only; every change needs the key within the caller's grant,
         // and a new secret the key's credits too.
@@ -330,6 +337,15 @@ async fn call(
             let message = v1::UndeleteApiKeyRequest { id, request_id: String::new() };
             client.undelete_api_key(callers.request(caller, message)).await.map(drop)
         }
+        Rpc::Restore => {
+            let key = v1::ApiKey { id, status: v1::ApiKeyStatus::Active.into(), ..Default::default() };
+            let message = v1::UpdateApiKeyRequest {
+                api_key: Some(key),
+                update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
+                ..Default::default()
+            };
+            client.update_api_key(callers.request(caller, message)).await.map(drop)
+        }
     }
 }
 
@@ -360,14 +376,20 @@ async fn every_caller_against_every_target(backend: Backend) {
                 }
             }
 
-            let revoked = create_target(&app, shape).await;
-            let message = admin(v1::DeleteApiKeyRequest { id: revoked.id.clone(), request_id: String::new() });
-            app.client.clone().delete_api_key(message).await.unwrap();
-            let before = snapshot(&app, &revoked.id).await;
-            let outcome = call(&app.client, &credits, &callers, caller, Rpc::Undelete, &revoked).await;
-            check(&mut failures, caller, target_kind, Rpc::Undelete, &outcome);
-            if outcome.is_err() && snapshot(&app, &revoked.id).await != before {
-                failures.push(format!("{caller:?} Undelete {target_kind:?}: refused, yet the key changed"));
+            for rpc in [Rpc::Undelete, Rpc::Restore] {
+                let revoked = create_target(&app, shape.clone()).await;
+                let message = admin(v1::DeleteApiKeyRequest { id: revoked.id.clone(), request_id: String::new() });
+                app.client.clone().delete_api_key(message).await.unwrap();
+                let before = snapshot(&app, &revoked.id).await;
+                let outcome = call(&app.client, &credits, &callers, caller, rpc, &revoked).await;
+                check(&mut failures, caller, target_kind, rpc, &outcome);
+                let after = snapshot(&app, &revoked.id).await;
+                if outcome.is_err() && after != before {
+                    failures.push(format!("{caller:?} {rpc:?} {target_kind:?}: refused, yet the key changed"));
+                }
+                if outcome.is_ok() && after.status != i32::from(v1::ApiKeyStatus::Active) {
+                    failures.push(format!("{caller:?} {rpc:?} {target_kind:?}: allowed, yet not active"));
+                }
             }
         }
     }

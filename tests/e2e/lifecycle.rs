@@ -159,6 +159,14 @@ async fn undelete_after_retention_is_refused(backend: Backend) {
         .await
         .unwrap_err();
     assert_status(&refused, Code::FailedPrecondition, "RETENTION_EXPIRED");
+    // Nor through an update that sets its status: the window is the same.
+    let update = v1::UpdateApiKeyRequest {
+        api_key: Some(v1::ApiKey { id: key.id.clone(), status: ApiKeyStatus::Active.into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
+        ..Default::default()
+    };
+    let refused = client.update_api_key(admin(update)).await.unwrap_err();
+    assert_status(&refused, Code::FailedPrecondition, "RETENTION_EXPIRED");
     app.stop().await;
 }
 both!(undelete_after_retention_is_refused);

@@ -230,6 +230,13 @@ async fn masumi_routes_follow_the_seed(backend: Backend) {
     let negative =
         masumi.send("POST", KEY, ADMIN_KEY, Some(&json!({"UsageCredits": [{"unit": "", "amount": "-1"}]}))).await;
     failure(&negative, 400);
+    // UsageCredits is required in both eras, as Masumi's schemas say.
+    for body in [json!({}), json!({"permission": "Read"}), json!({"canRead": true, "usageLimited": "false"})] {
+        let answer = masumi.send("POST", KEY, ADMIN_KEY, Some(&body)).await;
+        assert!(failure(&answer, 400).contains("UsageCredits"), "{body}");
+    }
+    let empty = masumi.rest.send("POST", KEY, &[("token", ADMIN_KEY)], None).await;
+    failure(&empty, 400);
     assert_eq!(masumi.balances(&secret).await, json!({"": "10000000", "usdm": "7"}));
     let count = success(&masumi.send("GET", &format!("{KEY}?limit=100"), ADMIN_KEY, None).await)["ApiKeys"]
         .as_array()
@@ -251,7 +258,7 @@ async fn masumi_routes_follow_the_seed(backend: Backend) {
     );
 
     // `token` imports a caller-chosen key; the old one stops working, the answer shows the mask.
-    let (_, other_secret) = masumi.create(json!({})).await;
+    let (_, other_secret) = masumi.create(json!({"UsageCredits": []})).await;
     let ledger = app.count_rows("credit_transactions").await;
     let taken = masumi
         .patch(json!({"id": id, "token": other_secret, "usageLimited": false,
@@ -274,7 +281,7 @@ async fn masumi_routes_follow_the_seed(backend: Backend) {
         .await;
     let data = success(&rotated);
     assert_eq!(keys(data), sorted(&CHANGED_FIELDS));
-    assert!(data["token"].as_str().unwrap().starts_with("…osen~"), "the handle, never the secret: {data}");
+    assert!(data["token"].as_str().unwrap().starts_with("*****osen~"), "the handle, never the secret: {data}");
     failure(&masumi.send("GET", STATUS, &secret, None).await, 401);
     assert_eq!(masumi.balances(imported).await, json!({"": "10000000"}), "a unit at zero is gone");
 
@@ -329,18 +336,19 @@ async fn masumi_permissions_route_by_route(backend: Backend) {
     let (target, _) = masumi.create(json!({"UsageCredits": [{"unit": "", "amount": "100"}]})).await;
     let mut tokens = Vec::new();
     for permission in ["Read", "ReadAndPay", "Admin"] {
-        let created = masumi.send("POST", KEY, ADMIN_KEY, Some(&json!({"permission": permission}))).await;
+        let body = json!({"permission": permission, "UsageCredits": []});
+        let created = masumi.send("POST", KEY, ADMIN_KEY, Some(&body)).await;
         assert_eq!(success(&created)["permission"], permission);
         tokens.push((permission, created.body["data"]["token"].as_str().unwrap().to_owned()));
     }
-    let (victim, _) = masumi.create(json!({})).await;
+    let (victim, _) = masumi.create(json!({"UsageCredits": []})).await;
     for (permission, token) in &tokens {
         let status = masumi.send("GET", STATUS, token, None).await;
         assert_eq!(success(&status)["permission"], *permission, "every key reads its own status");
         let admin = *permission == "Admin";
         let routes: [(&str, &str, Option<Value>); 5] = [
             ("GET", KEY, None),
-            ("POST", KEY, Some(json!({"permission": "Read"}))),
+            ("POST", KEY, Some(json!({"permission": "Read", "UsageCredits": []}))),
             ("PATCH", KEY, Some(json!({"id": target, "UsageCreditsToAddOrRemove": [{"unit": "", "amount": "1"}]}))),
             ("DELETE", KEY, Some(json!({"id": victim}))),
             ("GET", RPC, None),
@@ -366,14 +374,14 @@ async fn masumi_permissions_route_by_route(backend: Backend) {
     for (method, path) in [("GET", STATUS), ("GET", KEY), ("POST", KEY), ("PATCH", KEY), ("DELETE", KEY), ("GET", RPC)]
     {
         let body = match method {
-            "POST" => Some(json!({"permission": "Admin"}).to_string()),
+            "POST" => Some(json!({"permission": "Admin", "UsageCredits": []}).to_string()),
             "PATCH" | "DELETE" => Some(json!({"id": target}).to_string()),
             _ => None,
         };
         let anonymous = masumi.rest.send(method, path, &[], body.as_deref()).await;
-        failure(&anonymous, 401);
+        assert_eq!(failure(&anonymous, 401), "Unauthorized, no authentication token provided", "{method} {path}");
         let wrong = masumi.rest.send(method, path, &[("token", "not_a_key_of_this_server")], body.as_deref()).await;
-        failure(&wrong, 401);
+        assert_eq!(failure(&wrong, 401), "Unauthorized, invalid authentication token provided", "{method} {path}");
     }
     app.stop().await;
 }
@@ -383,7 +391,7 @@ async fn masumi_cursors_are_inclusive(backend: Backend) {
     let app = spawn(backend).await;
     let masumi = Masumi::new(&app);
     for _ in 0..4 {
-        masumi.create(json!({})).await;
+        masumi.create(json!({"UsageCredits": []})).await;
     }
     let ids = |answer: &Answer, field: &str| -> Vec<String> {
         let data = if field == "ApiKeys" { success(answer) } else { rpc_success(answer) };

@@ -3,6 +3,7 @@
 //! `networkLimit`, `permission`; 2026-07: `take`/`cursorId`, `NetworkLimit`,
 //! `ChainIdLimit`, `can…` flags, wallet scopes), at the generated client's paths (with a
 //! trailing slash), with fields keyward does not know, and from a browser origin (CORS).
+//! The 2026-07 dashboard screen by screen (health, revoke and re-activate, admin rules).
 //! Also: trailing slashes and unknown paths on every surface, and CORS off by default.
 
 use std::collections::HashSet;
@@ -202,7 +203,8 @@ async fn masumi_dashboard_2025_12(backend: Backend) {
 
     let revoked = dashboard.send("PATCH", KEY, Some(json!({"id": id, "status": "Revoked"}))).await;
     assert_eq!(success(&revoked)["status"], "Revoked");
-    assert_eq!(verify_code(&app, &secret, "").await, v1::VerificationCode::Revoked);
+    assert!(revoked.body["data"].get("deletedAt").is_none(), "only DELETE deletes");
+    assert_eq!(verify_code(&app, &secret, "").await, v1::VerificationCode::Inactive);
     let listed = page_all(&dashboard, 10, |key| key["token"].as_str().unwrap().to_owned(), "2025").await;
     assert_each_once(&listed, &ids);
     assert_eq!(
@@ -279,11 +281,7 @@ async fn masumi_dashboard_2026_07(backend: Backend) {
     }
     // An admin key by its flag: both networks, not usage limited, as Masumi forces.
     let admin = dashboard
-        .send(
-            "POST",
-            KEY,
-            Some(json!({"UsageCredits": [], "canAdmin": true, "NetworkLimit": ["Preprod"], "usageLimited": "true"})),
-        )
+        .send("POST", KEY, Some(json!({"UsageCredits": [], "canAdmin": true, "NetworkLimit": ["Preprod"]})))
         .await;
     let data = success(&admin);
     assert_eq!(
@@ -318,7 +316,7 @@ async fn masumi_dashboard_2026_07(backend: Backend) {
     let refused = reader.send("GET", &format!("{KEY}?take=5"), None).await;
     assert_eq!(failure(&refused, 401), "Unauthorized, admin access required");
 
-    // Revoked keys leave the 2026-07 list; deleting twice answers 200.
+    // Deleted keys leave the 2026-07 list; deleting twice answers 200.
     let deleted = dashboard.send("DELETE", KEY, Some(json!({"id": id}))).await;
     assert_eq!(success(&deleted)["status"], "Revoked");
     assert_eq!(success(&dashboard.send("DELETE", KEY, Some(json!({"id": id}))).await)["status"], "Revoked");
@@ -331,6 +329,128 @@ async fn masumi_dashboard_2026_07(backend: Backend) {
     app.stop().await;
 }
 both!(masumi_dashboard_2026_07);
+
+/// The 2026-07 dashboard, screen by screen: health before anything, sign-in, the list
+/// (disabled keys stay listed with their status, tokens redacted as Masumi does), revoke,
+/// re-activate, update, delete; a PATCH that fails changes nothing, its status included;
+/// the admin rules are refused with 400; errors say why as Masumi does.
+async fn masumi_dashboard_2026_07_every_screen(backend: Backend) {
+    let app = spawn_with_cors(backend).await;
+    let dashboard = Dashboard::new(&app, ADMIN_KEY);
+    let anonymous = Dashboard::new(&app, "");
+    for path in ["/api/v1/health", "/api/v1/health/"] {
+        let health = anonymous.rest.send("GET", path, &[("origin", ORIGIN)], None).await;
+        assert_eq!((health.status, health.body.clone()), (200, json!({"status": "success", "data": {"status": "ok"}})));
+    }
+    assert_cors_allows(&dashboard.preflight("GET", "/api/v1/health").await, "GET");
+    let login = dashboard.send("GET", STATUS, None).await;
+    assert_eq!(success(&login)["canAdmin"], true);
+    let refused = anonymous.rest.send("GET", STATUS, &[], None).await;
+    assert_eq!(failure(&refused, 401), "Unauthorized, no authentication token provided");
+    let wrong = Dashboard::new(&app, "not_a_key_of_this_server").send("GET", STATUS, None).await;
+    assert_eq!(failure(&wrong, 401), "Unauthorized, invalid authentication token provided");
+
+    let dashboard = &dashboard;
+    let create = |body: Value| async move {
+        let answer = dashboard.send("POST", KEY, Some(body)).await;
+        let data = success(&answer);
+        (data["id"].as_str().unwrap().to_owned(), data["token"].as_str().unwrap().to_owned())
+    };
+    let (id, secret) = create(json!({"UsageCredits": [{"unit": "", "amount": "10"}], "canRead": true})).await;
+    let (_, other_secret) = create(json!({"UsageCredits": [], "canRead": true})).await;
+    let listed = |take: &'static str| async move {
+        let answer = dashboard.send("GET", &format!("{KEY}?{take}"), None).await;
+        success(&answer)["ApiKeys"].as_array().unwrap().clone()
+    };
+    let row = |keys: &[Value]| keys.iter().find(|k| k["id"] == json!(id)).cloned();
+    let tail: String = secret.chars().skip(secret.chars().count() - 4).collect();
+    let shown = row(&listed("take=100").await).expect("listed");
+    assert_eq!(shown["token"], json!(format!("*****{tail}")), "Masumi's redaction");
+    for key in listed("take=100").await {
+        let token = key["token"].as_str().unwrap();
+        assert!(token.starts_with("*****") && token.chars().count() == 9, "{token}");
+    }
+    for key in listed("limit=100").await {
+        let token = key["token"].as_str().unwrap();
+        assert!(token.is_ascii() && token.contains("*****"), "the 2025-12 handle pages as it is: {token}");
+    }
+
+    // Revoke: the key stops working and stays listed, Revoked, with no deletedAt.
+    let revoked = dashboard.send("PATCH", KEY, Some(json!({"id": id, "status": "Revoked"}))).await;
+    assert_eq!(success(&revoked)["status"], "Revoked");
+    failure(&Dashboard::new(&app, &secret).send("GET", STATUS, None).await, 401);
+    let before = row(&listed("take=100").await).expect("a revoked key stays listed");
+    assert_eq!(before["status"], "Revoked");
+    assert!(before.get("deletedAt").is_none());
+
+    // A PATCH that fails changes nothing, its status included.
+    let overdrawn = json!({"id": id, "status": "Active", "UsageCreditsToAddOrRemove": [{"unit": "", "amount": "-11"}]});
+    failure(&dashboard.send("PATCH", KEY, Some(overdrawn)).await, 400);
+    let taken = json!({"id": id, "status": "Active", "token": other_secret, "canPay": true});
+    failure(&dashboard.send("PATCH", KEY, Some(taken)).await, 409);
+    assert_eq!(row(&listed("take=100").await), Some(before.clone()), "exactly as it was");
+    assert_eq!(verify_code(&app, &secret, "").await, v1::VerificationCode::Inactive);
+
+    // Re-activate, update, in one PATCH each.
+    let active = dashboard.send("PATCH", KEY, Some(json!({"id": id, "status": "Active"}))).await;
+    assert_eq!(success(&active)["status"], "Active");
+    assert_eq!(verify_code(&app, &secret, "").await, v1::VerificationCode::Valid);
+    let body = json!({"id": id, "canPay": true, "NetworkLimit": ["Preprod"], "UsageCreditsToAddOrRemove": [{"unit": "", "amount": "5"}]});
+    let updated = dashboard.send("PATCH", KEY, Some(body)).await;
+    let data = success(&updated);
+    assert_eq!(
+        [&data["canPay"], &data["NetworkLimit"], &data["RemainingUsageCredits"]],
+        [&json!(true), &json!(["Preprod"]), &json!([{"unit": "", "amount": "15"}])]
+    );
+
+    // Delete: gone from the 2026-07 list, still in 2025-12's. A PATCH that would bring it
+    // back and fails leaves it deleted; one that succeeds restores it.
+    let deleted = dashboard.send("DELETE", KEY, Some(json!({"id": id}))).await;
+    assert!(success(&deleted)["deletedAt"].is_string());
+    assert_eq!(row(&listed("take=100").await), None);
+    let before = row(&listed("limit=100").await).expect("2025-12 lists deleted keys");
+    let overdrawn = json!({"id": id, "status": "Active", "UsageCreditsToAddOrRemove": [{"unit": "", "amount": "-16"}]});
+    failure(&dashboard.send("PATCH", KEY, Some(overdrawn)).await, 400);
+    assert_eq!(row(&listed("limit=100").await), Some(before), "still deleted, nothing changed");
+    assert_eq!(verify_code(&app, &secret, "").await, v1::VerificationCode::Revoked);
+    let body = json!({"id": id, "status": "Active", "UsageCreditsToAddOrRemove": [{"unit": "", "amount": "-15"}]});
+    let restored = dashboard.send("PATCH", KEY, Some(body)).await;
+    let data = success(&restored);
+    assert_eq!((data["status"].clone(), data["RemainingUsageCredits"].clone()), (json!("Active"), json!([])));
+    assert!(data.get("deletedAt").is_none());
+    assert_eq!(row(&listed("take=100").await).unwrap()["status"], "Active");
+
+    // The admin rules, each a 400 in Masumi's shape that creates or changes nothing.
+    let count = listed("limit=100").await.len();
+    for (body, message) in [
+        (json!({"UsageCredits": [], "canAdmin": true, "usageLimited": "true"}), "cannot have usage limits"),
+        (json!({"UsageCredits": [], "canAdmin": true, "walletScopeEnabled": "True"}), "wallet scope"),
+        (json!({"UsageCredits": [], "permission": "Admin", "walletScopeEnabled": "true"}), "wallet scope"),
+        (json!({"canRead": true}), "UsageCredits"),
+    ] {
+        let answer = dashboard.send("POST", KEY, Some(body.clone())).await;
+        assert!(failure(&answer, 400).contains(message), "{body}");
+    }
+    assert_eq!(listed("limit=100").await.len(), count);
+    let (admin_id, _) = create(json!({"UsageCredits": [], "canAdmin": true})).await;
+    let admin_row = |keys: &[Value]| keys.iter().find(|k| k["id"] == json!(admin_id)).cloned();
+    let before = admin_row(&listed("take=100").await).unwrap();
+    for (body, message) in [
+        (json!({"id": admin_id, "usageLimited": true}), "cannot have usage limits"),
+        (json!({"id": admin_id, "walletScopeEnabled": true, "WalletScopeHotWalletIds": ["w1"]}), "wallet scope"),
+        (json!({"id": id, "canAdmin": true, "usageLimited": true}), "cannot have usage limits"),
+    ] {
+        let answer = dashboard.send("PATCH", KEY, Some(body.clone())).await;
+        assert!(failure(&answer, 400).contains(message), "{body}");
+    }
+    assert_eq!(admin_row(&listed("take=100").await), Some(before));
+    // The seed's own example, in 2025-12's words, is answered as the seed shows.
+    let seed = json!({"usageLimited": "true", "UsageCredits": [], "permission": "Admin"});
+    let answer = dashboard.send("POST", KEY, Some(seed)).await;
+    assert_eq!(success(&answer)["usageLimited"], false);
+    app.stop().await;
+}
+both!(masumi_dashboard_2026_07_every_screen);
 
 /// Every surface answers with or without a trailing slash, and an unknown path in its own
 /// error shape; without the setting, no CORS header is ever answered.

@@ -128,7 +128,8 @@ pub struct KeyPatch {
     pub scopes: Option<BTreeSet<String>>,
     /// New networks.
     pub networks: Option<BTreeSet<String>>,
-    /// New status, ACTIVE or INACTIVE only.
+    /// New status, ACTIVE or INACTIVE only; on a revoked key it brings the key back (the
+    /// store asks [`crate::cases::Restore`] first).
     pub status: Option<KeyStatus>,
     /// New expiry; `Some(None)` clears it.
     pub expires_at: Option<Option<DateTime<Utc>>>,
@@ -145,15 +146,22 @@ pub struct KeyPatch {
 }
 
 impl KeyPatch {
-    /// Applies the patch to `key` (at `now`); refuses to change a revoked key.
+    /// Applies the patch to `key` (at `now`); refuses to change a revoked key unless the
+    /// patch sets its status, which brings it back.
     pub fn apply(&self, key: &ApiKey, now: DateTime<Utc>) -> crate::error::Result<ApiKey> {
-        if key.status == KeyStatus::Revoked {
+        if key.status == KeyStatus::Revoked && self.status.is_none() {
             return Err(crate::Error::FailedPrecondition {
                 reason: "API_KEY_REVOKED",
-                message: format!("API key {} is revoked and cannot be updated; undelete it first", key.id),
+                message: format!(
+                    "API key {} is revoked and cannot be updated; undelete it first, or set its status in the same update",
+                    key.id
+                ),
             });
         }
         let mut next = key.clone();
+        if key.status == KeyStatus::Revoked {
+            next.deleted_at = None;
+        }
         let Self {
             name,
             scopes,

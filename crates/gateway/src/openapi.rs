@@ -25,6 +25,7 @@ use crate::native::{Native, Rule, short_name};
         crate::scoped::create,
         crate::scoped::fetch,
         crate::scoped::delete,
+        crate::masumi::health,
         crate::masumi::status,
         crate::masumi::list,
         crate::masumi::create,

@@ -12,6 +12,7 @@ use tonic::{
     metadata::{AsciiMetadataValue, MetadataMap},
     transport::Channel,
 };
+use tonic_health::pb::health_client::HealthClient;
 use tower::{BoxError, ServiceExt, util::BoxCloneSyncService};
 
 /// The headers passed on to the gRPC API as metadata: credentials and trace context.
@@ -52,6 +53,10 @@ impl Upstream {
 
     pub(crate) fn rpc_provider_keys(&self) -> RpcProviderKeyServiceClient<Self> {
         RpcProviderKeyServiceClient::new(self.clone())
+    }
+
+    pub(crate) fn health(&self) -> HealthClient<Self> {
+        HealthClient::new(self.clone())
     }
 }
 

@@ -337,9 +337,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         background.push(tokio::spawn(background::reload_routes(edge.clone(), path.clone())));
     }
     let service = ApiKeyServiceImpl::new(store.clone(), verifier, settings);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    background::report_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
+    background.push(tokio::spawn(background::probe_health(store.clone(), health_reporter, config.health_interval)));
+
     // The REST gateway calls the same services in process: authentication and validation
     // live in them, so both surfaces pass through them alike.
     let in_process = tonic::service::Routes::new(ApiKeyServiceServer::new(service.clone()))
+        // Masumi's health route answers from the same health as gRPC clients see.
+        .add_service(health_service.clone())
         .add_service(RpcProviderKeyServiceServer::new(rpc_service.clone()))
         .add_service(CreditServiceServer::new(credit_service.clone()))
         .add_service(RateLimitServiceServer::new(rate_limit_service.clone()))
@@ -350,10 +356,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let in_process = tower::Layer::layer(&observe::ObservabilityLayer(Arc::clone(&metrics)), in_process);
     let gateway =
         keyward_gateway::router(keyward_gateway::Upstream::in_process(in_process), config.rest.gateway_settings());
-
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    background::report_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
-    background.push(tokio::spawn(background::probe_health(store.clone(), health_reporter, config.health_interval)));
 
     let reflection_v1 = services::reflection().build_v1().context("building reflection v1")?;
     let reflection_v1alpha = services::reflection().build_v1alpha().context("building reflection v1alpha")?;

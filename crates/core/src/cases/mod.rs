@@ -10,7 +10,8 @@ mod mutate;
 pub use create::{CreateKey, Creation, admit_create, create_key};
 pub use limits::{admit_set_limits, limits_owner};
 pub use mutate::{
-    Update, UpdateKey, admit_rotation, admit_update, authorize_key_mutation, quota_owner, rotate_key, update_key,
+    Restore, Update, UpdateKey, admit_rotation, admit_update, authorize_key_mutation, quota_owner, restorable,
+    rotate_key, update_key,
 };
 
 use std::time::Duration;

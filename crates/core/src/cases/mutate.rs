@@ -11,7 +11,7 @@ use crate::{
     Error,
     credit::Credit,
     error::Result,
-    model::{ApiKey, KeyPatch, NewSecret},
+    model::{ApiKey, KeyPatch, KeyStatus, NewSecret},
     policy::{self, Action, Authority, Caller},
     secret::{self, SecretHasher},
 };
@@ -32,6 +32,51 @@ pub struct UpdateKey {
 pub struct Update {
     pub authority: Authority,
     pub secret: Option<NewSecret>,
+    /// How a status in the patch may bring the key back if it turns out revoked; whether
+    /// it is revoked is only known once the store holds its row.
+    pub restore: Restore,
+}
+
+/// Bringing a revoked key back through an update that sets its status: judged against the
+/// locked row exactly as UndeleteApiKey judges it, so that neither path is the laxer one.
+#[derive(Debug, Clone)]
+pub struct Restore {
+    caller: Caller,
+    retention: Duration,
+}
+
+impl Restore {
+    /// Admits bringing `key` (revoked) back at `now`: the right to undelete it, within the
+    /// retention window.
+    pub fn admit(&self, key: &ApiKey, now: DateTime<Utc>) -> Result<()> {
+        policy::authorize_mutation(&self.caller, Action::UndeleteKey)?.admit(key)?;
+        restorable(key, self.retention, now)
+    }
+}
+
+/// Whether `key` may come back at `now`: revoked, and less than `retention` ago.
+pub fn restorable(key: &ApiKey, retention: Duration, now: DateTime<Utc>) -> Result<()> {
+    let id = key.id;
+    let deleted_at = match (key.status, key.deleted_at) {
+        (KeyStatus::Revoked, Some(at)) => at,
+        (KeyStatus::Revoked, None) | (KeyStatus::Active | KeyStatus::Inactive, _) => {
+            return Err(Error::FailedPrecondition {
+                reason: "API_KEY_NOT_REVOKED",
+                message: format!("API key {id} is not revoked; only revoked keys can be undeleted"),
+            });
+        }
+    };
+    let retention = chrono::Duration::from_std(retention).map_err(Error::internal)?;
+    if deleted_at + retention < now {
+        return Err(Error::FailedPrecondition {
+            reason: "RETENTION_EXPIRED",
+            message: format!(
+                "API key {id} was revoked at {deleted_at}, longer ago than the {}-second retention window",
+                retention.num_seconds()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Refuses a caller without the right to update keys before its request is read.
@@ -58,7 +103,8 @@ pub fn update_key(
         }
         None => None,
     };
-    Ok(Update { authority, secret })
+    let restore = Restore { caller: caller.clone(), retention: settings.undelete_retention };
+    Ok(Update { authority, secret, restore })
 }
 
 /// Decides a delete, undelete or rotation of keys: the caller's authority for `action`.

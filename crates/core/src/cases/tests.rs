@@ -204,6 +204,41 @@ fn updating_credits_usage_limits_or_secrets_takes_admin() {
 }
 
 #[test]
+fn a_status_brings_a_revoked_key_back_only_as_undelete_would() {
+    let revoked_at = |days: i64| ApiKey {
+        status: KeyStatus::Revoked,
+        deleted_at: Some(now() - chrono::Duration::days(days)),
+        usage_limited: true,
+        expires_at: Some(now() + chrono::Duration::days(1)),
+        ..key(&[], None)
+    };
+    let activate = UpdateKey {
+        patch: KeyPatch { status: Some(KeyStatus::Active), ..KeyPatch::default() },
+        ..UpdateKey::default()
+    };
+    let writer = update_key(&caller(&["keys:write"], None), &activate, &settings(), &hasher(), now()).unwrap();
+    writer.restore.admit(&revoked_at(29), now()).expect("keys:write undeletes its own keys");
+    let late = writer.restore.admit(&revoked_at(31), now()).unwrap_err();
+    assert!(matches!(late, Error::FailedPrecondition { reason: "RETENTION_EXPIRED", .. }), "{late:?}");
+    let live = writer.restore.admit(&key(&[], None), now()).unwrap_err();
+    assert!(matches!(live, Error::FailedPrecondition { reason: "API_KEY_NOT_REVOKED", .. }), "{live:?}");
+    // MANAGE may update its keys but not undelete them: not through an update either.
+    let manager = update_key(&caller(&["MANAGE"], None), &activate, &settings(), &hasher(), now()).unwrap();
+    let refused = manager.restore.admit(&revoked_at(1), now()).unwrap_err();
+    assert!(matches!(refused, Error::PermissionDenied { action: "undelete API keys" }), "{refused:?}");
+    // Nor past the ceiling: a key the caller could not have made stays revoked.
+    let unmetered = ApiKey { usage_limited: false, ..revoked_at(1) };
+    let limited = Caller::Key(Arc::new(ApiKey { usage_limited: true, ..key(&["keys:write"], None) }));
+    let update = update_key(&limited, &activate, &settings(), &hasher(), now()).unwrap();
+    assert!(matches!(update.restore.admit(&unmetered, now()), Err(Error::PermissionDenied { .. })));
+
+    let renamed = KeyPatch { name: Some("x".into()), ..KeyPatch::default() };
+    assert!(renamed.apply(&revoked_at(1), now()).is_err(), "a revoked key takes no other change alone");
+    let back = activate.patch.apply(&revoked_at(1), now()).unwrap();
+    assert_eq!((back.status, back.deleted_at), (KeyStatus::Active, None));
+}
+
+#[test]
 fn a_rotation_keeps_the_old_secret_for_its_grace_and_no_longer() {
     let target = key(&[], None);
     let grace = Duration::from_secs(3600);

@@ -43,9 +43,18 @@ pub(crate) fn networks_in(networks: &[Network]) -> Vec<String> {
     if names.is_empty() { vec![NO_NETWORK.to_owned()] } else { names }
 }
 
-/// The key's handle: its mask and its number, `kw_live_…x7Qa~42`.
+/// The key's handle: its mask and its number, `kw_live_*****x7Qa~42`, in ASCII so that
+/// a client may send it back as `cursorToken` as it is.
 pub(crate) fn handle(key: &v1::ApiKey) -> String {
-    format!("{}~{}", key.mask, key.number)
+    let mask: String = key.mask.replace('…', "*****").chars().map(|c| if c.is_ascii() { c } else { '*' }).collect();
+    format!("{mask}~{}", key.number)
+}
+
+/// The token as the 2026-07 list shows it, Masumi's redaction: `*****` and its last four
+/// characters.
+pub(crate) fn redacted(key: &v1::ApiKey) -> String {
+    let tail = key.mask.rsplit_once('…').map_or(key.mask.as_str(), |(_, tail)| tail);
+    format!("*****{tail}")
 }
 
 /// The key a cursor names, as `ListApiKeysRequest.start_at` takes it: a handle's number,
@@ -100,11 +109,26 @@ pub(crate) fn get_list(metadata: &HashMap<String, String>, base: &str) -> Vec<St
     serde_json::from_str(&text).unwrap_or_default()
 }
 
-pub(crate) fn masumi_key(key: v1::ApiKey, secret: Option<String>) -> MasumiKey {
+/// What a key's `token` shows.
+pub(crate) enum Shown {
+    /// The raw key, in the answer that creates it.
+    Secret(String),
+    /// The handle, which pages as `cursorToken`.
+    Handle,
+    /// Masumi's 2026-07 redaction.
+    Redacted,
+}
+
+pub(crate) fn masumi_key(key: v1::ApiKey, shown: Shown) -> MasumiKey {
     let rights = Rights::of(&key.scopes);
     let networks = networks_out(&key.networks);
+    let token = match shown {
+        Shown::Secret(secret) => secret,
+        Shown::Handle => handle(&key),
+        Shown::Redacted => redacted(&key),
+    };
     MasumiKey {
-        token: secret.unwrap_or_else(|| handle(&key)),
+        token,
         permission: rights.permission(),
         can_read: rights.read || rights.admin,
         can_pay: rights.pay || rights.admin,
@@ -286,7 +310,18 @@ pub(crate) fn check_cursor(field: &str, cursor: Option<&String>, max: usize) -> 
 mod tests {
     use std::collections::HashMap;
 
-    use super::{cursor_key, get_list, put_list};
+    use keyward_proto::v1;
+
+    use super::{cursor_key, get_list, handle, put_list, redacted};
+
+    #[test]
+    fn tokens_are_shown_redacted_and_handles_are_ascii() {
+        let key = |mask: &str| v1::ApiKey { mask: mask.to_owned(), number: 42, ..Default::default() };
+        assert_eq!(handle(&key("kw_live_…x7Qa")), "kw_live_*****x7Qa~42");
+        assert_eq!(handle(&key("…ösen")), "******sen~42");
+        assert_eq!(redacted(&key("kw_live_…x7Qa")), "*****x7Qa");
+        assert_eq!(cursor_key(&handle(&key("…ösen"))).as_deref(), Some("42"));
+    }
 
     #[test]
     fn cursors_name_keys_by_handle_id_or_number() {

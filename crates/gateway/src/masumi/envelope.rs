@@ -25,9 +25,10 @@ pub(crate) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Fai
     query.map(|Query(q)| q).map_err(|err| Failure::BadRequest(format!("invalid query: {}", err.body_text())))
 }
 
-pub(crate) fn success<T: Serialize>(result: Result<T, Failure>) -> Response {
+/// The answer to a request with `headers`: `result` in the envelope, or Masumi's error.
+pub(crate) fn success<T: Serialize>(headers: &HeaderMap, result: Result<T, Failure>) -> Response {
     match result {
         Ok(data) => (StatusCode::OK, Json(Success { status: "success".to_owned(), data })).into_response(),
-        Err(failure) => error::respond(failure),
+        Err(failure) => error::respond_to(headers, failure),
     }
 }

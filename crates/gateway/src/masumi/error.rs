@@ -1,11 +1,12 @@
 //! Errors of the Masumi surface: `{"status": "error", "error": {"message": "…"}}`. As in
-//! the Masumi service itself, every authentication or permission failure is a 401.
+//! the Masumi service itself, every authentication or permission failure is a 401, its
+//! message in Masumi's words.
 
 use axum::{
     Json,
     response::{IntoResponse, Response},
 };
-use http::StatusCode;
+use http::{HeaderMap, StatusCode, header::AUTHORIZATION};
 use serde::Serialize;
 use tonic::Code;
 use utoipa::ToSchema;
@@ -43,11 +44,30 @@ fn masumi_names(message: &str) -> String {
     FIELD_NAMES.iter().fold(message.to_owned(), |message, (ours, theirs)| message.replace(ours, theirs))
 }
 
-/// The response of a failed Masumi call.
+/// The response of a failed Masumi call that carried no credential to speak of.
 pub(crate) fn respond(failure: Failure) -> Response {
+    respond_with(failure, false)
+}
+
+/// The response of a failed Masumi call with `headers`: as Masumi, a missing token is told
+/// apart from one that does not authenticate.
+pub(crate) fn respond_to(headers: &HeaderMap, failure: Failure) -> Response {
+    let presented = [headers.get("token"), headers.get(AUTHORIZATION)]
+        .into_iter()
+        .flatten()
+        .any(|value| !value.as_bytes().trim_ascii().is_empty());
+    respond_with(failure, presented)
+}
+
+fn respond_with(failure: Failure, presented: bool) -> Response {
     let (status, message) = match failure {
         Failure::Status(status) => match status.code() {
-            Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "Unauthorized".to_owned()),
+            Code::Unauthenticated if presented => {
+                (StatusCode::UNAUTHORIZED, "Unauthorized, invalid authentication token provided".to_owned())
+            }
+            Code::Unauthenticated => {
+                (StatusCode::UNAUTHORIZED, "Unauthorized, no authentication token provided".to_owned())
+            }
             // Every Masumi route a key may lack the right for is an admin route.
             Code::PermissionDenied => (StatusCode::UNAUTHORIZED, "Unauthorized, admin access required".to_owned()),
             Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable".to_owned()),

@@ -2,20 +2,25 @@
 //! the same paths: header `token: <key>`, answers in `{"status": "success", "data": …}`.
 //!
 //! - **2025-12** (the seed): `permission`, `networkLimit`, `limit`/`cursorToken` paging,
-//!   revoked keys listed.
+//!   every key listed, deleted ones included.
 //! - **2026-07**: `canRead`/`canPay`/`canAdmin` (`permission` deprecated but accepted),
-//!   `NetworkLimit`, `ChainIdLimit`, wallet scopes, `take`/`cursorId` paging, revoked keys
-//!   left out of the list.
+//!   `NetworkLimit`, `ChainIdLimit`, wallet scopes, `take`/`cursorId` paging, deleted keys
+//!   left out of the list, tokens listed as `*****` and their last four characters.
 //!
 //! Neither document forbids additional properties, so requests may use either era's field
 //! names (unknown fields are ignored, as Masumi's zod schemas do) and every answer carries
 //! the union of both eras' fields. Only the list differs: the request's paging parameters
-//! tell its era (`take` or `cursorId` → 2026-07, which leaves revoked keys out).
+//! tell its era (`take` or `cursorId` → 2026-07).
+//!
+//! Statuses: Masumi's `PATCH {"status": "Revoked"}` sets no `deletedAt` and is undone by
+//! `Active`, so it is keyward's INACTIVE; Masumi's `DELETE` (which sets `deletedAt`) is
+//! keyward's revoke. Both are `Revoked` in answers.
 //!
 //! Rights are scopes: read → `read`, pay → `pay`, admin → `admin` (Read, ReadAndPay and
-//! Admin in the old words). Outside creation, `token` is the key's *handle*: its mask and
-//! its number (`kw_live_…x7Qa~42`), unique per key and no secret; sent back as
-//! `cursorToken` it pages from that key, inclusive, as Masumi pages from a raw token.
+//! Admin in the old words). Outside creation and a 2026-07 list, `token` is the key's
+//! *handle*: its mask and its number (`kw_live_*****x7Qa~42`), unique per key, ASCII and no
+//! secret; sent back as `cursorToken` it pages from that key, inclusive, as Masumi pages
+//! from a raw token.
 //!
 //! Networks: keyward's empty set means "any", so a Masumi key with `networkLimit: []` (no
 //! network at all) holds the one reserved label [`NO_NETWORK`], which no Cardano request
@@ -47,6 +52,7 @@ use http::StatusCode;
 use keyward_proto::v1;
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use utoipa::{IntoParams, ToSchema};
 
 use self::convert::*;
@@ -89,6 +95,7 @@ const MAX_TOKEN_CHARS: usize = 550;
 
 pub(crate) fn routes(upstream: Upstream) -> Router {
     Router::new()
+        .route("/api/v1/health", get(health).fallback(method_not_allowed))
         .route("/api/v1/api-key-status", get(status).fallback(method_not_allowed))
         .route("/api/v1/api-key", get(list).post(create).patch(update).delete(delete).fallback(method_not_allowed))
         .route("/api/v1/rpc-api-keys", get(rpc_keys).fallback(method_not_allowed))
@@ -97,6 +104,24 @@ pub(crate) fn routes(upstream: Upstream) -> Router {
 
 async fn method_not_allowed() -> Response {
     error::respond(Failure::MethodNotAllowed)
+}
+
+#[utoipa::path(get, path = "/api/v1/health", tag = "masumi", description = "`ok` while the database answers (no authentication).",
+    responses((status = 200, body = Success<Health>), (status = 503, body = MasumiError)))]
+pub(crate) async fn health(State(upstream): State<Upstream>, headers: HeaderMap) -> Response {
+    success(
+        &headers,
+        async {
+            let check = HealthCheckRequest { service: String::new() };
+            let answer = upstream.health().check(request(&headers, check)).await?.into_inner();
+            if answer.status == i32::from(ServingStatus::Serving) {
+                Ok(Health { status: "ok".to_owned() })
+            } else {
+                Err(Failure::Status(tonic::Status::unavailable("the database does not answer")))
+            }
+        }
+        .await,
+    )
 }
 
 #[utoipa::path(get, path = "/api/v1/api-key-status", tag = "masumi", description = "The calling key (any right).",
@@ -109,18 +134,19 @@ pub(crate) async fn status(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     success(
+        &headers,
         async {
             crate::body::none(body)?;
             let message = v1::GetCallerApiKeyRequest {};
             let key = upstream.api_keys().get_caller_api_key(request(&headers, message)).await?.into_inner();
-            Ok(masumi_key(key.api_key.unwrap_or_default(), None))
+            Ok(masumi_key(key.api_key.unwrap_or_default(), Shown::Handle))
         }
         .await,
     )
 }
 
 #[utoipa::path(get, path = "/api/v1/api-key", tag = "masumi",
-    description = "Every key (admin); the page starts with the cursor's key. `limit`/`cursorToken` (2025-12) list revoked keys, `take`/`cursorId` (2026-07) leave them out.",
+    description = "Every key (admin); the page starts with the cursor's key. `limit`/`cursorToken` (2025-12) list deleted keys too, `take`/`cursorId` (2026-07) leave them out and redact tokens as `*****` and their last four characters.",
     security(("token" = [])), params(ListQuery),
     responses((status = 200, body = Success<KeyList>), (status = 400, body = MasumiError), (status = 401, body = MasumiError),
         (status = 413, body = MasumiError), (status = 503, body = MasumiError)))]
@@ -131,12 +157,13 @@ pub(crate) async fn list(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     success(
+        &headers,
         async {
             crate::body::none(body)?;
             let ListQuery { limit, cursor_token, take, cursor_id } = query(params)?;
             check_cursor("cursorToken", cursor_token.as_ref(), MAX_CURSOR_CHARS)?;
             check_cursor("cursorId", cursor_id.as_ref(), MAX_CURSOR_CHARS)?;
-            // The era of the request: 2026-07 pages with take/cursorId and hides revoked keys.
+            // The era of the request: 2026-07 pages with take/cursorId and hides deleted keys.
             let current_era = take.is_some() || cursor_id.is_some();
             let size = match take {
                 Some(_) => page_size("take", take, 10)?,
@@ -166,7 +193,8 @@ pub(crate) async fn list(
                 async move { Ok(client.list_api_keys(request(headers, page)).await?.into_inner().into()) }
             };
             let keys = pages::collect(size, fetch, |_| true).await?;
-            Ok(KeyList { api_keys: keys.into_iter().map(|key| masumi_key(key, None)).collect() })
+            let shown = || if current_era { Shown::Redacted } else { Shown::Handle };
+            Ok(KeyList { api_keys: keys.into_iter().map(|key| masumi_key(key, shown())).collect() })
         }
         .await,
     )
@@ -183,6 +211,7 @@ pub(crate) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     success(
+        &headers,
         async {
             let CreateKey {
                 usage_limited,
@@ -205,8 +234,15 @@ pub(crate) async fn create(
                 .into_iter()
                 .map(|(unit, amount)| v1::CreditAmount { unit, amount })
                 .collect();
+            // The seed's own example makes an admin key with `usageLimited: "true"`, which
+            // 2025-12 answers unlimited; a request in 2026-07's words is refused for it.
+            let current_era = [can_read, can_pay, can_admin, wallet_scope_enabled].iter().any(Option::is_some)
+                || network_limit_2026.is_some()
+                || chain_id_limit.is_some()
+                || wallet_scope_hot_wallet_ids.is_some();
             let rights = Rights::asked(Rights::default(), permission, [can_read, can_pay, can_admin])
                 .unwrap_or(Rights::from_permission(Permission::Read));
+            check_admin_rules(rights, usage_limited.filter(|_| current_era), wallet_scope_enabled)?;
             // As Masumi does: an admin key may use both networks and is not usage limited.
             let (networks, usage_limited) = if rights.admin {
                 (networks_in(&[Network::Mainnet, Network::Preprod]), false)
@@ -229,14 +265,14 @@ pub(crate) async fn create(
                 ..Default::default()
             };
             let created = upstream.api_keys().create_api_key(request(&headers, message)).await?.into_inner();
-            Ok(masumi_key(created.api_key.unwrap_or_default(), Some(created.secret)))
+            Ok(masumi_key(created.api_key.unwrap_or_default(), Shown::Secret(created.secret)))
         }
         .await,
     )
 }
 
 #[utoipa::path(patch, path = "/api/v1/api-key", tag = "masumi",
-    description = "Changes a key (admin). `status: Revoked` revokes it; `Active` restores a revoked key within the server's retention window.",
+    description = "Changes a key (admin), all or nothing. `status: Revoked` disables it (still listed, reversible); `Active` enables it, or restores a deleted key within the server's retention window.",
     security(("token" = [])), request_body = UpdateKey,
     responses((status = 200, body = Success<MasumiKey>), (status = 400, body = MasumiError), (status = 401, body = MasumiError),
         (status = 404, body = MasumiError), (status = 409, body = MasumiError), (status = 413, body = MasumiError),
@@ -247,6 +283,7 @@ pub(crate) async fn update(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     success(
+        &headers,
         async {
             let UpdateKey {
                 id,
@@ -280,31 +317,32 @@ pub(crate) async fn update(
             check_wallet_ids(wallet_scope_hot_wallet_ids.as_ref())?;
             let credit_deltas = deltas(&usage_credits_to_add_or_remove)?;
 
+            // Read first: the rights and the Masumi-only lists are merged into what the key
+            // holds, and the status asked for is a change only against the current one.
             let mut client = upstream.api_keys();
             let get = v1::GetApiKeyRequest { id: id.clone() };
-            let mut current =
-                client.get_api_key(request(&headers, get)).await?.into_inner().api_key.unwrap_or_default();
-            // Revoked → Active: brought back, if the retention window still allows it.
-            if status == Some(MasumiStatus::Active) && is_revoked(&current) {
-                let undelete = v1::UndeleteApiKeyRequest { id: id.clone(), request_id: String::new() };
-                current = client
-                    .undelete_api_key(request(&headers, undelete))
-                    .await?
-                    .into_inner()
-                    .api_key
-                    .unwrap_or_default();
-            }
+            let current = client.get_api_key(request(&headers, get)).await?.into_inner().api_key.unwrap_or_default();
+            let asked = Rights::asked(Rights::of(&current.scopes), permission, [can_read, can_pay, can_admin]);
+            let wallet_scoped = wallet_scope_enabled
+                .unwrap_or_else(|| current.metadata.get(META_WALLET_ENABLED).is_some_and(|v| v == "true"));
+            // In both eras: Masumi ignores the flag on an admin key, keyward would meter it.
+            check_admin_rules(asked.unwrap_or(Rights::of(&current.scopes)), usage_limited, Some(wallet_scoped))?;
 
             let mut patch = v1::ApiKey { id: id.clone(), ..Default::default() };
             let mut paths = Vec::new();
-            if status == Some(MasumiStatus::Active) && current.status != i32::from(v1::ApiKeyStatus::Active) {
-                patch.status = v1::ApiKeyStatus::Active.into();
+            let active = current.status == i32::from(v1::ApiKeyStatus::Active);
+            let status = match status {
+                Some(MasumiStatus::Active) if !active => Some(v1::ApiKeyStatus::Active),
+                Some(MasumiStatus::Revoked) if active => Some(v1::ApiKeyStatus::Inactive),
+                Some(MasumiStatus::Active | MasumiStatus::Revoked) | None => None,
+            };
+            if let Some(status) = status {
+                patch.status = status.into();
                 paths.push("status".to_owned());
             }
             let mut networks = network_limit_2026.or(network_limit).map(|networks| networks_in(&networks));
             let mut usage_limited = usage_limited;
-            if let Some(rights) = Rights::asked(Rights::of(&current.scopes), permission, [can_read, can_pay, can_admin])
-            {
+            if let Some(rights) = asked {
                 // The Masumi rights are replaced; other keyward scopes of the key stay.
                 let mut scopes: Vec<String> =
                     current.scopes.iter().filter(|s| !MASUMI_SCOPES.contains(&s.as_str())).cloned().collect();
@@ -329,29 +367,40 @@ pub(crate) async fn update(
                 patch.metadata = metadata;
                 paths.push("metadata".to_owned());
             }
-            let mut key = current;
-            if !paths.is_empty() || !credit_deltas.is_empty() || token.is_some() {
-                // One call, one transaction: the credits, the token and the fields change
-                // together or not at all.
-                let message = v1::UpdateApiKeyRequest {
-                    api_key: Some(patch),
-                    update_mask: Some(prost_types::FieldMask { paths }),
-                    request_id: String::new(),
-                    credit_deltas,
-                    credit_reason: "masumi: UsageCreditsToAddOrRemove".to_owned(),
-                    import_secret: token.unwrap_or_default(),
-                };
-                key = client.update_api_key(request(&headers, message)).await?.into_inner().api_key.unwrap_or_default();
+            if paths.is_empty() && credit_deltas.is_empty() && token.is_none() {
+                return Ok(masumi_key(current, Shown::Handle));
             }
-            if status == Some(MasumiStatus::Revoked) && !is_revoked(&key) {
-                let message = v1::DeleteApiKeyRequest { id, request_id: String::new() };
-                key = client.delete_api_key(request(&headers, message)).await?.into_inner().api_key.unwrap_or_default();
-            }
+            // One call, one transaction: the status, the credits, the token and the fields
+            // change together or not at all.
+            let message = v1::UpdateApiKeyRequest {
+                api_key: Some(patch),
+                update_mask: Some(prost_types::FieldMask { paths }),
+                request_id: String::new(),
+                credit_deltas,
+                credit_reason: "masumi: UsageCreditsToAddOrRemove".to_owned(),
+                import_secret: token.unwrap_or_default(),
+            };
+            let key = client.update_api_key(request(&headers, message)).await?.into_inner().api_key.unwrap_or_default();
             // The answer shows the handle only: an imported token is the caller's own.
-            Ok(masumi_key(key, None))
+            Ok(masumi_key(key, Shown::Handle))
         }
         .await,
     )
+}
+
+/// Masumi's (2026-07) rules for admin keys, request shapes of this surface: an admin key
+/// is never usage limited and has no wallet scope; asking for either is 400, as in Masumi.
+fn check_admin_rules(rights: Rights, usage_limited: Option<bool>, wallet_scoped: Option<bool>) -> Result<(), Failure> {
+    if !rights.admin {
+        return Ok(());
+    }
+    if usage_limited == Some(true) {
+        return Err(Failure::BadRequest("Admin API keys cannot have usage limits".to_owned()));
+    }
+    if wallet_scoped == Some(true) {
+        return Err(Failure::BadRequest("Admin API keys cannot have wallet scope enabled".to_owned()));
+    }
+    Ok(())
 }
 
 #[utoipa::path(delete, path = "/api/v1/api-key", tag = "masumi", description = "Revokes a key (admin); a revoked key is answered as it is.",
@@ -364,18 +413,19 @@ pub(crate) async fn delete(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     success(
+        &headers,
         async {
             let DeleteKey { id } = json(body)?;
             let id = key_id(id)?;
             let mut client = upstream.api_keys();
             let message = v1::DeleteApiKeyRequest { id: id.clone(), request_id: String::new() };
             match client.delete_api_key(request(&headers, message)).await {
-                Ok(deleted) => Ok(masumi_key(deleted.into_inner().api_key.unwrap_or_default(), None)),
+                Ok(deleted) => Ok(masumi_key(deleted.into_inner().api_key.unwrap_or_default(), Shown::Handle)),
                 // Already revoked: Masumi sets it revoked again and answers 200.
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     let key = client.get_api_key(request(&headers, v1::GetApiKeyRequest { id })).await?.into_inner();
                     let key = key.api_key.unwrap_or_default();
-                    if is_revoked(&key) { Ok(masumi_key(key, None)) } else { Err(status.into()) }
+                    if is_revoked(&key) { Ok(masumi_key(key, Shown::Handle)) } else { Err(status.into()) }
                 }
                 Err(status) => Err(status.into()),
             }
@@ -431,6 +481,6 @@ pub(crate) async fn rpc_keys(
             };
             (StatusCode::OK, Json(answer)).into_response()
         }
-        Err(failure) => error::respond(failure),
+        Err(failure) => error::respond_to(&headers, failure),
     }
 }

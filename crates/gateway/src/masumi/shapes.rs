@@ -77,8 +77,9 @@ impl Rights {
     }
 }
 
-/// A key's status, Masumi's way: a key that does not verify (keyward's disabled or
-/// revoked) is `Revoked`; nothing outside the contract's enum is ever answered.
+/// A key's status, Masumi's way: a key that does not verify (keyward's disabled, as
+/// Masumi's revoke, or revoked, as Masumi's delete) is `Revoked`; nothing outside the
+/// contract's enum is ever answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum MasumiStatus {
     /// The key verifies.
@@ -129,8 +130,8 @@ pub struct WalletScope {
 pub struct MasumiKey {
     /// The key's id.
     pub id: String,
-    /// The raw key on creation; otherwise the key's handle (mask and number), which pages
-    /// as `cursorToken`.
+    /// The raw key on creation; in a 2026-07 list `*****` and its last four characters;
+    /// otherwise the key's handle (mask and number), which pages as `cursorToken`.
     pub token: String,
     /// The key's permission (deprecated in 2026-07, computed from the flags).
     pub permission: Permission,
@@ -166,9 +167,16 @@ pub struct MasumiKey {
     /// The hot wallets the key is scoped to, as given.
     #[serde(rename = "WalletScopes")]
     pub wallet_scopes: Vec<WalletScope>,
-    /// When the key was revoked (revoked keys only).
+    /// When the key was deleted (deleted keys only).
     #[serde(rename = "deletedAt", skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
+}
+
+/// The service's health.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` while the database answers.
+    pub status: String,
 }
 
 /// A page of keys.
@@ -233,12 +241,13 @@ pub struct Success<T> {
 /// Body of the create call; fields of either era, unknown fields ignored.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateKey {
-    /// `true` (any case) or not; a boolean is taken too. Default true; false for admin keys.
+    /// `true` (any case) or not; a boolean is taken too. Default true; admin keys are never
+    /// usage limited (`true` is refused for them).
     #[serde(rename = "usageLimited", default, deserialize_with = "lenient_flag")]
     #[schema(value_type = Option<String>)]
     pub usage_limited: Option<bool>,
-    /// Initial credits.
-    #[serde(rename = "UsageCredits", default)]
+    /// Initial credits (required, as in Masumi; `[]` for none).
+    #[serde(rename = "UsageCredits")]
     pub usage_credits: Vec<Credit>,
     /// Default Read (deprecated in 2026-07).
     #[serde(default)]
@@ -264,7 +273,7 @@ pub struct CreateKey {
     #[serde(rename = "ChainIdLimit", default)]
     #[schema(max_items = 50)]
     pub chain_id_limit: Option<Vec<String>>,
-    /// `true` (any case) or not, kept as given.
+    /// `true` (any case) or not, kept as given; refused for admin keys.
     #[serde(rename = "walletScopeEnabled", default, deserialize_with = "lenient_flag")]
     #[schema(value_type = Option<String>)]
     pub wallet_scope_enabled: Option<bool>,
@@ -294,7 +303,8 @@ pub struct UpdateKey {
     #[serde(rename = "usageLimited", default, deserialize_with = "strict_flag")]
     #[schema(value_type = Option<bool>)]
     pub usage_limited: Option<bool>,
-    /// `Revoked` revokes; `Active` restores a revoked key within the retention window.
+    /// `Revoked` disables the key (still listed); `Active` enables it, or restores a deleted
+    /// key within the retention window.
     #[serde(default)]
     pub status: Option<MasumiStatus>,
     /// Networks; `[]` is none.
@@ -375,10 +385,10 @@ pub struct ListQuery {
     #[serde(rename = "cursorToken")]
     #[param(max_length = 550)]
     pub cursor_token: Option<String>,
-    /// Keys per page, 1 to 100; default 10 (2026-07: revoked keys left out).
+    /// Keys per page, 1 to 100; default 10 (2026-07: deleted keys left out).
     #[param(minimum = 1, maximum = 100)]
     pub take: Option<f64>,
-    /// The id of the first key of the page (2026-07: revoked keys left out).
+    /// The id of the first key of the page (2026-07: deleted keys left out).
     #[serde(rename = "cursorId")]
     #[param(max_length = 550)]
     pub cursor_id: Option<String>,

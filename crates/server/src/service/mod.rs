@@ -161,6 +161,7 @@ impl ApiKeyServiceImpl {
             credit_deltas: &change.command.credit_deltas,
             credit_reason: &change.command.credit_reason,
             secret: decided.secret.as_ref(),
+            restore: &decided.restore,
         };
         let mutation = Mutation { actor: caller.subject(), request_id: change.request_id, now };
         let quota = |environment: &str| self.inner.settings.quota(environment);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use keyward_core::{
     Error,
+    cases::{Restore, restorable},
     credit::Credit,
     error::Result,
     model::{ApiKey, AuditAction, KeyPatch, KeyStatus, NewApiKey},
@@ -39,6 +40,8 @@ pub struct KeyUpdate<'a> {
     pub credit_reason: &'a str,
     /// A secret to install, if any.
     pub secret: Option<&'a NewSecret>,
+    /// The judgement of a revoked key's return, asked when the patch sets its status.
+    pub restore: &'a Restore,
 }
 
 pub use keyward_core::model::NewSecret;
@@ -80,8 +83,10 @@ impl Store {
     /// changes, credit deltas (all or none, with their ledger entries) and a new secret.
     /// The row is locked first, so a change the caller was told succeeded sticks, and
     /// the caller must be able to grant the key both as it was and as it becomes. A key
-    /// that comes back to life (its expiry lifted) must fit its owner's quota, which
-    /// `quota` gives per environment. A revoked key is refused with FAILED_PRECONDITION.
+    /// that comes back to life (brought back from revoked, or its expiry lifted) must fit
+    /// its owner's quota, which `quota` gives per environment. A revoked key is refused
+    /// with FAILED_PRECONDITION unless the patch sets its status and `update.restore`
+    /// admits bringing it back.
     pub async fn update(
         &self,
         id: Uuid,
@@ -96,9 +101,13 @@ impl Store {
         if let Claim::Replay = envelope.claim(&txn).await? {
             return Ok(key);
         }
+        let restoring = key.status == KeyStatus::Revoked && update.patch.status.is_some();
+        if restoring {
+            update.restore.admit(&key, mutation.now)?;
+        }
         let next = update.patch.apply(&key, mutation.now)?;
         authority.admit_outcome(&next)?;
-        if key.is_expired(mutation.now) && !next.is_expired(mutation.now) {
+        if restoring || (key.is_expired(mutation.now) && !next.is_expired(mutation.now)) {
             enforce_quota(&txn, &key.owner, &key.environment, quota(&key.environment), mutation.now).await?;
         }
         if next != key {
@@ -181,25 +190,7 @@ impl Store {
         if let Claim::Replay = envelope.claim(&txn).await? {
             return Ok(key);
         }
-        let deleted_at = match (key.status, key.deleted_at) {
-            (KeyStatus::Revoked, Some(at)) => at,
-            (KeyStatus::Revoked, None) | (KeyStatus::Active | KeyStatus::Inactive, _) => {
-                return Err(Error::FailedPrecondition {
-                    reason: "API_KEY_NOT_REVOKED",
-                    message: format!("API key {id} is not revoked; only revoked keys can be undeleted"),
-                });
-            }
-        };
-        let retention = chrono::Duration::from_std(retention).map_err(Error::internal)?;
-        if deleted_at + retention < mutation.now {
-            return Err(Error::FailedPrecondition {
-                reason: "RETENTION_EXPIRED",
-                message: format!(
-                    "API key {id} was revoked at {deleted_at}, longer ago than the {}-second retention window",
-                    retention.num_seconds()
-                ),
-            });
-        }
+        restorable(&key, retention, mutation.now)?;
         enforce_quota(&txn, &key.owner, &key.environment, quota(&key.environment), mutation.now).await?;
         let result = api_key::Entity::update_many()
             .col_expr(api_key::Column::Status, Expr::value(KeyStatus::Active.as_str()))
