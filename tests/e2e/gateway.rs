@@ -37,6 +37,8 @@ pub(crate) struct Rest {
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) body: Value,
+    /// The `Allow` header, which a 405 must carry.
+    pub(crate) allow: Option<String>,
 }
 
 impl Rest {
@@ -57,15 +59,16 @@ impl Rest {
         let status = response.status().as_u16();
         let content_type =
             response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let allow = response.headers().get("allow").map(|v| v.to_str().unwrap().to_owned());
         let text = response.text().await.unwrap();
         if status == 204 {
             assert!(text.is_empty(), "204 with a body: {text}");
-            return Answer { status, body: Value::Null };
+            return Answer { status, body: Value::Null, allow };
         }
         assert!(content_type.starts_with("application/json"), "{method} {path}: {status} {content_type}: {text}");
         let body =
             serde_json::from_str(&text).unwrap_or_else(|err| panic!("{method} {path}: not JSON ({err}): {text}"));
-        Answer { status, body }
+        Answer { status, body, allow }
     }
 }
 
@@ -121,7 +124,11 @@ async fn every_native_rule_is_routed(backend: Backend) {
     let routing = rest.send("GET", "/v1/nothing/here", &[], None).await;
     assert_eq!((routing.status, routing.body["error"]["status"].as_str()), (404, Some("NOT_FOUND")));
     let method = rest.send("PUT", "/v1/apiKeys", &[], None).await;
-    assert_eq!(method.status, 405);
+    assert_eq!((method.status, method.allow.as_deref()), (405, Some("GET, POST")));
+    // A verb of its own is not the id of the rule without one.
+    let verb =
+        rest.send("PATCH", "/v1/webhookEndpoints/0190b4a4-6d8e-7c3a-9f1e-2b5c7d9e1f30:redeliver", &[], None).await;
+    assert_eq!((verb.status, verb.allow.as_deref()), (405, Some("POST")));
     app.stop().await;
 }
 both!(every_native_rule_is_routed);
@@ -158,8 +165,11 @@ async fn native_api_speaks_proto3_json(backend: Backend) {
         (&json!("API_KEY_STATUS_INACTIVE"), &json!("renamed"))
     );
     let verified = rest.send("POST", "/v1/apiKeys:verify", &admin, Some(&json!({"key": secret}).to_string())).await;
-    // proto3 JSON leaves out fields at their default: `valid: false` is absent.
-    assert_eq!((verified.body.get("valid"), &verified.body["code"]), (None, &json!("VERIFICATION_CODE_INACTIVE")));
+    // Unpopulated fields are emitted, as grpc-gateway's default marshaller does.
+    assert_eq!(
+        (verified.body.get("valid"), &verified.body["code"], &verified.body["remainingCredits"]),
+        (Some(&json!(false)), &json!("VERIFICATION_CODE_INACTIVE"), &json!([]))
+    );
     let rotated = rest.send("POST", &format!("/v1/apiKeys/{id}:rotate"), &admin, Some(r#"{"gracePeriod":"0s"}"#)).await;
     assert_eq!(rotated.status, 200, "{:?}", rotated.body);
     assert!(rotated.body["secret"].as_str().unwrap().starts_with("kw_live_"));

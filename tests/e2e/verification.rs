@@ -26,14 +26,12 @@ async fn every_verification_code(backend: Backend) {
     let at = typo.len() - 10;
     typo[at] = if typo[at] == b'x' { b'y' } else { b'x' };
     let typo = String::from_utf8(typo).unwrap();
-    for malformed in [
-        String::new(),
-        "garbage".into(),
-        typo,
-        "kw_live_".into(),
-        "x".repeat(100 * 1024),
-        "has spaces in it, many".into(),
-    ] {
+    // `key` is REQUIRED: none at all is a malformed request, not a malformed key.
+    let empty = client.verify_api_key(admin(v1::VerifyApiKeyRequest::default())).await;
+    assert_eq!(empty.unwrap_err().code(), tonic::Code::InvalidArgument);
+    for malformed in
+        ["garbage".into(), typo, "kw_live_".into(), "x".repeat(100 * 1024), "has spaces in it, many".into()]
+    {
         let answer = app.verify(&malformed, &[], "").await;
         assert_eq!(code(answer), (false, VerificationCode::Malformed), "{malformed:.40}");
     }

@@ -45,6 +45,9 @@ pub struct Settings {
     pub psp_environment: String,
     /// Browser origins allowed to call the REST routes (CORS); none by default.
     pub cors_allowed_origins: CorsOrigins,
+    /// The constraints the server validates the native API's requests with, for the
+    /// document to show (the gateway enforces none of them).
+    pub field_rules: Vec<openapi::FieldRule>,
 }
 
 /// Every REST route, over `upstream`: the native API, the three compatible surfaces and
@@ -55,7 +58,7 @@ pub fn router(upstream: Upstream, settings: Settings) -> Router {
         .merge(psp::routes(upstream.clone(), settings.clone()))
         .merge(masumi::routes(upstream.clone()))
         .merge(scoped::routes(upstream))
-        .merge(openapi::routes(&native))
+        .merge(openapi::routes(&native, &settings.field_rules))
         .merge(native.routes())
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));

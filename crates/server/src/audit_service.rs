@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Longest actor, action or outcome filter.
-const MAX_FILTER_CHARS: usize = 250;
+pub(crate) const MAX_FILTER_CHARS: usize = 250;
 
 /// The AuditService implementation.
 #[derive(Debug, Clone)]

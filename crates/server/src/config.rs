@@ -93,6 +93,7 @@ impl RestConfig {
         keyward_gateway::Settings {
             psp_environment: self.psp_environment.clone(),
             cors_allowed_origins: self.cors_allowed_origins.clone(),
+            field_rules: Vec::new(),
         }
     }
 }

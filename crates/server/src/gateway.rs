@@ -44,7 +44,10 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<RunningGatew
         "KEYWARD_UPSTREAM must be an http:// URL (TLS to the upstream is not supported yet)"
     );
     let channel = endpoint.connect_lazy();
-    let router = keyward_gateway::router(Upstream::channel(channel), config.rest.gateway_settings());
+    // The upstream's environments are not known here: the document lists none.
+    let settings =
+        keyward_gateway::Settings { field_rules: crate::contract::field_rules(&[]), ..config.rest.gateway_settings() };
+    let router = keyward_gateway::router(Upstream::channel(channel), settings);
     let listener = TcpListener::bind(config.gateway_addr)
         .await
         .with_context(|| format!("cannot listen on KEYWARD_GATEWAY_ADDR {}", config.gateway_addr))?;

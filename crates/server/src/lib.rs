@@ -10,6 +10,7 @@ mod cache;
 mod charger;
 pub mod config;
 mod connections;
+pub mod contract;
 mod convert;
 mod credit_service;
 mod dispatcher;
@@ -242,6 +243,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .check_master_key(&master_key)
         .await
         .map_err(|err| anyhow::anyhow!("refusing to start: {}", source_chain(&err)))?;
+    let environment_names: Vec<String> = environments.names().into_iter().map(str::to_owned).collect();
     bootstrap_admin(&config, &store, &hasher, &environments).await?;
 
     let cache_settings = CacheSettings {
@@ -354,8 +356,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Through the same observability layer as the socket, so REST calls are counted and
     // traced alike and the `traceparent` the gateway forwards starts the server span.
     let in_process = tower::Layer::layer(&observe::ObservabilityLayer(Arc::clone(&metrics)), in_process);
-    let gateway =
-        keyward_gateway::router(keyward_gateway::Upstream::in_process(in_process), config.rest.gateway_settings());
+    let gateway = keyward_gateway::router(
+        keyward_gateway::Upstream::in_process(in_process),
+        keyward_gateway::Settings {
+            field_rules: contract::field_rules(&environment_names),
+            ..config.rest.gateway_settings()
+        },
+    );
 
     let reflection_v1 = services::reflection().build_v1().context("building reflection v1")?;
     let reflection_v1alpha = services::reflection().build_v1alpha().context("building reflection v1alpha")?;

@@ -21,11 +21,11 @@ use uuid::Uuid;
 
 use crate::{audit::audited, convert::timestamp, status::to_status, verifier::Verifier};
 
-const MAX_SECRET_CHARS: usize = 1000;
-const MAX_DESCRIPTION_CHARS: usize = 500;
+pub(crate) const MAX_SECRET_CHARS: usize = 1000;
+pub(crate) const MAX_DESCRIPTION_CHARS: usize = 500;
 /// Masumi's `/rpc-api-keys` lists 100 by default; so does this.
 const DEFAULT_PAGE_SIZE: u64 = 100;
-const UPDATABLE_FIELDS: [&str; 3] = ["secret", "description", "enabled"];
+pub(crate) const UPDATABLE_FIELDS: [&str; 3] = ["secret", "description", "enabled"];
 
 /// The RpcProviderKeyService implementation.
 #[derive(Debug, Clone)]

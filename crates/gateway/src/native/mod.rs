@@ -29,6 +29,7 @@ use crate::{Failure, Upstream, upstream};
 /// The native API's rules and the upstream they call.
 #[derive(Debug, Clone)]
 pub struct Native {
+    pool: DescriptorPool,
     rules: Arc<Vec<Rule>>,
     upstream: Upstream,
 }
@@ -38,7 +39,12 @@ impl Native {
     pub fn new(upstream: Upstream) -> Self {
         let pool = DescriptorPool::decode(keyward_proto::FILE_DESCRIPTOR_SET)
             .expect("the descriptor set compiled into keyward-proto decodes");
-        Self { rules: Arc::new(rules(&pool)), upstream }
+        Self { rules: Arc::new(rules(&pool)), pool, upstream }
+    }
+
+    /// The descriptor set the rules come from.
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
     }
 
     /// The rules served.
@@ -95,5 +101,13 @@ async fn handle(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    native.call(&method, &uri, &headers, body).await.unwrap_or_else(error::respond)
+    match native.call(&method, &uri, &headers, body).await {
+        Ok(response) => response,
+        Err(Failure::MethodNotAllowed) => {
+            let mut response = error::respond(Failure::MethodNotAllowed);
+            response.headers_mut().insert(http::header::ALLOW, rule::allowed(&native.rules, uri.path()));
+            response
+        }
+        Err(failure) => error::respond(failure),
+    }
 }

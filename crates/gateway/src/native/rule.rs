@@ -177,7 +177,7 @@ pub(super) fn percent_decode(text: &str) -> Option<String> {
 /// fits but not with this method is answered 405, not 404.
 pub(super) fn route<'r>(rules: &'r [Rule], method: &Method, path: &str) -> Result<(&'r Rule, Variables), Failure> {
     let mut fits_path = false;
-    for rule in rules {
+    for rule in candidates(rules, path) {
         if let Some(variables) = rule.matches(path) {
             fits_path = true;
             if rule.method == *method {
@@ -186,6 +186,22 @@ pub(super) fn route<'r>(rules: &'r [Rule], method: &Method, path: &str) -> Resul
         }
     }
     Err(if fits_path { Failure::MethodNotAllowed } else { Failure::NoRoute })
+}
+
+/// The rules that may serve `path`: those with its custom verb when some rule with that
+/// verb fits it, so that `/x/{id}:verb` is never the id `{id}:verb` of a rule without one.
+fn candidates<'r>(rules: &'r [Rule], path: &str) -> impl Iterator<Item = &'r Rule> {
+    let verbed = rules.iter().any(|rule| rule.verb.is_some() && rule.matches(path).is_some());
+    rules.iter().filter(move |rule| !verbed || rule.verb.is_some())
+}
+
+/// The methods some rule takes `path` with, for a 405's `Allow`.
+pub(super) fn allowed(rules: &[Rule], path: &str) -> http::HeaderValue {
+    let mut methods: Vec<&str> =
+        candidates(rules, path).filter(|rule| rule.matches(path).is_some()).map(|rule| rule.method.as_str()).collect();
+    methods.sort_unstable();
+    methods.dedup();
+    http::HeaderValue::from_str(&methods.join(", ")).unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
 
 /// The `google.api.http` rules of every service in `keyward.v1`, additional bindings included.

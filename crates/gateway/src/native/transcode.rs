@@ -19,9 +19,11 @@ pub(super) fn response_json(rule: &Rule, response: &DynamicMessage) -> Result<Va
     }
 }
 
+/// In proto3 JSON with unpopulated fields emitted (`"valid": false`, `[]`), as
+/// grpc-gateway's default marshaller writes them, so a client sees every field it was promised.
 fn serialize(message: &DynamicMessage) -> Result<Value, Failure> {
     message
-        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
+        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new().skip_default_fields(false))
         .map_err(|err| Failure::Status(tonic::Status::internal(format!("rendering the response: {err}"))))
 }
 
@@ -127,10 +129,12 @@ fn typed(field: &FieldDescriptor, raw: &str) -> Result<Value, Failure> {
     }
     match field.kind() {
         Kind::Bool => match raw {
-            "true" | "1" | "" => Ok(Value::Bool(true)),
+            "true" | "1" => Ok(Value::Bool(true)),
             "false" | "0" => Ok(Value::Bool(false)),
             _ => Err(Failure::BadRequest(format!("{} must be true or false", field.name()))),
         },
+        // An enum by its number, as grpc-gateway reads one from the query.
+        Kind::Enum(_) if raw.parse::<i32>().is_ok() => Ok(Value::from(raw.parse::<i32>().unwrap_or_default())),
         // Proto3 JSON takes numbers, enums and well-known types as strings too.
         Kind::Double
         | Kind::Float

@@ -3,6 +3,7 @@
 //! out.
 
 mod requests;
+pub(crate) use requests::UPDATABLE_FIELDS;
 
 use std::sync::Arc;
 

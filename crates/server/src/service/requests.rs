@@ -75,7 +75,7 @@ pub(super) struct Verification {
     pub(super) rate: Vec<RateUse>,
 }
 
-const UPDATABLE_FIELDS: [&str; 10] = [
+pub(crate) const UPDATABLE_FIELDS: [&str; 10] = [
     "name",
     "scopes",
     "networks",
@@ -338,6 +338,10 @@ pub(super) fn listing(request: v1::ListApiKeysRequest) -> Result<Listing> {
 pub(super) fn verification(request: v1::VerifyApiKeyRequest) -> Result<Verification> {
     let v1::VerifyApiKeyRequest { key, required_scopes, network, cost, request_id, rate_limits } = request;
     let mut checks = Checks::new();
+    // REQUIRED in the proto: an absent key is a malformed request, not a key that fails.
+    if key.is_empty() {
+        checks.fail("key", "is required");
+    }
     checks.labels("required_scopes", &required_scopes);
     if !network.is_empty() {
         checks.label("network", &network);

@@ -2,6 +2,7 @@
 //! deliveries. Admin only; every change is audited.
 
 mod requests;
+pub(crate) use requests::UPDATABLE_FIELDS;
 
 use chrono::Utc;
 use keyward_core::{

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::convert::timestamp;
 
-const UPDATABLE_FIELDS: [&str; 4] = ["url", "description", "event_types", "enabled"];
+pub(crate) const UPDATABLE_FIELDS: [&str; 4] = ["url", "description", "event_types", "enabled"];
 
 /// A new endpoint, checked.
 pub(super) fn endpoint(
