@@ -1,18 +1,18 @@
 //! The one place configuration is read: a clap struct whose every flag also has a
 //! `KEYWARD_*` environment variable. Tests build it directly.
 
+mod edge;
 mod events;
+mod file;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use keyward_core::{
-    edge::{KeySource, RouteTable},
-    environment::Environment,
-};
+use keyward_core::environment::Environment;
 use secrecy::SecretString;
 
-pub use self::events::EventConfig;
+pub(crate) use self::edge::{EdgeSettings, read_routes, routes_stamp};
+pub use self::{edge::EdgeConfig, events::EventConfig, file::parse_args};
 
 /// keyward: a self-hosted API key service.
 #[derive(Debug, Parser)]
@@ -410,129 +410,6 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub edge: EdgeConfig,
-}
-
-/// The edge: Envoy's ext_authz on the gRPC listener and `/v1/forwardAuth` on the HTTP
-/// listener, for proxies that ask keyward whether a request of theirs may pass (off
-/// unless a routes file is given).
-#[derive(Debug, Clone, Args)]
-pub struct EdgeConfig {
-    /// TOML file of `[[routes]]` (path, methods, host, scopes, cost, rate_limits, public):
-    /// what each proxied request needs; the first matching route decides, no match is 403.
-    #[arg(long, env = "KEYWARD_EDGE_ROUTES")]
-    pub edge_routes: Option<PathBuf>,
-    /// Header a proxied request may carry its key in, besides `Authorization: Bearer`.
-    #[arg(long, env = "KEYWARD_EDGE_KEY_HEADER", default_value = "X-API-Key")]
-    pub edge_key_header: String,
-    /// Query parameter a proxied request may carry its key in (none unless set: a key in
-    /// a URL lands in access logs).
-    #[arg(long, env = "KEYWARD_EDGE_KEY_QUERY")]
-    pub edge_key_query: Option<String>,
-}
-
-/// The edge's settings, read and checked.
-#[derive(Debug, Clone)]
-pub(crate) struct EdgeSettings {
-    pub(crate) routes: RouteTable,
-    pub(crate) keys: KeySource,
-}
-
-impl EdgeConfig {
-    /// The edge's routes and key source, or `None` when no routes file is configured; a
-    /// bad file or setting is refused with the file, line and reason.
-    pub(crate) fn settings(&self) -> anyhow::Result<Option<EdgeSettings>> {
-        let Some(path) = &self.edge_routes else { return Ok(None) };
-        let keys = KeySource::new(&self.edge_key_header, self.edge_key_query.as_deref())
-            .map_err(|problem| anyhow::anyhow!("KEYWARD_EDGE_KEY_HEADER / KEYWARD_EDGE_KEY_QUERY: {problem}"))?;
-        Ok(Some(EdgeSettings { routes: read_routes(path)?, keys }))
-    }
-}
-
-/// What tells a changed routes file from the one read: its modification time and length
-/// (`None` while it cannot be read).
-pub(crate) fn routes_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
-    let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
-}
-
-/// Reads and checks a routes file.
-pub(crate) fn read_routes(path: &std::path::Path) -> anyhow::Result<RouteTable> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| anyhow::anyhow!("cannot read KEYWARD_EDGE_ROUTES {}: {err}", path.display()))?;
-    RouteTable::parse(&text).map_err(|err| anyhow::anyhow!("KEYWARD_EDGE_ROUTES {}: {err}", path.display()))
-}
-
-/// Parses the command line, placing the settings of a `--config` / `KEYWARD_CONFIG` file
-/// beneath flags and env vars (precedence: flag > env > file > default). Exits with
-/// clap's message on a bad flag; returns the problem with a bad file.
-pub fn parse_args() -> Result<Cli, String> {
-    use std::ffi::OsString;
-    let mut args: Vec<OsString> = std::env::args_os().collect();
-    let file = match args.iter().position(|arg| arg == "--config") {
-        Some(at) => args.get(at + 1).map(PathBuf::from),
-        None => args
-            .iter()
-            .find_map(|arg| arg.to_str().and_then(|arg| arg.strip_prefix("--config=")).map(PathBuf::from))
-            .or_else(|| std::env::var_os("KEYWARD_CONFIG").map(PathBuf::from)),
-    };
-    let Some(file) = file else { return Ok(Cli::parse_from(args)) };
-    let subcommand = args
-        .iter()
-        .skip(1)
-        .find_map(|arg| ["serve", "migrate", "gateway", "rotate-master-key"].into_iter().find(|name| arg == *name));
-    let subcommand = subcommand.unwrap_or_else(|| {
-        args.insert(1, OsString::from("serve"));
-        "serve"
-    });
-    let given = |flag: &str| {
-        args.iter().any(|arg| arg.to_str().is_some_and(|arg| arg == flag || arg.starts_with(&format!("{flag}="))))
-    };
-    // The file may hold any serve setting; each subcommand takes those it knows.
-    let takes = match subcommand {
-        "migrate" => <StoreConfig as Args>::augment_args(clap::Command::new(subcommand)),
-        "rotate-master-key" => <RotateMasterKeyArgs as Args>::augment_args(clap::Command::new(subcommand)),
-        "gateway" => <GatewayConfig as Args>::augment_args(clap::Command::new(subcommand)),
-        _ => <Config as Args>::augment_args(clap::Command::new(subcommand)),
-    };
-    let text = std::fs::read_to_string(&file)
-        .map_err(|err| format!("cannot read KEYWARD_CONFIG {}: {err}", file.display()))?;
-    let table: toml::Table =
-        text.parse().map_err(|err| format!("KEYWARD_CONFIG {} is not valid TOML: {err}", file.display()))?;
-    let settings = <Config as Args>::augment_args(clap::Command::new("serve"));
-    let gateway_settings = <GatewayConfig as Args>::augment_args(clap::Command::new("gateway"));
-    let mut from_file = Vec::new();
-    for (key, value) in table {
-        let arg = settings
-            .get_arguments()
-            .chain(gateway_settings.get_arguments())
-            .find(|arg| arg.get_id().as_str() == key && arg.get_long().is_some() && key != "config")
-            .ok_or_else(|| format!("KEYWARD_CONFIG {}: unknown setting `{key}`", file.display()))?;
-        let flag = format!("--{}", arg.get_long().unwrap_or_default());
-        let from_env = arg.get_env().is_some_and(|name| std::env::var_os(name).is_some());
-        let taken = takes.get_arguments().any(|known| known.get_id() == arg.get_id());
-        if !taken || given(&flag) || from_env {
-            continue;
-        }
-        let value = scalar(&value)
-            .ok_or_else(|| format!("KEYWARD_CONFIG {}: `{key}` must be a value or a list of values", file.display()))?;
-        from_file.push(OsString::from(format!("{flag}={value}")));
-    }
-    let after = args.iter().position(|arg| arg == subcommand).map_or(args.len(), |at| at + 1);
-    args.splice(after..after, from_file);
-    Ok(Cli::parse_from(args))
-}
-
-fn scalar(value: &toml::Value) -> Option<String> {
-    match value {
-        toml::Value::String(text) => Some(text.clone()),
-        toml::Value::Integer(number) => Some(number.to_string()),
-        toml::Value::Float(number) => Some(number.to_string()),
-        toml::Value::Boolean(flag) => Some(flag.to_string()),
-        toml::Value::Datetime(at) => Some(at.to_string()),
-        // Lists become the comma-separated form the flags take.
-        toml::Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>().map(|items| items.join(",")),
-        toml::Value::Table(_) => None,
-    }
 }
 
 fn parse_channel(value: &str) -> Result<String, String> {

@@ -6,6 +6,7 @@ mod activity;
 mod audit;
 mod audit_service;
 mod background;
+mod bootstrap;
 mod cache;
 mod charger;
 pub mod config;
@@ -37,25 +38,16 @@ mod webhook_service;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use chrono::Utc;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
-use keyward_core::{
-    Error,
-    environment::Environments,
-    model::{ApiKey, KeyStatus, NewApiKey},
-    policy::SCOPE_ADMIN,
-    secret::{self, SecretHasher},
-};
+use keyward_core::{environment::Environments, secret::SecretHasher};
 use keyward_proto::v1::{
     api_key_service_server::ApiKeyServiceServer, audit_service_server::AuditServiceServer,
     credit_service_server::CreditServiceServer, rate_limit_service_server::RateLimitServiceServer,
     rpc_provider_key_service_server::RpcProviderKeyServiceServer, webhook_service_server::WebhookServiceServer,
 };
-use keyward_store::{Mutation, Store};
-use secrecy::ExposeSecret;
+use keyward_store::Store;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use uuid::Uuid;
+use tonic::transport::Server;
 
 pub use crate::{
     audit_service::AuditServiceImpl,
@@ -233,7 +225,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let environments = Environments::new(config.environments.clone(), &config.default_environment)
         .map_err(|problem| anyhow::anyhow!("invalid KEYWARD_ENVIRONMENTS / KEYWARD_DEFAULT_ENVIRONMENT: {problem}"))?;
     checked_database_url(&config.store)?;
-    let tls = tls_config(&config.tls)?;
+    let tls = bootstrap::tls_config(&config.tls)?;
     let https = https::server_config(&config.tls)?;
     let hash_secret = secrets::hash_secret(&config)?;
     let hasher = SecretHasher::new(&hash_secret);
@@ -244,7 +236,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .map_err(|err| anyhow::anyhow!("refusing to start: {}", source_chain(&err)))?;
     let environment_names: Vec<String> = environments.names().into_iter().map(str::to_owned).collect();
-    bootstrap_admin(&config, &store, &hasher, &environments).await?;
+    bootstrap::bootstrap_admin(&config, &store, &hasher, &environments).await?;
 
     let cache_settings = CacheSettings {
         capacity: config.cache_capacity,
@@ -459,81 +451,4 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         grpc_calls,
         dispatcher,
     })
-}
-
-/// The listener's TLS settings, read and checked at start.
-fn tls_config(config: &config::TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
-    let read = |path: &std::path::Path, setting: &str| {
-        std::fs::read(path).with_context(|| format!("cannot read {setting} {}", path.display()))
-    };
-    let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(cert, "KEYWARD_TLS_CERT")?, read(key, "KEYWARD_TLS_KEY")?))
-        .timeout(config.tls_handshake_timeout);
-    if let Some(ca) = &config.tls_client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca, "KEYWARD_TLS_CLIENT_CA")?));
-    }
-    Ok(Some(tls))
-}
-
-/// Imports KEYWARD_BOOTSTRAP_ADMIN_KEY when no active admin key exists; only its hash is stored.
-async fn bootstrap_admin(
-    config: &Config,
-    store: &Store,
-    hasher: &SecretHasher,
-    environments: &Environments,
-) -> anyhow::Result<()> {
-    let Some(admin_secret) = &config.bootstrap_admin_key else { return Ok(()) };
-    secret::check_importable(admin_secret.expose_secret())
-        .map_err(|problem| anyhow::anyhow!("KEYWARD_BOOTSTRAP_ADMIN_KEY {problem}"))?;
-    let now = Utc::now();
-    if store.has_live_admin(now).await.map_err(|err| anyhow::anyhow!(source_chain(&err)))? {
-        return Ok(());
-    }
-    let environment =
-        environments.resolve("").ok_or_else(|| anyhow::anyhow!("the default environment is not configured"))?;
-    let key = ApiKey {
-        id: Uuid::now_v7(),
-        number: 0,
-        name: "bootstrap admin".to_owned(),
-        mask: secret::mask(admin_secret, environments.prefixes()),
-        owner: "bootstrap".to_owned(),
-        creator: "system:bootstrap".to_owned(),
-        organization_id: String::new(),
-        organization_name: String::new(),
-        environment: environment.name.clone(),
-        scopes: [SCOPE_ADMIN.to_owned()].into(),
-        networks: Default::default(),
-        status: KeyStatus::Active,
-        usage_limited: false,
-        created_at: now,
-        updated_at: now,
-        expires_at: None,
-        deleted_at: None,
-        last_used_at: None,
-        metadata: Default::default(),
-        rate_limits: Vec::new(),
-    };
-    let new = NewApiKey {
-        key,
-        secret_hash: hasher.hash(admin_secret.expose_secret()),
-        hash_version: hasher.version(),
-        credits: Vec::new(),
-        refills: Vec::new(),
-        low_thresholds: Vec::new(),
-    };
-    let mutation = Mutation { actor: "system:bootstrap".to_owned(), request_id: None, now };
-    match store.create(new, i64::MAX, &mutation).await {
-        Ok(key) => {
-            tracing::info!(key.id = %key.id, "imported the bootstrap admin key");
-            Ok(())
-        }
-        // Another replica imported it first, or the same secret belongs to a key that is
-        // no longer an active admin: either way there is nothing to import.
-        Err(Error::AlreadyExists { .. }) => {
-            tracing::warn!("the bootstrap admin key already exists but is not an active admin key; not imported again");
-            Ok(())
-        }
-        Err(err) => Err(anyhow::anyhow!("importing KEYWARD_BOOTSTRAP_ADMIN_KEY failed: {}", source_chain(&err))),
-    }
 }
