@@ -27,18 +27,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
-KEYWARD_DATA_DIR="$TMP/data" KEYWARD_GRPC_ADDR=127.0.0.1:0 KEYWARD_HTTP_ADDR=127.0.0.1:0 \
-  KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN_KEY" KEYWARD_LOG=warn,keyward_server=info \
-  "$BIN" serve >"$LOG" 2>&1 &
-SERVER_PID=$!
-deadline=$((SECONDS + 30))
-until HTTP_ADDR="$(grep -o 'http listening addr=[0-9.:]*' "$LOG" | head -1 | cut -d= -f2)" && [ -n "$HTTP_ADDR" ]; do
-  kill -0 "$SERVER_PID" 2>/dev/null || { echo "masumi_contracts: server exited" >&2; exit 1; }
-  [ "$SECONDS" -lt "$deadline" ] || { echo "masumi_contracts: server not listening within 30s" >&2; exit 1; }
-  sleep 0.2
-done
+# A fresh server and database per era: one era's fuzzing (a PATCH or DELETE that reaches the
+# admin key's own row) must not leave the next era calling with a disabled key.
+start_server() {
+  LOG="$TMP/server-$1.log"
+  KEYWARD_DATA_DIR="$TMP/data-$1" KEYWARD_GRPC_ADDR=127.0.0.1:0 KEYWARD_HTTP_ADDR=127.0.0.1:0 \
+    KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN_KEY" KEYWARD_LOG=warn,keyward_server=info \
+    "$BIN" serve >"$LOG" 2>&1 &
+  SERVER_PID=$!
+  deadline=$((SECONDS + 30))
+  until HTTP_ADDR="$(grep -o 'http listening addr=[0-9.:]*' "$LOG" | head -1 | cut -d= -f2)" && [ -n "$HTTP_ADDR" ]; do
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "masumi_contracts: server exited" >&2; exit 1; }
+    [ "$SECONDS" -lt "$deadline" ] || { echo "masumi_contracts: server not listening within 30s" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
 
 for era in 2025-12 2026-07; do
+  start_server "$era"
   echo "masumi_contracts: Masumi $era contract against http://$HTTP_ADDR/api/v1"
   timeout 300 schemathesis --config-file tests/contracts/schemathesis.toml run \
     "tests/contracts/masumi-api-keys-$era.openapi.json" \
@@ -48,4 +58,5 @@ for era in 2025-12 2026-07; do
     --phases examples,fuzzing \
     --no-color \
     --seed 1
+  stop_server
 done
