@@ -9,6 +9,8 @@
 #   bash crates/bench/floor.sh [seconds per target and round, default 5] [rounds, default 3]
 # h2load sends one fixed body, so it measures one key; 10,000 keys are keyward-bench's
 # (bench.sh). Needs h2load: `bash tests/tools.sh bench`.
+# SERVER_PIN and CLIENT_PIN prefix the server's and the load generators' commands, e.g.
+# SERVER_PIN="taskset -c 0" CLIENT_PIN="taskset -c 1": each on a core of its own.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 SECONDS_PER_RUN="${1:-5}"
@@ -31,7 +33,7 @@ grpc_frame() { # grpc_frame <file> [key]
 
 h2rate() { # h2rate <path> <body file> [header…]: calls per second; fails unless every call answered 200
   local out
-  out="$(h2load -c 4 -m 16 -t 1 -D "$HALF_RUN" --warm-up-time 1 -H 'content-type: application/grpc' \
+  out="$(${CLIENT_PIN:-} h2load -c 4 -m 16 -t 1 -D "$HALF_RUN" --warm-up-time 1 -H 'content-type: application/grpc' \
     -H 'te: trailers' "${@:3}" -d "$2" "http://127.0.0.1:$PORT$1" 2>&1)"
   if ! grep -q 'status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx' <<<"$out" || ! grep -q ' 0 failed' <<<"$out"; then
     echo "$out" >&2; echo "h2load saw failures" >&2; exit 1
@@ -48,13 +50,13 @@ report() { # report <label> <h2load verify> <h2load health> <keyward-bench verif
 serve() { # serve <database url>
   KEYWARD_DATABASE_URL="$1" KEYWARD_DATA_DIR="$WORK/data" KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" \
     KEYWARD_HTTP_ADDR=127.0.0.1:0 KEYWARD_HASH_SECRET=bench KEYWARD_MASTER_KEY="$MASTER_KEY" \
-    KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" KEYWARD_LOG=warn "$BIN/keyward" serve &
+    KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" KEYWARD_LOG=warn ${SERVER_PIN:-} "$BIN/keyward" serve &
   SERVER=$!
   wait_ready "$PORT"
 }
 
 echo "machine: $(machine); $(h2load --version | head -1)"
-echo "client and server share the machine; 64 calls in flight over 4 connections; per round each target twice for ${HALF_RUN} s after a 1 s warm-up"
+echo "server: ${SERVER_PIN:-any core}; clients: ${CLIENT_PIN:-any core}; 64 calls in flight over 4 connections; per round each target twice for ${HALF_RUN} s after a 1 s warm-up"
 for STORE in sqlite postgres; do
   rm -rf "$WORK/data"
   if [ "$STORE" = sqlite ]; then URL="sqlite://$WORK/data/keyward.db"; else
@@ -78,7 +80,7 @@ for STORE in sqlite postgres; do
     verify="$(h2rate /keyward.v1.ApiKeyService/VerifyApiKey "$WORK/verify.bin" -H "authorization: Bearer $ADMIN")"
     verify="$(echo "$verify $(h2rate /keyward.v1.ApiKeyService/VerifyApiKey "$WORK/verify.bin" -H "authorization: Bearer $ADMIN")" | awk '{ print ($1 + $2) / 2 }')"
     health="$(echo "$health $(h2rate /grpc.health.v1.Health/Check "$WORK/health.bin")" | awk '{ print ($1 + $2) / 2 }')"
-    "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --auth "$ADMIN" --concurrency 64 --connections 4 \
+    ${CLIENT_PIN:-} "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --auth "$ADMIN" --concurrency 64 --connections 4 \
       --duration "${HALF_RUN}s" --rounds 2 --warmup 1s --target verify --key "$KEY" --target health \
       --json "$WORK/tool.json" >/dev/null
     tool="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r[0]["rate"], r[1]["rate"])' "$WORK/tool.json")"

@@ -23,6 +23,7 @@ mod lifecycle;
 mod masumi;
 mod masumi_clients;
 mod operations;
+mod owner_scale;
 mod pagination;
 mod providers;
 mod rate_buckets;

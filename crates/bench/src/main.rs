@@ -2,6 +2,8 @@
 //! calls in flight over a fixed number of HTTP/2 connections, records each latency in
 //! an HDR histogram, and can run two targets back to back to report their ratio.
 
+mod raw;
+
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -15,7 +17,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
-use keyward_proto::v1::{self, api_key_service_client::ApiKeyServiceClient};
+use keyward_proto::v1::{self, api_key_service_client::ApiKeyServiceClient, audit_service_client::AuditServiceClient};
 use serde::Serialize;
 use tonic::{
     Request,
@@ -48,8 +50,10 @@ enum Target {
     Verify,
     /// VerifyApiKey cycling through the keys of --keys-file.
     VerifyKeys,
-    /// ListApiKeys (first page) as --auth.
+    /// ListApiKeys (first page) as --auth, of --list-owner's keys if given.
     ListKeys,
+    /// ListAuditEvents (first page) as --auth: the events of the keys in its reach.
+    ListAudit,
     /// GetCallerApiKey as --auth.
     CallerKey,
     /// REST: GET /api/v1/psp/product-manager/customer-user-api-keys as --auth, on --http-addr.
@@ -84,6 +88,14 @@ struct RunArgs {
     /// Owner of the keys the `create` target creates.
     #[arg(long, default_value = "bench-create")]
     owner: String,
+    /// Owner whose keys the `list-keys` target lists (all in reach if not given).
+    #[arg(long)]
+    list_owner: Option<String>,
+    /// Send the health and verify targets' calls as gRPC frames encoded before the run,
+    /// over HTTP/2 driven directly (no tonic client): cheap enough per call that
+    /// rotating through many keys leaves the client with headroom.
+    #[arg(long)]
+    raw: bool,
     /// REST gateway address, host:port (the rest-* targets; HTTP/1.1 keep-alive).
     #[arg(long, default_value = "127.0.0.1:8080")]
     http_addr: String,
@@ -125,6 +137,9 @@ struct SeedArgs {
     /// Owner of the keys (its environment quota must allow --count).
     #[arg(long, default_value = "bench")]
     owner: String,
+    /// Scopes of the keys, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    scopes: Vec<String>,
     /// Make the keys usage-limited, each holding this many credits of the default unit.
     #[arg(long)]
     credits: Option<i64>,
@@ -213,6 +228,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("the verify targets need --key or --keys-file");
     }
     let channels = connect(&args.addr, args.connections).await?;
+    let mut raw_connections = Vec::new();
+    if args.raw {
+        for _ in 0..args.connections.max(1) {
+            raw_connections.push(raw::connect(&args.addr).await?);
+        }
+    }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .tcp_nodelay(true)
@@ -224,7 +245,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     for _ in 0..args.rounds {
         for (&target, (tally, seconds)) in args.targets.iter().zip(totals.iter_mut()) {
-            let (round, elapsed) = load(target, &args, &channels, &http, &keys, auth.as_ref()).await?;
+            let raw = raw_frames(target, &args, &keys, &raw_connections)?;
+            let (round, elapsed) = load(target, &args, &channels, raw, &http, &keys, auth.as_ref()).await?;
             tally.merge(round)?;
             *seconds += elapsed;
         }
@@ -251,10 +273,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The raw connections and frames of `target`, when --raw applies to it.
+fn raw_frames(
+    target: Target,
+    args: &RunArgs,
+    keys: &[String],
+    connections: &[h2::client::SendRequest<bytes::Bytes>],
+) -> anyhow::Result<Option<(Vec<h2::client::SendRequest<bytes::Bytes>>, raw::Frames)>> {
+    let frames = match target {
+        _ if !args.raw => return Ok(None),
+        Target::Health => raw::Frames::health(&args.addr)?,
+        Target::Verify | Target::VerifyKeys => raw::Frames::verify(&args.addr, keys, args.auth.as_deref())?,
+        Target::ListKeys
+        | Target::ListAudit
+        | Target::CallerKey
+        | Target::RestPspList
+        | Target::RestKeyStatus
+        | Target::Create => bail!("--raw sends only the health and verify targets"),
+    };
+    Ok(Some((connections.to_vec(), frames)))
+}
+
 async fn load(
     target: Target,
     args: &RunArgs,
     channels: &[Channel],
+    raw: Option<(Vec<h2::client::SendRequest<bytes::Bytes>>, raw::Frames)>,
     http: &reqwest::Client,
     keys: &Arc<Vec<String>>,
     auth: Option<&MetadataValue<tonic::metadata::Ascii>>,
@@ -276,10 +320,14 @@ async fn load(
         let base = format!("http://{}", args.http_addr);
         let secret = args.auth.clone().unwrap_or_default();
         let owner = args.owner.clone();
+        let list_owner = args.list_owner.clone().unwrap_or_default();
+        let raw =
+            raw.as_ref().map(|(connections, frames)| (connections[worker % connections.len()].clone(), frames.clone()));
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new()?;
             let mut health = HealthClient::new(channel.clone());
-            let mut keyward = ApiKeyServiceClient::new(channel);
+            let mut keyward = ApiKeyServiceClient::new(channel.clone());
+            let mut audit = AuditServiceClient::new(channel);
             loop {
                 let now = Instant::now();
                 let measuring = now >= measure_from;
@@ -293,26 +341,44 @@ async fn load(
                     }
                 }
                 let begun = Instant::now();
-                let (code, verification) = match target {
-                    Target::Health => {
+                let (code, verification) = match (&raw, target) {
+                    (Some((connection, frames)), _) => {
+                        let index =
+                            usize::try_from(next_key.fetch_add(1, Ordering::Relaxed)).unwrap_or(0) % frames.len();
+                        let (code, verdict) = raw::call(connection, frames, index).await?;
+                        let verdict = verdict.map(|code| {
+                            v1::VerificationCode::try_from(code)
+                                .map_or_else(|_| code.to_string(), |c| c.as_str_name().to_owned())
+                        });
+                        ((code != 0).then(|| tonic::Code::from_i32(code)), verdict)
+                    }
+                    (None, Target::Health) => {
                         let result = health.check(HealthCheckRequest { service: String::new() }).await;
                         (result.map(drop).err().map(|s| s.code()), None)
                     }
-                    Target::ListKeys => {
-                        let mut request = Request::new(v1::ListApiKeysRequest::default());
+                    (None, Target::ListKeys) => {
+                        let mut request =
+                            Request::new(v1::ListApiKeysRequest { owner: list_owner.clone(), ..Default::default() });
                         if let Some(auth) = &auth {
                             request.metadata_mut().insert("authorization", auth.clone());
                         }
                         (keyward.list_api_keys(request).await.map(drop).err().map(|s| s.code()), None)
                     }
-                    Target::CallerKey => {
+                    (None, Target::ListAudit) => {
+                        let mut request = Request::new(v1::ListAuditEventsRequest::default());
+                        if let Some(auth) = &auth {
+                            request.metadata_mut().insert("authorization", auth.clone());
+                        }
+                        (audit.list_audit_events(request).await.map(drop).err().map(|s| s.code()), None)
+                    }
+                    (None, Target::CallerKey) => {
                         let mut request = Request::new(v1::GetCallerApiKeyRequest {});
                         if let Some(auth) = &auth {
                             request.metadata_mut().insert("authorization", auth.clone());
                         }
                         (keyward.get_caller_api_key(request).await.map(drop).err().map(|s| s.code()), None)
                     }
-                    Target::Create => {
+                    (None, Target::Create) => {
                         let mut request = Request::new(v1::CreateApiKeyRequest {
                             api_key: Some(v1::ApiKey {
                                 name: "bench".into(),
@@ -326,7 +392,7 @@ async fn load(
                         }
                         (keyward.create_api_key(request).await.map(drop).err().map(|s| s.code()), None)
                     }
-                    Target::RestPspList | Target::RestKeyStatus => {
+                    (None, Target::RestPspList | Target::RestKeyStatus) => {
                         let request = if target == Target::RestPspList {
                             http.get(format!("{base}/api/v1/psp/product-manager/customer-user-api-keys"))
                                 .header("authorization", format!("Bearer {secret}"))
@@ -344,7 +410,7 @@ async fn load(
                         };
                         (outcome.err(), None)
                     }
-                    Target::Verify | Target::VerifyKeys => {
+                    (None, Target::Verify | Target::VerifyKeys) => {
                         let index = usize::try_from(next_key.fetch_add(1, Ordering::Relaxed)).unwrap_or(0) % keys.len();
                         let mut request = Request::new(v1::VerifyApiKeyRequest {
                             key: keys[index].clone(),
@@ -431,8 +497,13 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let count = u64::try_from(args.count)?;
     let mut workers = Vec::new();
     for _ in 0..16 {
-        let (mut client, auth, next, owner) =
-            (ApiKeyServiceClient::new(channel.clone()), auth.clone(), Arc::clone(&next), args.owner.clone());
+        let (mut client, auth, next, owner, scopes) = (
+            ApiKeyServiceClient::new(channel.clone()),
+            auth.clone(),
+            Arc::clone(&next),
+            args.owner.clone(),
+            args.scopes.clone(),
+        );
         let credits = args.credits;
         workers.push(tokio::spawn(async move {
             let mut secrets = Vec::new();
@@ -441,6 +512,7 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
                     api_key: Some(v1::ApiKey {
                         name: "bench".into(),
                         owner: owner.clone(),
+                        scopes: scopes.clone(),
                         usage_limited: credits.is_some(),
                         credits: credits
                             .map(|amount| vec![v1::CreditAmount { unit: String::new(), amount }])

@@ -115,6 +115,6 @@ pub(crate) fn to_row(key: &ApiKey) -> Result<api_key::ActiveModel> {
 }
 
 pub(crate) fn audit_from_row(row: audit_event::Model) -> AuditEvent {
-    let audit_event::Model { id: _, actor, action, target, request_id, outcome, occurred_at } = row;
+    let audit_event::Model { id: _, actor, action, target, request_id, outcome, occurred_at, .. } = row;
     AuditEvent { actor, action, target, request_id, outcome, occurred_at }
 }

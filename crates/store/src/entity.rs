@@ -86,6 +86,10 @@ pub mod audit_event {
         pub request_id: Option<String>,
         pub outcome: String,
         pub occurred_at: DateTimeUtc,
+        /// Owner of the key the event targets, if it targets a key.
+        pub key_owner: Option<String>,
+        /// Organisation of the key the event targets, if it targets a key.
+        pub key_organization: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -128,6 +132,8 @@ pub mod quota_lock {
         #[sea_orm(primary_key, auto_increment = false)]
         pub environment: String,
         pub generation: i64,
+        /// Keys of the owner in the environment that are not revoked.
+        pub held: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

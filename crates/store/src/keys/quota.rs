@@ -47,33 +47,45 @@ async fn count_live(
     row.try_get::<i64>("", "n").map_err(db_error)
 }
 
-/// Serialises quota checks of one (owner, environment): the UPDATE holds the lock row
-/// until commit, so the count that follows sees every earlier create.
+/// What a quota-checked write does to the keys its owner holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arrival {
+    /// A key that was not held (new, or brought back from revoked) becomes held.
+    Joins,
+    /// A key already held (not revoked) becomes live again: its expiry is lifted.
+    Revives,
+}
+
+/// Serialises quota checks of one (owner, environment) and keeps its count of held
+/// (not revoked) keys: the UPDATE holds the lock row until commit, so the check that
+/// follows sees every earlier create. Live keys are never more than held ones, so a
+/// count of held keys within the quota admits without counting; only an owner at the
+/// quota by that count (some of its keys may have expired) has its live keys counted.
 pub(super) async fn enforce_quota(
     txn: &DatabaseTransaction,
     owner: &str,
     environment: &str,
     max_live_keys: i64,
     now: DateTime<Utc>,
+    arrival: Arrival,
 ) -> Result<()> {
     quota_lock::Entity::insert(quota_lock::ActiveModel {
         owner: Set(owner.to_owned()),
         environment: Set(environment.to_owned()),
         generation: Set(0),
+        held: Set(0),
     })
     .on_conflict_do_nothing()
     .exec(txn)
     .await
     .map_err(db_error)?;
-    quota_lock::Entity::update_many()
-        .col_expr(quota_lock::Column::Generation, Expr::col(quota_lock::Column::Generation).add(1))
-        .filter(quota_lock::Column::Owner.eq(owner))
-        .filter(quota_lock::Column::Environment.eq(environment))
-        .exec(txn)
-        .await
-        .map_err(db_error)?;
-    // Counting stops at the quota: the check costs the same however many keys there are.
-    // (A bound beyond i64 cannot be bound as a SQL integer.)
+    let joins = i64::from(arrival == Arrival::Joins);
+    let held = adjust_held(txn, owner, environment, joins).await?;
+    if held <= max_live_keys {
+        return Ok(());
+    }
+    // Counting stops at the quota: the check costs at most the quota, whatever the owner
+    // ever held. (A bound beyond i64 cannot be bound as a SQL integer.)
     let at_most = u64::try_from(max_live_keys.saturating_add(1)).unwrap_or(0);
     let live = count_live(txn, owner, environment, now, Some(at_most)).await?;
     if live >= max_live_keys {
@@ -85,4 +97,26 @@ pub(super) async fn enforce_quota(
         });
     }
     Ok(())
+}
+
+/// Records that a key of (owner, environment) was revoked, in the revoking transaction.
+pub(super) async fn release(txn: &DatabaseTransaction, owner: &str, environment: &str) -> Result<()> {
+    adjust_held(txn, owner, environment, -1).await.map(drop)
+}
+
+/// Adds `delta` to the held count of (owner, environment) under its row lock, and gives
+/// the count after it. A row missing (only for keys written before the count existed,
+/// which its migration counted) reads as zero held.
+async fn adjust_held(txn: &DatabaseTransaction, owner: &str, environment: &str, delta: i64) -> Result<i64> {
+    quota_lock::Entity::update_many()
+        .col_expr(quota_lock::Column::Generation, Expr::col(quota_lock::Column::Generation).add(1))
+        .col_expr(quota_lock::Column::Held, Expr::col(quota_lock::Column::Held).add(delta))
+        .filter(quota_lock::Column::Owner.eq(owner))
+        .filter(quota_lock::Column::Environment.eq(environment))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    let row =
+        quota_lock::Entity::find_by_id((owner.to_owned(), environment.to_owned())).one(txn).await.map_err(db_error)?;
+    Ok(row.map_or(0, |row| row.held))
 }

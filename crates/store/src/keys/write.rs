@@ -19,7 +19,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{find_row, quota::enforce_quota};
+use super::{
+    find_row,
+    quota::{Arrival, enforce_quota, release},
+};
 use crate::{
     Store, alerts,
     convert::{to_domain, to_row},
@@ -56,7 +59,7 @@ impl Store {
         if let Claim::Replay = envelope.claim(&txn).await? {
             return Err(envelope.already_applied(&txn).await?);
         }
-        enforce_quota(&txn, &key.owner, &key.environment, max_live_keys, mutation.now).await?;
+        enforce_quota(&txn, &key.owner, &key.environment, max_live_keys, mutation.now, Arrival::Joins).await?;
         let inserted = api_key::Entity::insert(to_row(key)?).exec(&txn).await.map_err(db_error)?;
         api_key_secret::Entity::insert(api_key_secret::ActiveModel {
             secret_hash: Set(new.secret_hash.to_hex()),
@@ -107,8 +110,13 @@ impl Store {
         }
         let next = update.patch.apply(&key, mutation.now)?;
         authority.admit_outcome(&next)?;
-        if restoring || (key.is_expired(mutation.now) && !next.is_expired(mutation.now)) {
-            enforce_quota(&txn, &key.owner, &key.environment, quota(&key.environment), mutation.now).await?;
+        let arrival = if restoring {
+            Some(Arrival::Joins)
+        } else {
+            (key.is_expired(mutation.now) && !next.is_expired(mutation.now)).then_some(Arrival::Revives)
+        };
+        if let Some(arrival) = arrival {
+            enforce_quota(&txn, &key.owner, &key.environment, quota(&key.environment), mutation.now, arrival).await?;
         }
         if next != key {
             let mut row = to_row(&next)?;
@@ -167,6 +175,7 @@ impl Store {
                 message: format!("API key {id} is already revoked"),
             });
         }
+        release(&txn, &key.owner, &key.environment).await?;
         self.announce(&txn, id).await?;
         let deleted = find_row(&txn, id).await?;
         envelope.record_key(&txn, &deleted, None).await?;
@@ -191,7 +200,8 @@ impl Store {
             return Ok(key);
         }
         restorable(&key, retention, mutation.now)?;
-        enforce_quota(&txn, &key.owner, &key.environment, quota(&key.environment), mutation.now).await?;
+        let max_live_keys = quota(&key.environment);
+        enforce_quota(&txn, &key.owner, &key.environment, max_live_keys, mutation.now, Arrival::Joins).await?;
         let result = api_key::Entity::update_many()
             .col_expr(api_key::Column::Status, Expr::value(KeyStatus::Active.as_str()))
             .col_expr(api_key::Column::DeletedAt, Expr::value(Option::<DateTime<Utc>>::None))
