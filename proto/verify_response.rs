@@ -25,6 +25,8 @@ pub struct VerifyApiKeyResponse {
     pub remaining_credits: Vec<CreditAmount>,
     /// Every rate limit the verification applied, for RateLimit-* and Retry-After headers.
     pub rate_limits: Vec<RateLimitState>,
+    /// With INSUFFICIENT_SCOPE: the fewest scopes that would have satisfied the request.
+    pub missing_scopes: Vec<String>,
     /// The key already encoded (an `ApiKey` message), sent in place of `api_key` when set.
     /// Never set by decoding.
     pub encoded_api_key: Option<Bytes>,
@@ -57,6 +59,7 @@ impl Message for VerifyApiKeyResponse {
         }
         encoding::message::encode_repeated(4, &self.remaining_credits, buf);
         encoding::message::encode_repeated(5, &self.rate_limits, buf);
+        encoding::string::encode_repeated(6, &self.missing_scopes, buf);
     }
 
     fn merge_field(
@@ -75,6 +78,7 @@ impl Message for VerifyApiKeyResponse {
                 encoding::message::merge_repeated(wire_type, &mut self.remaining_credits, buf, ctx),
             ),
             5 => ("rate_limits", encoding::message::merge_repeated(wire_type, &mut self.rate_limits, buf, ctx)),
+            6 => ("missing_scopes", encoding::string::merge_repeated(wire_type, &mut self.missing_scopes, buf, ctx)),
             _ => return encoding::skip_field(wire_type, tag, buf, ctx),
         };
         merged.map_err(|mut error| {
@@ -96,6 +100,7 @@ impl Message for VerifyApiKeyResponse {
             + api_key
             + encoding::message::encoded_len_repeated(4, &self.remaining_credits)
             + encoding::message::encoded_len_repeated(5, &self.rate_limits)
+            + encoding::string::encoded_len_repeated(6, &self.missing_scopes)
     }
 
     fn clear(&mut self) {
@@ -123,6 +128,7 @@ mod tests {
             api_key,
             remaining_credits: vec![CreditAmount { unit: "calls".into(), amount: 3 }],
             rate_limits: vec![RateLimitState { name: "hot".into(), limit: 5, remaining: 4, reset_time: None }],
+            missing_scopes: vec!["documents.write".into()],
             encoded_api_key,
         }
     }

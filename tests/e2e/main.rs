@@ -32,6 +32,7 @@ mod receiver;
 mod resilience;
 mod rights;
 mod rpc_keys;
+mod scope_queries;
 mod tls;
 mod traces;
 mod transport;

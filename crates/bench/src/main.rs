@@ -395,6 +395,7 @@ async fn load(
                             cost: cost.clone(),
                             request_id: String::new(),
                             rate_limits: vec![],
+                            scope_query: String::new(),
                         });
                         if let Some(auth) = &auth {
                             request.metadata_mut().insert("authorization", auth.clone());

@@ -15,6 +15,7 @@ pub mod model;
 pub mod page;
 pub mod policy;
 pub mod rate;
+pub mod scope_query;
 pub mod secret;
 pub mod validate;
 pub mod verify;

@@ -2,7 +2,12 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{ApiKey, KeyStatus};
+use std::collections::BTreeSet;
+
+use crate::{
+    model::{ApiKey, KeyStatus},
+    scope_query::{Query, grants},
+};
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,11 +57,13 @@ impl Verdict {
 pub const NO_NETWORK: &str = "keyward.reserved/no-network";
 
 /// Judges `key`, found by a secret that itself expires at `secret_expires_at` (set during
-/// a rotation grace period), against the request's scopes and network.
+/// a rotation grace period), against the request's scopes (all of `required_scopes`, and
+/// `query` when given; a key's `*` segment grants one segment of either) and network.
 pub fn judge(
     key: &ApiKey,
     secret_expires_at: Option<DateTime<Utc>>,
     required_scopes: &[String],
+    query: Option<&Query>,
     network: &str,
     now: DateTime<Utc>,
 ) -> Verdict {
@@ -68,7 +75,7 @@ pub fn judge(
     if key.is_expired(now) || secret_expires_at.is_some_and(|at| at <= now) {
         return Verdict::Expired;
     }
-    if !required_scopes.iter().all(|scope| key.scopes.contains(scope)) {
+    if !required_scopes.iter().all(|scope| grants(&key.scopes, scope)) || query.is_some_and(|q| !q.holds(&key.scopes)) {
         return Verdict::InsufficientScope;
     }
     let no_network = key.networks.contains(NO_NETWORK);
@@ -76,6 +83,20 @@ pub fn judge(
         return Verdict::NetworkNotAllowed;
     }
     Verdict::Valid
+}
+
+/// The fewest scopes which, added to `held`, would satisfy both `required_scopes` and
+/// `query`: the required ones not held, and the smallest set the query still needs beside
+/// them. Sorted.
+pub fn missing_scopes(held: &BTreeSet<String>, required_scopes: &[String], query: Option<&Query>) -> Vec<String> {
+    let mut missing: Vec<&str> =
+        required_scopes.iter().map(String::as_str).filter(|scope| !grants(held, scope)).collect();
+    missing.sort_unstable();
+    missing.dedup();
+    let mut more = query.map(|query| query.missing(held, &missing)).unwrap_or_default();
+    more.extend(missing.into_iter().map(str::to_owned));
+    more.sort();
+    more
 }
 
 #[cfg(test)]
@@ -113,27 +134,27 @@ mod tests {
         let scoped = |scopes: &[&str]| scopes.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let mut key =
             ApiKey { scopes: ["read".to_owned()].into(), networks: ["Preprod".to_owned()].into(), ..key(now) };
-        assert_eq!(judge(&key, None, &scoped(&["read"]), "Preprod", now), Verdict::Valid);
-        assert_eq!(judge(&key, None, &scoped(&["read"]), "", now), Verdict::Valid, "no network named");
-        assert_eq!(judge(&key, None, &scoped(&["read"]), "Mainnet", now), Verdict::NetworkNotAllowed);
-        assert_eq!(judge(&key, None, &scoped(&["write"]), "Mainnet", now), Verdict::InsufficientScope);
+        assert_eq!(judge(&key, None, &scoped(&["read"]), None, "Preprod", now), Verdict::Valid);
+        assert_eq!(judge(&key, None, &scoped(&["read"]), None, "", now), Verdict::Valid, "no network named");
+        assert_eq!(judge(&key, None, &scoped(&["read"]), None, "Mainnet", now), Verdict::NetworkNotAllowed);
+        assert_eq!(judge(&key, None, &scoped(&["write"]), None, "Mainnet", now), Verdict::InsufficientScope);
         let rotated_away = Some(now - chrono::Duration::seconds(1));
         assert_eq!(
-            judge(&key, rotated_away, &scoped(&["write"]), "", now),
+            judge(&key, rotated_away, &scoped(&["write"]), None, "", now),
             Verdict::Expired,
             "an old secret past its grace"
         );
         assert_eq!(
-            judge(&key, Some(now + chrono::Duration::seconds(1)), &[], "", now),
+            judge(&key, Some(now + chrono::Duration::seconds(1)), &[], None, "", now),
             Verdict::Valid,
             "within its grace"
         );
         key.expires_at = Some(now);
-        assert_eq!(judge(&key, None, &scoped(&["write"]), "", now), Verdict::Expired, "expired at the instant");
+        assert_eq!(judge(&key, None, &scoped(&["write"]), None, "", now), Verdict::Expired, "expired at the instant");
         key.status = KeyStatus::Inactive;
-        assert_eq!(judge(&key, None, &[], "", now), Verdict::Inactive);
+        assert_eq!(judge(&key, None, &[], None, "", now), Verdict::Inactive);
         key.status = KeyStatus::Revoked;
-        assert_eq!(judge(&key, None, &[], "", now), Verdict::Revoked, "revocation is told before expiry");
+        assert_eq!(judge(&key, None, &[], None, "", now), Verdict::Revoked, "revocation is told before expiry");
     }
 
     #[test]
@@ -141,9 +162,9 @@ mod tests {
         let now = Utc::now();
         let key = ApiKey { networks: [NO_NETWORK.to_owned()].into(), ..key(now) };
         for network in ["Preprod", "Mainnet", NO_NETWORK] {
-            assert_eq!(judge(&key, None, &[], network, now), Verdict::NetworkNotAllowed, "{network}");
+            assert_eq!(judge(&key, None, &[], None, network, now), Verdict::NetworkNotAllowed, "{network}");
         }
         // Authentication names no network: the key still identifies its caller.
-        assert_eq!(judge(&key, None, &[], "", now), Verdict::Valid);
+        assert_eq!(judge(&key, None, &[], None, "", now), Verdict::Valid);
     }
 }

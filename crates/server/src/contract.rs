@@ -4,7 +4,7 @@
 //! places at once; `tests/e2e/openapi.rs` sends every rule's edge cases through the server
 //! and fails when a check and its rule disagree.
 
-use keyward_core::{credit, rate, secret, validate};
+use keyward_core::{credit, rate, scope_query, secret, validate};
 use keyward_gateway::openapi::{Constraint as C, FieldRule};
 
 use crate::{audit_service::MAX_FILTER_CHARS, rpc_service, service::UPDATABLE_FIELDS, webhook_service};
@@ -120,6 +120,8 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     add(verify, "cost.amount", vec![C::Range { min: 1, max: credit::MAX_COST }]);
     add(verify, "request_id", request_id());
     add(verify, "rate_limits", vec![C::Items { min: 0, max: rate::MAX_LIMITS }]);
+    let query = vec![C::Chars { min: 1, max: scope_query::MAX_QUERY_CHARS }, pattern(&scope_query_pattern())];
+    add(verify, "scope_query", vec![C::EmptyOr(query)]);
     add("keyward.v1.GetKeyQuotaRequest", "owner", subject());
     if !environments.is_empty() {
         let mut names = vec![String::new()];
@@ -250,4 +252,12 @@ fn period_pattern() -> String {
     debug_assert!(min == 1 && rate::MAX_PERIOD_MS % 1_000 == 0, "the pattern counts whole seconds from 1 s");
     let below = keyward_gateway::openapi::decimal_range(1, max - 1);
     format!("^({below}(\\.[0-9]{{1,3}})?|{max}(\\.0{{1,3}})?)s$")
+}
+
+/// Scope queries without parentheses, of short lower-case scopes: narrower than the
+/// grammar (no pattern states balanced parentheses), so that every query the document
+/// offers is one the server parses, within its count of scopes.
+fn scope_query_pattern() -> String {
+    let scope = "[a-z0-9._:-]{1,8}";
+    format!("^{scope}( (AND|OR) {scope}){{0,{}}}$", scope_query::MAX_QUERY_TERMS - 1)
 }

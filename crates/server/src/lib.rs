@@ -24,6 +24,7 @@ mod log_lines;
 mod message_limits;
 mod metrics;
 mod observe;
+mod queries;
 mod rate_limit_service;
 mod rpc_service;
 mod secrets;

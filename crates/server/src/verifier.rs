@@ -16,8 +16,9 @@ use keyward_core::{
     model::ApiKey,
     policy::Caller,
     rate::{self, RateUse},
+    scope_query::Query,
     secret::{self, SecretHash, SecretHasher, Shape},
-    verify::{Verdict, judge},
+    verify::{Verdict, judge, missing_scopes},
 };
 use keyward_store::{KeyRecord, Store};
 use tonic::metadata::MetadataMap;
@@ -29,6 +30,7 @@ use crate::{
     jwt::{JwtVerifier, looks_like_jwt},
     limiter::{LimitState, Limiter},
     metrics::{CacheResult, Metrics},
+    queries::Queries,
     usage::UsageRecorder,
 };
 
@@ -53,6 +55,7 @@ pub(crate) struct Verifier {
     metrics: Arc<Metrics>,
     charger: Charger,
     limiter: Arc<Limiter>,
+    queries: Arc<Queries>,
 }
 
 /// The outcome of a verification: the verdict and, when one was found, the key's record.
@@ -64,6 +67,8 @@ pub(crate) struct Verification {
     pub(crate) remaining: Vec<Credit>,
     /// Every rate limit applied, and where it stands.
     pub(crate) limits: Vec<LimitState>,
+    /// For an insufficient scope: the fewest scopes that would have satisfied the request.
+    pub(crate) missing: Vec<String>,
 }
 
 /// What a verified request costs, and who asks.
@@ -114,11 +119,27 @@ impl Verifier {
         charger: Charger,
         limiter: Arc<Limiter>,
     ) -> Self {
-        Self { store, hasher, environments, cache, usage, jwt, metrics, charger, limiter }
+        Self {
+            store,
+            hasher,
+            environments,
+            cache,
+            usage,
+            jwt,
+            metrics,
+            charger,
+            limiter,
+            queries: Arc::new(Queries::new()),
+        }
     }
 
     pub(crate) fn hasher(&self) -> &SecretHasher {
         &self.hasher
+    }
+
+    /// The scope query `text` parsed (once per distinct text), `None` for none.
+    pub(crate) fn query(&self, text: &str) -> Result<Option<Arc<Query>>> {
+        self.queries.parse(text)
     }
 
     /// The shared rate limits of `owner`, from the cache or, on a miss, the database.
@@ -147,13 +168,14 @@ impl Verifier {
         self.cache.evict_hash(hash);
     }
 
-    /// Judges `presented` for a request needing `required_scopes` on `network`, charges
+    /// Judges `presented` for a request needing `required_scopes` and `query` on `network`, charges
     /// a valid usage-limited key the `cost`, and counts the outcome against the key, as
     /// of `at`.
     pub(crate) async fn verify(
         &self,
         presented: &str,
         required_scopes: &[String],
+        query: Option<&Query>,
         network: &str,
         cost: Cost,
         at: Moment,
@@ -161,7 +183,7 @@ impl Verifier {
         // Bounded before anything is judged, charged or counted, metered key or not.
         keyward_core::credit::check_costs(&cost.credits)?;
         let now = at.wall;
-        let mut verification = self.verdict(presented, required_scopes, network, at).await?;
+        let mut verification = self.verdict(presented, required_scopes, query, network, at).await?;
         // Before rate limits, so a refused cost spends no tokens.
         if let (Verdict::Valid, Some(key)) = (verification.verdict, verification.key()) {
             self.usage.admit(key.usage_limited, &cost.credits)?;
@@ -214,6 +236,7 @@ impl Verifier {
         &self,
         presented: &str,
         required_scopes: &[String],
+        query: Option<&Query>,
         network: &str,
         at: Moment,
     ) -> Result<Verification> {
@@ -223,6 +246,7 @@ impl Verifier {
                 record: None,
                 remaining: Vec::new(),
                 limits: Vec::new(),
+                missing: Vec::new(),
             });
         }
         let hash = self.hasher.hash(presented);
@@ -232,6 +256,7 @@ impl Verifier {
                 record: None,
                 remaining: Vec::new(),
                 limits: Vec::new(),
+                missing: Vec::new(),
             });
         };
         // A secret removed by a rotation without grace no longer finds its key.
@@ -241,10 +266,16 @@ impl Verifier {
                 record: None,
                 remaining: Vec::new(),
                 limits: Vec::new(),
+                missing: Vec::new(),
             });
         };
-        let verdict = judge(&record.key, secret.expires_at, required_scopes, network, at.wall);
-        Ok(Verification { verdict, record: Some(record), remaining: Vec::new(), limits: Vec::new() })
+        let verdict = judge(&record.key, secret.expires_at, required_scopes, query, network, at.wall);
+        let missing = if verdict == Verdict::InsufficientScope {
+            missing_scopes(&record.key.scopes, required_scopes, query)
+        } else {
+            Vec::new()
+        };
+        Ok(Verification { verdict, record: Some(record), remaining: Vec::new(), limits: Vec::new(), missing })
     }
 
     async fn record(&self, hash: &SecretHash, at: Instant) -> Result<Option<Arc<KeyRecord>>> {
@@ -331,7 +362,7 @@ impl Verifier {
             let jwt = self.jwt.as_ref().ok_or(Error::Unauthenticated { detail: "JWT callers are not configured" })?;
             return Ok(Caller::Person(Arc::new(Box::pin(jwt.authenticate(presented)).await?)));
         }
-        let verification = self.verdict(presented, &[], "", at).await?;
+        let verification = self.verdict(presented, &[], None, "", at).await?;
         let (verdict, key) = (verification.verdict, verification.key().cloned());
         match (verdict.auth_failure(), key) {
             (None, Some(key)) => {

@@ -69,6 +69,8 @@ impl Listing {
 pub(super) struct Verification {
     pub(super) key: String,
     pub(super) required_scopes: Vec<String>,
+    /// The scope query as given; parsed by the verifier, which keeps it parsed.
+    pub(super) scope_query: String,
     pub(super) network: String,
     pub(super) credits: Vec<Credit>,
     pub(super) request_id: Option<String>,
@@ -336,7 +338,7 @@ pub(super) fn listing(request: v1::ListApiKeysRequest) -> Result<Listing> {
 }
 
 pub(super) fn verification(request: v1::VerifyApiKeyRequest) -> Result<Verification> {
-    let v1::VerifyApiKeyRequest { key, required_scopes, network, cost, request_id, rate_limits } = request;
+    let v1::VerifyApiKeyRequest { key, required_scopes, network, cost, request_id, rate_limits, scope_query } = request;
     let mut checks = Checks::new();
     // REQUIRED in the proto: an absent key is a malformed request, not a key that fails.
     if key.is_empty() {
@@ -352,7 +354,7 @@ pub(super) fn verification(request: v1::VerifyApiKeyRequest) -> Result<Verificat
         rate_limits.into_iter().map(|used| RateUse { name: used.name, cost: used.cost.unwrap_or(1) }).collect();
     checks.rate_uses("rate_limits", &rate);
     checks.finish()?;
-    Ok(Verification { key, required_scopes, network, credits, request_id, rate })
+    Ok(Verification { key, required_scopes, scope_query, network, credits, request_id, rate })
 }
 
 /// The owner and the environment whose quota a GetKeyQuota asks for.
