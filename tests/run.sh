@@ -2,7 +2,8 @@
 # The whole test suite, as README's second command and CI run it:
 #   unit tests and the end-to-end binary (every store test on SQLite and PostgreSQL),
 #   then the contract checks (buf lint, reflection, a Python client, README's grpcurl examples)
-#   a schemathesis run against the REST gateway's /openapi.json, and one against each of
+#   a schemathesis run against the REST gateway's /openapi.json and a typed TypeScript client of it
+#   (tests/rest_typescript.sh), and one schemathesis run against each of
 #   Masumi's own contract documents (tests/contracts/), and the Dockerfile's build inputs
 #   replayed offline (tests/dockerfile.sh), the Helm chart linted, rendered and schema-checked
 #   (tests/helm.sh).
@@ -16,6 +17,7 @@ cargo build --workspace --locked --bins
 cargo test --workspace --locked
 bash tests/contract.sh
 bash tests/schemathesis.sh
+bash tests/rest_typescript.sh
 bash tests/masumi_contracts.sh
 bash tests/dockerfile.sh
 bash tests/helm.sh

@@ -62,6 +62,13 @@ if ! command -v nginx >/dev/null && ! [ -x /usr/sbin/nginx ]; then
   fi
 fi
 
+# openapi-typescript and TypeScript for the typed REST client (tests/rest_typescript.sh).
+if [ ! -x "$TOOLS/node/node_modules/.bin/openapi-typescript" ] || [ ! -d "$TOOLS/node/node_modules/@types/node" ]; then
+  mkdir -p "$TOOLS/node"
+  npm install --prefix "$TOOLS/node" --no-audit --no-fund --silent \
+    openapi-typescript@7.13.0 typescript@5 @types/node@20
+fi
+
 if [ ! -x "$VENV/bin/buf" ]; then
   "$PY" -m pip install --quiet --disable-pip-version-check "buf-bin==$BUF_VERSION"
 fi

@@ -535,6 +535,15 @@ async fn openapi_document_lists_every_route() {
     ] {
         assert!(paths.contains_key(&path), "{path} missing from {:?}", paths.keys().collect::<Vec<_>>());
     }
+    // Generators name functions after operationIds: each one once.
+    let ids: Vec<&str> = paths
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "repeated operationIds in {ids:?}");
+    assert!(unique.contains("psp_list") && unique.contains("ApiKeyService_CreateApiKey"), "{ids:?}");
     app.stop().await;
 }
 

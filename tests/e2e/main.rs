@@ -22,6 +22,7 @@ mod jwt;
 mod lifecycle;
 mod masumi;
 mod masumi_clients;
+mod openapi_rules;
 mod operations;
 mod owner_scale;
 mod pagination;

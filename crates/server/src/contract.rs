@@ -46,13 +46,14 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     for unit in ["keyward.v1.CreditAmount", "keyward.v1.CreditDelta", "keyward.v1.CreditRefill"] {
         add(unit, "unit", vec![C::Chars { min: 0, max: credit::MAX_UNIT_CHARS }, pattern(VISIBLE_ASCII)]);
     }
-    add("keyward.v1.CreditRefill", "amount", vec![positive()]);
+    // Amounts and limits have no default: an absent one is 0, which is refused.
+    add("keyward.v1.CreditRefill", "amount", vec![C::Required, positive()]);
     add("keyward.v1.CreditRefill", "period", vec![values(&["REFILL_PERIOD_DAILY", "REFILL_PERIOD_MONTHLY"])]);
     add("keyward.v1.CreditDelta", "delta", vec![C::Required, C::NonZero { max: i64::MAX }]);
     add("keyward.v1.RateLimit", "name", label());
-    add("keyward.v1.RateLimit", "limit", vec![C::Range { min: 1, max: rate::MAX_AMOUNT }]);
+    add("keyward.v1.RateLimit", "limit", vec![C::Required, C::Range { min: 1, max: rate::MAX_AMOUNT }]);
     add("keyward.v1.RateLimit", "burst", vec![C::Range { min: 1, max: rate::MAX_AMOUNT }]);
-    add("keyward.v1.RateLimit", "period", vec![pattern(&period_pattern())]);
+    add("keyward.v1.RateLimit", "period", vec![C::Required, pattern(&period_pattern())]);
     add("keyward.v1.RateLimitUse", "name", label());
     add("keyward.v1.RateLimitUse", "cost", vec![C::Range { min: 1, max: rate::MAX_AMOUNT }]);
     add("keyward.v1.ApiKey", "scopes", [vec![labels()], label()].concat());
@@ -89,7 +90,7 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
         vec![values(&["API_KEY_STATUS_UNSPECIFIED", "API_KEY_STATUS_ACTIVE", "API_KEY_STATUS_INACTIVE"])],
     );
     add(create, "api_key.credits.amount", vec![C::Range { min: 0, max: i64::MAX }]);
-    add(create, "api_key.credit_low_thresholds.amount", vec![positive()]);
+    add(create, "api_key.credit_low_thresholds.amount", vec![C::Required, positive()]);
     add(create, "request_id", request_id());
     add(create, "import_secret", imported());
     for one in ["Get", "Delete", "Undelete", "Rotate"] {
@@ -104,7 +105,8 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     add(update, "update_mask", vec![C::Required, pattern(&mask_pattern(&UPDATABLE_FIELDS))]);
     add(update, "credit_deltas", vec![units()]);
     add(update, "credit_reason", vec![C::Chars { min: 0, max: validate::MAX_REASON_CHARS }, pattern(PRINTABLE)]);
-    add(update, "credit_low_thresholds.amount", vec![positive()]);
+    add(update, "api_key.credit_low_thresholds.amount", vec![C::Required, positive()]);
+    add(update, "api_key.status", vec![values(&["API_KEY_STATUS_ACTIVE", "API_KEY_STATUS_INACTIVE"])]);
     add(update, "request_id", request_id());
     add(update, "import_secret", imported());
     let list = "keyward.v1.ListApiKeysRequest";
@@ -117,7 +119,7 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     add(verify, "required_scopes", [vec![labels()], label()].concat());
     add(verify, "network", vec![C::EmptyOr(label())]);
     add(verify, "cost", vec![units()]);
-    add(verify, "cost.amount", vec![C::Range { min: 1, max: credit::MAX_COST }]);
+    add(verify, "cost.amount", vec![C::Required, C::Range { min: 1, max: credit::MAX_COST }]);
     add(verify, "request_id", request_id());
     add(verify, "rate_limits", vec![C::Items { min: 0, max: rate::MAX_LIMITS }]);
     let query = vec![C::Chars { min: 1, max: scope_query::MAX_QUERY_CHARS }, pattern(&scope_query_pattern())];
@@ -196,7 +198,12 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
         vec![C::Chars { min: 1, max: validate::MAX_WEBHOOK_URL_CHARS }, pattern(WEBHOOK_URL)],
     );
     let types: Vec<String> = keyward_core::event::EventType::ALL.iter().map(|kind| kind.as_str().to_owned()).collect();
-    add("keyward.v1.WebhookEndpoint", "event_types", vec![C::Unique, C::Values(types)]);
+    let kinds = types.len();
+    add(
+        "keyward.v1.WebhookEndpoint",
+        "event_types",
+        vec![C::Items { min: 1, max: kinds }, C::Unique, C::Values(types)],
+    );
     for one in ["Get", "Delete"] {
         let message = &format!("keyward.v1.{one}WebhookEndpointRequest");
         add(message, "id", vec![C::Uuid]);

@@ -55,6 +55,13 @@ pub fn document(native: &Native, rules: &[FieldRule]) -> Value {
     let mut document = serde_json::to_value(Compatible::openapi()).unwrap_or_else(|_| json!({}));
     document["openapi"] = json!("3.1.0");
     let mut paths: Map<String, Value> = document["paths"].as_object_mut().map(std::mem::take).unwrap_or_default();
+    // The surfaces' handlers share names (`list`, `create`): each operationId takes its
+    // surface's tag, so generated clients name them `psp_list`, `masumi_list`.
+    for operation in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|item| item.values_mut()) {
+        if let (Some(tag), Some(id)) = (operation["tags"][0].as_str(), operation["operationId"].as_str()) {
+            operation["operationId"] = json!(format!("{tag}_{id}"));
+        }
+    }
     let mut components: Map<String, Value> =
         document["components"].as_object_mut().map(std::mem::take).unwrap_or_default();
 

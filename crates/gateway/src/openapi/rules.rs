@@ -145,7 +145,8 @@ impl Constraint {
                     "anyOf".into(),
                     json!([
                         {"type": "string", "format": "uuid", "pattern": UUID},
-                        {"type": "string", "pattern": format!("^{}$", decimal_range(1, i64::MAX))}
+                        // As the server reads a number: at most 19 digits, leading zeros allowed.
+                        {"type": "string", "maxLength": 19, "pattern": format!("^0*{}$", decimal_range(1, i64::MAX))}
                     ]),
                 );
             }

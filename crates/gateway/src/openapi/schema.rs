@@ -137,10 +137,11 @@ impl<'a> Schemas<'a> {
         schema
     }
 
-    /// Whether the request must give the field at `path`: REQUIRED (but within the resource
-    /// of a partial update), or required by a rule of the server's.
+    /// Whether the request must give the field at `path`: REQUIRED (but a field of the
+    /// resource of a partial update, which the mask may leave out; a field of a list entry
+    /// in it stays required), or required by a rule of the server's.
     pub(super) fn needed(&self, input: &Input<'_>, field: &FieldDescriptor, path: &str) -> bool {
-        (self.has_behavior(field, REQUIRED) && !(input.partial && path.contains('.')))
+        (self.has_behavior(field, REQUIRED) && !(input.partial && path.matches('.').count() == 1))
             || self.constraints(input, field, path).contains(&Constraint::Required)
     }
 
