@@ -23,6 +23,11 @@ const CROSS_FIELD: [(&str, &str); 1] = [
     ("CreditService_GetUsage", "api_key_id"),
 ];
 
+/// Fields whose language no schema states (a scope query nests parentheses): the document
+/// gives their length and alphabet, a superset. The server must refuse whatever the
+/// document refuses; what the document accepts, the server may still refuse by grammar.
+const GRAMMAR: [(&str, &str); 1] = [("ApiKeyService_VerifyApiKey", "scope_query")];
+
 /// One step from a value to a part of it.
 #[derive(Debug, Clone)]
 enum Step {
@@ -99,7 +104,8 @@ async fn document_and_server_agree_on_every_constraint() {
                     } else {
                         refused += 1;
                     }
-                    if valid == refused_here || (valid && named) {
+                    let by_grammar = GRAMMAR.contains(&(operation_id, probe.field.as_str()));
+                    if (valid == refused_here || (valid && named)) && !(valid && by_grammar) {
                         disagreements.push(format!(
                             "{operation_id} {} = {}: the document {} it, the server answered {} {}",
                             probe.field,

@@ -63,6 +63,10 @@ impl Query {
         if text.len() > 4 * MAX_QUERY_CHARS || text.chars().count() > MAX_QUERY_CHARS {
             return Err(Error::invalid(field, format!("must be at most {MAX_QUERY_CHARS} characters")));
         }
+        // Refused rather than treated as space, so no query echoed in an error carries one.
+        if let Some(index) = text.chars().position(char::is_control) {
+            return Err(fail(index + 1, "a control character is not allowed".into()));
+        }
         let tokens = tokens(text);
         let mut parser = Parser { tokens: &tokens, next: 0, terms: 0, end: text.chars().count() + 1 };
         let root = parser.any(0).map_err(|(position, what)| fail(position, what))?;

@@ -57,6 +57,8 @@ fn a_malformed_query_names_the_position_of_its_fault() {
     assert_eq!(fault("a AND"), "at character 6: unexpected end: expected a scope or `(`");
     assert_eq!(fault("a AND OR b"), "at character 7: unexpected OR: expected a scope or `(`");
     assert_eq!(fault("(a OR b"), "at character 8: unexpected end: `(` at character 1 is not closed");
+    assert_eq!(fault("a AND\tb"), "at character 6: a control character is not allowed");
+    assert_eq!(fault("é OR b\u{1b}[31m"), "at character 7: a control character is not allowed");
     assert_eq!(fault("a b"), "at character 3: unexpected scope `b`: expected AND, OR or the end");
     assert_eq!(fault("a)"), "at character 2: unexpected `)`: expected AND, OR or the end");
     assert_eq!(fault("é AND ()"), "at character 8: unexpected `)`: expected a scope or `(`", "characters, not bytes");
