@@ -15,7 +15,7 @@ use tokio::{
 
 use crate::helpers::{Backend, TestApp, admin, both, spawn_with};
 
-const ROUTES: &str = r#"
+pub(crate) const ROUTES: &str = r#"
 [[routes]]
 path = "/public/*"
 public = true
@@ -37,23 +37,23 @@ rate_limits = [{ name = "edge", cost = 1 }]
 
 /// One request through the proxy.
 #[derive(Debug, Clone)]
-struct Ask {
+pub(crate) struct Ask {
     method: &'static str,
     path: &'static str,
     headers: Vec<(String, String)>,
 }
 
 impl Ask {
-    fn new(method: &'static str, path: &'static str) -> Self {
+    pub(crate) fn new(method: &'static str, path: &'static str) -> Self {
         Self { method, path, headers: Vec::new() }
     }
 
-    fn header(mut self, name: &str, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
 
-    fn bearer(self, secret: &str) -> Self {
+    pub(crate) fn bearer(self, secret: &str) -> Self {
         self.header("Authorization", &format!("Bearer {secret}"))
     }
 }
@@ -61,7 +61,7 @@ impl Ask {
 /// What came of it: the status the client saw, the headers it saw, and the headers the
 /// upstream received (nginx) or was to receive (ext_authz), names in lower case.
 #[derive(Debug, Clone)]
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     headers: HashMap<String, String>,
     upstream: HashMap<String, String>,
@@ -69,9 +69,22 @@ struct Reply {
 
 /// Starts a server with the edge routes in `dir`.
 async fn edge_app(backend: Backend, dir: &std::path::Path) -> TestApp {
+    edge_app_with(backend, dir, |_| {}).await
+}
+
+/// Starts a server with the edge routes in `dir`, `adjust`ed.
+pub(crate) async fn edge_app_with(
+    backend: Backend,
+    dir: &std::path::Path,
+    adjust: impl FnOnce(&mut keyward_server::config::Config),
+) -> TestApp {
     let routes = dir.join("routes.toml");
     std::fs::write(&routes, ROUTES).unwrap();
-    spawn_with(backend, |config| config.edge.edge_routes = Some(routes)).await
+    spawn_with(backend, |config| {
+        config.edge.edge_routes = Some(routes);
+        adjust(config);
+    })
+    .await
 }
 
 async fn create(
@@ -94,7 +107,7 @@ async fn create(
 }
 
 /// The scenario both clients run; `ask` sends a batch in order.
-async fn scenario<F, Fut>(app: &TestApp, ask: F)
+pub(crate) async fn scenario<F, Fut>(app: &TestApp, ask: F)
 where
     F: Fn(Vec<Ask>) -> Fut,
     Fut: std::future::Future<Output = Vec<Reply>>,
@@ -192,7 +205,7 @@ where
 }
 
 /// With the database away, a key not in the cache cannot be checked: 503, not a refusal.
-async fn unreachable_database<F, Fut>(app: &TestApp, ask: F)
+pub(crate) async fn unreachable_database<F, Fut>(app: &TestApp, ask: F)
 where
     F: Fn(Vec<Ask>) -> Fut,
     Fut: std::future::Future<Output = Vec<Reply>>,
@@ -262,7 +275,10 @@ fn nginx_conf(dir: &std::path::Path, listen: u16, keyward: std::net::SocketAddr,
 
 /// nginx in front of the echo upstream, asking the app; `None` (and a line saying so)
 /// when nginx is not installed.
-async fn nginx(app: &TestApp, dir: &std::path::Path) -> Option<(tokio::process::Child, u16)> {
+pub(crate) async fn nginx(
+    keyward: std::net::SocketAddr,
+    dir: &std::path::Path,
+) -> Option<(tokio::process::Child, u16)> {
     let Some(binary) = nginx_binary() else {
         eprintln!("skipped: nginx is not installed (bash tests/tools.sh installs Debian's nginx-light)");
         return None;
@@ -270,7 +286,7 @@ async fn nginx(app: &TestApp, dir: &std::path::Path) -> Option<(tokio::process::
     let upstream = echo_upstream().await;
     let listen = free_port();
     let conf = dir.join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(dir, listen, app.running().http_addr, upstream)).unwrap();
+    std::fs::write(&conf, nginx_conf(dir, listen, keyward, upstream)).unwrap();
     let child = tokio::process::Command::new(binary)
         .arg("-p")
         .arg(dir)
@@ -291,7 +307,7 @@ async fn nginx(app: &TestApp, dir: &std::path::Path) -> Option<(tokio::process::
     panic!("nginx did not listen: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
 }
 
-async fn through_nginx(port: u16, asks: Vec<Ask>) -> Vec<Reply> {
+pub(crate) async fn through_nginx(port: u16, asks: Vec<Ask>) -> Vec<Reply> {
     let client = reqwest::Client::new();
     let mut replies = Vec::new();
     for ask in asks {
@@ -326,7 +342,7 @@ async fn through_nginx(port: u16, asks: Vec<Ask>) -> Vec<Reply> {
 async fn forward_auth_behind_nginx(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let app = edge_app(backend, dir.path()).await;
-    let Some((mut nginx, port)) = nginx(&app, dir.path()).await else {
+    let Some((mut nginx, port)) = nginx(app.running().http_addr, dir.path()).await else {
         app.stop().await;
         return;
     };
@@ -347,7 +363,7 @@ fn python() -> PathBuf {
     python
 }
 
-async fn through_envoy_client(grpc: std::net::SocketAddr, asks: Vec<Ask>) -> Vec<Reply> {
+pub(crate) async fn through_envoy_client(grpc: std::net::SocketAddr, asks: Vec<Ask>) -> Vec<Reply> {
     let cases: Vec<serde_json::Value> = asks
         .iter()
         .map(|ask| {

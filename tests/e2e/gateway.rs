@@ -637,4 +637,11 @@ async fn standalone_gateway_survives_an_upstream_outage() {
     assert_eq!(rest.send("GET", PSP, &auth, None).await.status, 200);
     assert_eq!(rest.send("GET", "/v1/callerApiKey", &auth, None).await.status, 200);
     assert_eq!(rest.send("GET", "/api/v1/api-key-status", &token, None).await.status, 200);
+
+    // Its own /metrics: its requests by route and status, and its process.
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    let count = |series: &str| metrics.lines().find_map(|line| line.strip_prefix(series)?.trim().parse::<u64>().ok());
+    assert!(count(r#"keyward_http_requests_total{route="/api/v1/api-keys",status="503"}"#) >= Some(1), "{metrics}");
+    assert!(count(r#"keyward_http_requests_total{route="/v1/callerApiKey",status="200"}"#) >= Some(2), "{metrics}");
+    assert!(count("process_resident_memory_bytes") > Some(0), "{metrics}");
 }

@@ -11,6 +11,7 @@ mod contract;
 mod credit_alerts;
 mod credits;
 mod edge;
+mod edge_listener;
 mod escalation;
 mod event_replicas;
 mod events;

@@ -102,6 +102,11 @@ async fn verify_calls_are_traced_under_the_callers_trace() {
     let verified = r#"keyward_grpc_requests_total{code="Ok",method="keyward.v1.ApiKeyService/VerifyApiKey"} "#;
     let count = metrics.lines().find_map(|line| line.strip_prefix(verified)).unwrap_or_else(|| panic!("{metrics}"));
     assert_eq!(count, "2", "the gRPC call and the REST call are both counted");
+    let route = r#"keyward_http_requests_total{route="/v1/apiKeys:verify",status="200"} "#;
+    assert_eq!(metrics.lines().find_map(|line| line.strip_prefix(route)), Some("1"), "the REST call by its route");
+    for process in ["process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_open_fds "] {
+        assert!(metrics.lines().any(|line| line.starts_with(process)), "{process}missing");
+    }
 
     let mut spans: Vec<(Vec<KeyValue>, Span)> = vec![];
     for _ in 0..100 {
@@ -134,8 +139,21 @@ async fn verify_calls_are_traced_under_the_callers_trace() {
             })
             .unwrap_or_else(|| panic!("no VerifyApiKey server span in trace {trace} among {} spans", spans.len()))
     };
+    // The REST call: an HTTP server span under the caller's, with the route template and
+    // the status, and the gRPC call it became under that.
+    let (_, http_span) = spans
+        .iter()
+        .find(|(_, span)| hex(&span.trace_id) == rest_trace_id && attribute(&span.attributes, "http.route").is_some())
+        .unwrap_or_else(|| panic!("no HTTP server span in trace {rest_trace_id}"));
+    assert_eq!(hex(&http_span.parent_span_id), rest_parent_id, "the REST caller's span is the parent");
+    assert_eq!(attribute(&http_span.attributes, "http.route").as_deref(), Some("/v1/apiKeys:verify"));
+    assert_eq!(attribute(&http_span.attributes, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attribute(&http_span.attributes, "http.request.method").as_deref(), Some("POST"));
+    // Named by the method alone: the route is known only once routing is done, and the
+    // OpenTelemetry layer does not rename a span after it started.
+    assert_eq!(http_span.name, "POST");
     let (_, rest_span) = server_span(rest_trace_id);
-    assert_eq!(hex(&rest_span.parent_span_id), rest_parent_id, "the REST caller's span is the parent");
+    assert_eq!(rest_span.parent_span_id, http_span.span_id, "the gRPC call is under the HTTP span");
     let server = server_span(trace_id);
     let (resource, span) = server;
     assert_eq!(hex(&span.trace_id), trace_id, "the caller's trace");
@@ -165,4 +183,70 @@ async fn verify_calls_are_traced_under_the_callers_trace() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every span the collector received so far.
+fn received(collector: &Collector) -> Vec<Span> {
+    let exports = collector.exports.lock().unwrap();
+    exports
+        .iter()
+        .flat_map(|export| export.resource_spans.iter())
+        .flat_map(|resource| resource.scope_spans.iter())
+        .flat_map(|scope| scope.spans.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_polls_are_parented_and_sampled() {
+    let collector = Collector::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let serving = collector.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(serving))
+            .serve_with_incoming(TcpIncoming::from(listener))
+            .await
+    });
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/keyward.db?mode=rwc", data.path().display());
+    let replica = Replica::start(
+        &url,
+        data.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            // The outbox polled every 50 ms: dozens of polls while the test watches.
+            ("KEYWARD_WEBHOOK_POLL_INTERVAL", "50ms"),
+        ],
+    )
+    .await
+    .expect("starts with OTLP export");
+    let is_db = |span: &Span| attribute(&span.attributes, "db.system").is_some();
+    let polls = |spans: &[Span]| spans.iter().filter(|span| span.name == "claim deliveries").count();
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans = received(&collector);
+        if polls(&spans) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(polls(&spans), 1, "the first poll is traced");
+    let parentless = |spans: &[Span]| spans.iter().filter(|span| is_db(span) && span.parent_span_id.is_empty()).count();
+    let before = parentless(&spans);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spans = received(&collector);
+    assert_eq!(polls(&spans), 1, "polls within the minute are not sampled");
+    assert_eq!(parentless(&spans), before, "no poll's database spans start traces of their own");
+    let poll = spans.iter().find(|span| span.name == "claim deliveries").unwrap();
+    assert!(
+        spans.iter().any(|span| is_db(span) && span.parent_span_id == poll.span_id),
+        "the poll's queries are under it"
+    );
+    let ids: std::collections::HashSet<&[u8]> = spans.iter().map(|span| span.span_id.as_slice()).collect();
+    for span in spans.iter().filter(|span| is_db(span) && !span.parent_span_id.is_empty()) {
+        assert!(ids.contains(span.parent_span_id.as_slice()), "{} is under a span never exported", span.name);
+    }
+    drop(replica);
 }

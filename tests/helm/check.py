@@ -129,7 +129,27 @@ check(cm.get("KEYWARD_JWT_TOKEN_USE") == "id,access" and cm.get("KEYWARD_JWT_AUD
       and "KEYWARD_JWT_OWNER_CLAIM" not in cm, "postgres: JWT settings")
 check(cm["KEYWARD_CORS_ALLOWED_ORIGINS"] == "https://console.example.invalid", "postgres: CORS")
 
-# 4. What the chart refuses.
+# 4. The edge: routes ConfigMap mounted, its own port and Service; or on the main ports.
+docs = render({"edge": {"enabled": True, "routes": "[[routes]]\npath = \"/v1/*\"\nscopes = [\"read\"]\n"}})
+c, cm = container(docs), docs[("ConfigMap", "kw-keyward")]["data"]
+routes = docs.get(("ConfigMap", "kw-keyward-edge-routes"))
+check(routes is not None and 'path = "/v1/*"' in routes["data"]["routes.toml"], f"edge: routes ConfigMap {routes}")
+check(cm.get("KEYWARD_EDGE_ROUTES") == "/etc/keyward/edge/routes.toml", "edge: KEYWARD_EDGE_ROUTES")
+check(cm.get("KEYWARD_EDGE_ADDR") == "0.0.0.0:9191", f"edge: KEYWARD_EDGE_ADDR {cm.get('KEYWARD_EDGE_ADDR')}")
+check({p["name"]: p["containerPort"] for p in c["ports"]}.get("edge") == 9191, "edge: no container port")
+mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+check(mounts.get("edge-routes") == "/etc/keyward/edge", f"edge: mounts {mounts}")
+edge_svc = docs.get(("Service", "kw-keyward-edge"))
+check(edge_svc is not None and edge_svc["spec"]["ports"][0]["targetPort"] == "edge", f"edge: Service {edge_svc}")
+docs = render({"edge": {"enabled": True, "port": 0, "existingRoutesConfigMap": "my-routes"}})
+cm = docs[("ConfigMap", "kw-keyward")]["data"]
+check("KEYWARD_EDGE_ADDR" not in cm and ("Service", "kw-keyward-edge") not in docs, "edge on main ports: own listener")
+check(("ConfigMap", "kw-keyward-edge-routes") not in docs, "edge with an existing ConfigMap: one rendered")
+volumes = {v["name"]: v for v in docs[("Deployment", "kw-keyward")]["spec"]["template"]["spec"]["volumes"]}
+check(volumes["edge-routes"]["configMap"]["name"] == "my-routes", "edge: existing ConfigMap not mounted")
+check("KEYWARD_EDGE_ROUTES" not in render({})[("ConfigMap", "kw-keyward")]["data"], "defaults: the edge is on")
+
+# 5. What the chart refuses.
 for values, message in [
     ({"database": {"type": "postgres"}}, "existingSecret is required"),
     ({"replicaCount": 2}, "runs one replica"),

@@ -28,7 +28,13 @@ pub mod status;
 mod time;
 pub mod upstream;
 
-use axum::{Router, extract::DefaultBodyLimit, http::Uri, response::Response};
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::Uri,
+    middleware::Next,
+    response::Response,
+};
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 
@@ -60,6 +66,7 @@ pub fn router(upstream: Upstream, settings: Settings) -> Router {
         .merge(scoped::routes(upstream))
         .merge(openapi::routes(&native, &settings.field_rules))
         .merge(native.routes())
+        .route_layer(axum::middleware::from_fn(name_route))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     // Paths are trimmed before routing (a layer on a Router runs after it), so that
@@ -69,6 +76,24 @@ pub fn router(upstream: Upstream, settings: Settings) -> Router {
         Some(cors) => Router::new().fallback_service(cors.layer(trimmed)),
         None => Router::new().fallback_service(trimmed),
     }
+}
+
+/// The route template a response answered, for the server's HTTP span and metrics (set
+/// on the response: they are recorded outside routing, where the match is not known).
+#[derive(Debug, Clone)]
+pub struct HttpRoute(pub String);
+
+/// Route layer: names the matched route in the response, unless the handler named a
+/// finer one (the native API's routes are templates of its own, matched in its handler).
+pub async fn name_route(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
+    let mut response = next.run(request).await;
+    if let Some(route) = route
+        && response.extensions().get::<HttpRoute>().is_none()
+    {
+        response.extensions_mut().insert(HttpRoute(route));
+    }
+    response
 }
 
 /// An unknown path, answered in the shape of the surface whose prefix it carries.

@@ -6,8 +6,9 @@ use std::{sync::Arc, time::Duration};
 
 use keyward_store::Store;
 use tonic_health::server::HealthReporter;
+use tracing::Instrument;
 
-use crate::{cache::KeyCache, config::Clock, limiter, metrics, services, usage::UsageRecorder};
+use crate::{cache::KeyCache, config::Clock, limiter, metrics, services, telemetry::PollSpans, usage::UsageRecorder};
 
 /// Applies key changes announced by any replica to the local cache.
 pub(crate) async fn follow_changes(
@@ -85,9 +86,10 @@ pub(crate) async fn sweep_rate_slices(limiter: Arc<limiter::Limiter>) {
 
 /// Writes the usage gathered in memory on an interval.
 pub(crate) async fn flush_usage(store: Store, usage: Arc<UsageRecorder>, interval: Duration) {
+    let mut spans = PollSpans::new("flush usage");
     loop {
         tokio::time::sleep(interval).await;
-        usage.flush(&store).await;
+        usage.flush(&store).instrument(spans.next()).await;
     }
 }
 
@@ -95,9 +97,10 @@ pub(crate) async fn flush_usage(store: Store, usage: Arc<UsageRecorder>, interva
 pub(crate) async fn apply_refills(store: Store, clock: Clock, interval: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut spans = PollSpans::new("apply refills");
     loop {
         ticks.tick().await;
-        match store.apply_due_refills(clock.now()).await {
+        match store.apply_due_refills(clock.now()).instrument(spans.next()).await {
             Ok(0) => {}
             Ok(applied) => tracing::info!(applied, "credit refills applied"),
             Err(err) => tracing::warn!(error = %err, "applying credit refills failed; retrying at the next interval"),
@@ -109,9 +112,10 @@ pub(crate) async fn apply_refills(store: Store, clock: Clock, interval: Duration
 pub(crate) async fn sweep_expiry(store: Store, clock: Clock, interval: Duration, lead: Duration) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut spans = PollSpans::new("sweep expiry");
     loop {
         ticks.tick().await;
-        match store.sweep_expiry(clock.now(), lead).await {
+        match store.sweep_expiry(clock.now(), lead).instrument(spans.next()).await {
             Ok(0) => {}
             Ok(written) => tracing::info!(written, "expiry events written"),
             Err(err) => {
@@ -124,9 +128,10 @@ pub(crate) async fn sweep_expiry(store: Store, clock: Clock, interval: Duration,
 /// Reports NOT_SERVING while the database does not answer, SERVING again once it does.
 pub(crate) async fn probe_health(store: Store, reporter: HealthReporter, interval: Duration) {
     let mut serving = true;
+    let mut spans = PollSpans::new("probe health");
     loop {
         tokio::time::sleep(interval).await;
-        let healthy = store.probe().await;
+        let healthy = store.probe().instrument(spans.next()).await;
         if healthy != serving {
             serving = healthy;
             if healthy {

@@ -168,14 +168,16 @@ impl Dispatcher {
         // Whether to claim as soon as a slot is free: at each poll, and when a post ends
         // while the last claim found work (when it found none, the next poll looks again).
         let (mut wanted, mut busy) = (true, false);
+        let (mut claims, mut measures) =
+            (crate::telemetry::PollSpans::new("claim deliveries"), crate::telemetry::PollSpans::new("measure outbox"));
         loop {
             if wanted && flight.len() < self.settings.concurrency {
                 wanted = false;
-                busy = self.claim(&mut flight).await;
+                busy = tracing::Instrument::instrument(self.claim(&mut flight), claims.next()).await;
             }
             if measured.elapsed() >= BACKLOG_INTERVAL {
                 measured = tokio::time::Instant::now();
-                self.measure().await;
+                tracing::Instrument::instrument(self.measure(), measures.next()).await;
             }
             tokio::select! {
                 _ = &mut stopped => break,

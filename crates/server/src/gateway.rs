@@ -1,4 +1,5 @@
-//! `keyward gateway`: the REST gateway alone, over a channel to a keyward server.
+//! `keyward gateway`: the REST gateway alone, over a channel to a keyward server, with
+//! `/metrics` of its own (its HTTP requests and its process).
 
 use std::net::SocketAddr;
 
@@ -47,7 +48,20 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<RunningGatew
     // The upstream's environments are not known here: the document lists none.
     let settings =
         keyward_gateway::Settings { field_rules: crate::contract::field_rules(&[]), ..config.rest.gateway_settings() };
-    let router = keyward_gateway::router(Upstream::channel(channel), settings);
+    // Its own metrics: its HTTP requests and its process (the services' are the upstream's).
+    let registry = prometheus::Registry::new();
+    let http_metrics = crate::http_observe::HttpMetrics::register(&registry);
+    crate::metrics::register_process(&registry);
+    let router = keyward_gateway::router(Upstream::channel(channel), settings)
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = crate::metrics::encode(&registry);
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            }),
+        )
+        .route_layer(axum::middleware::from_fn(keyward_gateway::name_route))
+        .layer(crate::http_observe::HttpObserveLayer(http_metrics));
     let listener = TcpListener::bind(config.gateway_addr)
         .await
         .with_context(|| format!("cannot listen on KEYWARD_GATEWAY_ADDR {}", config.gateway_addr))?;

@@ -17,6 +17,7 @@ mod credit_service;
 mod dispatcher;
 mod edge;
 mod gateway;
+mod http_observe;
 mod https;
 mod jwt;
 mod limiter;
@@ -39,7 +40,6 @@ mod webhook_service;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use keyward_core::{environment::Environments, secret::SecretHasher};
 use keyward_proto::v1::{
     api_key_service_server::ApiKeyServiceServer, audit_service_server::AuditServiceServer,
@@ -76,6 +76,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// The address HTTP (`/metrics`) listens on.
     pub http_addr: SocketAddr,
+    /// The address of the edge's own listener, when `KEYWARD_EDGE_ADDR` gives it one.
+    pub edge_addr: Option<SocketAddr>,
     /// The store the server uses, for tests that inspect it.
     pub store: Store,
     shutdown: oneshot::Sender<()>,
@@ -88,6 +90,7 @@ pub struct Running {
     limiter: Arc<limiter::Limiter>,
     grpc_calls: Arc<activity::InFlight>,
     dispatcher: dispatcher::DispatcherHandle,
+    edge_listener: Option<edge::listener::EdgeListener>,
 }
 
 /// How long a shutdown waits, once no call is in flight, for a call whose bytes had
@@ -115,6 +118,7 @@ impl Running {
             limiter,
             grpc_calls,
             dispatcher,
+            edge_listener,
             ..
         } = self;
         let _ = shutdown.send(());
@@ -143,6 +147,9 @@ impl Running {
         match tokio::time::timeout_at(deadline, &mut http).await {
             Ok(finished) => finished.context("HTTP task failed")?,
             Err(_) => http.abort(),
+        }
+        if let Some(edge_listener) = edge_listener {
+            edge_listener.stop(deadline).await;
         }
         dispatcher.stop().await;
         background.iter().for_each(JoinHandle::abort);
@@ -331,6 +338,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let (Some(edge), Some(path)) = (&edge, &config.edge.edge_routes) {
         background.push(tokio::spawn(background::reload_routes(edge.clone(), path.clone())));
     }
+    // On a listener of its own, the edge leaves the main ones.
+    let (edge, edge_listener) = match (edge, config.edge.edge_addr) {
+        (Some(edge), Some(addr)) => {
+            (None, Some(edge::listener::EdgeListener::start(addr, edge, &metrics, &config.connections).await?))
+        }
+        (edge, _) => (edge, None),
+    };
+    let edge_addr = edge_listener.as_ref().map(|listener| listener.addr);
     let service = ApiKeyServiceImpl::new(store.clone(), verifier, settings);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     background::report_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
@@ -388,18 +403,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }),
     );
     let router = match &edge {
-        Some(edge) => {
-            let edge = edge.clone();
-            router.route(
-                "/v1/forwardAuth",
-                axum::routing::any(move |headers: axum::http::HeaderMap| {
-                    let edge = edge.clone();
-                    async move { edge::forward::answer(&edge, &headers).await }
-                }),
-            )
-        }
+        Some(edge) => router.merge(edge::listener::forward_routes(edge.clone())),
         None => router,
     };
+    let router = router
+        .route_layer(axum::middleware::from_fn(keyward_gateway::name_route))
+        .layer(http_observe::HttpObserveLayer(metrics.http.clone()));
     let http_incoming = connections::incoming(http_listener, &config.connections);
     let connection_settings = config.connections.clone();
     let https = https.map(|tls| (tls, config.tls.tls_handshake_timeout));
@@ -432,7 +441,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(RateLimitServiceServer::new(rate_limit_service))
         .add_service(AuditServiceServer::new(audit_service))
         .add_service(WebhookServiceServer::new(webhook_service))
-        .add_optional_service(edge.map(|edge| AuthorizationServer::new(edge::ext_authz::ExtAuthz::new(edge))));
+        .add_optional_service(edge.map(edge::listener::ext_authz));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;
     }));
@@ -440,6 +449,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         grpc_addr,
         http_addr,
+        edge_addr,
         store,
         shutdown,
         server,
@@ -451,5 +461,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         limiter,
         grpc_calls,
         dispatcher,
+        edge_listener,
     })
 }

@@ -104,6 +104,8 @@ pub(crate) struct Metrics {
     webhook_events: IntGaugeVec,
     outbox_backlog: IntGauge,
     outbox_oldest_age: prometheus::Gauge,
+    /// Requests to the HTTP listeners, by route.
+    pub(crate) http: crate::http_observe::HttpMetrics,
 }
 
 fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -229,6 +231,8 @@ impl Metrics {
         .expect("valid metric");
         let method =
             |name: &'static str| Arc::new(MethodMetrics { name, ok: OnceLock::new(), latency: OnceLock::new() });
+        let http = crate::http_observe::HttpMetrics::register(&registry);
+        register_process(&registry);
         let verifications = registered(&registry, verifications);
         let cache_lookups = registered(&registry, cache_lookups);
         Self {
@@ -252,6 +256,7 @@ impl Metrics {
             usage_dropped: registered(&registry, usage_dropped),
             pool: registered(&registry, pool),
             invalidations: registered(&registry, invalidations),
+            http,
             registry,
         }
     }
@@ -313,12 +318,25 @@ impl Metrics {
         let (in_use, idle) = store.pool_connections();
         self.pool.with_label_values(&["in_use"]).set(i64::from(in_use));
         self.pool.with_label_values(&["idle"]).set(i64::from(idle));
-        let mut out = Vec::new();
-        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
-            tracing::error!(error = %err, "could not encode metrics");
-        }
-        String::from_utf8(out).unwrap_or_default()
+        encode(&self.registry)
     }
+}
+
+/// The process's own `process_*` metrics (CPU seconds, resident memory, open and
+/// maximum file descriptors, threads, start time), read from `/proc` at each scrape.
+pub(crate) fn register_process(registry: &Registry) {
+    registry
+        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+        .expect("metric names are unique");
+}
+
+/// The text exposition of `registry`.
+pub(crate) fn encode(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    if let Err(err) = TextEncoder::new().encode(&registry.gather(), &mut out) {
+        tracing::error!(error = %err, "could not encode metrics");
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The code's name as the `code` label shows it, without formatting per call.

@@ -88,3 +88,65 @@ pub(crate) fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     // A span the subscriber filtered out has nothing to attach the parent to.
     let _ = span.set_parent(parent);
 }
+
+struct HeadersMut<'a>(&'a mut HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) =
+            (tonic::codegen::http::HeaderName::try_from(key), tonic::codegen::http::HeaderValue::try_from(value))
+        {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// Replaces the request's `traceparent` with `span`'s, so the service the request goes on
+/// to (in process, or a keyward server behind the standalone gateway) starts its span
+/// under this one rather than beside it.
+pub(crate) fn hand_on_trace(span: &tracing::Span, headers: &mut HeaderMap) {
+    let context = span.context();
+    global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut HeadersMut(headers)));
+}
+
+/// How often a background loop's poll is traced: its first, then at most one a minute.
+const POLL_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The spans of a background loop's polls. Every poll gets one, so the database spans of a
+/// poll share a parent instead of each starting a trace; only one poll a minute is sampled
+/// — the others are made children of an unsampled remote parent, which the SDK's default
+/// parent-based sampler drops along with everything under them.
+#[derive(Debug)]
+pub(crate) struct PollSpans {
+    name: &'static str,
+    sampled_at: Option<std::time::Instant>,
+}
+
+impl PollSpans {
+    pub(crate) const fn new(name: &'static str) -> Self {
+        Self { name, sampled_at: None }
+    }
+
+    /// The span of the next poll (none when no span is exported).
+    pub(crate) fn next(&mut self) -> tracing::Span {
+        if !exporting() {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!("poll", otel.name = self.name, otel.kind = "internal");
+        if self.sampled_at.is_some_and(|at| at.elapsed() < POLL_SAMPLE_EVERY) {
+            use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+            // Never exported: any valid (non-zero) identifiers do.
+            let unsampled = SpanContext::new(
+                TraceId::from(1_u128),
+                SpanId::from(1_u64),
+                TraceFlags::default(),
+                true,
+                TraceState::default(),
+            );
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(unsampled));
+        } else {
+            self.sampled_at = Some(std::time::Instant::now());
+        }
+        span
+    }
+}

@@ -90,7 +90,9 @@ impl Native {
             .await?
             .into_inner();
         let response = transcode::response_json(rule, &response)?;
-        Ok((StatusCode::OK, axum::Json(response)).into_response())
+        let mut response = (StatusCode::OK, axum::Json(response)).into_response();
+        response.extensions_mut().insert(crate::HttpRoute(rule.template.clone()));
+        Ok(response)
     }
 }
 

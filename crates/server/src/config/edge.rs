@@ -21,6 +21,11 @@ pub struct EdgeConfig {
     /// a URL lands in access logs).
     #[arg(long, env = "KEYWARD_EDGE_KEY_QUERY")]
     pub edge_key_query: Option<String>,
+    /// Serve both edge endpoints (ext_authz over gRPC and `/v1/forwardAuth`, one port)
+    /// on a listener of their own, e.g. an address only the proxy reaches; they then
+    /// leave the gRPC and HTTP listeners. Plain text (h2c and HTTP/1.1).
+    #[arg(long, env = "KEYWARD_EDGE_ADDR")]
+    pub edge_addr: Option<std::net::SocketAddr>,
 }
 
 /// The edge's settings, read and checked.
@@ -34,7 +39,13 @@ impl EdgeConfig {
     /// The edge's routes and key source, or `None` when no routes file is configured; a
     /// bad file or setting is refused with the file, line and reason.
     pub(crate) fn settings(&self) -> anyhow::Result<Option<EdgeSettings>> {
-        let Some(path) = &self.edge_routes else { return Ok(None) };
+        let Some(path) = &self.edge_routes else {
+            anyhow::ensure!(
+                self.edge_addr.is_none(),
+                "KEYWARD_EDGE_ADDR is set but KEYWARD_EDGE_ROUTES is not: the edge needs a routes file"
+            );
+            return Ok(None);
+        };
         let keys = KeySource::new(&self.edge_key_header, self.edge_key_query.as_deref())
             .map_err(|problem| anyhow::anyhow!("KEYWARD_EDGE_KEY_HEADER / KEYWARD_EDGE_KEY_QUERY: {problem}"))?;
         Ok(Some(EdgeSettings { routes: read_routes(path)?, keys }))

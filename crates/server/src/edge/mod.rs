@@ -5,6 +5,7 @@
 
 pub(crate) mod ext_authz;
 pub(crate) mod forward;
+pub(crate) mod listener;
 
 use std::{
     borrow::Cow,
