@@ -353,6 +353,8 @@ async fn load(
                             cost: cost.clone(),
                             request_id: String::new(),
                             rate_limits: vec![],
+                            hold: vec![],
+                            hold_ttl: None,
                         });
                         if let Some(auth) = &auth {
                             request.metadata_mut().insert("authorization", auth.clone());

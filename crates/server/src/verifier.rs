@@ -13,13 +13,14 @@ use keyward_core::{
     credit::{Charge, ChargeOutcome, Credit},
     environment::Environments,
     error::Result,
+    hold::HoldOutcome,
     model::ApiKey,
     policy::Caller,
     rate::{self, RateUse},
     secret::{self, SecretHash, SecretHasher, Shape},
     verify::{Verdict, judge},
 };
-use keyward_store::{KeyRecord, Store};
+use keyward_store::{HoldRequest, KeyRecord, Store};
 use tonic::metadata::MetadataMap;
 use uuid::Uuid;
 
@@ -64,6 +65,8 @@ pub(crate) struct Verification {
     pub(crate) remaining: Vec<Credit>,
     /// Every rate limit applied, and where it stands.
     pub(crate) limits: Vec<LimitState>,
+    /// After a hold: its id.
+    pub(crate) hold_id: Option<Uuid>,
 }
 
 /// What a verified request costs, and who asks.
@@ -74,6 +77,8 @@ pub(crate) struct Cost {
     pub(crate) actor: String,
     /// Limits named by the request, besides the key's auto-applied ones.
     pub(crate) rate: Vec<RateUse>,
+    /// Credits to reserve instead of charging, and for how long.
+    pub(crate) hold: Option<(Vec<Credit>, chrono::TimeDelta)>,
 }
 
 /// The moment a call is judged at: both clocks, read once when it arrives, so the caller's
@@ -179,6 +184,34 @@ impl Verifier {
                 verification.limits = applied.states;
             }
         }
+        if let (Verdict::Valid, Some(key), Some((amounts, ttl))) =
+            (verification.verdict, verification.key(), &cost.hold)
+        {
+            if !key.usage_limited {
+                return Err(Error::invalid(
+                    "hold",
+                    "the key is not usage-limited, so it has no credits to hold: charge with cost instead",
+                ));
+            }
+            let request = HoldRequest {
+                key_id: key.id,
+                amounts: amounts.clone(),
+                request_id: cost.request_id.clone(),
+                actor: cost.actor.clone(),
+                expires_at: now + *ttl,
+            };
+            match Box::pin(self.store.place_hold(&request, now)).await? {
+                HoldOutcome::Held(id) => verification.hold_id = Some(id),
+                HoldOutcome::Exceeded => verification.verdict = Verdict::UsageExceeded,
+                HoldOutcome::RequestIdReused => {
+                    return Err(Error::invalid(
+                        "request_id",
+                        "was already used for another hold of this key (another amount or caller); nothing was \
+                         reserved: use a fresh request_id for a new request",
+                    ));
+                }
+            }
+        }
         if let (Verdict::Valid, Some(key)) = (verification.verdict, verification.key())
             && key.usage_limited
             && !cost.credits.is_empty()
@@ -223,6 +256,7 @@ impl Verifier {
                 record: None,
                 remaining: Vec::new(),
                 limits: Vec::new(),
+                hold_id: None,
             });
         }
         let hash = self.hasher.hash(presented);
@@ -232,6 +266,7 @@ impl Verifier {
                 record: None,
                 remaining: Vec::new(),
                 limits: Vec::new(),
+                hold_id: None,
             });
         };
         // A secret removed by a rotation without grace no longer finds its key.
@@ -241,10 +276,11 @@ impl Verifier {
                 record: None,
                 remaining: Vec::new(),
                 limits: Vec::new(),
+                hold_id: None,
             });
         };
         let verdict = judge(&record.key, secret.expires_at, required_scopes, network, at.wall);
-        Ok(Verification { verdict, record: Some(record), remaining: Vec::new(), limits: Vec::new() })
+        Ok(Verification { verdict, record: Some(record), remaining: Vec::new(), limits: Vec::new(), hold_id: None })
     }
 
     async fn record(&self, hash: &SecretHash, at: Instant) -> Result<Option<Arc<KeyRecord>>> {

@@ -320,11 +320,12 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let at = Moment::now();
         let caller = self.inner.verifier.authenticate_at(request.metadata(), at).await.map_err(to_status)?;
         policy::authorize(&caller, Action::VerifyKey).map_err(to_status)?;
-        let requests::Verification { key, required_scopes, network, credits, request_id, rate } =
+        let requests::Verification { key, required_scopes, network, credits, request_id, rate, hold } =
             requests::verification(request.into_inner()).map_err(to_status)?;
-        // The actor is only written with a charge: no allocation on the unmetered hot path.
-        let actor = if credits.is_empty() { String::new() } else { caller.subject() };
-        let cost = Cost { credits, request_id, actor, rate };
+        // The actor is only written with a charge or a hold: no allocation on the
+        // unmetered hot path.
+        let actor = if credits.is_empty() && hold.is_none() { String::new() } else { caller.subject() };
+        let cost = Cost { credits, request_id, actor, rate, hold };
         let verification =
             self.inner.verifier.verify(&key, &required_scopes, &network, cost, at).await.map_err(to_status)?;
         if let Some(key) = verification.key() {
@@ -338,6 +339,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             encoded_api_key: verification.record.as_deref().map(convert::encoded_api_key),
             remaining_credits: convert::credits(&verification.remaining),
             rate_limits: verification.limits.iter().map(convert::rate_limit_state).collect(),
+            hold_id: verification.hold_id.map(|id| id.to_string()).unwrap_or_default(),
         }))
     }
 
