@@ -43,12 +43,14 @@ pub(crate) async fn capture(
         amounts: amounts(captured),
         request_id: request_id.to_owned(),
     };
-    CreditServiceClient::new(channel.clone()).capture_credit_hold(admin(request)).await.map(tonic::Response::into_inner)
+    let answer = CreditServiceClient::new(channel.clone()).capture_credit_hold(admin(request)).await?;
+    Ok(answer.into_inner().hold.expect("the hold"))
 }
 
 pub(crate) async fn release(channel: &Channel, hold_id: &str, request_id: &str) -> Result<v1::CreditHold, Status> {
     let request = v1::ReleaseCreditHoldRequest { hold_id: hold_id.to_owned(), request_id: request_id.to_owned() };
-    CreditServiceClient::new(channel.clone()).release_credit_hold(admin(request)).await.map(tonic::Response::into_inner)
+    let answer = CreditServiceClient::new(channel.clone()).release_credit_hold(admin(request)).await?;
+    Ok(answer.into_inner().hold.expect("the hold"))
 }
 
 /// Every hold of a key (or only the live ones), page by page.

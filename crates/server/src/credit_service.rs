@@ -193,7 +193,11 @@ impl CreditServiceImpl {
 }
 
 impl CreditServiceImpl {
-    async fn capture(&self, caller: &Caller, request: v1::CaptureCreditHoldRequest) -> Result<v1::CreditHold> {
+    async fn capture(
+        &self,
+        caller: &Caller,
+        request: v1::CaptureCreditHoldRequest,
+    ) -> Result<v1::CaptureCreditHoldResponse> {
         policy::authorize(caller, Action::SettleHold)?;
         let v1::CaptureCreditHoldRequest { hold_id, amounts, request_id } = request;
         let mut checks = Checks::new();
@@ -207,10 +211,14 @@ impl CreditServiceImpl {
         let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
         let admit = |hold: &Hold| policy::authorize_settle(caller, &hold.actor, &hold_id);
         let hold = self.store.capture_hold(id, &amounts, admit, &mutation).await?;
-        Ok(convert::credit_hold(&hold))
+        Ok(v1::CaptureCreditHoldResponse { hold: Some(convert::credit_hold(&hold)) })
     }
 
-    async fn release(&self, caller: &Caller, request: v1::ReleaseCreditHoldRequest) -> Result<v1::CreditHold> {
+    async fn release(
+        &self,
+        caller: &Caller,
+        request: v1::ReleaseCreditHoldRequest,
+    ) -> Result<v1::ReleaseCreditHoldResponse> {
         policy::authorize(caller, Action::SettleHold)?;
         let v1::ReleaseCreditHoldRequest { hold_id, request_id } = request;
         let mut checks = Checks::new();
@@ -220,7 +228,7 @@ impl CreditServiceImpl {
         let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
         let admit = |hold: &Hold| policy::authorize_settle(caller, &hold.actor, &hold_id);
         let hold = self.store.release_hold(id, admit, &mutation).await?;
-        Ok(convert::credit_hold(&hold))
+        Ok(v1::ReleaseCreditHoldResponse { hold: Some(convert::credit_hold(&hold)) })
     }
 
     async fn list_holds(
@@ -322,7 +330,7 @@ impl CreditService for CreditServiceImpl {
     async fn capture_credit_hold(
         &self,
         request: Request<v1::CaptureCreditHoldRequest>,
-    ) -> Result<Response<v1::CreditHold>, Status> {
+    ) -> Result<Response<v1::CaptureCreditHoldResponse>, Status> {
         let caller = self.caller(&request).await?;
         let request = request.into_inner();
         let (target, request_id) = (request.hold_id.clone(), request.request_id.clone());
@@ -336,7 +344,7 @@ impl CreditService for CreditServiceImpl {
     async fn release_credit_hold(
         &self,
         request: Request<v1::ReleaseCreditHoldRequest>,
-    ) -> Result<Response<v1::CreditHold>, Status> {
+    ) -> Result<Response<v1::ReleaseCreditHoldResponse>, Status> {
         let caller = self.caller(&request).await?;
         let request = request.into_inner();
         let (target, request_id) = (request.hold_id.clone(), request.request_id.clone());
