@@ -27,6 +27,8 @@ pub struct VerifyApiKeyResponse {
     pub rate_limits: Vec<RateLimitState>,
     /// With INSUFFICIENT_SCOPE: the fewest scopes that would have satisfied the request.
     pub missing_scopes: Vec<String>,
+    /// After a hold: its id, for CaptureCreditHold and ReleaseCreditHold.
+    pub hold_id: String,
     /// The key already encoded (an `ApiKey` message), sent in place of `api_key` when set.
     /// Never set by decoding.
     pub encoded_api_key: Option<Bytes>,
@@ -60,6 +62,9 @@ impl Message for VerifyApiKeyResponse {
         encoding::message::encode_repeated(4, &self.remaining_credits, buf);
         encoding::message::encode_repeated(5, &self.rate_limits, buf);
         encoding::string::encode_repeated(6, &self.missing_scopes, buf);
+        if !self.hold_id.is_empty() {
+            encoding::string::encode(7, &self.hold_id, buf);
+        }
     }
 
     fn merge_field(
@@ -79,6 +84,7 @@ impl Message for VerifyApiKeyResponse {
             ),
             5 => ("rate_limits", encoding::message::merge_repeated(wire_type, &mut self.rate_limits, buf, ctx)),
             6 => ("missing_scopes", encoding::string::merge_repeated(wire_type, &mut self.missing_scopes, buf, ctx)),
+            7 => ("hold_id", encoding::string::merge(wire_type, &mut self.hold_id, buf, ctx)),
             _ => return encoding::skip_field(wire_type, tag, buf, ctx),
         };
         merged.map_err(|mut error| {
@@ -95,8 +101,10 @@ impl Message for VerifyApiKeyResponse {
             (None, Some(api_key)) => encoding::message::encoded_len(3, api_key),
             (None, None) => 0,
         };
+        let hold_id = if self.hold_id.is_empty() { 0 } else { encoding::string::encoded_len(7, &self.hold_id) };
         valid
             + code
+            + hold_id
             + api_key
             + encoding::message::encoded_len_repeated(4, &self.remaining_credits)
             + encoding::message::encoded_len_repeated(5, &self.rate_limits)
@@ -129,6 +137,7 @@ mod tests {
             remaining_credits: vec![CreditAmount { unit: "calls".into(), amount: 3 }],
             rate_limits: vec![RateLimitState { name: "hot".into(), limit: 5, remaining: 4, reset_time: None }],
             missing_scopes: vec!["documents.write".into()],
+            hold_id: "0193f0c4-0000-7000-8000-000000000002".into(),
             encoded_api_key,
         }
     }

@@ -14,7 +14,7 @@ use tonic::{Code, transport::Channel};
 
 use crate::helpers::{Backend, Replica, TestApp, admin, assert_invalid, assert_status, both, spawn, spawn_with};
 
-fn amounts(pairs: &[(&str, i64)]) -> Vec<v1::CreditAmount> {
+pub(crate) fn amounts(pairs: &[(&str, i64)]) -> Vec<v1::CreditAmount> {
     pairs.iter().map(|(unit, amount)| v1::CreditAmount { unit: (*unit).to_owned(), amount: *amount }).collect()
 }
 
@@ -23,7 +23,7 @@ fn pairs(amounts: &[v1::CreditAmount]) -> Vec<(String, i64)> {
 }
 
 /// A usage-limited key holding `credits`; returns it and its secret.
-async fn metered_key(app: &TestApp, credits: &[(&str, i64)]) -> (v1::ApiKey, String) {
+pub(crate) async fn metered_key(app: &TestApp, credits: &[(&str, i64)]) -> (v1::ApiKey, String) {
     let request = v1::CreateApiKeyRequest {
         api_key: Some(v1::ApiKey {
             name: "metered".into(),
@@ -53,7 +53,7 @@ async fn charge(
     client.clone().verify_api_key(admin(request)).await.expect("verify").into_inner()
 }
 
-async fn balances(channel: &Channel, id: &str) -> Vec<(String, i64)> {
+pub(crate) async fn balances(channel: &Channel, id: &str) -> Vec<(String, i64)> {
     let request = v1::GetCreditBalancesRequest { api_key_id: id.to_owned() };
     pairs(
         &CreditServiceClient::new(channel.clone())
@@ -66,7 +66,7 @@ async fn balances(channel: &Channel, id: &str) -> Vec<(String, i64)> {
 }
 
 /// Every ledger entry of a key, page by page.
-async fn ledger(channel: &Channel, id: &str) -> Vec<v1::CreditTransaction> {
+pub(crate) async fn ledger(channel: &Channel, id: &str) -> Vec<v1::CreditTransaction> {
     let mut client = CreditServiceClient::new(channel.clone());
     let mut entries = Vec::new();
     let mut page_token = String::new();
@@ -88,7 +88,7 @@ async fn ledger(channel: &Channel, id: &str) -> Vec<v1::CreditTransaction> {
 
 /// Asserts the ledger's deltas sum to each balance, and each entry's balance_after
 /// follows from the one before.
-async fn assert_ledger_matches(channel: &Channel, id: &str) -> Vec<v1::CreditTransaction> {
+pub(crate) async fn assert_ledger_matches(channel: &Channel, id: &str) -> Vec<v1::CreditTransaction> {
     let entries = ledger(channel, id).await;
     let mut sums: BTreeMap<String, i64> = BTreeMap::new();
     for entry in &entries {
@@ -103,7 +103,7 @@ async fn assert_ledger_matches(channel: &Channel, id: &str) -> Vec<v1::CreditTra
     entries
 }
 
-fn count_codes(answers: &[v1::VerifyApiKeyResponse]) -> BTreeMap<String, usize> {
+pub(crate) fn count_codes(answers: &[v1::VerifyApiKeyResponse]) -> BTreeMap<String, usize> {
     let mut codes = BTreeMap::new();
     for answer in answers {
         *codes.entry(answer.code().as_str_name().to_owned()).or_default() += 1;

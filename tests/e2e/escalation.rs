@@ -16,6 +16,8 @@ use crate::{
     jwt::{Signer, spawn_with_jwks, write_jwks},
 };
 
+mod holds;
+
 const ORG: &str = "org-t";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

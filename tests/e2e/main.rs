@@ -18,6 +18,8 @@ mod events;
 mod exposure;
 mod gateway;
 mod hardening;
+mod hold_races;
+mod holds;
 mod idempotency;
 mod jwt;
 mod lifecycle;

@@ -396,6 +396,8 @@ async fn load(
                             request_id: String::new(),
                             rate_limits: vec![],
                             scope_query: String::new(),
+                            hold: vec![],
+                            hold_ttl: None,
                         });
                         if let Some(auth) = &auth {
                             request.metadata_mut().insert("authorization", auth.clone());

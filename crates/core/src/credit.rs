@@ -163,6 +163,8 @@ pub struct LedgerEntry {
     pub actor: String,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// The hold it settles (a capture, an expiry), if any.
+    pub hold_id: Option<Uuid>,
 }
 
 /// Refuses a verification cost with an amount above [`MAX_COST`] (INVALID_ARGUMENT

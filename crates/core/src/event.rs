@@ -28,11 +28,13 @@ pub enum EventType {
     CreditsLow,
     /// A balance fell to 0 (once per exhaustion).
     CreditsExhausted,
+    /// A credit hold was released by the server at its expiry (once per hold).
+    CreditsHoldExpired,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::KeyCreated,
         Self::KeyUpdated,
         Self::KeyRevoked,
@@ -42,6 +44,7 @@ impl EventType {
         Self::KeyExpired,
         Self::CreditsLow,
         Self::CreditsExhausted,
+        Self::CreditsHoldExpired,
     ];
 
     /// The type's name, as endpoints subscribe to it and payloads carry it. Stored; never changes.
@@ -56,6 +59,7 @@ impl EventType {
             Self::KeyExpired => "api_key.expired",
             Self::CreditsLow => "credits.low",
             Self::CreditsExhausted => "credits.exhausted",
+            Self::CreditsHoldExpired => "credits.hold_expired",
         }
     }
 
@@ -83,7 +87,9 @@ impl EventType {
             | AuditAction::UpdateWebhookEndpoint
             | AuditAction::DeleteWebhookEndpoint
             | AuditAction::RotateWebhookEndpointSecret
-            | AuditAction::RedeliverEvent => None,
+            | AuditAction::RedeliverEvent
+            | AuditAction::CaptureCreditHold
+            | AuditAction::ReleaseCreditHold => None,
         }
     }
 }
@@ -194,6 +200,18 @@ pub fn balance_alert(key: &ApiKey, unit: &str, balance: i64, threshold: Option<i
         object.insert("threshold".to_owned(), Value::String(threshold.to_string()));
     }
     data
+}
+
+/// `data` of `credits.hold_expired`: the key, the hold and what it had reserved.
+pub fn hold_expired(key: &ApiKey, hold: &crate::hold::Hold) -> Value {
+    let amounts: Vec<Value> =
+        hold.amounts.iter().map(|credit| json!({ "unit": credit.unit, "amount": credit.amount.to_string() })).collect();
+    json!({
+        "apiKey": key_json(key),
+        "holdId": hold.id.to_string(),
+        "amounts": amounts,
+        "expireTime": rfc3339(hold.expires_at),
+    })
 }
 
 /// The body posted to endpoints. `sequence` numbers the events of one key 1, 2, 3, … in

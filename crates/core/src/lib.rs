@@ -11,6 +11,7 @@ pub mod edge;
 pub mod environment;
 pub mod error;
 pub mod event;
+pub mod hold;
 pub mod model;
 pub mod page;
 pub mod policy;

@@ -258,6 +258,10 @@ pub enum AuditAction {
     RotateWebhookEndpointSecret,
     /// An event was queued for delivery again.
     RedeliverEvent,
+    /// A credit hold was captured.
+    CaptureCreditHold,
+    /// A credit hold was released.
+    ReleaseCreditHold,
 }
 
 impl AuditAction {
@@ -289,6 +293,8 @@ impl AuditAction {
             Self::DeleteWebhookEndpoint => "DeleteWebhookEndpoint",
             Self::RotateWebhookEndpointSecret => "RotateWebhookEndpointSecret",
             Self::RedeliverEvent => "RedeliverEvent",
+            Self::CaptureCreditHold => "CaptureCreditHold",
+            Self::ReleaseCreditHold => "ReleaseCreditHold",
         }
     }
 
@@ -311,7 +317,9 @@ impl AuditAction {
             | Self::UpdateWebhookEndpoint
             | Self::DeleteWebhookEndpoint
             | Self::RotateWebhookEndpointSecret
-            | Self::RedeliverEvent => true,
+            | Self::RedeliverEvent
+            | Self::CaptureCreditHold
+            | Self::ReleaseCreditHold => true,
         }
     }
 }

@@ -131,6 +131,8 @@ pub enum Action {
     AdjustCredits,
     /// Create, read, change and delete webhook endpoints and their deliveries (admin only).
     ManageWebhooks,
+    /// Capture or release a credit hold (one's own: see [`authorize_settle`]).
+    SettleHold,
 }
 
 impl Action {
@@ -151,6 +153,7 @@ impl Action {
             Self::RevealRpcProviderKeys => "read RPC provider key secrets",
             Self::AdjustCredits => "adjust credits",
             Self::ManageWebhooks => "manage webhook endpoints",
+            Self::SettleHold => "capture or release credit holds",
         }
     }
 }
@@ -241,6 +244,17 @@ pub fn authorize_owner(caller: &Caller, action: Action, owner: &str) -> crate::e
         Ok(())
     } else {
         Err(Error::PermissionDenied { action: "act on the keys of other owners" })
+    }
+}
+
+/// Decides capturing or releasing a hold made by `hold_actor`: admin settles any, a
+/// caller with the right only the holds it made itself. Another's hold is NOT_FOUND, so
+/// its existence does not leak.
+pub fn authorize_settle(caller: &Caller, hold_actor: &str, hold_id: &str) -> crate::error::Result<()> {
+    if authorize(caller, Action::SettleHold)? == Reach::All || caller.subject() == hold_actor {
+        Ok(())
+    } else {
+        Err(Error::NotFound { kind: "credit hold", id: hold_id.to_owned() })
     }
 }
 
@@ -353,6 +367,7 @@ const TABLE: &[(Grant, Action, Span)] = &[
     (Grant::Scope(SCOPE_KEYS_WRITE), Action::UndeleteKey, Span::Own),
     (Grant::Scope(SCOPE_KEYS_WRITE), Action::RotateKey, Span::Own),
     (Grant::Scope(SCOPE_VERIFY), Action::VerifyKey, Span::Every),
+    (Grant::Scope(SCOPE_VERIFY), Action::SettleHold, Span::Own),
     (Grant::Scope(SCOPE_MANAGE), Action::ReadKeys, Span::Own),
     (Grant::Scope(SCOPE_MANAGE), Action::ReadQuota, Span::Own),
     (Grant::Scope(SCOPE_MANAGE), Action::CreateKey, Span::Own),

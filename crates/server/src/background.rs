@@ -125,6 +125,22 @@ pub(crate) async fn sweep_expiry(store: Store, clock: Clock, interval: Duration,
     }
 }
 
+/// Releases expired credit holds on an interval (each once across replicas).
+pub(crate) async fn expire_holds(store: Store, clock: Clock, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.expire_holds(clock.now()).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "expired credit holds released"),
+            Err(err) => {
+                tracing::warn!(error = %err, "releasing expired credit holds failed; retrying at the next interval")
+            }
+        }
+    }
+}
+
 /// Reports NOT_SERVING while the database does not answer, SERVING again once it does.
 pub(crate) async fn probe_health(store: Store, reporter: HealthReporter, interval: Duration) {
     let mut serving = true;

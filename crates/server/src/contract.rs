@@ -126,6 +126,9 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     // the length and the alphabet; the server names the position of any other fault.
     let query = vec![C::Chars { min: 1, max: scope_query::MAX_QUERY_CHARS }, pattern(PRINTABLE)];
     add(verify, "scope_query", vec![C::EmptyOr(query)]);
+    add(verify, "hold", vec![units()]);
+    add(verify, "hold.amount", vec![C::Range { min: 1, max: credit::MAX_COST }]);
+    add(verify, "hold_ttl", vec![pattern(HOLD_TTL)]);
     add("keyward.v1.GetKeyQuotaRequest", "owner", subject());
     if !environments.is_empty() {
         let mut names = vec![String::new()];
@@ -146,6 +149,16 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     );
     add("keyward.v1.AdjustCreditsRequest", "request_id", request_id());
     add("keyward.v1.ListCreditTransactionsRequest", "page_size", page_size());
+    for message in ["CaptureCreditHold", "ReleaseCreditHold"] {
+        let message = &format!("keyward.v1.{message}Request");
+        add(message, "hold_id", vec![C::Uuid]);
+        add(message, "request_id", request_id());
+    }
+    add("keyward.v1.CaptureCreditHoldRequest", "amounts", vec![units()]);
+    add("keyward.v1.CaptureCreditHoldRequest", "amounts.amount", vec![C::Range { min: 0, max: credit::MAX_COST }]);
+    add("keyward.v1.ListCreditHoldsRequest", "api_key_id", vec![C::EmptyOr(vec![C::Uuid])]);
+    add("keyward.v1.ListCreditHoldsRequest", "owner", subject());
+    add("keyward.v1.ListCreditHoldsRequest", "page_size", page_size());
     add("keyward.v1.GetUsageRequest", "api_key_id", vec![C::EmptyOr(vec![C::Uuid])]);
     add("keyward.v1.GetUsageRequest", "owner", subject());
     add("keyward.v1.GetUsageRequest", "start_time", vec![C::Required]);
@@ -253,6 +266,9 @@ fn lower_camel(field: &str) -> String {
     }
     out
 }
+
+/// A hold's lifetime in proto3 JSON: whole seconds from 1 to 86,400 (24 hours).
+const HOLD_TTL: &str = "^([1-9][0-9]{0,3}|[1-7][0-9]{4}|8[0-5][0-9]{3}|86[0-3][0-9]{2}|86400)(\\.0{1,9})?s$";
 
 /// A rate limit's period in proto3 JSON: whole milliseconds from [`rate::MIN_PERIOD_MS`]
 /// to [`rate::MAX_PERIOD_MS`].

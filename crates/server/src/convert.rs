@@ -81,7 +81,7 @@ pub(crate) fn api_key_with_credits(key: &ApiKey, view: CreditView) -> v1::ApiKey
 }
 
 pub(crate) fn ledger_entry(entry: &LedgerEntry) -> v1::CreditTransaction {
-    let LedgerEntry { id, key_id, unit, delta, balance_after, reason, request_id, actor, created_at } = entry;
+    let LedgerEntry { id, key_id, unit, delta, balance_after, reason, request_id, actor, created_at, hold_id } = entry;
     v1::CreditTransaction {
         id: *id,
         api_key_id: key_id.to_string(),
@@ -92,6 +92,30 @@ pub(crate) fn ledger_entry(entry: &LedgerEntry) -> v1::CreditTransaction {
         request_id: request_id.clone().unwrap_or_default(),
         actor: actor.clone(),
         create_time: Some(timestamp(*created_at)),
+        hold_id: hold_id.map(|id| id.to_string()).unwrap_or_default(),
+    }
+}
+
+/// A credit hold as the API shows it.
+pub(crate) fn credit_hold(hold: &keyward_core::hold::Hold) -> v1::CreditHold {
+    use keyward_core::hold::HoldState;
+    let state = match hold.state {
+        HoldState::Live => v1::CreditHoldState::Live,
+        HoldState::Captured => v1::CreditHoldState::Captured,
+        HoldState::Released => v1::CreditHoldState::Released,
+        HoldState::Expired => v1::CreditHoldState::Expired,
+    };
+    v1::CreditHold {
+        id: hold.id.to_string(),
+        api_key_id: hold.key_id.to_string(),
+        amounts: credits(&hold.amounts),
+        captured: credits(&hold.captured),
+        state: state.into(),
+        actor: hold.actor.clone(),
+        create_time: Some(timestamp(hold.created_at)),
+        expire_time: Some(timestamp(hold.expires_at)),
+        settle_time: hold.settled_at.map(timestamp),
+        settle_request_id: hold.settle_request_id.clone().unwrap_or_default(),
     }
 }
 

@@ -6,15 +6,16 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use keyward_core::{
     Error,
-    credit::Credit,
+    credit::{Credit, MAX_COST},
     error::Result,
+    hold::Hold,
     model::AuditAction,
     page,
     policy::{self, Action, Caller},
     validate::{AmountRule, Checks},
 };
 use keyward_proto::v1::{self, credit_service_server::CreditService};
-use keyward_store::{LedgerQuery, Mutation, Store, UsageScope};
+use keyward_store::{HoldQuery, HoldScope, LedgerQuery, Mutation, Store, UsageScope};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -191,6 +192,85 @@ impl CreditServiceImpl {
     }
 }
 
+impl CreditServiceImpl {
+    async fn capture(
+        &self,
+        caller: &Caller,
+        request: v1::CaptureCreditHoldRequest,
+    ) -> Result<v1::CaptureCreditHoldResponse> {
+        policy::authorize(caller, Action::SettleHold)?;
+        let v1::CaptureCreditHoldRequest { hold_id, amounts, request_id } = request;
+        let mut checks = Checks::new();
+        let id = checks.uuid("hold_id", &hold_id);
+        let amounts = checks.credits("amounts", &convert::credits_in(&amounts), AmountRule::NonNegative);
+        if let Some(over) = amounts.iter().find(|credit| credit.amount > MAX_COST) {
+            checks.fail("amounts", format!("unit {:?}: {} is more than 10^12", over.unit, over.amount));
+        }
+        let request_id = checks.request_id("request_id", &request_id);
+        checks.finish()?;
+        let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
+        let admit = |hold: &Hold| policy::authorize_settle(caller, &hold.actor, &hold_id);
+        let hold = self.store.capture_hold(id, &amounts, admit, &mutation).await?;
+        Ok(v1::CaptureCreditHoldResponse { hold: Some(convert::credit_hold(&hold)) })
+    }
+
+    async fn release(
+        &self,
+        caller: &Caller,
+        request: v1::ReleaseCreditHoldRequest,
+    ) -> Result<v1::ReleaseCreditHoldResponse> {
+        policy::authorize(caller, Action::SettleHold)?;
+        let v1::ReleaseCreditHoldRequest { hold_id, request_id } = request;
+        let mut checks = Checks::new();
+        let id = checks.uuid("hold_id", &hold_id);
+        let request_id = checks.request_id("request_id", &request_id);
+        checks.finish()?;
+        let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
+        let admit = |hold: &Hold| policy::authorize_settle(caller, &hold.actor, &hold_id);
+        let hold = self.store.release_hold(id, admit, &mutation).await?;
+        Ok(v1::ReleaseCreditHoldResponse { hold: Some(convert::credit_hold(&hold)) })
+    }
+
+    async fn list_holds(
+        &self,
+        caller: &Caller,
+        request: v1::ListCreditHoldsRequest,
+    ) -> Result<v1::ListCreditHoldsResponse> {
+        let reach = policy::authorize(caller, Action::ReadKeys)?;
+        let v1::ListCreditHoldsRequest { api_key_id, owner, live_only, page_size, page_token } = request;
+        let mut checks = Checks::new();
+        let limit = page::page_size(page_size);
+        if let Err(Error::InvalidArgument(violations)) = &limit {
+            violations.iter().for_each(|v| checks.fail(v.field.clone(), v.description.clone()));
+        }
+        let filters = format!("{reach:?}|{api_key_id}|{owner}|{live_only}");
+        let scope = match (api_key_id.is_empty(), owner.is_empty()) {
+            (false, true) => HoldScope::Key(checks.uuid("api_key_id", &api_key_id)),
+            (true, false) => {
+                checks.subject("owner", &owner);
+                HoldScope::Owner(owner)
+            }
+            (true, true) | (false, false) => {
+                checks.fail("api_key_id", "set exactly one of api_key_id and owner");
+                HoldScope::Key(Uuid::nil())
+            }
+        };
+        checks.finish()?;
+        let limit = limit?;
+        match &scope {
+            HoldScope::Key(id) => {
+                self.store.get(*id, &reach).await?;
+            }
+            HoldScope::Owner(owner) => policy::authorize_owner(caller, Action::ReadKeys, owner)?,
+        }
+        let before = page::decode_id(&page_token, &filters)?;
+        let query = HoldQuery { scope, live_only, before, limit: page::fetch_limit(limit) };
+        let holds = self.store.holds(&query).await?;
+        let (holds, next_page_token) = page::cut(holds, limit, |hold| page::encode_id(hold.id, &filters))?;
+        Ok(v1::ListCreditHoldsResponse { holds: holds.iter().map(convert::credit_hold).collect(), next_page_token })
+    }
+}
+
 fn optional_time(checks: &mut Checks, field: &str, at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     let at = at?;
     let parsed = from_timestamp(at);
@@ -244,6 +324,43 @@ impl CreditService for CreditServiceImpl {
     ) -> Result<Response<v1::ListCreditTransactionsResponse>, Status> {
         let caller = self.caller(&request).await?;
         self.transactions(&caller, request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    #[tracing::instrument(name = "CaptureCreditHold", skip_all)]
+    async fn capture_credit_hold(
+        &self,
+        request: Request<v1::CaptureCreditHoldRequest>,
+    ) -> Result<Response<v1::CaptureCreditHoldResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let (target, request_id) = (request.hold_id.clone(), request.request_id.clone());
+        let result = self.capture(&caller, request).await;
+        audited(&self.store, &caller, AuditAction::CaptureCreditHold, &target, &request_id, result)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "ReleaseCreditHold", skip_all)]
+    async fn release_credit_hold(
+        &self,
+        request: Request<v1::ReleaseCreditHoldRequest>,
+    ) -> Result<Response<v1::ReleaseCreditHoldResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let (target, request_id) = (request.hold_id.clone(), request.request_id.clone());
+        let result = self.release(&caller, request).await;
+        audited(&self.store, &caller, AuditAction::ReleaseCreditHold, &target, &request_id, result)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "ListCreditHolds", skip_all)]
+    async fn list_credit_holds(
+        &self,
+        request: Request<v1::ListCreditHoldsRequest>,
+    ) -> Result<Response<v1::ListCreditHoldsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        self.list_holds(&caller, request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     #[tracing::instrument(name = "GetUsage", skip_all)]

@@ -327,6 +327,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.events.expiry_sweep_interval,
         config.events.expiring_lead_time,
     )));
+    background.push(tokio::spawn(background::expire_holds(
+        store.clone(),
+        config.clock.clone(),
+        config.events.hold_sweep_interval,
+    )));
     let audit_service = AuditServiceImpl::new(store.clone(), verifier.clone());
     let webhook_service =
         WebhookServiceImpl::new(store.clone(), verifier.clone(), master_key.clone(), config.events.webhook_allow_http);

@@ -13,6 +13,7 @@ use keyward_core::{
     credit::{Charge, ChargeOutcome, Credit},
     environment::Environments,
     error::Result,
+    hold::HoldOutcome,
     model::ApiKey,
     policy::Caller,
     rate::{self, RateUse},
@@ -20,7 +21,7 @@ use keyward_core::{
     secret::{self, SecretHash, SecretHasher, Shape},
     verify::{Verdict, judge, missing_scopes},
 };
-use keyward_store::{KeyRecord, Store};
+use keyward_store::{HoldRequest, KeyRecord, Store};
 use tonic::metadata::MetadataMap;
 use uuid::Uuid;
 
@@ -69,6 +70,8 @@ pub(crate) struct Verification {
     pub(crate) limits: Vec<LimitState>,
     /// For an insufficient scope: the fewest scopes that would have satisfied the request.
     pub(crate) missing: Vec<String>,
+    /// After a hold: its id.
+    pub(crate) hold_id: Option<Uuid>,
 }
 
 /// What a verified request costs, and who asks.
@@ -79,6 +82,8 @@ pub(crate) struct Cost {
     pub(crate) actor: String,
     /// Limits named by the request, besides the key's auto-applied ones.
     pub(crate) rate: Vec<RateUse>,
+    /// Credits to reserve instead of charging, and for how long.
+    pub(crate) hold: Option<(Vec<Credit>, chrono::TimeDelta)>,
 }
 
 /// The moment a call is judged at: both clocks, read once when it arrives, so the caller's
@@ -201,6 +206,34 @@ impl Verifier {
                 verification.limits = applied.states;
             }
         }
+        if let (Verdict::Valid, Some(key), Some((amounts, ttl))) =
+            (verification.verdict, verification.key(), &cost.hold)
+        {
+            if !key.usage_limited {
+                return Err(Error::invalid(
+                    "hold",
+                    "the key is not usage-limited, so it has no credits to hold: charge with cost instead",
+                ));
+            }
+            let request = HoldRequest {
+                key_id: key.id,
+                amounts: amounts.clone(),
+                request_id: cost.request_id.clone(),
+                actor: cost.actor.clone(),
+                expires_at: now + *ttl,
+            };
+            match Box::pin(self.store.place_hold(&request, now)).await? {
+                HoldOutcome::Held(id) => verification.hold_id = Some(id),
+                HoldOutcome::Exceeded => verification.verdict = Verdict::UsageExceeded,
+                HoldOutcome::RequestIdReused => {
+                    return Err(Error::invalid(
+                        "request_id",
+                        "was already used for another hold of this key (another amount or caller); nothing was \
+                         reserved: use a fresh request_id for a new request",
+                    ));
+                }
+            }
+        }
         if let (Verdict::Valid, Some(key)) = (verification.verdict, verification.key())
             && key.usage_limited
             && !cost.credits.is_empty()
@@ -247,6 +280,7 @@ impl Verifier {
                 remaining: Vec::new(),
                 limits: Vec::new(),
                 missing: Vec::new(),
+                hold_id: None,
             });
         }
         let hash = self.hasher.hash(presented);
@@ -257,6 +291,7 @@ impl Verifier {
                 remaining: Vec::new(),
                 limits: Vec::new(),
                 missing: Vec::new(),
+                hold_id: None,
             });
         };
         // A secret removed by a rotation without grace no longer finds its key.
@@ -267,6 +302,7 @@ impl Verifier {
                 remaining: Vec::new(),
                 limits: Vec::new(),
                 missing: Vec::new(),
+                hold_id: None,
             });
         };
         let verdict = judge(&record.key, secret.expires_at, required_scopes, query, network, at.wall);
@@ -275,7 +311,14 @@ impl Verifier {
         } else {
             Vec::new()
         };
-        Ok(Verification { verdict, record: Some(record), remaining: Vec::new(), limits: Vec::new(), missing })
+        Ok(Verification {
+            verdict,
+            record: Some(record),
+            remaining: Vec::new(),
+            limits: Vec::new(),
+            missing,
+            hold_id: None,
+        })
     }
 
     async fn record(&self, hash: &SecretHash, at: Instant) -> Result<Option<Arc<KeyRecord>>> {

@@ -361,7 +361,7 @@ async fn debit(
         sql.push("UPDATE credit_balances AS b SET balance = b.balance - v.cost FROM unnest(");
         sql.bind(columns.0, "uuid[]").push(", ").bind(columns.1, "varchar[]").push(", ").bind(columns.2, "bigint[]");
         sql.push(
-            ") AS v (key_id, unit, cost) WHERE b.key_id = v.key_id AND b.unit = v.unit AND b.balance >= v.cost \
+            ") AS v (key_id, unit, cost) WHERE b.key_id = v.key_id AND b.unit = v.unit AND b.balance - b.held >= v.cost \
              RETURNING b.key_id, b.unit, b.balance",
         );
         txn.query_all_raw(sql.statement()).await?
@@ -375,7 +375,7 @@ async fn debit(
                 sql.bind(*key_id, "").push(", ").bind(*unit, "").push(", ").bind(*cost, "").push(")");
             }
             sql.push(
-                ") AS v WHERE b.key_id = v.column1 AND b.unit = v.column2 AND b.balance >= v.column3 \
+                ") AS v WHERE b.key_id = v.column1 AND b.unit = v.column2 AND b.balance - b.held >= v.column3 \
                  RETURNING key_id, unit, balance",
             );
             returned.extend(txn.query_all_raw(sql.statement()).await?);

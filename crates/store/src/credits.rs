@@ -143,6 +143,7 @@ impl Store {
                 request_id: row.request_id,
                 actor: row.actor,
                 created_at: row.created_at,
+                hold_id: row.hold_id,
             })
             .collect())
     }

@@ -1,8 +1,12 @@
 //! sea-orm entities, one module per table. They follow the migrations; they are not the domain.
 
 mod events;
+mod holds;
 
-pub use self::events::{expiry_notice, webhook_attempt, webhook_delivery, webhook_endpoint, webhook_event};
+pub use self::{
+    events::{expiry_notice, webhook_attempt, webhook_delivery, webhook_endpoint, webhook_event},
+    holds::{credit_hold, credit_hold_amount},
+};
 
 /// `api_keys`: one row per key; `number` is the stable integer id and the keyset order.
 pub mod api_key {
@@ -220,6 +224,8 @@ pub mod credit_balance {
         #[sea_orm(primary_key, auto_increment = false)]
         pub unit: String,
         pub balance: i64,
+        /// What live holds reserve of the balance; never above it.
+        pub held: i64,
         /// Whether `credits.exhausted` fires when the balance reaches 0 (it is above 0).
         pub exhausted_armed: bool,
     }
@@ -269,6 +275,8 @@ pub mod credit_transaction {
         pub request_id: Option<String>,
         pub actor: String,
         pub created_at: DateTimeUtc,
+        /// The hold this entry settles, if any.
+        pub hold_id: Option<Uuid>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

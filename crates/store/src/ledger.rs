@@ -74,11 +74,21 @@ pub(crate) async fn lock_balances<'a>(
     id: Uuid,
     units: impl IntoIterator<Item = &'a str>,
 ) -> Result<HashMap<String, i64>> {
+    Ok(lock_held_balances(txn, id, units).await?.into_iter().map(|(unit, (balance, _))| (unit, balance)).collect())
+}
+
+/// [`lock_balances`] with what live holds reserve of each: (balance, held) per unit.
+pub(crate) async fn lock_held_balances<'a>(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+    units: impl IntoIterator<Item = &'a str>,
+) -> Result<HashMap<String, (i64, i64)>> {
     let units: Vec<String> = units.into_iter().map(str::to_owned).collect();
     let missing = units.iter().map(|unit| credit_balance::ActiveModel {
         key_id: Set(id),
         unit: Set(unit.clone()),
         balance: Set(0),
+        held: Set(0),
         exhausted_armed: Set(false),
     });
     credit_balance::Entity::insert_many(missing)
@@ -93,7 +103,7 @@ pub(crate) async fn lock_balances<'a>(
         select = select.lock_exclusive();
     }
     let rows = select.all(txn).await.map_err(db_error)?;
-    Ok(rows.into_iter().map(|row| (row.unit, row.balance)).collect())
+    Ok(rows.into_iter().map(|row| (row.unit, (row.balance, row.held))).collect())
 }
 
 pub(crate) async fn set_balance(txn: &DatabaseTransaction, id: Uuid, unit: &str, balance: i64) -> Result<()> {
@@ -101,6 +111,7 @@ pub(crate) async fn set_balance(txn: &DatabaseTransaction, id: Uuid, unit: &str,
         key_id: Set(id),
         unit: Set(unit.to_owned()),
         balance: Set(balance),
+        held: Set(0),
         exhausted_armed: Set(balance > 0),
     })
     .on_conflict(
@@ -135,6 +146,7 @@ pub(crate) fn ledger_row(
         request_id: Set(request_id.map(str::to_owned)),
         actor: Set(actor.to_owned()),
         created_at: Set(at),
+        hold_id: Set(None),
     }
 }
 
@@ -217,10 +229,13 @@ pub(crate) async fn apply_deltas(
     reason: &str,
     mutation: &Mutation,
 ) -> Result<()> {
-    let current = lock_balances(txn, id, deltas.iter().map(|delta| delta.unit.as_str())).await?;
+    let current = lock_held_balances(txn, id, deltas.iter().map(|delta| delta.unit.as_str())).await?;
     let mut entries = Vec::with_capacity(deltas.len());
     for delta in deltas {
-        let balance = current.get(&delta.unit).copied().unwrap_or(0);
+        let (balance, held) = current.get(&delta.unit).copied().unwrap_or((0, 0));
+        // Credits live holds reserve are not there to take away: the balance never
+        // falls below them.
+        apply_delta(&delta.unit, balance - held, delta.amount)?;
         let next = apply_delta(&delta.unit, balance, delta.amount)?;
         entries.push((delta, next));
     }

@@ -6,7 +6,8 @@
 //! misses' reads and their own connections; `keys` the keys and their secrets;
 //! `envelope` what every mutation records besides its effect; `ledger` balances and
 //! their ledger entries; `credits` what callers see of them; `charge` the batched
-//! debits of verifications; `refill` refill schedules; `usage` usage counters; `rate`
+//! debits of verifications; `holds` credit holds, their settlement and expiry sweep;
+//! `refill` refill schedules; `usage` usage counters; `rate`
 //! shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica
 //! change notifications; `audit` reading the audit log; `outbox` events and their
 //! deliveries; `webhooks` webhook endpoints; `expiry` the sweep for expiry events;
@@ -24,6 +25,7 @@ mod db;
 pub mod entity;
 mod envelope;
 mod expiry;
+mod holds;
 mod keys;
 mod ledger;
 mod lookup;
@@ -42,6 +44,7 @@ pub use crate::{
     credits::{CreditView, LedgerQuery},
     db::{PoolSettings, Store, is_unavailable},
     envelope::Mutation,
+    holds::{HoldQuery, HoldRequest, HoldScope},
     keys::{KeyRecord, KeyUpdate, ListQuery, NewSecret, StoredSecret},
     outbox::{AttemptResult, Backlog, Claimed, Room},
     rate::{Granted, Lease, Slice},

@@ -50,4 +50,9 @@ pub struct EventConfig {
     /// expiry event is written within this long of its time, once however many replicas run.
     #[arg(long, env = "KEYWARD_EXPIRY_SWEEP_INTERVAL", default_value = "10s", value_parser = super::parse_positive_duration)]
     pub expiry_sweep_interval: Duration,
+    /// How often each replica releases credit holds past their expiry: a hold's credits
+    /// come back (with its `credits.hold_expired` event) within this long of its expiry,
+    /// once however many replicas run.
+    #[arg(long, env = "KEYWARD_HOLD_SWEEP_INTERVAL", default_value = "5s", value_parser = super::parse_positive_duration)]
+    pub hold_sweep_interval: Duration,
 }

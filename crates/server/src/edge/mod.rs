@@ -95,7 +95,7 @@ impl Edge {
         };
         // The actor is only written with a charge: no allocation on an unmetered route.
         let actor = if rule.cost.is_empty() { String::new() } else { ACTOR.to_owned() };
-        let cost = Cost { credits: rule.cost.clone(), request_id: None, actor, rate: rule.rate.clone() };
+        let cost = Cost { credits: rule.cost.clone(), request_id: None, actor, rate: rule.rate.clone(), hold: None };
         match self.inner.verifier.verify(key, &rule.scopes, None, "", cost, at).await {
             Ok(verification) if verification.verdict == Verdict::Valid => {
                 Decision { answer: Answer::ADMIT, upstream: upstream_headers(&verification), retry_after: None }

@@ -320,12 +320,13 @@ impl ApiKeyService for ApiKeyServiceImpl {
         let at = Moment::now();
         let caller = self.inner.verifier.authenticate_at(request.metadata(), at).await.map_err(to_status)?;
         policy::authorize(&caller, Action::VerifyKey).map_err(to_status)?;
-        let requests::Verification { key, required_scopes, scope_query, network, credits, request_id, rate } =
+        let requests::Verification { key, required_scopes, scope_query, network, credits, request_id, rate, hold } =
             requests::verification(request.into_inner()).map_err(to_status)?;
         let query = self.inner.verifier.query(&scope_query).map_err(to_status)?;
-        // The actor is only written with a charge: no allocation on the unmetered hot path.
-        let actor = if credits.is_empty() { String::new() } else { caller.subject() };
-        let cost = Cost { credits, request_id, actor, rate };
+        // The actor is only written with a charge or a hold: no allocation on the
+        // unmetered hot path.
+        let actor = if credits.is_empty() && hold.is_none() { String::new() } else { caller.subject() };
+        let cost = Cost { credits, request_id, actor, rate, hold };
         let verification = self
             .inner
             .verifier
@@ -344,6 +345,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             remaining_credits: convert::credits(&verification.remaining),
             rate_limits: verification.limits.iter().map(convert::rate_limit_state).collect(),
             missing_scopes: verification.missing,
+            hold_id: verification.hold_id.map(|id| id.to_string()).unwrap_or_default(),
         }))
     }
 

@@ -1,0 +1,385 @@
+//! Credit holds: a verification reserves credits (`credit_balances.held`), and a capture,
+//! a release or the expiry sweep settles the hold once. Every charge and every new hold
+//! takes only what `balance - held` covers, under the database's own condition, so the
+//! reserved credits are never spent twice and `held` never exceeds `balance`.
+
+mod expire;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use keyward_core::{
+    Error,
+    credit::Credit,
+    error::Result,
+    hold::{Hold, HoldOutcome, HoldState, REASON_CAPTURE},
+    model::AuditAction,
+};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, ExprTrait,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use crate::{
+    Store, alerts,
+    db::{db_error, is_retryable},
+    entity::{credit_balance, credit_hold, credit_hold_amount},
+    envelope::{Claim, Envelope, Mutation},
+    ledger::{insert_ledger, ledger_row},
+};
+
+/// Attempts of a hold's transaction that PostgreSQL aborted as a deadlock.
+const HOLD_ATTEMPTS: usize = 5;
+
+/// A hold a verification asks for.
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    /// The key whose balances it reserves.
+    pub key_id: Uuid,
+    /// What to reserve, each unit once.
+    pub amounts: Vec<Credit>,
+    /// Idempotency token: a repeat for the same key answers the same hold.
+    pub request_id: Option<String>,
+    /// Who asks (the verifying caller).
+    pub actor: String,
+    /// When the server releases it unless settled before.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Whose holds a list covers.
+#[derive(Debug, Clone)]
+pub enum HoldScope {
+    /// One key's.
+    Key(Uuid),
+    /// Every key of an owner.
+    Owner(String),
+}
+
+/// One page of holds, newest first.
+#[derive(Debug, Clone)]
+pub struct HoldQuery {
+    /// Whose holds.
+    pub scope: HoldScope,
+    /// Only live ones.
+    pub live_only: bool,
+    /// Holds older (smaller id) than this one only.
+    pub before: Option<Uuid>,
+    /// At most this many.
+    pub limit: u64,
+}
+
+/// How a settlement ends a hold.
+enum Settle<'a> {
+    Capture(&'a [Credit]),
+    Release,
+}
+
+impl Store {
+    /// Reserves a hold's amounts of a key's balances, all units or none, each only if the
+    /// available balance (balance minus live holds) covers it.
+    pub async fn place_hold(&self, request: &HoldRequest, now: DateTime<Utc>) -> Result<HoldOutcome> {
+        let mut attempt = 1;
+        loop {
+            let txn = self.begin_write().await?;
+            match try_place(txn, request, now).await {
+                Err(err) if attempt < HOLD_ATTEMPTS && is_retryable(&err) => attempt += 1,
+                result => return result.map_err(db_error),
+            }
+        }
+    }
+
+    /// A hold as stored (NOT_FOUND if there is none).
+    pub async fn hold(&self, id: Uuid) -> Result<Hold> {
+        read_hold(self.db()?, id).await?.ok_or_else(|| hold_not_found(id))
+    }
+
+    /// Captures a live hold: charges `amounts` (each at most what it reserved) and
+    /// releases the rest, with one ledger entry per reserved unit, in one transaction.
+    /// `admit` decides, on the hold as locked, whether the caller may settle it.
+    pub async fn capture_hold(
+        &self,
+        id: Uuid,
+        amounts: &[Credit],
+        admit: impl Fn(&Hold) -> Result<()>,
+        mutation: &Mutation,
+    ) -> Result<Hold> {
+        self.settle(id, Settle::Capture(amounts), admit, mutation).await
+    }
+
+    /// Releases everything a live hold reserved, charging nothing.
+    pub async fn release_hold(
+        &self,
+        id: Uuid,
+        admit: impl Fn(&Hold) -> Result<()>,
+        mutation: &Mutation,
+    ) -> Result<Hold> {
+        self.settle(id, Settle::Release, admit, mutation).await
+    }
+
+    async fn settle(
+        &self,
+        id: Uuid,
+        how: Settle<'_>,
+        admit: impl Fn(&Hold) -> Result<()>,
+        mutation: &Mutation,
+    ) -> Result<Hold> {
+        // It takes the hold's row, then its balances in unit order as every charge does,
+        // so it waits on them rather than deadlocks.
+        let txn = self.begin_write().await?;
+        try_settle(txn, id, &how, &admit, mutation).await
+    }
+
+    /// A page of holds, newest first.
+    pub async fn holds(&self, query: &HoldQuery) -> Result<Vec<Hold>> {
+        let db = self.db()?;
+        let mut select = credit_hold::Entity::find();
+        select = match &query.scope {
+            HoldScope::Key(key_id) => select.filter(credit_hold::Column::KeyId.eq(*key_id)),
+            HoldScope::Owner(owner) => select.filter(
+                credit_hold::Column::KeyId.in_subquery(
+                    sea_orm::sea_query::Query::select()
+                        .column(crate::entity::api_key::Column::Id)
+                        .from(crate::entity::api_key::Entity)
+                        .and_where(crate::entity::api_key::Column::Owner.eq(owner.clone()))
+                        .to_owned(),
+                ),
+            ),
+        };
+        if query.live_only {
+            select = select.filter(credit_hold::Column::State.eq(HoldState::Live.as_str()));
+        }
+        if let Some(before) = query.before {
+            select = select.filter(credit_hold::Column::Id.lt(before));
+        }
+        let rows = select.order_by_desc(credit_hold::Column::Id).limit(query.limit).all(db).await.map_err(db_error)?;
+        with_amounts(db, rows).await
+    }
+}
+
+async fn try_place(txn: DatabaseTransaction, request: &HoldRequest, now: DateTime<Utc>) -> Result<HoldOutcome, DbErr> {
+    if let Some(request_id) = &request.request_id {
+        // The request id named a hold of this key before: the same hold if it is the
+        // same request (caller and amounts), refused otherwise.
+        let earlier = credit_hold::Entity::find()
+            .filter(credit_hold::Column::KeyId.eq(request.key_id))
+            .filter(credit_hold::Column::RequestId.eq(request_id.clone()))
+            .one(&txn)
+            .await?;
+        if let Some(earlier) = earlier {
+            let earlier = with_amounts(&txn, vec![earlier]).await.map_err(|err| DbErr::Custom(err.to_string()))?;
+            let mut asked = request.amounts.clone();
+            asked.sort();
+            return Ok(match earlier.into_iter().next() {
+                Some(hold) if hold.actor == request.actor && hold.amounts == asked => HoldOutcome::Held(hold.id),
+                _ => HoldOutcome::RequestIdReused,
+            });
+        }
+    }
+    let id = Uuid::now_v7();
+    credit_hold::Entity::insert(credit_hold::ActiveModel {
+        id: Set(id),
+        key_id: Set(request.key_id),
+        actor: Set(request.actor.clone()),
+        request_id: Set(request.request_id.clone()),
+        state: Set(HoldState::Live.as_str().to_owned()),
+        created_at: Set(now),
+        expires_at: Set(request.expires_at),
+        settled_at: Set(None),
+        settle_request_id: Set(None),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    let rows = request.amounts.iter().map(|credit| credit_hold_amount::ActiveModel {
+        hold_id: Set(id),
+        unit: Set(credit.unit.clone()),
+        amount: Set(credit.amount),
+        captured: Set(None),
+    });
+    credit_hold_amount::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+    let mut units: Vec<&Credit> = request.amounts.iter().collect();
+    // One order for every transaction that takes balance rows, so two never wait on
+    // each other in a cycle.
+    units.sort();
+    for credit in units {
+        let reserved = credit_balance::Entity::update_many()
+            .col_expr(credit_balance::Column::Held, Expr::col(credit_balance::Column::Held).add(credit.amount))
+            .filter(credit_balance::Column::KeyId.eq(request.key_id))
+            .filter(credit_balance::Column::Unit.eq(credit.unit.clone()))
+            .filter(
+                Expr::col(credit_balance::Column::Balance)
+                    .sub(Expr::col(credit_balance::Column::Held))
+                    .gte(credit.amount),
+            )
+            .exec(&txn)
+            .await?;
+        if reserved.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(HoldOutcome::Exceeded);
+        }
+    }
+    txn.commit().await?;
+    Ok(HoldOutcome::Held(id))
+}
+
+async fn try_settle(
+    txn: DatabaseTransaction,
+    id: Uuid,
+    how: &Settle<'_>,
+    admit: &impl Fn(&Hold) -> Result<()>,
+    mutation: &Mutation,
+) -> Result<Hold> {
+    let hold = lock_hold(&txn, id).await?;
+    admit(&hold)?;
+    let action = match how {
+        Settle::Capture(_) => AuditAction::CaptureCreditHold,
+        Settle::Release => AuditAction::ReleaseCreditHold,
+    };
+    let envelope = Envelope::of(mutation, action, id);
+    if let Claim::Replay = envelope.claim(&txn).await? {
+        return Ok(hold);
+    }
+    hold.check_live(mutation.now)?;
+    let (state, charged) = match how {
+        Settle::Capture(amounts) => (HoldState::Captured, Some(hold.capture(amounts)?)),
+        Settle::Release => (HoldState::Released, None),
+    };
+    let mut ledger = Vec::new();
+    for reserved in &hold.amounts {
+        let amount = charged
+            .as_ref()
+            .and_then(|charged| charged.iter().find(|credit| credit.unit == reserved.unit))
+            .map_or(0, |credit| credit.amount);
+        let balance = unreserve(&txn, hold.key_id, reserved, amount).await?;
+        if let Some(charged) = &charged {
+            let mut row = ledger_row(
+                hold.key_id,
+                &reserved.unit,
+                -amount,
+                balance,
+                REASON_CAPTURE,
+                mutation.request_id.as_deref(),
+                &mutation.actor,
+                mutation.now,
+            );
+            row.hold_id = Set(Some(hold.id));
+            ledger.push(row);
+            let captured = charged.iter().find(|credit| credit.unit == reserved.unit).map_or(0, |credit| credit.amount);
+            credit_hold_amount::Entity::update_many()
+                .col_expr(credit_hold_amount::Column::Captured, Expr::value(captured))
+                .filter(credit_hold_amount::Column::HoldId.eq(hold.id))
+                .filter(credit_hold_amount::Column::Unit.eq(reserved.unit.clone()))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+        }
+    }
+    insert_ledger(&txn, ledger).await?;
+    end_hold(&txn, hold.id, state, mutation.now, mutation.request_id.as_deref()).await?;
+    alerts::settle(&txn, &[hold.key_id], mutation.now).await?;
+    envelope.record(&txn).await?;
+    let settled = read_hold(&txn, id).await?.ok_or_else(|| hold_not_found(id))?;
+    txn.commit().await.map_err(db_error)?;
+    Ok(settled)
+}
+
+/// Gives back what a hold reserved of one unit and charges `charged` of it; returns the
+/// balance after.
+async fn unreserve(txn: &DatabaseTransaction, key_id: Uuid, reserved: &Credit, charged: i64) -> Result<i64> {
+    let mut sql = crate::sql::Sql::new(txn.get_database_backend());
+    sql.push("UPDATE credit_balances SET balance = balance - ").bind(charged, "bigint");
+    sql.push(", held = held - ").bind(reserved.amount, "bigint");
+    sql.push(" WHERE key_id = ").bind(key_id, "uuid").push(" AND unit = ").bind(reserved.unit.as_str(), "varchar");
+    sql.push(" RETURNING balance");
+    let row = txn
+        .query_one_raw(sql.statement())
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::internal(format!("the balance hold of key {key_id} reserved is gone")))?;
+    row.try_get("", "balance").map_err(db_error)
+}
+
+/// Moves a hold out of `live`: the compare-and-set that makes each hold settle once.
+async fn end_hold(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+    state: HoldState,
+    at: DateTime<Utc>,
+    request_id: Option<&str>,
+) -> Result<()> {
+    let ended = credit_hold::Entity::update_many()
+        .col_expr(credit_hold::Column::State, Expr::value(state.as_str()))
+        .col_expr(credit_hold::Column::SettledAt, Expr::value(at))
+        .col_expr(credit_hold::Column::SettleRequestId, Expr::value(request_id.map(str::to_owned)))
+        .filter(credit_hold::Column::Id.eq(id))
+        .filter(credit_hold::Column::State.eq(HoldState::Live.as_str()))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    if ended.rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(Error::internal(format!("hold {id} left `live` under its own row lock")))
+    }
+}
+
+/// The hold `id`, locked until the transaction ends (SQLite's write transaction already
+/// excludes every other writer).
+async fn lock_hold(txn: &DatabaseTransaction, id: Uuid) -> Result<Hold> {
+    let mut select = credit_hold::Entity::find_by_id(id);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        select = select.lock_exclusive();
+    }
+    let row = select.one(txn).await.map_err(db_error)?.ok_or_else(|| hold_not_found(id))?;
+    with_amounts(txn, vec![row]).await?.pop().ok_or_else(|| hold_not_found(id))
+}
+
+async fn read_hold(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<Hold>> {
+    let row = credit_hold::Entity::find_by_id(id).one(conn).await.map_err(db_error)?;
+    Ok(with_amounts(conn, row.into_iter().collect()).await?.pop())
+}
+
+fn hold_not_found(id: Uuid) -> Error {
+    Error::NotFound { kind: "credit hold", id: id.to_string() }
+}
+
+/// The holds of `rows`, in their order, with their amounts.
+async fn with_amounts(conn: &impl ConnectionTrait, rows: Vec<credit_hold::Model>) -> Result<Vec<Hold>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let amounts = credit_hold_amount::Entity::find()
+        .filter(credit_hold_amount::Column::HoldId.is_in(rows.iter().map(|row| row.id)))
+        .order_by_asc(credit_hold_amount::Column::Unit)
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    let mut by_hold: HashMap<Uuid, Vec<credit_hold_amount::Model>> = HashMap::new();
+    for amount in amounts {
+        by_hold.entry(amount.hold_id).or_default().push(amount);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let state = HoldState::parse(&row.state)
+                .ok_or_else(|| Error::internal(format!("hold {} has unknown state {:?}", row.id, row.state)))?;
+            let amounts = by_hold.remove(&row.id).unwrap_or_default();
+            let captured = if state == HoldState::Captured {
+                amounts.iter().map(|amount| Credit::new(amount.unit.clone(), amount.captured.unwrap_or(0))).collect()
+            } else {
+                Vec::new()
+            };
+            Ok(Hold {
+                id: row.id,
+                key_id: row.key_id,
+                actor: row.actor,
+                amounts: amounts.into_iter().map(|amount| Credit::new(amount.unit, amount.amount)).collect(),
+                captured,
+                state,
+                created_at: row.created_at,
+                expires_at: row.expires_at,
+                settled_at: row.settled_at,
+                settle_request_id: row.settle_request_id,
+            })
+        })
+        .collect()
+}
