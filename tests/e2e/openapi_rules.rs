@@ -18,9 +18,10 @@ use crate::{
 
 /// Rules that relate one field to another, which the document cannot state on the field
 /// (tests/schemathesis.toml lists them for the fuzzer too): the probe is left out.
-const CROSS_FIELD: [(&str, &str); 1] = [
+const CROSS_FIELD: [(&str, &str); 2] = [
     // Exactly one of api_key_id and owner: an empty api_key_id is refused without an owner.
     ("CreditService_GetUsage", "api_key_id"),
+    ("CreditService_ListCreditHolds", "api_key_id"),
 ];
 
 /// Fields whose language no schema states (a scope query nests parentheses): the document

@@ -127,7 +127,7 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     let query = vec![C::Chars { min: 1, max: scope_query::MAX_QUERY_CHARS }, pattern(PRINTABLE)];
     add(verify, "scope_query", vec![C::EmptyOr(query)]);
     add(verify, "hold", vec![units()]);
-    add(verify, "hold.amount", vec![C::Range { min: 1, max: credit::MAX_COST }]);
+    add(verify, "hold.amount", vec![C::Required, C::Range { min: 1, max: credit::MAX_COST }]);
     add(verify, "hold_ttl", vec![pattern(HOLD_TTL)]);
     add("keyward.v1.GetKeyQuotaRequest", "owner", subject());
     if !environments.is_empty() {
