@@ -101,6 +101,9 @@ async fn every_key_event_arrives_once_signed(backend: Backend) {
     let mut ids: Vec<&str> = deliveries.iter().map(|d| d["id"].as_str().unwrap()).collect();
     ids.dedup();
     assert_eq!(ids.len(), 5, "one webhook-id per event");
+    for delivery in &deliveries {
+        assert_eq!(delivery["payload"]["id"], delivery["id"], "the body names the event as webhook-id does");
+    }
     let sequence: Vec<i64> = deliveries.iter().map(|d| d["payload"]["sequence"].as_i64().unwrap()).collect();
     assert_eq!(sequence, [1, 2, 3, 4, 5]);
     for delivery in &deliveries {

@@ -96,6 +96,8 @@ async fn endpoints_are_managed_by_admin_only(backend: Backend) {
         (bad("http://hooks.example.com/x", &["api_key.created"], String::new()), "webhook_endpoint.url"),
         (bad("https://user:pw@hooks.example.com/x", &["api_key.created"], String::new()), "webhook_endpoint.url"),
         (bad("https://127.0.0.1/x", &["api_key.created"], String::new()), "webhook_endpoint.url"),
+        (bad("https://hooks.example.io*/x", &["api_key.created"], String::new()), "webhook_endpoint.url"),
+        (bad("https://hooks_example.com/x", &["api_key.created"], String::new()), "webhook_endpoint.url"),
         (bad("https://hooks.example.com/x", &["api_key.exploded"], String::new()), "webhook_endpoint.event_types"),
         (bad("https://hooks.example.com/x", &[], String::new()), "webhook_endpoint.event_types"),
         (bad("https://hooks.example.com/x", &["api_key.created"], "d".repeat(10_240)), "webhook_endpoint.description"),

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::model::{ApiKey, AuditAction, KeyStatus};
 
@@ -214,11 +215,14 @@ pub fn hold_expired(key: &ApiKey, hold: &crate::hold::Hold) -> Value {
     })
 }
 
-/// The body posted to endpoints. `sequence` numbers the events of one key 1, 2, 3, … in
-/// the order their changes committed: deliveries may arrive in any order, and a receiver
-/// puts them back in order (or spots one still to come) by it.
-pub fn payload(kind: EventType, at: DateTime<Utc>, sequence: i64, data: Value) -> String {
-    json!({ "type": kind.as_str(), "timestamp": rfc3339(at), "sequence": sequence, "data": data }).to_string()
+/// The body posted to endpoints. `id` is the `webhook-id` header's too, so a receiver that
+/// stores bodies (or a queue that drops headers) still deduplicates by it. `sequence`
+/// numbers the events of one key 1, 2, 3, … in the order their changes committed:
+/// deliveries may arrive in any order, and a receiver puts them back in order (or spots
+/// one still to come) by it.
+pub fn payload(id: Uuid, kind: EventType, at: DateTime<Utc>, sequence: i64, data: Value) -> String {
+    json!({ "id": id.to_string(), "type": kind.as_str(), "timestamp": rfc3339(at), "sequence": sequence, "data": data })
+        .to_string()
 }
 
 #[cfg(test)]

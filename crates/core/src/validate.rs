@@ -299,6 +299,9 @@ impl Checks {
                 false
             }
             Some(url::Host::Domain(domain)) => {
+                if !dns_name(domain) {
+                    self.fail(field, "must name its host by a DNS name: labels of letters, digits and inner hyphens");
+                }
                 domain.eq_ignore_ascii_case("localhost") || domain.ends_with(".localhost")
             }
             Some(url::Host::Ipv4(ip)) => internal_address(ip.into()),
@@ -346,4 +349,17 @@ impl Checks {
     pub fn finish(self) -> crate::error::Result<()> {
         if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }
     }
+}
+
+/// A host name a resolver can look up (RFC 1123, after IDNA, which the URL parser applies):
+/// the URL parser itself lets through characters such as `*` that no DNS name holds.
+fn dns_name(domain: &str) -> bool {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    domain.len() <= 253
+        && domain.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }

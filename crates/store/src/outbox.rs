@@ -48,7 +48,7 @@ pub(crate) async fn emit(
     webhook_event::Entity::insert(webhook_event::ActiveModel {
         id: Set(id),
         event_type: Set(kind.as_str().to_owned()),
-        payload: Set(event::payload(kind, now, sequence, data)),
+        payload: Set(event::payload(id, kind, now, sequence, data)),
         created_at: Set(now),
     })
     .exec(txn)
