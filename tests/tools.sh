@@ -7,7 +7,7 @@
 #   nginx              Debian's nginx-light (auth_request): the forward-auth proxy of tests/e2e/edge.rs
 # Idempotent: what is already there is skipped, so a second run needs no network.
 #   bash tests/tools.sh bench   also installs what the benchmarks beside the tests use
-#                               (crates/bench/*.sh): h2load (Debian nghttp2-client), pgbench.
+#                               (crates/bench/*.sh): h2load (Debian nghttp2-client), pgbench, wrk.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -91,11 +91,14 @@ if [ "${1:-}" = bench ]; then
   missing=()
   command -v h2load >/dev/null || missing+=(nghttp2-client)
   command -v pgbench >/dev/null || missing+=(postgresql-contrib)
+  command -v wrk >/dev/null || missing+=(wrk)
   if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
+      $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+    fi
   fi
-  echo "tools.sh: $(h2load --version | head -1), $(pgbench --version)"
+  echo "tools.sh: $(h2load --version | head -1), $(pgbench --version), $(wrk --version 2>&1 | head -1)"
 fi
 
 echo "tools.sh: venv   $VENV"

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The edge's cost, in two same-run ratios (SQLite; the key is cached after its first call):
+#   1. nginx + forward-auth (docs/edge-nginx.conf, verbatim) against the same nginx proxying
+#      to the same upstream with no auth, with wrk (2 threads, 32 connections). The upstream
+#      is a third nginx server block answering a fixed 200, so the ratio is what auth_request
+#      adds to a proxied call. Target: forward-auth ≥ 0.5 of no auth.
+#   2. envoy.service.auth.v3.Authorization/Check (the CheckRequest Envoy's ext_authz sends,
+#      built with Envoy's own stubs from xds-protos) against grpc.health.v1.Health/Check and
+#      a plain VerifyApiKey, with h2load (4 connections × 16 streams). Target: Check ≥ 0.8 of health.
+# Each round runs baseline, edge, edge, baseline (half a run each), so drift weighs on both.
+#   bash crates/bench/edge.sh [seconds per target and round, default 4] [rounds, default 3]
+# Needs `bash tests/tools.sh bench` (h2load, wrk, nginx, the venv with xds-protos) and curl.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+SECONDS_PER_RUN="${1:-4}"
+HALF_RUN=$(( (SECONDS_PER_RUN + 1) / 2 ))
+ROUNDS="${2:-3}"
+for tool in h2load wrk; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing: bash tests/tools.sh bench" >&2; exit 1; }
+done
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+[ -x "$NGINX" ] || { echo "nginx is missing: bash tests/tools.sh" >&2; exit 1; }
+PY=target/tools/venv/bin/python
+"$PY" -c 'import envoy.service.auth.v3.external_auth_pb2' 2>/dev/null ||
+  { echo "xds-protos is missing: bash tests/tools.sh" >&2; exit 1; }
+source crates/bench/common.sh
+PORT=50564
+HTTP_PORT=50565
+AUTH_PORT=50566   # nginx with auth_request
+OPEN_PORT=50567   # nginx proxying with no auth
+APP_PORT=50568    # the upstream
+SERVER=""
+NGINX_PID=""
+trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+
+cat >"$WORK/routes.toml" <<'TOML'
+[[routes]]
+path = "/*"
+scopes = ["api"]
+TOML
+mkdir -p "$WORK/data"
+KEYWARD_DATABASE_URL="sqlite://$WORK/data/keyward.db" KEYWARD_DATA_DIR="$WORK/data" \
+  KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HTTP_ADDR="127.0.0.1:$HTTP_PORT" KEYWARD_HASH_SECRET=bench \
+  KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" KEYWARD_EDGE_ROUTES="$WORK/routes.toml" \
+  KEYWARD_LOG=warn "$BIN/keyward" serve &
+SERVER=$!
+wait_ready "$PORT"
+KEY="$(curl -sf -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"apiKey":{"name":"edge-bench","scopes":["api"]}}' "http://127.0.0.1:$HTTP_PORT/v1/apiKeys" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
+
+cat >"$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/body; proxy_temp_path $WORK/proxy;
+    fastcgi_temp_path $WORK/fastcgi; uwsgi_temp_path $WORK/uwsgi; scgi_temp_path $WORK/scgi;
+    upstream keyward { server 127.0.0.1:$HTTP_PORT; keepalive 32; }
+    upstream app { server 127.0.0.1:$APP_PORT; }
+    server { listen 127.0.0.1:$APP_PORT; location / { return 200 "upstream\n"; } }
+    server { listen 127.0.0.1:$OPEN_PORT; location / { proxy_set_header Host \$host; proxy_pass http://app; } }
+    server {
+        listen 127.0.0.1:$AUTH_PORT;
+$(cat docs/edge-nginx.conf)
+    }
+}
+NGINX
+"$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -g 'daemon off;' &
+NGINX_PID=$!
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$OPEN_PORT/" && break; sleep 0.1; done
+# Both paths must answer 200: a refusal costs less and would flatter the figure.
+for port in "$OPEN_PORT" "$AUTH_PORT"; do
+  status="$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $KEY" "http://127.0.0.1:$port/v1/things")"
+  [ "$status" = 200 ] || { echo "nginx on $port answered $status" >&2; cat "$WORK/error.log" >&2; exit 1; }
+done
+
+wrkrate() { # wrkrate <port>: requests per second; fails on any non-2xx answer or socket error
+  local out
+  out="$(wrk -t 2 -c 32 -d "${HALF_RUN}s" -H "authorization: Bearer $KEY" "http://127.0.0.1:$1/v1/things" 2>&1)"
+  if grep -q 'Non-2xx\|Socket errors' <<<"$out"; then echo "$out" >&2; echo "wrk saw failures" >&2; exit 1; fi
+  awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
+}
+
+h2rate() { # h2rate <path> <body file> [header…]: calls per second; fails unless every call answered 200
+  local out
+  out="$(h2load -c 4 -m 16 -t 1 -D "$HALF_RUN" --warm-up-time 1 -H 'content-type: application/grpc' \
+    -H 'te: trailers' "${@:3}" -d "$2" "http://127.0.0.1:$PORT$1" 2>&1)"
+  if ! grep -q 'status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx' <<<"$out" || ! grep -q ' 0 failed' <<<"$out"; then
+    echo "$out" >&2; echo "h2load saw failures" >&2; exit 1
+  fi
+  awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out"
+}
+
+# gRPC frames: an empty HealthCheckRequest, a VerifyApiKeyRequest {key}, and the
+# CheckRequest Envoy sends for `GET /v1/things` with the key as a bearer token.
+"$PY" - "$WORK" "$KEY" <<'PY'
+import struct, sys
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
+work, key = sys.argv[1], sys.argv[2]
+def frame(name, message):
+    open(f"{work}/{name}.bin", "wb").write(b"\0" + struct.pack(">I", len(message)) + message)
+frame("health", b"")
+def length(n):
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+frame("verify", b"\x0a" + length(len(key)) + key.encode())
+headers = {":method": "GET", ":path": "/v1/things", ":authority": "api.example.com", ":scheme": "http",
+           "authorization": f"Bearer {key}", "user-agent": "curl/8.0", "accept": "*/*",
+           "x-forwarded-proto": "http", "x-request-id": "5d2b7c2e-1f0a-4f7e-9c55-0e6d0c1b2a3f"}
+http = attribute_context_pb2.AttributeContext.HttpRequest(
+    id="17345236481726354", method="GET", headers=headers, path="/v1/things",
+    host="api.example.com", scheme="http", protocol="HTTP/1.1")
+check = external_auth_pb2.CheckRequest(
+    attributes=attribute_context_pb2.AttributeContext(request=attribute_context_pb2.AttributeContext.Request(http=http)))
+frame("check", check.SerializeToString())
+PY
+# The Check must admit (OkHttpResponse): a denial would flatter the figure.
+"$PY" - "127.0.0.1:$PORT" "$WORK/check.bin" <<'PY'
+import sys, grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+body = open(sys.argv[2], "rb").read()[5:]
+answer = external_auth_pb2_grpc.AuthorizationStub(grpc.insecure_channel(sys.argv[1])).Check(
+    external_auth_pb2.CheckRequest.FromString(body))
+if answer.status.code != 0 or not answer.HasField("ok_response"):
+    sys.exit(f"the Check does not admit: {answer}")
+PY
+
+AUTH=(-H "authorization: Bearer $ADMIN")
+echo "machine: $(machine); $(h2load --version | head -1); $(wrk --version 2>&1 | head -1); $("$NGINX" -v 2>&1)"
+for round in $(seq 1 "$ROUNDS"); do
+  o1="$(wrkrate "$OPEN_PORT")"; a1="$(wrkrate "$AUTH_PORT")"; a2="$(wrkrate "$AUTH_PORT")"; o2="$(wrkrate "$OPEN_PORT")"
+  h1="$(h2rate /grpc.health.v1.Health/Check "$WORK/health.bin")"
+  c1="$(h2rate /envoy.service.auth.v3.Authorization/Check "$WORK/check.bin")"
+  v1="$(h2rate /keyward.v1.ApiKeyService/VerifyApiKey "$WORK/verify.bin" "${AUTH[@]}")"
+  v2="$(h2rate /keyward.v1.ApiKeyService/VerifyApiKey "$WORK/verify.bin" "${AUTH[@]}")"
+  c2="$(h2rate /envoy.service.auth.v3.Authorization/Check "$WORK/check.bin")"
+  h2="$(h2rate /grpc.health.v1.Health/Check "$WORK/health.bin")"
+  awk -v r="$round" -v o="$o1 $o2" -v a="$a1 $a2" -v h="$h1 $h2" -v c="$c1 $c2" -v v="$v1 $v2" 'BEGIN {
+    split(o, O); split(a, A); split(h, H); split(c, C); split(v, V)
+    o = (O[1] + O[2]) / 2; a = (A[1] + A[2]) / 2; h = (H[1] + H[2]) / 2; c = (C[1] + C[2]) / 2; v = (V[1] + V[2]) / 2
+    printf "round %d: nginx no auth %6.0f/s  forward-auth %6.0f/s  ratio %.3f | health %6.0f/s  Check %6.0f/s  verify %6.0f/s  Check/health %.3f  verify/health %.3f\n",
+      r, o, a, a / o, h, c, v, c / h, v / h }'
+done
