@@ -57,10 +57,13 @@ export KEYWARD_TEST_GRPC_ADDR="$ADDR" KEYWARD_TEST_ADMIN_KEY="$ADMIN_KEY" KEYWAR
 echo "clients: server on $ADDR"
 
 client_go() {
-  step "go: generated stubs are up to date"
+  step "go: generated stubs are up to date, gofmt"
   buf generate --template clients/go/buf.gen.yaml -o "$TMP/gen"
   diff -r "$TMP/gen/clients/go/keyward" clients/go/keyward ||
     die "clients/go/keyward differs from 'buf generate --template clients/go/buf.gen.yaml': regenerate and commit"
+  local unformatted
+  unformatted="$(gofmt -l clients/go)"
+  [ -z "$unformatted" ] || die "not gofmt-formatted: $unformatted"
   step "go: vet and smoke test (GOPATH mode, Debian's grpc-go and genproto)"
   # GOPATH mode against Debian's Go sources (/usr/share/gocode): no module proxy is reachable.
   local gopath="$TMP/gopath" pkg="$TMP/gopath/src/github.com/keyward/keyward/clients/go"

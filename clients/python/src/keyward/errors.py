@@ -1,7 +1,6 @@
 """Decodes the google.rpc.Status keyward sends with every error."""
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -23,11 +22,11 @@ class ErrorDetails:
     code: grpc.StatusCode
     message: str
     #: None when the error did not come from keyward (a transport error, say).
-    info: Optional[error_details_pb2.ErrorInfo] = None
+    info: error_details_pb2.ErrorInfo | None = None
     #: None unless the error is INVALID_ARGUMENT.
-    bad_request: Optional[error_details_pb2.BadRequest] = None
+    bad_request: error_details_pb2.BadRequest | None = None
     #: Each refused field (for example "api_key.name") with why it was refused.
-    field_violations: Dict[str, str] = field(default_factory=dict)
+    field_violations: dict[str, str] = field(default_factory=dict)
 
     @property
     def reason(self) -> str:
