@@ -101,7 +101,8 @@ client_typescript() {
 
 client_python() {
   step "python: generate, install the package, smoke test"
-  rm -rf clients/python/src/keyward/v1
+  # build/ is setuptools' copy of the last build: a module removed since would be shipped from it.
+  rm -rf clients/python/src/keyward/v1 clients/python/build clients/python/src/*.egg-info
   PATH="$TOOLS/pyclient/bin:$PATH" buf generate --template clients/python/buf.gen.yaml
   # Installed as a user would (a wheel built from pyproject.toml), not run from the tree.
   "$TOOLS/pyclient/bin/pip" install --quiet --disable-pip-version-check --no-index --no-deps \
