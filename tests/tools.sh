@@ -3,6 +3,8 @@
 #   target/tools/venv  Python venv with grpcio, grpcio-tools, grpcio-health-checking, protobuf, buf-bin, schemathesis,
 #                      standardwebhooks, helm-python-sdk, kubernetes-validate
 #   target/tools/bin   grpcurl, buf, schemathesis and python (the venv's); put this directory on PATH
+#   target/tools/pyclient  the Python client's venv (pinned grpcio-tools); clients/typescript/node_modules;
+#                      Debian's Go with protoc-gen-go, protoc-gen-go-grpc and grpc-go/genproto sources
 #   xds-protos         Envoy's generated Python stubs: the ext_authz client of tests/e2e/edge.rs
 #   nginx              Debian's nginx-light (auth_request): the forward-auth proxy of tests/e2e/edge.rs
 # Idempotent: what is already there is skipped, so a second run needs no network.
@@ -67,6 +69,37 @@ if [ ! -x "$TOOLS/node/node_modules/.bin/openapi-typescript" ] || [ ! -d "$TOOLS
   mkdir -p "$TOOLS/node"
   npm install --prefix "$TOOLS/node" --no-audit --no-fund --silent \
     openapi-typescript@7.13.0 typescript@5 @types/node@20
+fi
+
+# The packaged clients of clients/ (tests/clients.sh). No Go module proxy is reachable, so
+# Go, its protoc plugins and the grpc/protobuf/genproto sources are Debian's (bookworm):
+# protoc-gen-go v1.28.1, protoc-gen-go-grpc 1.0 (grpc-go 1.33.3). golang/protobuf 1.5 (it
+# replaces 1.3) makes the legacy genproto types work with the APIv2 stubs.
+go_packages=(golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-genproto-dev
+  golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev)
+missing=()
+for pkg in "${go_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+fi
+# TypeScript: the versions of clients/typescript/package-lock.json, in its own node_modules.
+TS_CLIENT="$ROOT/clients/typescript"
+if [ ! -f "$TS_CLIENT/node_modules/.package-lock.json" ] ||
+  [ "$TS_CLIENT/package-lock.json" -nt "$TS_CLIENT/node_modules/.package-lock.json" ]; then
+  npm ci --prefix "$TS_CLIENT" --no-audit --no-fund --silent
+fi
+# Python: a venv of its own, with the grpcio-tools the stubs are generated with pinned, and
+# setuptools so the package installs without fetching a build backend.
+PYCLIENT="$TOOLS/pyclient"
+PYCLIENT_PINS=(grpcio-tools==1.85.4 grpcio==1.85.4 protobuf==7.36.2 googleapis-common-protos==1.76.0 "setuptools>=77")
+[ -x "$PYCLIENT/bin/python" ] || python3 -m venv "$PYCLIENT"
+if ! "$PYCLIENT/bin/python" -c 'import google.rpc.status_pb2, setuptools, importlib.metadata as m; assert m.version("grpcio-tools") == "1.85.4"' 2>/dev/null; then
+  "$PYCLIENT/bin/python" -m pip install --quiet --disable-pip-version-check "${PYCLIENT_PINS[@]}"
 fi
 
 if [ ! -x "$VENV/bin/buf" ]; then
