@@ -7,21 +7,21 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-use super::{Edge, ext_authz::ExtAuthz, forward};
+use super::{
+    Edge,
+    ext_authz::{AuthorizationServer, CHECK_PATH},
+    forward,
+};
 use crate::{
     activity::InFlight, config::ConnectionConfig, connections, http_observe::HttpObserveLayer, metrics::Metrics,
     observe::ObservabilityLayer,
 };
 
-/// Envoy's `Check`, the one gRPC path the edge listener serves.
-const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
-
 /// The ext_authz service.
-pub(crate) fn ext_authz(edge: Edge) -> AuthorizationServer<ExtAuthz> {
-    AuthorizationServer::new(ExtAuthz::new(edge))
+pub(crate) fn ext_authz(edge: Edge) -> AuthorizationServer {
+    AuthorizationServer::new(edge)
 }
 
 /// `/v1/forwardAuth`, for any method.
