@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as README's second command and CI run it:
 #   unit tests and the end-to-end binary (every store test on SQLite and PostgreSQL),
-#   then the contract checks (buf lint, reflection, a Python client, README's grpcurl examples)
+#   then the contract checks (buf lint, reflection, a Python client), every shell block of
+#   README.md against a server of its own (tests/readme.sh),
 #   a schemathesis run against the REST gateway's /openapi.json and a typed TypeScript client of it
 #   (tests/rest_typescript.sh), and one schemathesis run against each of
 #   Masumi's own contract documents (tests/contracts/), and the Dockerfile's build inputs
@@ -16,6 +17,7 @@ bash tests/tools.sh
 cargo build --workspace --locked --bins
 cargo test --workspace --locked
 bash tests/contract.sh
+bash tests/readme.sh
 bash tests/schemathesis.sh
 bash tests/rest_typescript.sh
 bash tests/masumi_contracts.sh
