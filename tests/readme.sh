@@ -103,12 +103,12 @@ PY
 
 cat >"$TMP/run.sh" <<'SH'
 # How the blocks run (the preamble; the blocks follow it).
-set -euo pipefail
+set -eEuo pipefail
 unset $(compgen -e | grep '^KEYWARD_' | grep -v '^KEYWARD_README_' || true)
 PATH="$TOOLS_BIN:$PATH"
 README_LINE=0
 SERVER_PID=""
-trap 'echo "readme: FAIL: the block at README.md:$README_LINE (its last + line above)" >&2' ERR
+trap '{ set +x; } 2>/dev/null; echo "readme: FAIL: the block at README.md:$README_LINE (its last + line above)" >&2' ERR
 curl() { command curl --fail-with-body --max-time 30 "$@"; }
 readme_stop() {
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
