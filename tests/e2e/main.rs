@@ -43,4 +43,5 @@ mod transport;
 mod usage;
 mod validation;
 mod verification;
+mod webhook_wildcard;
 mod webhooks;

@@ -316,26 +316,41 @@ impl Checks {
         (self.0.len() == failures).then_some(url)
     }
 
-    /// A webhook endpoint's event types: at least one, each a known type, each once.
-    pub fn event_types(&mut self, field: &str, values: &[String]) -> BTreeSet<crate::event::EventType> {
+    /// A webhook endpoint's event types: at least one, each a known type, each once; or
+    /// `*` alone, for every type.
+    pub fn event_types(&mut self, field: &str, values: &[String]) -> crate::webhook::Subscription {
+        use crate::{event::EventType, webhook::Subscription};
         if values.is_empty() {
-            self.fail(field, "must name at least one event type");
+            self.fail(field, "must name at least one event type, or `*` for every type");
+        }
+        if values.len() > 1 && values.iter().any(|value| value == Subscription::WILDCARD) {
+            self.fail(field, "`*` means every event type, so it stands alone: name `*` only, or the types without it");
+            return Subscription::All;
+        }
+        if values.iter().any(|value| value == Subscription::WILDCARD) {
+            return Subscription::All;
         }
         let mut kinds = BTreeSet::new();
         for value in values {
-            match crate::event::EventType::parse(value) {
+            match EventType::parse(value) {
                 Some(kind) => {
                     if !kinds.insert(kind) {
                         self.fail(field, format!("names {value:?} twice"));
                     }
                 }
                 None => {
-                    let known: Vec<&str> = crate::event::EventType::ALL.iter().map(|kind| kind.as_str()).collect();
-                    self.fail(field, format!("{value:?} is not an event type; known: {}", known.join(", ")));
+                    let known: Vec<&str> = EventType::ALL.iter().map(|kind| kind.as_str()).collect();
+                    self.fail(
+                        field,
+                        format!(
+                            "{value:?} is not an event type; known: {}, or `*` alone for every type",
+                            known.join(", ")
+                        ),
+                    );
                 }
             }
         }
-        kinds
+        Subscription::Only(kinds)
     }
 
     /// Free text of at most `max` characters.

@@ -24,7 +24,7 @@ pub struct Endpoint {
     /// Free text.
     pub description: String,
     /// The event types it receives.
-    pub event_types: BTreeSet<EventType>,
+    pub event_types: Subscription,
     /// Whether new events are given to it.
     pub enabled: bool,
     /// Whether its last `consecutive_failures` reached the failure threshold.
@@ -37,6 +37,47 @@ pub struct Endpoint {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The event types an endpoint receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    /// Every type, those added after the endpoint was made too (`*`). Kept as the wildcard,
+    /// never expanded, so a new type reaches the endpoint without an update.
+    All,
+    /// These types only.
+    Only(BTreeSet<EventType>),
+}
+
+impl Subscription {
+    /// The name that stands for every type, alone in an endpoint's list.
+    pub const WILDCARD: &'static str = "*";
+
+    /// Whether an event of `kind` is delivered to the endpoint.
+    pub fn receives(&self, kind: EventType) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(kinds) => kinds.contains(&kind),
+        }
+    }
+
+    /// The names it is stored and shown as: `["*"]`, or the types' names.
+    pub fn names(&self) -> Vec<&'static str> {
+        match self {
+            Self::All => vec![Self::WILDCARD],
+            Self::Only(kinds) => kinds.iter().map(|kind| kind.as_str()).collect(),
+        }
+    }
+
+    /// The subscription these stored names make; `None` if one is unknown, or if `*` is
+    /// not alone.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let names: Vec<&str> = names.into_iter().collect();
+        if names == [Self::WILDCARD] {
+            return Some(Self::All);
+        }
+        names.into_iter().map(EventType::parse).collect::<Option<_>>().map(Self::Only)
+    }
+}
+
 /// The fields an endpoint update may change; `None` leaves a field alone.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointPatch {
@@ -45,7 +86,7 @@ pub struct EndpointPatch {
     /// New description.
     pub description: Option<String>,
     /// New event types.
-    pub event_types: Option<BTreeSet<EventType>>,
+    pub event_types: Option<Subscription>,
     /// New enabled flag.
     pub enabled: Option<bool>,
 }
@@ -137,6 +178,17 @@ mod tests {
         assert_eq!(schedule.after(3), None);
         assert_eq!(schedule.attempts(), 3);
         assert_eq!(RetrySchedule::new(Vec::new()).after(1), None);
+    }
+
+    #[test]
+    fn the_wildcard_receives_every_type_and_stands_alone() {
+        assert_eq!(Subscription::from_names(["*"]), Some(Subscription::All));
+        assert!(EventType::ALL.into_iter().all(|kind| Subscription::All.receives(kind)));
+        assert_eq!(Subscription::All.names(), ["*"]);
+        let only = Subscription::from_names(["api_key.created"]).unwrap();
+        assert!(only.receives(EventType::KeyCreated) && !only.receives(EventType::KeyRevoked));
+        assert_eq!(only.names(), ["api_key.created"]);
+        assert_eq!(Subscription::from_names(["*", "api_key.created"]), None);
     }
 
     #[test]

@@ -212,8 +212,13 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
         "url",
         vec![C::Chars { min: 1, max: validate::MAX_WEBHOOK_URL_CHARS }, pattern(WEBHOOK_URL)],
     );
-    let types: Vec<String> = keyward_core::event::EventType::ALL.iter().map(|kind| kind.as_str().to_owned()).collect();
+    // `*` last: a list of as many names as there are types, taken in order, is then every
+    // type without the wildcard, which the server takes. That `*` stands alone is a rule
+    // between entries the document does not state (tests/schemathesis.toml).
+    let mut types: Vec<String> =
+        keyward_core::event::EventType::ALL.iter().map(|kind| kind.as_str().to_owned()).collect();
     let kinds = types.len();
+    types.push(keyward_core::webhook::Subscription::WILDCARD.to_owned());
     add(
         "keyward.v1.WebhookEndpoint",
         "event_types",

@@ -61,7 +61,7 @@ pub(crate) async fn emit(
         .map_err(db_error)?;
     let mut deliveries = Vec::new();
     for endpoint in endpoints {
-        if stored_types(&endpoint.event_types)?.contains(&kind) {
+        if stored_types(&endpoint.event_types)?.receives(kind) {
             deliveries.push(new_delivery(id, endpoint.id, now));
         }
     }

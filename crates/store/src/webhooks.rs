@@ -1,16 +1,13 @@
 //! Webhook endpoints: their rows, with the signing secret sealed under the master key
 //! and bound to the endpoint's id, and the history of their deliveries.
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
 use keyward_core::{
     Error,
     crypto::MasterKey,
     error::Result,
-    event::EventType,
     model::AuditAction,
-    webhook::{Endpoint, EndpointPatch},
+    webhook::{Endpoint, EndpointPatch, Subscription},
 };
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use secrecy::{ExposeSecret, SecretString};
@@ -64,18 +61,14 @@ fn not_found(id: Uuid) -> Error {
     Error::NotFound { kind: "webhook endpoint", id: id.to_string() }
 }
 
-pub(crate) fn stored_types(text: &str) -> Result<BTreeSet<EventType>> {
+pub(crate) fn stored_types(text: &str) -> Result<Subscription> {
     let names: Vec<String> = serde_json::from_str(text).map_err(Error::internal)?;
-    names
-        .iter()
-        .map(|name| {
-            EventType::parse(name).ok_or_else(|| Error::internal(format!("stored event type {name:?} is unknown")))
-        })
-        .collect()
+    Subscription::from_names(names.iter().map(String::as_str))
+        .ok_or_else(|| Error::internal(format!("stored event types {names:?} are not a subscription")))
 }
 
-fn types_text(types: &BTreeSet<EventType>) -> Result<String> {
-    serde_json::to_string(&types.iter().map(|kind| kind.as_str()).collect::<Vec<_>>()).map_err(Error::internal)
+fn types_text(types: &Subscription) -> Result<String> {
+    serde_json::to_string(&types.names()).map_err(Error::internal)
 }
 
 /// The signing secret of an endpoint row, in clear.

@@ -120,7 +120,7 @@ pub(super) fn to_proto(endpoint: &Endpoint) -> v1::WebhookEndpoint {
         id: id.to_string(),
         url: url.clone(),
         description: description.clone(),
-        event_types: event_types.iter().map(|kind| kind.as_str().to_owned()).collect(),
+        event_types: event_types.names().into_iter().map(str::to_owned).collect(),
         enabled: *enabled,
         failing: *failing,
         consecutive_failures: *consecutive_failures,
