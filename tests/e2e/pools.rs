@@ -178,6 +178,9 @@ async fn a_pooled_key_charges_its_owners_pool(backend: Backend) {
     let (_, stranger) = pooled_key(&app, "pool-stranger", "pooled-stranger").await;
     assert_eq!(spend(&app, &stranger, &[("", 1)]).await.code(), v1::VerificationCode::UsageExceeded);
 
+    // The pool reaching 0 wrote one credits.exhausted, naming the pool; the refusals after it none.
+    let exhausted = "webhook_events WHERE event_type = 'credits.exhausted' AND payload LIKE '%\"ownerPool\"%'";
+    assert_eq!(app.count_rows(exhausted).await, 1);
     assert_eq!(pool_entries_spent_by(&app, "pooled-a").await, 1, "the pool's entry names the key that spent");
     assert_eq!(pool_entries_spent_by(&app, "own-credits").await, 1);
     assert_eq!(ledger_out_of_line(&app).await, 0);
