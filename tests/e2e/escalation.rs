@@ -17,6 +17,7 @@ use crate::{
 };
 
 mod holds;
+mod pools;
 
 const ORG: &str = "org-t";
 

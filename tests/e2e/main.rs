@@ -29,6 +29,8 @@ mod openapi_rules;
 mod operations;
 mod owner_scale;
 mod pagination;
+mod pool_races;
+mod pools;
 mod providers;
 mod rate_buckets;
 mod rate_limits;

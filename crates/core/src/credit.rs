@@ -94,11 +94,28 @@ pub struct Refill {
     pub period: RefillPeriod,
 }
 
+/// The id of `owner`'s credit pool in `environment`: derived, not assigned, so a pooled
+/// key finds its pool's balances without a read, and every replica agrees on it. Its
+/// version bits mark it a custom UUID, so it never equals a key's (v7) id.
+pub fn pool_id(owner: &str, environment: &str) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(b"keyward owner pool\0");
+    digest.update((owner.len() as u64).to_be_bytes());
+    digest.update(owner.as_bytes());
+    digest.update(environment.as_bytes());
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(&digest.finalize()[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 /// A charge for one verification: every unit of `costs` or none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charge {
-    /// The key charged.
+    /// The key charged (the key that spends, when it draws on a pool).
     pub key_id: Uuid,
+    /// The owner's pool whose balances it debits instead of the key's, if any.
+    pub pool_id: Option<Uuid>,
     /// What it costs, each unit once.
     pub costs: Vec<Credit>,
     /// Idempotency token: a repeat for the same key charges nothing more.
@@ -108,6 +125,11 @@ pub struct Charge {
 }
 
 impl Charge {
+    /// The account whose balances it debits: the pool, or else the key.
+    pub fn account(&self) -> Uuid {
+        self.pool_id.unwrap_or(self.key_id)
+    }
+
     /// What a request id stands for: the key, every unit and amount of the cost, and the
     /// caller, as a SHA-256 hex digest. A replay must match it to get the first answer.
     pub fn fingerprint(&self) -> String {
@@ -273,6 +295,7 @@ mod tests {
         let key = Uuid::now_v7();
         let charge = |key_id, costs: &[(&str, i64)], actor: &str| Charge {
             key_id,
+            pool_id: None,
             costs: costs.iter().map(|(unit, amount)| Credit::new(*unit, *amount)).collect(),
             request_id: Some("r".to_owned()),
             actor: actor.to_owned(),

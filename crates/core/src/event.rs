@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::model::{ApiKey, AuditAction, KeyStatus};
+use crate::model::{ApiKey, AuditAction, CreditSource, KeyStatus};
 
 /// What an event tells of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,6 +78,7 @@ impl EventType {
             AuditAction::UndeleteKey => Some(Self::KeyUndeleted),
             AuditAction::RotateKey => Some(Self::KeyRotated),
             AuditAction::AdjustCredits
+            | AuditAction::AdjustOwnerCredits
             | AuditAction::SetOwnerRateLimits
             | AuditAction::CreateRpcProviderKey
             | AuditAction::GetRpcProviderKey
@@ -123,7 +124,12 @@ pub fn key_json(key: &ApiKey) -> Value {
         last_used_at,
         metadata,
         rate_limits,
+        credit_source,
     } = key;
+    let credit_source = match credit_source {
+        CreditSource::Key => "CREDIT_SOURCE_KEY",
+        CreditSource::Owner => "CREDIT_SOURCE_OWNER",
+    };
     let status = match status {
         KeyStatus::Active => "API_KEY_STATUS_ACTIVE",
         KeyStatus::Inactive => "API_KEY_STATUS_INACTIVE",
@@ -162,6 +168,7 @@ pub fn key_json(key: &ApiKey) -> Value {
         "lastUseTime": last_used_at.map(rfc3339),
         "metadata": metadata,
         "rateLimits": limits,
+        "creditSource": credit_source,
     })
 }
 
@@ -197,6 +204,20 @@ pub fn key_expiry(key: &ApiKey, expires_at: DateTime<Utc>) -> Value {
 /// threshold crossed.
 pub fn balance_alert(key: &ApiKey, unit: &str, balance: i64, threshold: Option<i64>) -> Value {
     let mut data = json!({ "apiKey": key_json(key), "unit": unit, "balance": balance.to_string() });
+    if let (Some(threshold), Some(object)) = (threshold, data.as_object_mut()) {
+        object.insert("threshold".to_owned(), Value::String(threshold.to_string()));
+    }
+    data
+}
+
+/// `data` of a balance event of an owner's pool: the pool (owner and environment), the
+/// unit, its balance and, for `credits.low`, the threshold crossed.
+pub fn pool_balance_alert(owner: &str, environment: &str, unit: &str, balance: i64, threshold: Option<i64>) -> Value {
+    let mut data = json!({
+        "ownerPool": { "owner": owner, "environment": environment },
+        "unit": unit,
+        "balance": balance.to_string(),
+    });
     if let (Some(threshold), Some(object)) = (threshold, data.as_object_mut()) {
         object.insert("threshold".to_owned(), Value::String(threshold.to_string()));
     }

@@ -53,8 +53,10 @@ impl HoldState {
 pub struct Hold {
     /// Its id (a UUIDv7: ids ascend with time).
     pub id: Uuid,
-    /// The key whose balances it reserves.
+    /// The key whose verification made it.
     pub key_id: Uuid,
+    /// The owner's pool it reserves from, when the key drew on one; else the key's own balances.
+    pub pool_id: Option<Uuid>,
     /// Who made it.
     pub actor: String,
     /// What it reserved, ordered by unit.
@@ -74,6 +76,11 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// The account whose balances it reserves: the pool, or else the key.
+    pub fn account(&self) -> Uuid {
+        self.pool_id.unwrap_or(self.key_id)
+    }
+
     /// Refuses to settle a hold that is not live (or is past its expiry at `now`), naming
     /// how and when it was settled.
     pub fn check_live(&self, now: DateTime<Utc>) -> Result<()> {
@@ -149,6 +156,7 @@ mod tests {
         let at = DateTime::UNIX_EPOCH;
         Hold {
             id: Uuid::nil(),
+            pool_id: None,
             key_id: Uuid::nil(),
             actor: "key:x".into(),
             amounts: vec![Credit::new("", 10), Credit::new("gpu", 5)],

@@ -37,6 +37,35 @@ impl KeyStatus {
     }
 }
 
+/// Whose balances a key's verifications charge and hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum CreditSource {
+    /// The key's own.
+    #[default]
+    Key,
+    /// Its owner's pool in the key's environment, shared with the owner's other pooled keys there.
+    Owner,
+}
+
+impl CreditSource {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Key => "key",
+            Self::Owner => "owner",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "key" => Some(Self::Key),
+            "owner" => Some(Self::Owner),
+            _ => None,
+        }
+    }
+}
+
 /// An API key as the domain sees it. The secret is never part of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
@@ -80,9 +109,16 @@ pub struct ApiKey {
     pub metadata: BTreeMap<String, String>,
     /// Rate limits, names unique.
     pub rate_limits: Vec<crate::rate::RateLimit>,
+    /// Whose balances its verifications charge and hold.
+    pub credit_source: CreditSource,
 }
 
 impl ApiKey {
+    /// The owner's pool its verifications charge and hold, when it draws on one.
+    pub fn pool(&self) -> Option<Uuid> {
+        (self.credit_source == CreditSource::Owner).then(|| crate::credit::pool_id(&self.owner, &self.environment))
+    }
+
     /// Whether the key has expired at `now`.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -143,6 +179,8 @@ pub struct KeyPatch {
     pub low_thresholds: Option<Vec<crate::credit::Credit>>,
     /// New rate limits (replacing all), if changed.
     pub rate_limits: Option<Vec<crate::rate::RateLimit>>,
+    /// New credit source, if changed.
+    pub credit_source: Option<CreditSource>,
 }
 
 impl KeyPatch {
@@ -173,6 +211,7 @@ impl KeyPatch {
             refills: _,
             low_thresholds: _,
             rate_limits,
+            credit_source,
         } = self.clone();
         if let Some(name) = name {
             next.name = name;
@@ -197,6 +236,9 @@ impl KeyPatch {
         }
         if let Some(rate_limits) = rate_limits {
             next.rate_limits = rate_limits;
+        }
+        if let Some(credit_source) = credit_source {
+            next.credit_source = credit_source;
         }
         next.updated_at = now;
         Ok(next)
@@ -236,6 +278,8 @@ pub enum AuditAction {
     RotateKey,
     /// A key's balances were adjusted.
     AdjustCredits,
+    /// An owner's pool's balances were adjusted.
+    AdjustOwnerCredits,
     /// An owner's shared rate limits were replaced.
     SetOwnerRateLimits,
     /// An RPC provider key was created.
@@ -282,6 +326,7 @@ impl AuditAction {
             Self::UndeleteKey => "UndeleteApiKey",
             Self::RotateKey => "RotateApiKey",
             Self::AdjustCredits => "AdjustCredits",
+            Self::AdjustOwnerCredits => "AdjustOwnerCredits",
             Self::SetOwnerRateLimits => "SetOwnerRateLimits",
             Self::CreateRpcProviderKey => "CreateRpcProviderKey",
             Self::GetRpcProviderKey => "GetRpcProviderKey",
@@ -309,6 +354,7 @@ impl AuditAction {
             | Self::UndeleteKey
             | Self::RotateKey
             | Self::AdjustCredits
+            | Self::AdjustOwnerCredits
             | Self::SetOwnerRateLimits
             | Self::CreateRpcProviderKey
             | Self::UpdateRpcProviderKey

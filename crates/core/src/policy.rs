@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeSet, sync::Arc};
 
-use crate::{Error, model::ApiKey};
+use crate::{
+    Error,
+    model::{ApiKey, CreditSource},
+};
 
 /// Scope that grants every right over every key.
 pub const SCOPE_ADMIN: &str = "admin";
@@ -127,7 +130,8 @@ pub enum Action {
     ManageRpcProviderKeys,
     /// Read RPC provider key secrets back in clear.
     RevealRpcProviderKeys,
-    /// Add or take away credits (balances, ledger and usage are read with [`Action::ReadKeys`]).
+    /// Add or take away credits, of keys and of owners' pools, and set a key to draw on its
+    /// owner's pool (balances, ledger and usage are read with [`Action::ReadKeys`]).
     AdjustCredits,
     /// Create, read, change and delete webhook endpoints and their deliveries (admin only).
     ManageWebhooks,
@@ -222,10 +226,12 @@ impl Authority {
 
     /// Admits giving the caller a new secret of `key`. Whoever holds the secret spends the
     /// key's credits, so when a usage-limited key `holds_credits` (a positive balance or a
-    /// refill schedule, which only a caller that may adjust credits grants) the caller
-    /// must hold that right too: a key it could not have created with them.
+    /// refill schedule, which only a caller that may adjust credits grants) or draws on
+    /// its owner's pool (which only such a caller sets) the caller must hold that right
+    /// too: a key it could not have created with them.
     pub fn admit_secret(&self, key: &ApiKey, holds_credits: bool) -> crate::error::Result<()> {
-        if key.usage_limited && holds_credits && authorize(&self.caller, Action::AdjustCredits).is_err() {
+        let spends = holds_credits || key.credit_source == CreditSource::Owner;
+        if key.usage_limited && spends && authorize(&self.caller, Action::AdjustCredits).is_err() {
             return Err(Error::PermissionDenied { action: "rotate keys holding credits it could not grant" });
         }
         Ok(())
@@ -272,10 +278,12 @@ pub fn authorize_mutation(caller: &Caller, action: Action) -> crate::error::Resu
 
 /// Decides whether `caller` may create `key` (with initial credits, refills or
 /// low-balance thresholds when `mints_credits`): the right to create, the owner in reach, and every right the key
-/// carries grantable by the caller. Rate limits are set by whoever may adjust credits.
+/// carries grantable by the caller. Rate limits are set by whoever may adjust credits, and
+/// so is drawing on the owner's pool: a key spending credits its creator could not grant
+/// would be a climb.
 pub fn authorize_new_key(caller: &Caller, key: &ApiKey, mints_credits: bool) -> crate::error::Result<()> {
     let reach = authorize(caller, Action::CreateKey)?;
-    if mints_credits || !key.rate_limits.is_empty() {
+    if mints_credits || !key.rate_limits.is_empty() || key.credit_source == CreditSource::Owner {
         authorize(caller, Action::AdjustCredits)?;
     }
     if !reach.covers_owner(&key.owner) {
@@ -286,13 +294,15 @@ pub fn authorize_new_key(caller: &Caller, key: &ApiKey, mints_credits: bool) -> 
 
 /// Decides the parts of an update that need a right of their own: lifting a usage limit
 /// or changing refills is as good as granting credits, and so is changing rate limits
-/// (replacing them may raise or drop one); low-balance thresholds are set like credits.
+/// (replacing them may raise or drop one) or the credit source (a key moved onto its
+/// owner's pool spends credits it never held); low-balance thresholds are set like credits.
 pub fn authorize_patch(caller: &Caller, patch: &crate::model::KeyPatch) -> crate::error::Result<Authority> {
     let authority = authorize_mutation(caller, Action::UpdateKey)?;
     if patch.usage_limited.is_some()
         || patch.refills.is_some()
         || patch.low_thresholds.is_some()
         || patch.rate_limits.is_some()
+        || patch.credit_source.is_some()
     {
         authorize(caller, Action::AdjustCredits)?;
     }

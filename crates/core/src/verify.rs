@@ -125,6 +125,7 @@ mod tests {
             last_used_at: None,
             metadata: Default::default(),
             rate_limits: vec![],
+            credit_source: Default::default(),
         }
     }
 

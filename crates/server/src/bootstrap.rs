@@ -69,6 +69,7 @@ pub(crate) async fn bootstrap_admin(
         last_used_at: None,
         metadata: Default::default(),
         rate_limits: Vec::new(),
+        credit_source: Default::default(),
     };
     let new = NewApiKey {
         key,

@@ -3,7 +3,7 @@
 //! one transaction, so under load many charges share one commit instead of each paying
 //! for its own. No charge is answered before the transaction holding it has committed.
 //!
-//! Each key belongs to one queue, so the batches in flight at once never touch the same
+//! Each account (a key, or an owner's pool with all its keys) belongs to one queue, so the batches in flight at once never touch the same
 //! balance: one never waits on another's row locks (with shared queues, two batches of
 //! random keys out of 1,000 overlapped often enough that two workers charged less than
 //! one), and the workers' commits overlap instead.
@@ -59,8 +59,10 @@ impl Charger {
     pub(crate) async fn charge(&self, charge: Charge) -> Result<ChargeOutcome> {
         let (reply, answer) = oneshot::channel();
         let stopped = || Error::Unavailable("the server is shutting down; the charge was not applied".into());
-        // The key's UUID is random, so its low bits spread keys evenly over the queues.
-        let queue = &self.queues[(charge.key_id.as_u128() % self.queues.len() as u128) as usize];
+        // The account's UUID is random (a key's) or a hash (a pool's), so its low bits
+        // spread accounts evenly over the queues; a pool's keys share one queue, so its
+        // batches never wait on each other's row locks either.
+        let queue = &self.queues[(charge.account().as_u128() % self.queues.len() as u128) as usize];
         queue.send((charge, reply)).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }

@@ -72,6 +72,11 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     add("keyward.v1.ApiKey", "credit_refills", vec![units()]);
     add("keyward.v1.ApiKey", "credit_low_thresholds", vec![units()]);
     add("keyward.v1.ApiKey", "rate_limits", vec![C::Items { min: 0, max: rate::MAX_LIMITS }]);
+    add(
+        "keyward.v1.ApiKey",
+        "credit_source",
+        vec![values(&["CREDIT_SOURCE_UNSPECIFIED", "CREDIT_SOURCE_KEY", "CREDIT_SOURCE_OWNER"])],
+    );
 
     // ApiKeyService.
     let create = "keyward.v1.CreateApiKeyRequest";
@@ -149,6 +154,19 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     );
     add("keyward.v1.AdjustCreditsRequest", "request_id", request_id());
     add("keyward.v1.ListCreditTransactionsRequest", "page_size", page_size());
+    for message in ["GetOwnerCreditBalances", "AdjustOwnerCredits"] {
+        let message = &format!("keyward.v1.{message}Request");
+        add(message, "owner", [vec![C::Required], subject()].concat());
+        if !environments.is_empty() {
+            let mut names = vec![String::new()];
+            names.extend(environments.iter().cloned());
+            add(message, "environment", vec![C::Values(names)]);
+        }
+    }
+    let adjust_pool = "keyward.v1.AdjustOwnerCreditsRequest";
+    add(adjust_pool, "deltas", vec![C::Items { min: 1, max: credit::MAX_UNITS }]);
+    add(adjust_pool, "reason", vec![C::Chars { min: 0, max: validate::MAX_REASON_CHARS }, pattern(PRINTABLE)]);
+    add(adjust_pool, "request_id", request_id());
     for message in ["CaptureCreditHold", "ReleaseCreditHold"] {
         let message = &format!("keyward.v1.{message}Request");
         add(message, "hold_id", vec![C::Uuid]);

@@ -4,7 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use keyward_core::{
     credit::{Credit, LedgerEntry, Refill, RefillPeriod},
-    model::{ApiKey, KeyStatus},
+    model::{ApiKey, CreditSource, KeyStatus},
     rate::{RateLimit, RateLimitInput},
     verify::Verdict,
 };
@@ -148,6 +148,7 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         last_used_at,
         metadata,
         rate_limits,
+        credit_source,
     } = key;
     v1::ApiKey {
         id: id.to_string(),
@@ -173,6 +174,11 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         credit_refills: Vec::new(),
         credit_low_thresholds: Vec::new(),
         rate_limits: rate_limits.iter().map(rate_limit).collect(),
+        credit_source: match credit_source {
+            CreditSource::Key => v1::CreditSource::Key,
+            CreditSource::Owner => v1::CreditSource::Owner,
+        }
+        .into(),
     }
 }
 

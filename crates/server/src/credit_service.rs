@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use keyward_core::{
     Error,
-    credit::{Credit, MAX_COST},
+    credit::{self, Credit, MAX_COST},
+    environment::Environments,
     error::Result,
     hold::Hold,
     model::AuditAction,
@@ -22,6 +23,7 @@ use uuid::Uuid;
 use crate::{
     audit::audited,
     convert::{self, from_timestamp},
+    service::environment_name,
     status::to_status,
     verifier::Verifier,
 };
@@ -37,11 +39,58 @@ const MAX_USAGE_DAYS: i64 = 366;
 pub struct CreditServiceImpl {
     store: Store,
     verifier: Verifier,
+    /// The environments owners' pools are kept in.
+    environments: Environments,
 }
 
 impl CreditServiceImpl {
-    pub(crate) fn new(store: Store, verifier: Verifier) -> Self {
-        Self { store, verifier }
+    pub(crate) fn new(store: Store, verifier: Verifier, environments: Environments) -> Self {
+        Self { store, verifier, environments }
+    }
+
+    /// The owner and the environment (by its configured name) a pool request names.
+    fn pool(&self, checks: &mut Checks, owner: &str, environment: &str) -> String {
+        if owner.is_empty() {
+            checks.fail("owner", "is required: name the owner whose pool it is");
+        }
+        checks.subject("owner", owner);
+        environment_name(checks, "environment", environment, &self.environments)
+    }
+
+    async fn pool_balances(
+        &self,
+        caller: &Caller,
+        request: v1::GetOwnerCreditBalancesRequest,
+    ) -> Result<v1::GetOwnerCreditBalancesResponse> {
+        let v1::GetOwnerCreditBalancesRequest { owner, environment } = request;
+        let mut checks = Checks::new();
+        let environment = self.pool(&mut checks, &owner, &environment);
+        checks.finish()?;
+        policy::authorize_owner(caller, Action::ReadKeys, &owner)?;
+        let balances = self.store.pool_balances(&owner, &environment).await?;
+        Ok(v1::GetOwnerCreditBalancesResponse { owner, environment, balances: convert::credits(&balances) })
+    }
+
+    async fn adjust_pool(
+        &self,
+        caller: &Caller,
+        request: v1::AdjustOwnerCreditsRequest,
+    ) -> Result<v1::AdjustOwnerCreditsResponse> {
+        let v1::AdjustOwnerCreditsRequest { owner, environment, deltas, reason, request_id } = request;
+        let mut checks = Checks::new();
+        let environment = self.pool(&mut checks, &owner, &environment);
+        if deltas.is_empty() {
+            checks.fail("deltas", "is required: name at least one unit and its delta");
+        }
+        let amounts: Vec<Credit> = deltas.iter().map(|delta| Credit::new(delta.unit.clone(), delta.delta)).collect();
+        let deltas = checks.credits("deltas", &amounts, AmountRule::NonZero);
+        let reason = checks.reason("reason", &reason);
+        let request_id = checks.request_id("request_id", &request_id);
+        checks.finish()?;
+        policy::authorize_owner(caller, Action::AdjustCredits, &owner)?;
+        let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
+        let balances = self.store.adjust_pool_credits(&owner, &environment, &deltas, &reason, &mutation).await?;
+        Ok(v1::AdjustOwnerCreditsResponse { balances: convert::credits(&balances) })
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
@@ -315,6 +364,32 @@ impl CreditService for CreditServiceImpl {
         let (target, request_id) = (request.api_key_id.clone(), request.request_id.clone());
         let result = self.adjust(&caller, request).await;
         audited(&self.store, &caller, AuditAction::AdjustCredits, &target, &request_id, result).await.map(Response::new)
+    }
+
+    #[tracing::instrument(name = "GetOwnerCreditBalances", skip_all)]
+    async fn get_owner_credit_balances(
+        &self,
+        request: Request<v1::GetOwnerCreditBalancesRequest>,
+    ) -> Result<Response<v1::GetOwnerCreditBalancesResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        self.pool_balances(&caller, request.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    #[tracing::instrument(name = "AdjustOwnerCredits", skip_all)]
+    async fn adjust_owner_credits(
+        &self,
+        request: Request<v1::AdjustOwnerCreditsRequest>,
+    ) -> Result<Response<v1::AdjustOwnerCreditsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        // The audit target is the pool's id, as the store records a change that went through.
+        let environment = self.environments.resolve(&request.environment).map(|found| found.name.clone());
+        let target = credit::pool_id(&request.owner, &environment.unwrap_or_else(|| request.environment.clone()));
+        let request_id = request.request_id.clone();
+        let result = self.adjust_pool(&caller, request).await;
+        audited(&self.store, &caller, AuditAction::AdjustOwnerCredits, &target.to_string(), &request_id, result)
+            .await
+            .map(Response::new)
     }
 
     #[tracing::instrument(name = "ListCreditTransactions", skip_all)]

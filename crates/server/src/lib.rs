@@ -308,6 +308,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         charger,
         Arc::clone(&limiter),
     );
+    let credit_environments = environments.clone();
     let settings = keyward_core::cases::KeySettings {
         environments,
         undelete_retention: config.undelete_retention,
@@ -336,7 +337,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let webhook_service =
         WebhookServiceImpl::new(store.clone(), verifier.clone(), master_key.clone(), config.events.webhook_allow_http);
     let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
-    let credit_service = CreditServiceImpl::new(store.clone(), verifier.clone());
+    let credit_service = CreditServiceImpl::new(store.clone(), verifier.clone(), credit_environments);
     let rate_limit_service = RateLimitServiceImpl::new(store.clone(), verifier.clone());
     // The edge verifies with the same verifier as VerifyApiKey: one cache, one path.
     let edge = config.edge.settings()?.map(|settings| edge::Edge::new(settings, verifier.clone()));

@@ -217,6 +217,7 @@ impl Verifier {
             }
             let request = HoldRequest {
                 key_id: key.id,
+                pool_id: key.pool(),
                 amounts: amounts.clone(),
                 request_id: cost.request_id.clone(),
                 actor: cost.actor.clone(),
@@ -238,8 +239,13 @@ impl Verifier {
             && key.usage_limited
             && !cost.credits.is_empty()
         {
-            let charge =
-                Charge { key_id: key.id, costs: cost.credits.clone(), request_id: cost.request_id, actor: cost.actor };
+            let charge = Charge {
+                key_id: key.id,
+                pool_id: key.pool(),
+                costs: cost.credits.clone(),
+                request_id: cost.request_id,
+                actor: cost.actor,
+            };
             match Box::pin(self.charger.charge(charge)).await? {
                 ChargeOutcome::Charged(remaining) => {
                     self.metrics.charged(&cost.credits);

@@ -26,6 +26,7 @@ use crate::{
     keys::find_row,
     ledger::{self, all_balances},
     outbox,
+    pools::find_pool,
     sql::Sql,
 };
 
@@ -178,20 +179,34 @@ pub(crate) async fn fire(
     Ok(fired)
 }
 
-/// Writes the event of each fired alert, with the key as the API shows it and the
-/// balance as this transaction leaves it.
+/// Whose balance crossed an alert's line.
+enum Subject {
+    Key(Box<keyward_core::model::ApiKey>),
+    Pool(crate::pools::Pool),
+}
+
+/// Writes the event of each fired alert, with the key as the API shows it (or the
+/// owner's pool) and the balance as this transaction leaves it.
 pub(crate) async fn emit(txn: &DatabaseTransaction, fired: Vec<Alert>, now: DateTime<Utc>) -> Result<()> {
-    // In key order: batches firing alerts of the same keys take their event sequence
-    // rows in the same order, so they wait on each other rather than deadlock.
-    let keys: BTreeSet<Uuid> = fired.iter().map(|alert| alert.key_id).collect();
-    for key_id in keys {
-        let key = find_row(txn, key_id).await?;
-        let balances = all_balances(txn, key_id).await?;
-        for alert in fired.iter().filter(|alert| alert.key_id == key_id) {
+    // In account order: batches firing alerts of the same accounts take their event
+    // sequence rows in the same order, so they wait on each other rather than deadlock.
+    let accounts: BTreeSet<Uuid> = fired.iter().map(|alert| alert.key_id).collect();
+    for account in accounts {
+        let subject = match find_pool(txn, account).await? {
+            Some(pool) => Subject::Pool(pool),
+            None => Subject::Key(Box::new(find_row(txn, account).await?)),
+        };
+        let balances = all_balances(txn, account).await?;
+        for alert in fired.iter().filter(|alert| alert.key_id == account) {
             let balance = balances.iter().find(|credit| credit.unit == alert.unit).map_or(0, |credit| credit.amount);
             let kind = if alert.threshold.is_some() { EventType::CreditsLow } else { EventType::CreditsExhausted };
-            let data = event::balance_alert(&key, &alert.unit, balance, alert.threshold);
-            outbox::emit(txn, kind, key_id, data, now).await?;
+            let data = match &subject {
+                Subject::Pool(pool) => {
+                    event::pool_balance_alert(&pool.owner, &pool.environment, &alert.unit, balance, alert.threshold)
+                }
+                Subject::Key(key) => event::balance_alert(key, &alert.unit, balance, alert.threshold),
+            };
+            outbox::emit(txn, kind, account, data, now).await?;
         }
     }
     Ok(())

@@ -150,30 +150,31 @@ struct Batch<'a> {
     ledger: Vec<ledger::Entry>,
     /// (key, request id) of every charge that went through.
     charged_ids: Vec<(Uuid, String)>,
-    /// Keys whose balances fell, whose balance alerts may fire.
+    /// Accounts (keys and pools) whose balances fell, whose balance alerts may fire.
     charged_keys: BTreeSet<Uuid>,
 }
 
 impl Batch<'_> {
-    /// Each key's charges together: one conditional debit of their summed cost per unit.
-    /// Where that covers them all, each charge's balance follows from the one returned
-    /// (the database did the arithmetic, under its own condition). Returns the charges of
-    /// keys it did not cover, to be tried one by one.
+    /// Each account's charges together (a key's, or a pool's from all its keys): one
+    /// conditional debit of their summed cost per unit. Where that covers them all, each
+    /// charge's balance follows from the one returned (the database did the arithmetic,
+    /// under its own condition). Returns the charges of accounts it did not cover, to be
+    /// tried one by one.
     async fn charge_by_key(&mut self, fresh: &[usize]) -> Result<Vec<usize>, DbErr> {
         let charges = self.charges;
         let mut by_key: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
         for &index in fresh {
-            by_key.entry(charges[index].key_id).or_default().push(index);
+            by_key.entry(charges[index].account()).or_default().push(index);
         }
         let mut totals: BTreeMap<(Uuid, String), i64> = BTreeMap::new();
         let mut overflowing = HashSet::new();
         for charge in fresh.iter().map(|&index| &charges[index]) {
             for cost in &charge.costs {
-                let total = totals.entry((charge.key_id, cost.unit.clone())).or_default();
+                let total = totals.entry((charge.account(), cost.unit.clone())).or_default();
                 match total.checked_add(cost.amount) {
                     Some(sum) => *total = sum,
                     None => {
-                        overflowing.insert(charge.key_id);
+                        overflowing.insert(charge.account());
                     }
                 }
             }
@@ -224,20 +225,20 @@ impl Batch<'_> {
         Ok(one_by_one)
     }
 
-    /// Charges of keys whose balance does not cover all of them: one charge per key per
-    /// round, in arrival order, so one statement never touches a row twice.
+    /// Charges of accounts whose balance does not cover all of them: one charge per
+    /// account per round, in arrival order, so one statement never touches a row twice.
     async fn charge_one_by_one(&mut self, mut pending: Vec<usize>) -> Result<(), DbErr> {
         let charges = self.charges;
         pending.sort_unstable();
         while !pending.is_empty() {
             let mut keys_in_round = HashSet::new();
             let (round, later): (Vec<usize>, Vec<usize>) =
-                pending.iter().partition(|&&index| keys_in_round.insert(charges[index].key_id));
+                pending.iter().partition(|&&index| keys_in_round.insert(charges[index].account()));
             pending = later;
             let mut rows = Vec::new();
             for &index in &round {
                 let charge = &charges[index];
-                rows.extend(charge.costs.iter().map(|cost| (charge.key_id, cost.unit.as_str(), cost.amount)));
+                rows.extend(charge.costs.iter().map(|cost| (charge.account(), cost.unit.as_str(), cost.amount)));
             }
             let debited = debit(&self.txn, self.backend, rows).await?;
             for index in round {
@@ -247,7 +248,7 @@ impl Batch<'_> {
                     .iter()
                     .filter_map(|cost| {
                         debited
-                            .get(&(charge.key_id, cost.unit.clone()))
+                            .get(&(charge.account(), cost.unit.clone()))
                             .map(|&balance| Credit::new(cost.unit.clone(), balance))
                     })
                     .collect();
@@ -258,7 +259,7 @@ impl Batch<'_> {
                     for credit in &after {
                         let cost =
                             charge.costs.iter().find(|cost| cost.unit == credit.unit).map_or(0, |cost| cost.amount);
-                        credit_back(&self.txn, charge.key_id, &credit.unit, cost).await?;
+                        credit_back(&self.txn, charge.account(), &credit.unit, cost).await?;
                     }
                     self.outcomes[index] = Some(ChargeOutcome::Exceeded);
                 }
@@ -272,15 +273,16 @@ impl Batch<'_> {
         let charge = &self.charges[index];
         for (cost, balance) in charge.costs.iter().zip(&after) {
             self.ledger.push(ledger::Entry {
-                key_id: charge.key_id,
+                key_id: charge.account(),
                 unit: cost.unit.clone(),
                 delta: -cost.amount,
                 balance_after: balance.amount,
                 request_id: charge.request_id.clone(),
                 actor: charge.actor.clone(),
+                spent_by: charge.pool_id.map(|_| charge.key_id),
             });
         }
-        self.charged_keys.insert(charge.key_id);
+        self.charged_keys.insert(charge.account());
         if let Some(request_id) = &charge.request_id {
             self.charged_ids.push((charge.key_id, request_id.clone()));
         }
@@ -324,7 +326,7 @@ impl Batch<'_> {
     }
 }
 
-/// Gives back credits a debit of this transaction took.
+/// Gives back credits a debit of this transaction took from an account.
 async fn credit_back(txn: &DatabaseTransaction, key_id: Uuid, unit: &str, amount: i64) -> Result<(), DbErr> {
     credit_balance::Entity::update_many()
         .col_expr(credit_balance::Column::Balance, Expr::col(credit_balance::Column::Balance).add(amount))
@@ -335,8 +337,8 @@ async fn credit_back(txn: &DatabaseTransaction, key_id: Uuid, unit: &str, amount
     Ok(())
 }
 
-/// One conditional UPDATE debiting each (key, unit) of `rows` (each at most once) whose
-/// balance covers its cost; returns the new balance of each debited (key, unit).
+/// One conditional UPDATE debiting each (account, unit) of `rows` (each at most once)
+/// whose available balance covers its cost; returns the new balance of each debited one.
 async fn debit(
     txn: &DatabaseTransaction,
     backend: DbBackend,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use keyward_core::{
     Error,
     error::Result,
-    model::{ApiKey, AuditEvent, KeyStatus},
+    model::{ApiKey, AuditEvent, CreditSource, KeyStatus},
 };
 use sea_orm::ActiveValue::Set;
 
@@ -37,12 +37,14 @@ pub(crate) fn to_domain(row: api_key::Model) -> Result<ApiKey> {
         deleted_at,
         last_used_at,
         rate_limits,
+        credit_source,
     } = row;
     let scopes: BTreeSet<String> = serde_json::from_str(&scopes).map_err(|e| corrupt("scopes", e))?;
     let networks: BTreeSet<String> = serde_json::from_str(&networks).map_err(|e| corrupt("networks", e))?;
     let metadata: BTreeMap<String, String> = serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", e))?;
     let rate_limits = serde_json::from_str(&rate_limits).map_err(|e| corrupt("rate_limits", e))?;
     let status = KeyStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?;
+    let credit_source = CreditSource::parse(&credit_source).ok_or_else(|| corrupt("credit_source", &credit_source))?;
     Ok(ApiKey {
         id,
         number,
@@ -64,6 +66,7 @@ pub(crate) fn to_domain(row: api_key::Model) -> Result<ApiKey> {
         last_used_at,
         metadata,
         rate_limits,
+        credit_source,
     })
 }
 
@@ -89,6 +92,7 @@ pub(crate) fn to_row(key: &ApiKey) -> Result<api_key::ActiveModel> {
         last_used_at,
         metadata,
         rate_limits,
+        credit_source,
     } = key.clone();
     Ok(api_key::ActiveModel {
         number: sea_orm::ActiveValue::NotSet,
@@ -111,6 +115,7 @@ pub(crate) fn to_row(key: &ApiKey) -> Result<api_key::ActiveModel> {
         deleted_at: Set(deleted_at),
         last_used_at: Set(last_used_at),
         rate_limits: Set(serde_json::to_string(&rate_limits).map_err(Error::internal)?),
+        credit_source: Set(credit_source.as_str().to_owned()),
     })
 }
 

@@ -37,6 +37,8 @@ pub mod api_key {
         pub deleted_at: Option<DateTimeUtc>,
         pub last_used_at: Option<DateTimeUtc>,
         pub rate_limits: String,
+        /// `key` or `owner`: whose balances its verifications spend.
+        pub credit_source: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -219,6 +221,7 @@ pub mod credit_balance {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "credit_balances")]
     pub struct Model {
+        /// The account: a key, or an owner's pool (`owner_credit_pools`).
         #[sea_orm(primary_key, auto_increment = false)]
         pub key_id: Uuid,
         #[sea_orm(primary_key, auto_increment = false)]
@@ -267,6 +270,7 @@ pub mod credit_transaction {
     pub struct Model {
         #[sea_orm(primary_key)]
         pub id: i64,
+        /// The account whose balance changed: a key, or an owner's pool.
         pub key_id: Uuid,
         pub unit: String,
         pub delta: i64,
@@ -277,6 +281,8 @@ pub mod credit_transaction {
         pub created_at: DateTimeUtc,
         /// The hold this entry settles, if any.
         pub hold_id: Option<Uuid>,
+        /// On a pool's entry, the key whose verification spent.
+        pub spent_by: Option<Uuid>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -364,6 +370,27 @@ pub mod owner_rate_limit {
         pub owner: String,
         pub rate_limits: String,
         pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `owner_credit_pools`: the owners' pools there are; their balances are `credit_balances`
+/// rows keyed by the pool's id.
+pub mod owner_credit_pool {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "owner_credit_pools")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub owner: String,
+        pub environment: String,
+        pub created_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

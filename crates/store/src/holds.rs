@@ -1,4 +1,5 @@
-//! Credit holds: a verification reserves credits (`credit_balances.held`), and a capture,
+//! Credit holds: a verification reserves credits (`credit_balances.held`, of the key or of
+//! the owner's pool it draws on), and a capture,
 //! a release or the expiry sweep settles the hold once. Every charge and every new hold
 //! takes only what `balance - held` covers, under the database's own condition, so the
 //! reserved credits are never spent twice and `held` never exceeds `balance`.
@@ -35,8 +36,10 @@ const HOLD_ATTEMPTS: usize = 5;
 /// A hold a verification asks for.
 #[derive(Debug, Clone)]
 pub struct HoldRequest {
-    /// The key whose balances it reserves.
+    /// The key whose verification asks for it.
     pub key_id: Uuid,
+    /// The owner's pool it reserves from, for a pooled key; else the key's own balances.
+    pub pool_id: Option<Uuid>,
     /// What to reserve, each unit once.
     pub amounts: Vec<Credit>,
     /// Idempotency token: a repeat for the same key answers the same hold.
@@ -187,6 +190,7 @@ async fn try_place(txn: DatabaseTransaction, request: &HoldRequest, now: DateTim
         expires_at: Set(request.expires_at),
         settled_at: Set(None),
         settle_request_id: Set(None),
+        pool_id: Set(request.pool_id),
     })
     .exec_without_returning(&txn)
     .await?;
@@ -204,7 +208,7 @@ async fn try_place(txn: DatabaseTransaction, request: &HoldRequest, now: DateTim
     for credit in units {
         let reserved = credit_balance::Entity::update_many()
             .col_expr(credit_balance::Column::Held, Expr::col(credit_balance::Column::Held).add(credit.amount))
-            .filter(credit_balance::Column::KeyId.eq(request.key_id))
+            .filter(credit_balance::Column::KeyId.eq(request.pool_id.unwrap_or(request.key_id)))
             .filter(credit_balance::Column::Unit.eq(credit.unit.clone()))
             .filter(
                 Expr::col(credit_balance::Column::Balance)
@@ -250,10 +254,10 @@ async fn try_settle(
             .as_ref()
             .and_then(|charged| charged.iter().find(|credit| credit.unit == reserved.unit))
             .map_or(0, |credit| credit.amount);
-        let balance = unreserve(&txn, hold.key_id, reserved, amount).await?;
+        let balance = unreserve(&txn, hold.account(), reserved, amount).await?;
         if let Some(charged) = &charged {
             let mut row = ledger_row(
-                hold.key_id,
+                hold.account(),
                 &reserved.unit,
                 -amount,
                 balance,
@@ -263,6 +267,7 @@ async fn try_settle(
                 mutation.now,
             );
             row.hold_id = Set(Some(hold.id));
+            row.spent_by = Set(hold.pool_id.map(|_| hold.key_id));
             ledger.push(row);
             let captured = charged.iter().find(|credit| credit.unit == reserved.unit).map_or(0, |credit| credit.amount);
             credit_hold_amount::Entity::update_many()
@@ -276,15 +281,15 @@ async fn try_settle(
     }
     insert_ledger(&txn, ledger).await?;
     end_hold(&txn, hold.id, state, mutation.now, mutation.request_id.as_deref()).await?;
-    alerts::settle(&txn, &[hold.key_id], mutation.now).await?;
+    alerts::settle(&txn, &[hold.account()], mutation.now).await?;
     envelope.record(&txn).await?;
     let settled = read_hold(&txn, id).await?.ok_or_else(|| hold_not_found(id))?;
     txn.commit().await.map_err(db_error)?;
     Ok(settled)
 }
 
-/// Gives back what a hold reserved of one unit and charges `charged` of it; returns the
-/// balance after.
+/// Gives back what a hold reserved of one unit of an account (a key or a pool) and
+/// charges `charged` of it; returns the balance after.
 async fn unreserve(txn: &DatabaseTransaction, key_id: Uuid, reserved: &Credit, charged: i64) -> Result<i64> {
     let mut sql = crate::sql::Sql::new(txn.get_database_backend());
     sql.push("UPDATE credit_balances SET balance = balance - ").bind(charged, "bigint");
@@ -371,6 +376,7 @@ async fn with_amounts(conn: &impl ConnectionTrait, rows: Vec<credit_hold::Model>
             Ok(Hold {
                 id: row.id,
                 key_id: row.key_id,
+                pool_id: row.pool_id,
                 actor: row.actor,
                 amounts: amounts.into_iter().map(|amount| Credit::new(amount.unit, amount.amount)).collect(),
                 captured,

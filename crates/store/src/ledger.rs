@@ -147,17 +147,21 @@ pub(crate) fn ledger_row(
         actor: Set(actor.to_owned()),
         created_at: Set(at),
         hold_id: Set(None),
+        spent_by: Set(None),
     }
 }
 
 /// One ledger entry of a charge batch, whose reason, actor's time and transaction are shared.
 pub(crate) struct Entry {
+    /// The account: a key, or an owner's pool.
     pub(crate) key_id: Uuid,
     pub(crate) unit: String,
     pub(crate) delta: i64,
     pub(crate) balance_after: i64,
     pub(crate) request_id: Option<String>,
     pub(crate) actor: String,
+    /// On a pool's entry, the key that spent.
+    pub(crate) spent_by: Option<Uuid>,
 }
 
 /// Writes a batch's entries as multi-row INSERTs (SQLite has no arrays to bind).
@@ -171,7 +175,7 @@ pub(crate) async fn insert_entries(
         .iter()
         .map(|entry| {
             let request_id = entry.request_id.as_deref();
-            ledger_row(
+            let mut row = ledger_row(
                 entry.key_id,
                 &entry.unit,
                 entry.delta,
@@ -180,7 +184,9 @@ pub(crate) async fn insert_entries(
                 request_id,
                 &entry.actor,
                 at,
-            )
+            );
+            row.spent_by = Set(entry.spent_by);
+            row
         })
         .collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -193,7 +199,7 @@ pub(crate) async fn insert_entries(
 /// text (and its prepared plan) is the same whatever their number; a charge batch runs
 /// it inside the statement that also fires its alerts ([`crate::alerts::fire`]).
 pub(crate) fn push_insert(sql: &mut Sql, entries: Vec<Entry>, reason: &str, at: DateTime<Utc>) {
-    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for entry in entries {
         columns.0.push(entry.key_id);
         columns.1.push(entry.unit);
@@ -202,16 +208,21 @@ pub(crate) fn push_insert(sql: &mut Sql, entries: Vec<Entry>, reason: &str, at: 
         // A request id is never empty (it is a UUID), so '' can stand for none in a text array.
         columns.4.push(sea_orm::Value::from(entry.request_id.unwrap_or_default()));
         columns.5.push(entry.actor);
+        // No key has the nil id, so it can stand for none in a uuid array.
+        columns.6.push(entry.spent_by.unwrap_or_else(Uuid::nil));
     }
     sql.push(
-        "INSERT INTO credit_transactions (key_id, unit, delta, balance_after, reason, request_id, actor, created_at) \
+        "INSERT INTO credit_transactions \
+         (key_id, unit, delta, balance_after, reason, request_id, actor, created_at, spent_by) \
          SELECT v.key_id, v.unit, v.delta, v.balance_after, ",
     );
     sql.bind(reason, "varchar").push(", NULLIF(v.request_id, ''), v.actor, ").bind(at, "timestamptz");
+    sql.push(", NULLIF(v.spent_by, ").bind(Uuid::nil(), "uuid").push(")");
     sql.push(" FROM unnest(").bind(columns.0, "uuid[]").push(", ").bind(columns.1, "varchar[]");
     sql.push(", ").bind(columns.2, "bigint[]").push(", ").bind(columns.3, "bigint[]").push(", ");
     sql.bind(sea_orm::Value::Array(ArrayType::String, Some(Box::new(columns.4))), "varchar[]");
-    sql.push(", ").bind(columns.5, "varchar[]").push(") AS v (key_id, unit, delta, balance_after, request_id, actor)");
+    sql.push(", ").bind(columns.5, "varchar[]").push(", ").bind(columns.6, "uuid[]");
+    sql.push(") AS v (key_id, unit, delta, balance_after, request_id, actor, spent_by)");
 }
 
 pub(crate) async fn insert_ledger(txn: &DatabaseTransaction, rows: Vec<credit_transaction::ActiveModel>) -> Result<()> {

@@ -11,7 +11,8 @@
 //! shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica
 //! change notifications; `audit` reading the audit log; `outbox` events and their
 //! deliveries; `webhooks` webhook endpoints; `expiry` the sweep for expiry events;
-//! `alerts` the balance alerts (`credits.low`, `credits.exhausted`).
+//! `alerts` the balance alerts (`credits.low`, `credits.exhausted`); `pools` owners'
+//! credit pools, accounts their pooled keys share.
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ mod keys;
 mod ledger;
 mod lookup;
 mod outbox;
+mod pools;
 mod rate;
 mod refill;
 mod rpc_keys;

@@ -37,6 +37,8 @@ pub struct CreateKey {
     /// Low-balance thresholds per unit.
     pub low_thresholds: Vec<Credit>,
     pub rate_limits: Vec<crate::rate::RateLimit>,
+    /// Whose balances its verifications spend.
+    pub credit_source: crate::model::CreditSource,
     /// A secret brought from elsewhere instead of a generated one.
     pub import_secret: Option<SecretString>,
 }
@@ -85,6 +87,7 @@ pub fn create_key(
         refills,
         low_thresholds,
         rate_limits,
+        credit_source,
         import_secret,
     } = command;
     admit_create(caller, import_secret.is_some())?;
@@ -134,6 +137,7 @@ pub fn create_key(
         last_used_at: None,
         metadata,
         rate_limits,
+        credit_source,
     };
     // Initial balances and refills mint credits; thresholds are set by the same right.
     policy::authorize_new_key(caller, &key, !credits.is_empty() || !refills.is_empty() || !low_thresholds.is_empty())?;

@@ -66,6 +66,7 @@ fn key(scopes: &[&str], expires_at: Option<DateTime<Utc>>) -> ApiKey {
         last_used_at: None,
         metadata: Default::default(),
         rate_limits: vec![],
+        credit_source: Default::default(),
     }
 }
 
@@ -90,6 +91,7 @@ fn command(environment: &str) -> CreateKey {
         refills: vec![],
         low_thresholds: vec![],
         rate_limits: vec![],
+        credit_source: Default::default(),
         import_secret: None,
     }
 }

@@ -26,6 +26,7 @@ fn caller(scopes: &[&str]) -> Caller {
         last_used_at: None,
         metadata: Default::default(),
         rate_limits: vec![],
+        credit_source: Default::default(),
     }))
 }
 
@@ -116,4 +117,28 @@ fn super_dev_reaches_its_organisation_and_its_own_keys() {
     assert!(!reach.covers(&own) && !reach.covers_owner("user-2"));
     own.organization_id = "org-1".into();
     assert!(reach.covers(&own));
+}
+
+#[test]
+fn drawing_on_the_owners_pool_takes_the_right_to_adjust_credits() {
+    let (writer, admin) = (caller(&["keys:write"]), caller(&["admin"]));
+    let mut pooled = key(&[]);
+    pooled.usage_limited = true;
+    pooled.credit_source = CreditSource::Owner;
+    assert!(authorize_new_key(&writer, &key(&[]), false).is_ok());
+    assert!(authorize_new_key(&writer, &pooled, false).is_err(), "a pooled key spends what the writer could not grant");
+    assert!(authorize_new_key(&admin, &pooled, false).is_ok());
+    let patch = crate::model::KeyPatch { credit_source: Some(CreditSource::Owner), ..Default::default() };
+    assert!(authorize_patch(&writer, &patch).is_err());
+    assert!(authorize_patch(&admin, &patch).is_ok());
+    let rotation = authorize_mutation(&writer, Action::RotateKey).unwrap();
+    assert!(rotation.admit_secret(&key(&[]), false).is_ok());
+    assert!(rotation.admit_secret(&pooled, false).is_err(), "its secret spends the pool");
+    assert!(authorize_mutation(&admin, Action::RotateKey).unwrap().admit_secret(&pooled, false).is_ok());
+    // A pool is adjusted over its owner with the right to adjust credits, and read with
+    // the right to read the owner's keys.
+    assert!(authorize_owner(&writer, Action::AdjustCredits, "svc-a").is_err());
+    assert!(authorize_owner(&admin, Action::AdjustCredits, "anyone").is_ok());
+    assert!(authorize_owner(&writer, Action::ReadKeys, "svc-a").is_ok());
+    assert!(authorize_owner(&writer, Action::ReadKeys, "svc-b").is_err());
 }

@@ -3,7 +3,7 @@
 //! out.
 
 mod requests;
-pub(crate) use requests::UPDATABLE_FIELDS;
+pub(crate) use requests::{UPDATABLE_FIELDS, environment_name};
 
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@ use keyward_core::{
     credit::{Credit, Refill, RefillPeriod},
     environment::Environments,
     error::Result,
-    model::{KeyPatch, KeyStatus},
+    model::{CreditSource, KeyPatch, KeyStatus},
     page,
     rate::RateUse,
     secret,
@@ -79,7 +79,7 @@ pub(super) struct Verification {
     pub(super) hold: Option<(Vec<Credit>, chrono::TimeDelta)>,
 }
 
-pub(crate) const UPDATABLE_FIELDS: [&str; 10] = [
+pub(crate) const UPDATABLE_FIELDS: [&str; 11] = [
     "name",
     "scopes",
     "networks",
@@ -90,6 +90,7 @@ pub(crate) const UPDATABLE_FIELDS: [&str; 10] = [
     "credit_refills",
     "credit_low_thresholds",
     "rate_limits",
+    "credit_source",
 ];
 
 pub(super) fn create(
@@ -126,8 +127,10 @@ pub(super) fn create(
         credit_refills,
         rate_limits,
         credit_low_thresholds,
+        credit_source,
     } = api_key;
     checks.name("api_key.name", &name);
+    let credit_source = credit_source_in(&mut checks, credit_source);
     let rate_limits = checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits));
     let credits = checks.credits("api_key.credits", &convert::credits_in(&credits), AmountRule::NonNegative);
     let refills = refills(&mut checks, "api_key.credit_refills", &credit_refills);
@@ -167,6 +170,7 @@ pub(super) fn create(
         refills,
         low_thresholds,
         rate_limits,
+        credit_source,
         import_secret,
     };
     Ok(Checked { command, request_id })
@@ -203,6 +207,7 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
         credit_refills,
         rate_limits,
         credit_low_thresholds,
+        credit_source,
     } = api_key;
     let key = checks.key_ref("api_key.id", &id);
     let paths = update_mask.map(|mask| mask.paths).unwrap_or_default();
@@ -240,6 +245,7 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
                 patch.rate_limits =
                     Some(checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits)));
             }
+            "credit_source" => patch.credit_source = Some(credit_source_in(&mut checks, credit_source)),
             "credits" => checks.fail(
                 format!("update_mask.paths[{index}]"),
                 "balances change through credit_deltas, AdjustCredits, charges and refills",
@@ -409,12 +415,24 @@ pub(super) fn quota(request: v1::GetKeyQuotaRequest, environments: &Environments
 }
 
 /// The configured environment `name` names (empty: the default), by its own name.
-fn environment_name(checks: &mut Checks, field: &str, name: &str, environments: &Environments) -> String {
+pub(crate) fn environment_name(checks: &mut Checks, field: &str, name: &str, environments: &Environments) -> String {
     match environments.resolve(name) {
         Some(environment) => environment.name.clone(),
         None => {
             checks.fail(field, format!("unknown environment; use one of {}", environments.names().join(", ")));
             String::new()
+        }
+    }
+}
+
+/// The credit source a request names (unset: the key's own balances).
+fn credit_source_in(checks: &mut Checks, source: i32) -> CreditSource {
+    match v1::CreditSource::try_from(source) {
+        Ok(v1::CreditSource::Unspecified | v1::CreditSource::Key) => CreditSource::Key,
+        Ok(v1::CreditSource::Owner) => CreditSource::Owner,
+        Err(_) => {
+            checks.fail("api_key.credit_source", "must be CREDIT_SOURCE_KEY or CREDIT_SOURCE_OWNER (or unset)");
+            CreditSource::Key
         }
     }
 }

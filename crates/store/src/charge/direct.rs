@@ -1,7 +1,7 @@
 //! PostgreSQL's charge batch in one statement (`keyward_charge`, created by a
 //! migration): no BEGIN, no COMMIT of its own, one round trip. It takes the common
-//! case, charges of one unit without request ids on balances that stay above 0 and
-//! cross no alert; what it leaves goes the transactional way.
+//! case, charges of one unit without request ids on keys' own balances that stay above 0
+//! and cross no alert; what it leaves goes the transactional way.
 
 use std::collections::HashMap;
 
@@ -16,9 +16,10 @@ use crate::{Store, db::database_code, ledger::REASON_VERIFY, sql::Sql};
 /// back, so nothing of the batch was charged.
 const ALERT_FIRES: &str = "KW001";
 
-/// Whether every charge of `charges` is one the statement can take.
+/// Whether every charge of `charges` is one the statement can take. A pooled key's
+/// charge is not: its ledger entry names the key that spent, which the statement's does not.
 pub(super) fn suits(charges: &[Charge]) -> bool {
-    charges.iter().all(|charge| charge.request_id.is_none() && charge.costs.len() == 1)
+    charges.iter().all(|charge| charge.request_id.is_none() && charge.costs.len() == 1 && charge.pool_id.is_none())
 }
 
 /// What one statement did: the outcome of each charge it took, `None` for those left to

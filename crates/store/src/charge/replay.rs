@@ -4,7 +4,9 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use keyward_core::credit::{Charge, ChargeOutcome, Credit};
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -172,14 +174,19 @@ async fn first_outcome(txn: &DatabaseTransaction, charge: &Charge) -> Result<Cha
     Ok(ChargeOutcome::Charged(entries.into_iter().map(|entry| Credit::new(entry.unit, entry.balance_after)).collect()))
 }
 
-/// The ledger entries a charge with this (key, request id) wrote, by unit.
+/// The ledger entries a charge with this (key, request id) wrote, by unit: on the key's
+/// own balances, or on a pool's as the key that spent.
 async fn verify_entries(
     txn: &DatabaseTransaction,
     key_id: Uuid,
     request_id: &str,
 ) -> Result<Vec<credit_transaction::Model>, DbErr> {
     credit_transaction::Entity::find()
-        .filter(credit_transaction::Column::KeyId.eq(key_id))
+        .filter(
+            Condition::any()
+                .add(credit_transaction::Column::KeyId.eq(key_id))
+                .add(credit_transaction::Column::SpentBy.eq(key_id)),
+        )
         .filter(credit_transaction::Column::RequestId.eq(request_id.to_owned()))
         .filter(credit_transaction::Column::Reason.eq(REASON_VERIFY))
         .order_by_asc(credit_transaction::Column::Unit)

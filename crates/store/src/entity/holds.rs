@@ -17,6 +17,8 @@ pub mod credit_hold {
         pub expires_at: DateTimeUtc,
         pub settled_at: Option<DateTimeUtc>,
         pub settle_request_id: Option<String>,
+        /// The owner's pool it reserves from, for a pooled key; else the key's own balances.
+        pub pool_id: Option<Uuid>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

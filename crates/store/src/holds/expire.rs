@@ -52,10 +52,11 @@ impl Store {
             }
             let mut ledger = Vec::with_capacity(hold.amounts.len());
             for reserved in &hold.amounts {
-                let balance = unreserve(&txn, hold.key_id, reserved, 0).await?;
+                let balance = unreserve(&txn, hold.account(), reserved, 0).await?;
                 let mut row =
-                    ledger_row(hold.key_id, &reserved.unit, 0, balance, REASON_EXPIRED, None, SERVER_ACTOR, now);
+                    ledger_row(hold.account(), &reserved.unit, 0, balance, REASON_EXPIRED, None, SERVER_ACTOR, now);
                 row.hold_id = Set(Some(hold.id));
+                row.spent_by = Set(hold.pool_id.map(|_| hold.key_id));
                 ledger.push(row);
             }
             insert_ledger(&txn, ledger).await?;
