@@ -23,6 +23,15 @@ type CreditServiceClient interface {
 	// A result below zero fails with FAILED_PRECONDITION (reason INSUFFICIENT_CREDITS);
 	// one above 2^63 - 1 with INVALID_ARGUMENT. Admin only.
 	AdjustCredits(ctx context.Context, in *AdjustCreditsRequest, opts ...grpc.CallOption) (*AdjustCreditsResponse, error)
+	// Returns an owner's credit pool in one environment: the balances its keys whose
+	// credit_source is CREDIT_SOURCE_OWNER spend from, every unit it holds. To whoever may
+	// read the owner's keys.
+	GetOwnerCreditBalances(ctx context.Context, in *GetOwnerCreditBalancesRequest, opts ...grpc.CallOption) (*GetOwnerCreditBalancesResponse, error)
+	// Adds or takes away credits of an owner's pool in one environment, as AdjustCredits
+	// does for a key: all units change together or none does, a result below what live
+	// holds reserve fails with FAILED_PRECONDITION (reason INSUFFICIENT_CREDITS). Takes the
+	// right to adjust credits over the owner (admin).
+	AdjustOwnerCredits(ctx context.Context, in *AdjustOwnerCreditsRequest, opts ...grpc.CallOption) (*AdjustOwnerCreditsResponse, error)
 	// Lists a key's ledger entries, oldest first.
 	ListCreditTransactions(ctx context.Context, in *ListCreditTransactionsRequest, opts ...grpc.CallOption) (*ListCreditTransactionsResponse, error)
 	// Returns verifications per outcome and credits spent per unit, in hourly or daily
@@ -63,6 +72,24 @@ func (c *creditServiceClient) GetCreditBalances(ctx context.Context, in *GetCred
 func (c *creditServiceClient) AdjustCredits(ctx context.Context, in *AdjustCreditsRequest, opts ...grpc.CallOption) (*AdjustCreditsResponse, error) {
 	out := new(AdjustCreditsResponse)
 	err := c.cc.Invoke(ctx, "/keyward.v1.CreditService/AdjustCredits", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *creditServiceClient) GetOwnerCreditBalances(ctx context.Context, in *GetOwnerCreditBalancesRequest, opts ...grpc.CallOption) (*GetOwnerCreditBalancesResponse, error) {
+	out := new(GetOwnerCreditBalancesResponse)
+	err := c.cc.Invoke(ctx, "/keyward.v1.CreditService/GetOwnerCreditBalances", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *creditServiceClient) AdjustOwnerCredits(ctx context.Context, in *AdjustOwnerCreditsRequest, opts ...grpc.CallOption) (*AdjustOwnerCreditsResponse, error) {
+	out := new(AdjustOwnerCreditsResponse)
+	err := c.cc.Invoke(ctx, "/keyward.v1.CreditService/AdjustOwnerCredits", in, out, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +151,15 @@ type CreditServiceServer interface {
 	// A result below zero fails with FAILED_PRECONDITION (reason INSUFFICIENT_CREDITS);
 	// one above 2^63 - 1 with INVALID_ARGUMENT. Admin only.
 	AdjustCredits(context.Context, *AdjustCreditsRequest) (*AdjustCreditsResponse, error)
+	// Returns an owner's credit pool in one environment: the balances its keys whose
+	// credit_source is CREDIT_SOURCE_OWNER spend from, every unit it holds. To whoever may
+	// read the owner's keys.
+	GetOwnerCreditBalances(context.Context, *GetOwnerCreditBalancesRequest) (*GetOwnerCreditBalancesResponse, error)
+	// Adds or takes away credits of an owner's pool in one environment, as AdjustCredits
+	// does for a key: all units change together or none does, a result below what live
+	// holds reserve fails with FAILED_PRECONDITION (reason INSUFFICIENT_CREDITS). Takes the
+	// right to adjust credits over the owner (admin).
+	AdjustOwnerCredits(context.Context, *AdjustOwnerCreditsRequest) (*AdjustOwnerCreditsResponse, error)
 	// Lists a key's ledger entries, oldest first.
 	ListCreditTransactions(context.Context, *ListCreditTransactionsRequest) (*ListCreditTransactionsResponse, error)
 	// Returns verifications per outcome and credits spent per unit, in hourly or daily
@@ -154,6 +190,12 @@ func (UnimplementedCreditServiceServer) GetCreditBalances(context.Context, *GetC
 }
 func (UnimplementedCreditServiceServer) AdjustCredits(context.Context, *AdjustCreditsRequest) (*AdjustCreditsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method AdjustCredits not implemented")
+}
+func (UnimplementedCreditServiceServer) GetOwnerCreditBalances(context.Context, *GetOwnerCreditBalancesRequest) (*GetOwnerCreditBalancesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetOwnerCreditBalances not implemented")
+}
+func (UnimplementedCreditServiceServer) AdjustOwnerCredits(context.Context, *AdjustOwnerCreditsRequest) (*AdjustOwnerCreditsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AdjustOwnerCredits not implemented")
 }
 func (UnimplementedCreditServiceServer) ListCreditTransactions(context.Context, *ListCreditTransactionsRequest) (*ListCreditTransactionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListCreditTransactions not implemented")
@@ -215,6 +257,42 @@ func _CreditService_AdjustCredits_Handler(srv interface{}, ctx context.Context, 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CreditServiceServer).AdjustCredits(ctx, req.(*AdjustCreditsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CreditService_GetOwnerCreditBalances_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetOwnerCreditBalancesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CreditServiceServer).GetOwnerCreditBalances(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/keyward.v1.CreditService/GetOwnerCreditBalances",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CreditServiceServer).GetOwnerCreditBalances(ctx, req.(*GetOwnerCreditBalancesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CreditService_AdjustOwnerCredits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AdjustOwnerCreditsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CreditServiceServer).AdjustOwnerCredits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/keyward.v1.CreditService/AdjustOwnerCredits",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CreditServiceServer).AdjustOwnerCredits(ctx, req.(*AdjustOwnerCreditsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -320,6 +398,14 @@ var _CreditService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AdjustCredits",
 			Handler:    _CreditService_AdjustCredits_Handler,
+		},
+		{
+			MethodName: "GetOwnerCreditBalances",
+			Handler:    _CreditService_GetOwnerCreditBalances_Handler,
+		},
+		{
+			MethodName: "AdjustOwnerCredits",
+			Handler:    _CreditService_AdjustOwnerCredits_Handler,
 		},
 		{
 			MethodName: "ListCreditTransactions",

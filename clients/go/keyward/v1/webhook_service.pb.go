@@ -36,7 +36,8 @@ type WebhookEndpoint struct {
 	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
 	// Free text, at most 500 characters.
 	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
-	// The event types it receives, at least one, each a known type.
+	// The event types it receives, at least one, each a known type; or `*` alone: every type,
+	// those added later too.
 	EventTypes []string `protobuf:"bytes,4,rep,name=event_types,json=eventTypes,proto3" json:"event_types,omitempty"`
 	// Whether events are delivered to it; a disabled endpoint is given no new events.
 	Enabled bool `protobuf:"varint,5,opt,name=enabled,proto3" json:"enabled,omitempty"`
