@@ -17,6 +17,7 @@ use crate::{
 };
 
 mod holds;
+mod roles;
 
 const ORG: &str = "org-t";
 

@@ -35,6 +35,8 @@ mod rate_limits;
 mod receiver;
 mod resilience;
 mod rights;
+mod role_replicas;
+mod roles;
 mod rpc_keys;
 mod scope_queries;
 mod tls;

@@ -90,7 +90,10 @@ impl EventType {
             | AuditAction::RotateWebhookEndpointSecret
             | AuditAction::RedeliverEvent
             | AuditAction::CaptureCreditHold
-            | AuditAction::ReleaseCreditHold => None,
+            | AuditAction::ReleaseCreditHold
+            | AuditAction::CreateRole
+            | AuditAction::UpdateRole
+            | AuditAction::DeleteRole => None,
         }
     }
 }
@@ -123,6 +126,8 @@ pub fn key_json(key: &ApiKey) -> Value {
         last_used_at,
         metadata,
         rate_limits,
+        roles,
+        effective_scopes,
     } = key;
     let status = match status {
         KeyStatus::Active => "API_KEY_STATUS_ACTIVE",
@@ -162,6 +167,8 @@ pub fn key_json(key: &ApiKey) -> Value {
         "lastUseTime": last_used_at.map(rfc3339),
         "metadata": metadata,
         "rateLimits": limits,
+        "roles": roles,
+        "effectiveScopes": effective_scopes,
     })
 }
 

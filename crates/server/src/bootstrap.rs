@@ -69,6 +69,8 @@ pub(crate) async fn bootstrap_admin(
         last_used_at: None,
         metadata: Default::default(),
         rate_limits: Vec::new(),
+        roles: Default::default(),
+        effective_scopes: [SCOPE_ADMIN.to_owned()].into(),
     };
     let new = NewApiKey {
         key,

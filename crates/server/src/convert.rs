@@ -148,6 +148,8 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         last_used_at,
         metadata,
         rate_limits,
+        roles,
+        effective_scopes,
     } = key;
     v1::ApiKey {
         id: id.to_string(),
@@ -173,6 +175,8 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         credit_refills: Vec::new(),
         credit_low_thresholds: Vec::new(),
         rate_limits: rate_limits.iter().map(rate_limit).collect(),
+        roles: roles.iter().cloned().collect(),
+        effective_scopes: effective_scopes.iter().cloned().collect(),
     }
 }
 

@@ -66,6 +66,8 @@ fn key(scopes: &[&str], expires_at: Option<DateTime<Utc>>) -> ApiKey {
         last_used_at: None,
         metadata: Default::default(),
         rate_limits: vec![],
+        roles: BTreeSet::new(),
+        effective_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
     }
 }
 
@@ -91,6 +93,7 @@ fn command(environment: &str) -> CreateKey {
         low_thresholds: vec![],
         rate_limits: vec![],
         import_secret: None,
+        roles: Default::default(),
     }
 }
 

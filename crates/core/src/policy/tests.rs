@@ -26,6 +26,8 @@ fn caller(scopes: &[&str]) -> Caller {
         last_used_at: None,
         metadata: Default::default(),
         rate_limits: vec![],
+        roles: BTreeSet::new(),
+        effective_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
     }))
 }
 

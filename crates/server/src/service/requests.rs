@@ -2,7 +2,7 @@
 //! once in one `BadRequest`, and the result handed over as core's commands. Rights and
 //! rules are not decided here; core's use cases decide them.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use chrono::{DateTime, Utc};
 use keyward_core::{
@@ -79,7 +79,7 @@ pub(super) struct Verification {
     pub(super) hold: Option<(Vec<Credit>, chrono::TimeDelta)>,
 }
 
-pub(crate) const UPDATABLE_FIELDS: [&str; 10] = [
+pub(crate) const UPDATABLE_FIELDS: [&str; 11] = [
     "name",
     "scopes",
     "networks",
@@ -90,6 +90,7 @@ pub(crate) const UPDATABLE_FIELDS: [&str; 10] = [
     "credit_refills",
     "credit_low_thresholds",
     "rate_limits",
+    "roles",
 ];
 
 pub(super) fn create(
@@ -126,6 +127,8 @@ pub(super) fn create(
         credit_refills,
         rate_limits,
         credit_low_thresholds,
+        roles,
+        effective_scopes: _,
     } = api_key;
     checks.name("api_key.name", &name);
     let rate_limits = checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits));
@@ -137,6 +140,7 @@ pub(super) fn create(
     checks.subject("api_key.organization_name", &organization_name);
     let environment = environment_name(&mut checks, "api_key.environment", &environment, environments);
     let scopes = checks.labels("api_key.scopes", &scopes);
+    let roles = checks.role_names("api_key.roles", &roles).into_iter().map(|name| (name, BTreeSet::new())).collect();
     let networks = checks.labels("api_key.networks", &networks);
     let metadata = checks.metadata("api_key.metadata", &metadata);
     let status = match v1::ApiKeyStatus::try_from(status) {
@@ -168,6 +172,7 @@ pub(super) fn create(
         low_thresholds,
         rate_limits,
         import_secret,
+        roles,
     };
     Ok(Checked { command, request_id })
 }
@@ -203,6 +208,8 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
         credit_refills,
         rate_limits,
         credit_low_thresholds,
+        roles,
+        effective_scopes: _,
     } = api_key;
     let key = checks.key_ref("api_key.id", &id);
     let paths = update_mask.map(|mask| mask.paths).unwrap_or_default();
@@ -240,6 +247,7 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
                 patch.rate_limits =
                     Some(checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits)));
             }
+            "roles" => patch.roles = Some(checks.role_names("api_key.roles", &roles)),
             "credits" => checks.fail(
                 format!("update_mask.paths[{index}]"),
                 "balances change through credit_deltas, AdjustCredits, charges and refills",
