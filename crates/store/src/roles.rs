@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use keyward_core::{
     Error,
-    error::{Result, Violation},
+    error::Result,
     model::{ApiKey, AuditAction, Role, RolePatch},
     policy::Authority,
 };
@@ -102,26 +102,17 @@ pub(crate) async fn find_roles(
 }
 
 /// The roles named `names` for a key of `owner`, each of which must exist: a name that
-/// finds none makes `field` invalid.
+/// finds none is NOT_FOUND, as a role out of the caller's reach would be.
 pub(crate) async fn require_roles(
     conn: &impl ConnectionTrait,
     owner: &str,
     names: &BTreeSet<String>,
-    field: &str,
 ) -> Result<Vec<Role>> {
     let roles = find_roles(conn, owner, names).await?;
-    let found: BTreeSet<&str> = roles.iter().map(|role| role.name.as_str()).collect();
-    let missing: Vec<Violation> = names
-        .iter()
-        .filter(|name| !found.contains(name.as_str()))
-        .map(|name| {
-            Violation::new(
-                field,
-                format!("names `{name}`, which is no role of the key's owner nor a global role; create it first"),
-            )
-        })
-        .collect();
-    if missing.is_empty() { Ok(roles) } else { Err(Error::InvalidArgument(missing)) }
+    match names.iter().find(|name| !roles.iter().any(|role| role.name == **name)) {
+        Some(missing) => Err(not_found(missing)),
+        None => Ok(roles),
+    }
 }
 
 /// Makes key `key_id` hold exactly `roles`.
@@ -181,10 +172,9 @@ fn insert_error(name: &str) -> impl FnOnce(DbErr) -> Error + '_ {
 }
 
 impl Store {
-    /// The roles named `names` that a key of `owner` may hold; a name none has makes
-    /// `field` invalid.
-    pub async fn roles_for_key(&self, owner: &str, names: &BTreeSet<String>, field: &str) -> Result<Vec<Role>> {
-        require_roles(self.db()?, owner, names, field).await
+    /// The roles named `names` that a key of `owner` may hold; a name none has is NOT_FOUND.
+    pub async fn roles_for_key(&self, owner: &str, names: &BTreeSet<String>) -> Result<Vec<Role>> {
+        require_roles(self.db()?, owner, names).await
     }
 
     /// Stores a new role the authority admits.

@@ -103,8 +103,8 @@ fn expected(caller: CallerKind, role: RoleKind, op: Op) -> Code {
     } else if !holds(caller, op) {
         Code::PermissionDenied
     } else if held_by_key && role == RoleKind::OtherOwner {
-        // A key holds only its owner's roles and global ones: another's is no role of it.
-        Code::InvalidArgument
+        // A key holds only its owner's roles and global ones: another's is none it has.
+        Code::NotFound
     } else if caller == CallerKind::Admin {
         Code::Ok
     } else if held_by_key {

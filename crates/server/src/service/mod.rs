@@ -98,7 +98,7 @@ impl ApiKeyServiceImpl {
         let owner = cases::key_owner(caller, &command.owner).to_owned();
         policy::authorize_owner(caller, Action::CreateKey, &owner)?;
         let names = command.roles.keys().cloned().collect();
-        for role in self.inner.store.roles_for_key(&owner, &names, "api_key.roles").await? {
+        for role in self.inner.store.roles_for_key(&owner, &names).await? {
             command.roles.insert(role.name, role.scopes);
         }
         Ok(())

@@ -76,7 +76,7 @@ impl Store {
         refill::replace_refills(&txn, key.id, &new.refills, mutation.now).await?;
         alerts::replace_thresholds(&txn, key.id, &new.low_thresholds).await?;
         alerts::settle(&txn, &[key.id], mutation.now).await?;
-        let roles = require_roles(&txn, &key.owner, &key.roles, "api_key.roles").await?;
+        let roles = require_roles(&txn, &key.owner, &key.roles).await?;
         link_roles(&txn, key.id, &roles).await?;
         let created = find_row(&txn, key.id).await?;
         // The scopes were judged from the roles as read before this transaction; a role
@@ -123,7 +123,7 @@ impl Store {
         // The key as it becomes holds its roles' scopes as they are now: the ceiling rule
         // judges them with its own.
         let roles = match &update.patch.roles {
-            Some(names) => require_roles(&txn, &next.owner, names, "api_key.roles").await?,
+            Some(names) => require_roles(&txn, &next.owner, names).await?,
             None => find_roles(&txn, &next.owner, &key.roles).await?,
         };
         next.hold_roles(roles.iter().map(|role| (role.name.as_str(), &role.scopes)));
