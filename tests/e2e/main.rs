@@ -35,6 +35,7 @@ mod rate_limits;
 mod receiver;
 mod resilience;
 mod rights;
+mod role_events;
 mod role_replicas;
 mod roles;
 mod rpc_keys;

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use keyward_core::{
     Error,
     error::Result,
+    event::{self, EventType},
     model::{ApiKey, AuditAction, Role, RolePatch},
     policy::Authority,
 };
@@ -22,6 +23,7 @@ use crate::{
     db::db_error,
     entity::{api_key, api_key_role, role},
     envelope::{Mutation, record_change},
+    outbox,
 };
 
 /// The name under which a key read returns its roles: a JSON array of `[name, [scopes]]`.
@@ -195,6 +197,8 @@ impl Store {
         .map_err(insert_error(&new.name))?;
         record_change(&txn, mutation, AuditAction::CreateRole, &Role::audit_target(&new.owner, &new.name)).await?;
         let created = lock_role(&txn, &new.owner, &new.name).await?;
+        let data = event::role_change(&created, None, &mutation.actor, 0);
+        outbox::emit(&txn, EventType::RoleCreated, created.id, data, mutation.now).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(created)
     }
@@ -266,8 +270,11 @@ impl Store {
         }
         record_change(&txn, mutation, AuditAction::UpdateRole, &Role::audit_target(owner, name)).await?;
         let updated = lock_role(&txn, owner, name).await?;
+        let changed = if scopes_change { held_by } else { Vec::new() };
+        let data = event::role_change(&updated, Some(&current), &mutation.actor, changed.len());
+        outbox::emit(&txn, EventType::RoleUpdated, updated.id, data, mutation.now).await?;
         txn.commit().await.map_err(db_error)?;
-        Ok((updated, if scopes_change { held_by } else { Vec::new() }))
+        Ok((updated, changed))
     }
 
     /// Deletes role `name` of `owner`. A role keys hold is refused with their number
@@ -307,6 +314,8 @@ impl Store {
             self.announce(&txn, *id).await?;
         }
         record_change(&txn, mutation, AuditAction::DeleteRole, &Role::audit_target(owner, name)).await?;
+        let data = event::role_change(&current, None, &mutation.actor, held_by.len());
+        outbox::emit(&txn, EventType::RoleDeleted, current.id, data, mutation.now).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(held_by)
     }
