@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         "keyward/v1/credit.proto",
         "keyward/v1/credit_service.proto",
         "keyward/v1/rate_limit_service.proto",
+        "keyward/v1/role.proto",
+        "keyward/v1/role_service.proto",
         "keyward/v1/rpc_provider_key.proto",
         "keyward/v1/rpc_provider_key_service.proto",
         "keyward/v1/webhook_service.proto",

@@ -18,6 +18,7 @@ mod m20261210_000009_create_events;
 mod m20261211_000010_create_credit_alerts;
 mod m20261212_000011_create_charge_function;
 mod m20261220_000012_create_event_sequences;
+mod m20261221_000013_create_roles;
 mod m20261222_000014_create_credit_holds;
 mod m20261223_000016_index_owner_reads;
 mod m20261224_000015_create_owner_credit_pools;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261211_000010_create_credit_alerts::Migration),
             Box::new(m20261212_000011_create_charge_function::Migration),
             Box::new(m20261220_000012_create_event_sequences::Migration),
+            Box::new(m20261221_000013_create_roles::Migration),
             Box::new(m20261222_000014_create_credit_holds::Migration),
             Box::new(m20261224_000015_create_owner_credit_pools::Migration),
             Box::new(m20261223_000016_index_owner_reads::Migration),

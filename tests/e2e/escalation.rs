@@ -18,6 +18,7 @@ use crate::{
 
 mod holds;
 mod pools;
+mod roles;
 
 const ORG: &str = "org-t";
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::model::{ApiKey, AuditAction, CreditSource, KeyStatus};
+use crate::model::{ApiKey, AuditAction, CreditSource, KeyStatus, Role};
 
 /// What an event tells of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,11 +31,17 @@ pub enum EventType {
     CreditsExhausted,
     /// A credit hold was released by the server at its expiry (once per hold).
     CreditsHoldExpired,
+    /// A role was created.
+    RoleCreated,
+    /// A role was changed (and with it every key holding it).
+    RoleUpdated,
+    /// A role was deleted (and taken from the keys holding it, if forced).
+    RoleDeleted,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 13] = [
         Self::KeyCreated,
         Self::KeyUpdated,
         Self::KeyRevoked,
@@ -46,6 +52,9 @@ impl EventType {
         Self::CreditsLow,
         Self::CreditsExhausted,
         Self::CreditsHoldExpired,
+        Self::RoleCreated,
+        Self::RoleUpdated,
+        Self::RoleDeleted,
     ];
 
     /// The type's name, as endpoints subscribe to it and payloads carry it. Stored; never changes.
@@ -61,6 +70,9 @@ impl EventType {
             Self::CreditsLow => "credits.low",
             Self::CreditsExhausted => "credits.exhausted",
             Self::CreditsHoldExpired => "credits.hold_expired",
+            Self::RoleCreated => "role.created",
+            Self::RoleUpdated => "role.updated",
+            Self::RoleDeleted => "role.deleted",
         }
     }
 
@@ -91,7 +103,10 @@ impl EventType {
             | AuditAction::RotateWebhookEndpointSecret
             | AuditAction::RedeliverEvent
             | AuditAction::CaptureCreditHold
-            | AuditAction::ReleaseCreditHold => None,
+            | AuditAction::ReleaseCreditHold
+            | AuditAction::CreateRole
+            | AuditAction::UpdateRole
+            | AuditAction::DeleteRole => None,
         }
     }
 }
@@ -125,6 +140,8 @@ pub fn key_json(key: &ApiKey) -> Value {
         metadata,
         rate_limits,
         credit_source,
+        roles,
+        effective_scopes,
     } = key;
     let credit_source = match credit_source {
         CreditSource::Key => "CREDIT_SOURCE_KEY",
@@ -169,6 +186,8 @@ pub fn key_json(key: &ApiKey) -> Value {
         "metadata": metadata,
         "rateLimits": limits,
         "creditSource": credit_source,
+        "roles": roles,
+        "effectiveScopes": effective_scopes,
     })
 }
 
@@ -234,6 +253,26 @@ pub fn hold_expired(key: &ApiKey, hold: &crate::hold::Hold) -> Value {
         "amounts": amounts,
         "expireTime": rfc3339(hold.expires_at),
     })
+}
+
+/// `data` of a role event: the role as the API shows it (and as it was, for an update),
+/// who changed it, and how many keys the change reached (their scopes changed with it).
+pub fn role_change(role: &Role, previous: Option<&Role>, actor: &str, keys_changed: usize) -> Value {
+    let role_json = |role: &Role| {
+        json!({
+            "name": role.name,
+            "owner": role.owner,
+            "description": role.description,
+            "scopes": role.scopes,
+            "createTime": rfc3339(role.created_at),
+            "updateTime": rfc3339(role.updated_at),
+        })
+    };
+    let mut data = json!({ "role": role_json(role), "actor": actor, "keysChanged": keys_changed });
+    if let (Some(previous), Some(object)) = (previous, data.as_object_mut()) {
+        object.insert("previousRole".to_owned(), role_json(previous));
+    }
+    data
 }
 
 /// The body posted to endpoints. `id` is the `webhook-id` header's too, so a receiver that

@@ -111,6 +111,12 @@ pub struct ApiKey {
     pub rate_limits: Vec<crate::rate::RateLimit>,
     /// Whose balances its verifications charge and hold.
     pub credit_source: CreditSource,
+    /// Names of the roles the key holds.
+    pub roles: BTreeSet<String>,
+    /// Its own scopes and its roles', together: what verification and the ceiling rule
+    /// judge. Kept beside the key (and so in the verification cache) so that no check
+    /// reads the roles again.
+    pub effective_scopes: BTreeSet<String>,
 }
 
 impl ApiKey {
@@ -122,6 +128,82 @@ impl ApiKey {
     /// Whether the key has expired at `now`.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Gives the key exactly these roles, each with its scopes, and its effective scopes
+    /// from them and its own.
+    pub fn hold_roles<'a>(&mut self, roles: impl IntoIterator<Item = (&'a str, &'a BTreeSet<String>)>) {
+        self.roles.clear();
+        self.effective_scopes.clone_from(&self.scopes);
+        for (name, scopes) in roles {
+            self.roles.insert(name.to_owned());
+            self.effective_scopes.extend(scopes.iter().cloned());
+        }
+    }
+}
+
+/// What starts the name of a global role, and only of one: a key's role name says by
+/// itself whether it is its owner's role or a global one.
+pub const GLOBAL_ROLE_PREFIX: &str = "global:";
+
+/// A named bundle of scopes that keys hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// UUID v7; what keys' links name.
+    pub id: Uuid,
+    /// Owner whose keys may hold it; empty for a global role.
+    pub owner: String,
+    /// Unique per owner; starts with [`GLOBAL_ROLE_PREFIX`] if and only if global.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The scopes it grants.
+    pub scopes: BTreeSet<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Role {
+    /// Whether `name` is a global role's.
+    pub fn is_global_name(name: &str) -> bool {
+        name.starts_with(GLOBAL_ROLE_PREFIX)
+    }
+
+    /// The owner whose role `name` is, for a key or caller of `owner`: none for a global name.
+    pub fn owner_of<'a>(name: &str, owner: &'a str) -> &'a str {
+        if Self::is_global_name(name) { "" } else { owner }
+    }
+
+    /// How audit events name role `name` of `owner` (`role:<owner>/<name>`, `role:/<name>`
+    /// for a global one): unique, and readable without a lookup.
+    pub fn audit_target(owner: &str, name: &str) -> String {
+        format!("role:{owner}/{name}")
+    }
+}
+
+/// The fields a role update may change; `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolePatch {
+    /// New description.
+    pub description: Option<String>,
+    /// New scopes.
+    pub scopes: Option<BTreeSet<String>>,
+}
+
+impl RolePatch {
+    /// The role as the patch leaves it at `now`.
+    pub fn apply(&self, role: &Role, now: DateTime<Utc>) -> Role {
+        let mut next = role.clone();
+        if let Some(description) = &self.description {
+            next.description.clone_from(description);
+        }
+        if let Some(scopes) = &self.scopes {
+            next.scopes.clone_from(scopes);
+        }
+        next.updated_at = now;
+        next
     }
 }
 
@@ -181,6 +263,8 @@ pub struct KeyPatch {
     pub rate_limits: Option<Vec<crate::rate::RateLimit>>,
     /// New credit source, if changed.
     pub credit_source: Option<CreditSource>,
+    /// New roles (replacing all), if changed; the store resolves their scopes.
+    pub roles: Option<BTreeSet<String>>,
 }
 
 impl KeyPatch {
@@ -212,6 +296,7 @@ impl KeyPatch {
             low_thresholds: _,
             rate_limits,
             credit_source,
+            roles,
         } = self.clone();
         if let Some(name) = name {
             next.name = name;
@@ -239,6 +324,11 @@ impl KeyPatch {
         }
         if let Some(credit_source) = credit_source {
             next.credit_source = credit_source;
+        }
+        // Effective scopes follow from the roles' scopes, which the store resolves (and
+        // the ceiling rule judges) before the outcome is written.
+        if let Some(roles) = roles {
+            next.roles = roles;
         }
         next.updated_at = now;
         Ok(next)
@@ -306,6 +396,12 @@ pub enum AuditAction {
     CaptureCreditHold,
     /// A credit hold was released.
     ReleaseCreditHold,
+    /// A role was created.
+    CreateRole,
+    /// A role was changed.
+    UpdateRole,
+    /// A role was deleted.
+    DeleteRole,
 }
 
 impl AuditAction {
@@ -340,6 +436,9 @@ impl AuditAction {
             Self::RedeliverEvent => "RedeliverEvent",
             Self::CaptureCreditHold => "CaptureCreditHold",
             Self::ReleaseCreditHold => "ReleaseCreditHold",
+            Self::CreateRole => "CreateRole",
+            Self::UpdateRole => "UpdateRole",
+            Self::DeleteRole => "DeleteRole",
         }
     }
 
@@ -365,7 +464,10 @@ impl AuditAction {
             | Self::RotateWebhookEndpointSecret
             | Self::RedeliverEvent
             | Self::CaptureCreditHold
-            | Self::ReleaseCreditHold => true,
+            | Self::ReleaseCreditHold
+            | Self::CreateRole
+            | Self::UpdateRole
+            | Self::DeleteRole => true,
         }
     }
 }

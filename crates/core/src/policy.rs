@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use crate::{
     Error,
-    model::{ApiKey, CreditSource},
+    model::{ApiKey, CreditSource, Role},
 };
 
 /// Scope that grants every right over every key.
@@ -81,14 +81,16 @@ impl Caller {
     /// admin cannot outlive itself through its keys.
     pub fn expiry_ceiling(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         match self {
-            Self::Key(key) if !key.scopes.contains(SCOPE_ADMIN) => key.expires_at,
+            Self::Key(key) if !key.effective_scopes.contains(SCOPE_ADMIN) => key.expires_at,
             Self::Key(_) | Self::Person(_) => None,
         }
     }
 
+    /// The scopes that give the caller its rights: a key's effective scopes, its roles'
+    /// included (a role carrying a keyward scope confers that scope's rights).
     fn scopes(&self) -> &BTreeSet<String> {
         match self {
-            Self::Key(key) => &key.scopes,
+            Self::Key(key) => &key.effective_scopes,
             Self::Person(_) => &NO_SCOPES,
         }
     }
@@ -96,7 +98,7 @@ impl Caller {
     fn holds(&self, grant: Grant) -> bool {
         match (grant, self) {
             (Grant::Any, Self::Key(_)) => true,
-            (Grant::Scope(scope), Self::Key(key)) => key.scopes.contains(scope),
+            (Grant::Scope(scope), Self::Key(key)) => key.effective_scopes.contains(scope),
             (Grant::Role(role), Self::Person(person)) => person.roles.contains(role),
             (Grant::Any | Grant::Scope(_), Self::Person(_)) | (Grant::Role(_), Self::Key(_)) => false,
         }
@@ -137,6 +139,10 @@ pub enum Action {
     ManageWebhooks,
     /// Capture or release a credit hold (one's own: see [`authorize_settle`]).
     SettleHold,
+    /// Get or list roles (global ones, and those of owners in reach).
+    ReadRoles,
+    /// Create, change and delete roles of owners in reach (global ones: admin only).
+    ManageRoles,
 }
 
 impl Action {
@@ -158,6 +164,8 @@ impl Action {
             Self::AdjustCredits => "adjust credits",
             Self::ManageWebhooks => "manage webhook endpoints",
             Self::SettleHold => "capture or release credit holds",
+            Self::ReadRoles => "read roles",
+            Self::ManageRoles => "manage roles",
         }
     }
 }
@@ -241,6 +249,45 @@ impl Authority {
     pub fn admit_outcome(&self, key: &ApiKey) -> crate::error::Result<()> {
         permit(&self.caller, key)
     }
+
+    /// Admits a role as it is before or after a change: it must be within reach, and it
+    /// may carry a keyward scope only if the caller holds that scope (a role's scopes are
+    /// granted to every key that holds it).
+    pub fn admit_role(&self, role: &Role) -> crate::error::Result<()> {
+        if !role.owner.is_empty() && !self.reach.covers_owner(&role.owner) {
+            return Err(Error::NotFound { kind: "role", id: role.name.clone() });
+        }
+        if role.owner.is_empty() && self.reach != Reach::All {
+            return Err(Error::PermissionDenied { action: "manage global roles" });
+        }
+        grantable(&self.caller, &role.scopes)
+    }
+}
+
+/// Decides a change of the roles of `owner` (empty: the global roles, which only admin
+/// manages). The [`Authority`] then admits the role as it is and as it becomes, and —
+/// a role's change being a change of every key that holds it — each of those keys as
+/// it is and as it becomes, as an update of the key itself would be judged.
+pub fn authorize_roles(caller: &Caller, owner: &str) -> crate::error::Result<Authority> {
+    let reach = authorize(caller, Action::ManageRoles)?;
+    if owner.is_empty() && reach != Reach::All {
+        return Err(Error::PermissionDenied { action: "manage global roles" });
+    }
+    if !owner.is_empty() && !reach.covers_owner(owner) {
+        return Err(Error::PermissionDenied { action: "manage the roles of other owners" });
+    }
+    Ok(Authority { reach, caller: caller.clone() })
+}
+
+/// Decides reading the roles of `owner`: global roles are readable by every caller with
+/// the right (keys may hold them); an owner's only within reach.
+pub fn authorize_role_read(caller: &Caller, owner: &str) -> crate::error::Result<()> {
+    let reach = authorize(caller, Action::ReadRoles)?;
+    if owner.is_empty() || reach.covers_owner(owner) {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied { action: "read the roles of other owners" })
+    }
 }
 
 /// Decides `action` over everything of one owner (its quota, its usage): the owner must
@@ -319,10 +366,8 @@ pub fn permit(caller: &Caller, key: &ApiKey) -> crate::error::Result<()> {
     if caller.scopes().contains(SCOPE_ADMIN) {
         return Ok(());
     }
-    let held = caller.scopes();
-    if key.scopes.iter().any(|scope| RESERVED_SCOPES.contains(&scope.as_str()) && !held.contains(scope)) {
-        return denied("grant or touch keyward scopes it does not hold");
-    }
+    // Effective scopes: holding a role is being granted its scopes.
+    grantable(caller, &key.effective_scopes)?;
     let organization = match caller {
         Caller::Key(own) => own.organization_id.as_str(),
         Caller::Person(person) => person.organization_id.as_str(),
@@ -343,6 +388,19 @@ pub fn permit(caller: &Caller, key: &ApiKey) -> crate::error::Result<()> {
         return denied("grant or touch networks it is not allowed");
     }
     Ok(())
+}
+
+/// Whether `caller` may grant every one of `scopes`: admin any, others every scope but
+/// keyward's own ones they do not hold.
+fn grantable(caller: &Caller, scopes: &BTreeSet<String>) -> crate::error::Result<()> {
+    let held = caller.scopes();
+    if held.contains(SCOPE_ADMIN)
+        || !scopes.iter().any(|scope| RESERVED_SCOPES.contains(&scope.as_str()) && !held.contains(scope))
+    {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied { action: "grant or touch keyward scopes it does not hold" })
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -376,6 +434,10 @@ const TABLE: &[(Grant, Action, Span)] = &[
     (Grant::Scope(SCOPE_KEYS_WRITE), Action::DeleteKey, Span::Own),
     (Grant::Scope(SCOPE_KEYS_WRITE), Action::UndeleteKey, Span::Own),
     (Grant::Scope(SCOPE_KEYS_WRITE), Action::RotateKey, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_READ), Action::ReadRoles, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_WRITE), Action::ReadRoles, Span::Own),
+    (Grant::Scope(SCOPE_KEYS_WRITE), Action::ManageRoles, Span::Own),
+    (Grant::Scope(SCOPE_MANAGE), Action::ReadRoles, Span::Own),
     (Grant::Scope(SCOPE_VERIFY), Action::VerifyKey, Span::Every),
     (Grant::Scope(SCOPE_VERIFY), Action::SettleHold, Span::Own),
     (Grant::Scope(SCOPE_MANAGE), Action::ReadKeys, Span::Own),
@@ -392,21 +454,29 @@ const TABLE: &[(Grant, Action, Span)] = &[
     manager(KEY_MANAGER_ROLES[0], Action::UpdateKey),
     manager(KEY_MANAGER_ROLES[0], Action::DeleteKey),
     manager(KEY_MANAGER_ROLES[0], Action::ReadQuota),
+    manager(KEY_MANAGER_ROLES[0], Action::ReadRoles),
+    manager(KEY_MANAGER_ROLES[0], Action::ManageRoles),
     manager(KEY_MANAGER_ROLES[1], Action::ReadKeys),
     manager(KEY_MANAGER_ROLES[1], Action::CreateKey),
     manager(KEY_MANAGER_ROLES[1], Action::UpdateKey),
     manager(KEY_MANAGER_ROLES[1], Action::DeleteKey),
     manager(KEY_MANAGER_ROLES[1], Action::ReadQuota),
+    manager(KEY_MANAGER_ROLES[1], Action::ReadRoles),
+    manager(KEY_MANAGER_ROLES[1], Action::ManageRoles),
     manager(KEY_MANAGER_ROLES[2], Action::ReadKeys),
     manager(KEY_MANAGER_ROLES[2], Action::CreateKey),
     manager(KEY_MANAGER_ROLES[2], Action::UpdateKey),
     manager(KEY_MANAGER_ROLES[2], Action::DeleteKey),
     manager(KEY_MANAGER_ROLES[2], Action::ReadQuota),
+    manager(KEY_MANAGER_ROLES[2], Action::ReadRoles),
+    manager(KEY_MANAGER_ROLES[2], Action::ManageRoles),
     manager(KEY_MANAGER_ROLES[3], Action::ReadKeys),
     manager(KEY_MANAGER_ROLES[3], Action::CreateKey),
     manager(KEY_MANAGER_ROLES[3], Action::UpdateKey),
     manager(KEY_MANAGER_ROLES[3], Action::DeleteKey),
     manager(KEY_MANAGER_ROLES[3], Action::ReadQuota),
+    manager(KEY_MANAGER_ROLES[3], Action::ReadRoles),
+    manager(KEY_MANAGER_ROLES[3], Action::ManageRoles),
 ];
 
 /// Decides whether `caller` may perform `action`, and over which keys.

@@ -75,6 +75,13 @@ pub const MAX_WEBHOOK_URL_CHARS: usize = 2000;
 /// Longest webhook endpoint description.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
 
+/// Longest role name.
+pub const MAX_ROLE_NAME_CHARS: usize = 64;
+/// Most roles one key holds.
+pub const MAX_KEY_ROLES: usize = 20;
+/// A role name as the document states it (the check below is the same rule).
+pub const ROLE_NAME_PATTERN: &str = "^[a-z0-9][a-z0-9._:-]{0,63}$";
+
 /// Most violations reported for one request: enough to fix it, never a flood.
 pub const MAX_VIOLATIONS: usize = 10;
 /// Longest reason of a credit adjustment.
@@ -155,6 +162,35 @@ impl Checks {
         if len == 0 || len > MAX_LABEL_CHARS || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
             self.fail(field, format!("must be 1 to {MAX_LABEL_CHARS} characters without whitespace"));
         }
+    }
+
+    /// A role name: 1 to [`MAX_ROLE_NAME_CHARS`] of `[a-z0-9._:-]`, starting with a
+    /// letter or digit ([`ROLE_NAME_PATTERN`]).
+    pub fn role_name(&mut self, field: &str, value: &str) {
+        let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b':' | b'-');
+        let well_formed = value.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && value.len() <= MAX_ROLE_NAME_CHARS
+            && value.bytes().all(allowed);
+        if !well_formed {
+            self.fail(
+                field,
+                format!(
+                    "must be 1 to {MAX_ROLE_NAME_CHARS} characters of a-z, 0-9, '.', '_', ':' and '-', starting with a letter or digit"
+                ),
+            );
+        }
+    }
+
+    /// The roles of a key: at most [`MAX_KEY_ROLES`] role names. Returns the set.
+    pub fn role_names(&mut self, field: &str, values: &[String]) -> BTreeSet<String> {
+        if values.len() > MAX_KEY_ROLES {
+            self.fail(field, format!("must hold at most {MAX_KEY_ROLES} roles, got {}", values.len()));
+            return BTreeSet::new();
+        }
+        for (index, value) in values.iter().enumerate() {
+            self.role_name(&format!("{field}[{index}]"), value);
+        }
+        values.iter().cloned().collect()
     }
 
     /// Metadata: at most [`MAX_METADATA_ENTRIES`] entries with bounded keys and values.

@@ -75,7 +75,9 @@ pub fn judge(
     if key.is_expired(now) || secret_expires_at.is_some_and(|at| at <= now) {
         return Verdict::Expired;
     }
-    if !required_scopes.iter().all(|scope| grants(&key.scopes, scope)) || query.is_some_and(|q| !q.holds(&key.scopes)) {
+    // Effective scopes: a key has its roles' scopes as its own.
+    let scopes = &key.effective_scopes;
+    if !required_scopes.iter().all(|scope| grants(scopes, scope)) || query.is_some_and(|q| !q.holds(scopes)) {
         return Verdict::InsufficientScope;
     }
     let no_network = key.networks.contains(NO_NETWORK);
@@ -126,6 +128,8 @@ mod tests {
             metadata: Default::default(),
             rate_limits: vec![],
             credit_source: Default::default(),
+            roles: Default::default(),
+            effective_scopes: Default::default(),
         }
     }
 
@@ -135,6 +139,7 @@ mod tests {
         let scoped = |scopes: &[&str]| scopes.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let mut key =
             ApiKey { scopes: ["read".to_owned()].into(), networks: ["Preprod".to_owned()].into(), ..key(now) };
+        key.hold_roles([]);
         assert_eq!(judge(&key, None, &scoped(&["read"]), None, "Preprod", now), Verdict::Valid);
         assert_eq!(judge(&key, None, &scoped(&["read"]), None, "", now), Verdict::Valid, "no network named");
         assert_eq!(judge(&key, None, &scoped(&["read"]), None, "Mainnet", now), Verdict::NetworkNotAllowed);

@@ -70,6 +70,8 @@ pub(crate) async fn bootstrap_admin(
         metadata: Default::default(),
         rate_limits: Vec::new(),
         credit_source: Default::default(),
+        roles: Default::default(),
+        effective_scopes: [SCOPE_ADMIN.to_owned()].into(),
     };
     let new = NewApiKey {
         key,

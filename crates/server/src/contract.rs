@@ -7,7 +7,7 @@
 use keyward_core::{credit, rate, scope_query, secret, validate};
 use keyward_gateway::openapi::{Constraint as C, FieldRule};
 
-use crate::{audit_service::MAX_FILTER_CHARS, rpc_service, service::UPDATABLE_FIELDS, webhook_service};
+use crate::{audit_service::MAX_FILTER_CHARS, role_service, rpc_service, service::UPDATABLE_FIELDS, webhook_service};
 
 /// No control character (`char::is_control`: Unicode category Cc).
 const PRINTABLE: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*$";
@@ -41,6 +41,7 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     };
     // Negative sizes are refused; sizes above the maximum are coerced down, not refused.
     let page_size = || vec![C::Range { min: 0, max: i64::from(i32::MAX) }];
+    let role_name = || pattern(validate::ROLE_NAME_PATTERN);
 
     // Messages wherever they are inputs.
     for unit in ["keyward.v1.CreditAmount", "keyward.v1.CreditDelta", "keyward.v1.CreditRefill"] {
@@ -77,6 +78,7 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
         "credit_source",
         vec![values(&["CREDIT_SOURCE_UNSPECIFIED", "CREDIT_SOURCE_KEY", "CREDIT_SOURCE_OWNER"])],
     );
+    add("keyward.v1.ApiKey", "roles", vec![C::Items { min: 0, max: validate::MAX_KEY_ROLES }, role_name()]);
 
     // ApiKeyService.
     let create = "keyward.v1.CreateApiKeyRequest";
@@ -259,6 +261,23 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     add("keyward.v1.ListWebhookDeliveriesRequest", "page_size", page_size());
     add("keyward.v1.RedeliverEventRequest", "endpoint_id", vec![C::Uuid]);
     add("keyward.v1.RedeliverEventRequest", "event_id", vec![C::Uuid]);
+    // RoleService.
+    add("keyward.v1.Role", "name", vec![role_name()]);
+    add("keyward.v1.Role", "owner", subject());
+    add("keyward.v1.Role", "description", vec![C::Chars { min: 0, max: validate::MAX_DESCRIPTION_CHARS }]);
+    add("keyward.v1.Role", "scopes", [vec![labels()], label()].concat());
+    for one in ["Get", "Delete"] {
+        let message = &format!("keyward.v1.{one}RoleRequest");
+        add(message, "name", vec![role_name()]);
+        add(message, "owner", subject());
+    }
+    add(
+        "keyward.v1.UpdateRoleRequest",
+        "update_mask",
+        vec![C::Required, pattern(&mask_pattern(&role_service::UPDATABLE_FIELDS))],
+    );
+    add("keyward.v1.ListRolesRequest", "page_size", page_size());
+    add("keyward.v1.ListRolesRequest", "owner", subject());
     rules
 }
 

@@ -149,6 +149,8 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         metadata,
         rate_limits,
         credit_source,
+        roles,
+        effective_scopes,
     } = key;
     v1::ApiKey {
         id: id.to_string(),
@@ -179,6 +181,8 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
             CreditSource::Owner => v1::CreditSource::Owner,
         }
         .into(),
+        roles: roles.iter().cloned().collect(),
+        effective_scopes: effective_scopes.iter().cloned().collect(),
     }
 }
 

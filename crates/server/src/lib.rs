@@ -27,6 +27,7 @@ mod metrics;
 mod observe;
 mod queries;
 mod rate_limit_service;
+mod role_service;
 mod rpc_service;
 mod secrets;
 mod service;
@@ -44,7 +45,8 @@ use keyward_core::{environment::Environments, secret::SecretHasher};
 use keyward_proto::v1::{
     api_key_service_server::ApiKeyServiceServer, audit_service_server::AuditServiceServer,
     credit_service_server::CreditServiceServer, rate_limit_service_server::RateLimitServiceServer,
-    rpc_provider_key_service_server::RpcProviderKeyServiceServer, webhook_service_server::WebhookServiceServer,
+    role_service_server::RoleServiceServer, rpc_provider_key_service_server::RpcProviderKeyServiceServer,
+    webhook_service_server::WebhookServiceServer,
 };
 use keyward_store::Store;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -56,6 +58,7 @@ pub use crate::{
     credit_service::CreditServiceImpl,
     gateway::{RunningGateway, start_gateway},
     rate_limit_service::RateLimitServiceImpl,
+    role_service::RoleServiceImpl,
     rpc_service::RpcProviderKeyServiceImpl,
     service::ApiKeyServiceImpl,
     webhook_service::WebhookServiceImpl,
@@ -339,6 +342,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let rpc_service = RpcProviderKeyServiceImpl::new(store.clone(), verifier.clone(), master_key);
     let credit_service = CreditServiceImpl::new(store.clone(), verifier.clone(), credit_environments);
     let rate_limit_service = RateLimitServiceImpl::new(store.clone(), verifier.clone());
+    let role_service = RoleServiceImpl::new(store.clone(), verifier.clone());
     // The edge verifies with the same verifier as VerifyApiKey: one cache, one path.
     let edge = config.edge.settings()?.map(|settings| edge::Edge::new(settings, verifier.clone()));
     if let (Some(edge), Some(path)) = (&edge, &config.edge.edge_routes) {
@@ -366,7 +370,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(CreditServiceServer::new(credit_service.clone()))
         .add_service(RateLimitServiceServer::new(rate_limit_service.clone()))
         .add_service(AuditServiceServer::new(audit_service.clone()))
-        .add_service(WebhookServiceServer::new(webhook_service.clone()));
+        .add_service(WebhookServiceServer::new(webhook_service.clone()))
+        .add_service(RoleServiceServer::new(role_service.clone()));
     // Through the same observability layer as the socket, so REST calls are counted and
     // traced alike and the `traceparent` the gateway forwards starts the server span.
     let in_process = tower::Layer::layer(&observe::ObservabilityLayer(Arc::clone(&metrics)), in_process);
@@ -447,6 +452,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(RateLimitServiceServer::new(rate_limit_service))
         .add_service(AuditServiceServer::new(audit_service))
         .add_service(WebhookServiceServer::new(webhook_service))
+        .add_service(RoleServiceServer::new(role_service))
         .add_optional_service(edge.map(edge::listener::ext_authz));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = shutdown_signal.await;

@@ -74,14 +74,15 @@ mod tests {
     use keyward_proto::v1::{
         api_key_service_server::ApiKeyServiceServer, audit_service_server::AuditServiceServer,
         credit_service_server::CreditServiceServer, rate_limit_service_server::RateLimitServiceServer,
-        rpc_provider_key_service_server::RpcProviderKeyServiceServer, webhook_service_server::WebhookServiceServer,
+        role_service_server::RoleServiceServer, rpc_provider_key_service_server::RpcProviderKeyServiceServer,
+        webhook_service_server::WebhookServiceServer,
     };
     use tonic::server::NamedService;
 
     use super::*;
     use crate::{
-        ApiKeyServiceImpl, AuditServiceImpl, CreditServiceImpl, RateLimitServiceImpl, RpcProviderKeyServiceImpl,
-        WebhookServiceImpl,
+        ApiKeyServiceImpl, AuditServiceImpl, CreditServiceImpl, RateLimitServiceImpl, RoleServiceImpl,
+        RpcProviderKeyServiceImpl, WebhookServiceImpl,
     };
 
     #[test]
@@ -93,6 +94,7 @@ mod tests {
             <RateLimitServiceServer<RateLimitServiceImpl> as NamedService>::NAME,
             <AuditServiceServer<AuditServiceImpl> as NamedService>::NAME,
             <WebhookServiceServer<WebhookServiceImpl> as NamedService>::NAME,
+            <RoleServiceServer<RoleServiceImpl> as NamedService>::NAME,
         ];
         let mut declared: Vec<&str> = keyward_services().iter().map(String::as_str).collect();
         declared.sort_unstable();

@@ -313,7 +313,7 @@ impl Verifier {
         };
         let verdict = judge(&record.key, secret.expires_at, required_scopes, query, network, at.wall);
         let missing = if verdict == Verdict::InsufficientScope {
-            missing_scopes(&record.key.scopes, required_scopes, query)
+            missing_scopes(&record.key.effective_scopes, required_scopes, query)
         } else {
             Vec::new()
         };

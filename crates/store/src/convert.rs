@@ -40,6 +40,7 @@ pub(crate) fn to_domain(row: api_key::Model) -> Result<ApiKey> {
         credit_source,
     } = row;
     let scopes: BTreeSet<String> = serde_json::from_str(&scopes).map_err(|e| corrupt("scopes", e))?;
+    let scopes_copy = scopes.clone();
     let networks: BTreeSet<String> = serde_json::from_str(&networks).map_err(|e| corrupt("networks", e))?;
     let metadata: BTreeMap<String, String> = serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", e))?;
     let rate_limits = serde_json::from_str(&rate_limits).map_err(|e| corrupt("rate_limits", e))?;
@@ -67,6 +68,9 @@ pub(crate) fn to_domain(row: api_key::Model) -> Result<ApiKey> {
         metadata,
         rate_limits,
         credit_source,
+        // Roles come from their own table: a read holding them fills these in.
+        roles: BTreeSet::new(),
+        effective_scopes: scopes_copy,
     })
 }
 
@@ -93,6 +97,8 @@ pub(crate) fn to_row(key: &ApiKey) -> Result<api_key::ActiveModel> {
         metadata,
         rate_limits,
         credit_source,
+        roles: _,
+        effective_scopes: _,
     } = key.clone();
     Ok(api_key::ActiveModel {
         number: sea_orm::ActiveValue::NotSet,

@@ -2,10 +2,12 @@
 
 mod events;
 mod holds;
+mod roles;
 
 pub use self::{
     events::{expiry_notice, webhook_attempt, webhook_delivery, webhook_endpoint, webhook_event},
     holds::{credit_hold, credit_hold_amount},
+    roles::{api_key_role, role},
 };
 
 /// `api_keys`: one row per key; `number` is the stable integer id and the keyset order.

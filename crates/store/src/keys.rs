@@ -32,6 +32,7 @@ use crate::{
     db::db_error,
     entity::api_key,
     lookup::{Read, SECRET_EXPIRES_AT, SECRET_HASH},
+    roles::{KeyRow, with_roles},
 };
 
 /// A key with every secret that can still find it, as the verification cache holds it.
@@ -160,7 +161,10 @@ impl Store {
         if let Some(after) = query.after {
             select = select.filter(api_key::Column::Number.gt(after));
         }
-        select.all(self.db()?).await.map_err(db_error)?.into_iter().map(to_domain).collect()
+        let db = self.db()?;
+        let rows =
+            with_roles(select, db.get_database_backend()).into_model::<KeyRow>().all(db).await.map_err(db_error)?;
+        rows.into_iter().map(KeyRow::into_key).collect()
     }
 
     /// Whether an active, unexpired key holds exactly the `admin` scope. The LIKE only
@@ -196,13 +200,15 @@ fn record_from_rows(rows: &[&QueryResult]) -> Result<Option<KeyRecord>> {
             SecretHash::from_hex(&hash).ok_or_else(|| Error::internal("stored secret_hash is not 64 hex digits"))?;
         secrets.push(StoredSecret { hash, expires_at: row.try_get("", SECRET_EXPIRES_AT).map_err(db_error)? });
     }
-    let key = to_domain(api_key::Model::from_query_result(first, "").map_err(db_error)?)?;
+    let key = KeyRow::from_query_result(first, "").map_err(db_error)?.into_key()?;
     Ok(Some(KeyRecord { key: Arc::new(key), secrets, encoded_key: OnceLock::new() }))
 }
 
+/// The key with this id, holding its roles.
 pub(crate) async fn find_row(conn: &impl ConnectionTrait, id: Uuid) -> Result<ApiKey> {
-    let row = api_key::Entity::find().filter(api_key::Column::Id.eq(id)).one(conn).await.map_err(db_error)?;
-    to_domain(row.ok_or_else(|| Error::key_not_found(id.to_string()))?)
+    let select = with_roles(api_key::Entity::find().filter(api_key::Column::Id.eq(id)), conn.get_database_backend());
+    let row = select.into_model::<KeyRow>().one(conn).await.map_err(db_error)?;
+    row.ok_or_else(|| Error::key_not_found(id.to_string()))?.into_key()
 }
 
 pub(crate) async fn find_in_reach(conn: &impl ConnectionTrait, id: Uuid, reach: &Reach) -> Result<ApiKey> {

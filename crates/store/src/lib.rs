@@ -8,7 +8,7 @@
 //! their ledger entries; `credits` what callers see of them; `charge` the batched
 //! debits of verifications; `holds` credit holds, their settlement and expiry sweep;
 //! `refill` refill schedules; `usage` usage counters; `rate`
-//! shared rate-limit buckets; `rpc_keys` RPC provider keys; `changes` cross-replica
+//! shared rate-limit buckets; `rpc_keys` RPC provider keys; `roles` roles and the keys holding them; `changes` cross-replica
 //! change notifications; `audit` reading the audit log; `outbox` events and their
 //! deliveries; `webhooks` webhook endpoints; `expiry` the sweep for expiry events;
 //! `alerts` the balance alerts (`credits.low`, `credits.exhausted`); `pools` owners'
@@ -34,6 +34,7 @@ mod outbox;
 mod pools;
 mod rate;
 mod refill;
+mod roles;
 mod rpc_keys;
 mod sql;
 mod usage;

@@ -100,10 +100,10 @@ impl Read {
 }
 
 /// A key once per secret that `which` selects, with that secret's hash and expiry as
-/// `secret_hash` and `secret_expires_at`. The key's columns keep their own names, so
+/// `secret_hash` and `secret_expires_at`, and its roles (`role_data`). The key's columns keep their own names, so
 /// decoding a row looks each name up as it is, with no prefix to format per column.
 fn secrets_with_key(which: Expr, backend: DbBackend) -> Statement {
-    api_key::Entity::find()
+    crate::roles::with_roles(api_key::Entity::find(), backend)
         .join(JoinType::InnerJoin, api_key_secret::Relation::ApiKey.def().rev())
         .column_as(api_key_secret::Column::SecretHash, SECRET_HASH)
         .column_as(api_key_secret::Column::ExpiresAt, SECRET_EXPIRES_AT)

@@ -430,7 +430,7 @@ type UpdateApiKeyRequest struct {
 	// The key with its id and the new values.
 	ApiKey *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
 	// Fields to change: name, scopes, networks, status, expire_time, metadata,
-	// usage_limited, credit_refills, rate_limits. May be empty when credit_deltas or import_secret is set.
+	// usage_limited, credit_refills, rate_limits, roles. May be empty when credit_deltas or import_secret is set.
 	// A revoked key refuses every update (FAILED_PRECONDITION) unless status is among them:
 	// then it is brought back with that status and the other changes, all or nothing, judged
 	// as UndeleteApiKey judges it (the right to undelete the key, within the retention

@@ -41,6 +41,14 @@ pub struct CreateKey {
     pub credit_source: crate::model::CreditSource,
     /// A secret brought from elsewhere instead of a generated one.
     pub import_secret: Option<SecretString>,
+    /// The roles the key is to hold, by name, each with its scopes (the request names
+    /// them; the server fills in their scopes from the store, as [`key_owner`] finds them).
+    pub roles: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// The owner of a key created with `owner` asked for: the caller's own unless it names one.
+pub fn key_owner<'a>(caller: &'a Caller, owner: &'a str) -> &'a str {
+    if owner.is_empty() { caller.owner() } else { owner }
 }
 
 /// What a creation writes, and the secret shown once.
@@ -89,6 +97,7 @@ pub fn create_key(
         rate_limits,
         credit_source,
         import_secret,
+        roles,
     } = command;
     admit_create(caller, import_secret.is_some())?;
     let environment = settings.environments.resolve(&environment).ok_or_else(|| {
@@ -97,7 +106,7 @@ pub fn create_key(
             format!("unknown environment; use one of {}", settings.environments.names().join(", ")),
         )
     })?;
-    let owner = if owner.is_empty() { caller.owner().to_owned() } else { owner };
+    let owner = key_owner(caller, &owner).to_owned();
     // A key belongs to its creator's organisation unless the request names another.
     let (own_id, own_name) = caller.organization();
     let (organization_id, organization_name) = if organization_id.is_empty() || organization_id == own_id {
@@ -116,7 +125,7 @@ pub fn create_key(
         }
     });
     let secret = import_secret.unwrap_or_else(|| secret::generate(&environment.key_prefix));
-    let key = ApiKey {
+    let mut key = ApiKey {
         id: Uuid::now_v7(),
         number: 0,
         name,
@@ -138,7 +147,10 @@ pub fn create_key(
         metadata,
         rate_limits,
         credit_source,
+        roles: BTreeSet::new(),
+        effective_scopes: BTreeSet::new(),
     };
+    key.hold_roles(roles.iter().map(|(name, scopes)| (name.as_str(), scopes)));
     // Initial balances and refills mint credits; thresholds are set by the same right.
     policy::authorize_new_key(caller, &key, !credits.is_empty() || !refills.is_empty() || !low_thresholds.is_empty())?;
     let new = NewApiKey {

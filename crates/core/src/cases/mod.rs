@@ -7,7 +7,7 @@ mod create;
 mod limits;
 mod mutate;
 
-pub use create::{CreateKey, Creation, admit_create, create_key};
+pub use create::{CreateKey, Creation, admit_create, create_key, key_owner};
 pub use limits::{admit_set_limits, limits_owner};
 pub use mutate::{
     Restore, Update, UpdateKey, admit_rotation, admit_update, authorize_key_mutation, quota_owner, restorable,

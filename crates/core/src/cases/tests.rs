@@ -67,6 +67,8 @@ fn key(scopes: &[&str], expires_at: Option<DateTime<Utc>>) -> ApiKey {
         metadata: Default::default(),
         rate_limits: vec![],
         credit_source: Default::default(),
+        roles: BTreeSet::new(),
+        effective_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
     }
 }
 
@@ -93,6 +95,7 @@ fn command(environment: &str) -> CreateKey {
         rate_limits: vec![],
         credit_source: Default::default(),
         import_secret: None,
+        roles: Default::default(),
     }
 }
 

@@ -27,6 +27,8 @@ fn caller(scopes: &[&str]) -> Caller {
         metadata: Default::default(),
         rate_limits: vec![],
         credit_source: Default::default(),
+        roles: BTreeSet::new(),
+        effective_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
     }))
 }
 

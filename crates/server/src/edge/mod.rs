@@ -125,7 +125,7 @@ static FAILURE_LINES: LineThrottle = LineThrottle::new();
 /// `RateLimit-Policy` / `RateLimit` fields of the limits applied.
 fn upstream_headers(verification: &Verification) -> Vec<Header> {
     let Some(key) = verification.key() else { return Vec::new() };
-    let scopes = key.scopes.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
+    let scopes = key.effective_scopes.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
     let mut headers: Vec<Header> = vec![
         (Cow::Borrowed("x-keyward-key-id"), key.id.to_string()),
         (Cow::Borrowed("x-keyward-owner"), key.owner.clone()),

@@ -74,7 +74,8 @@ impl ApiKeyServiceImpl {
         // Callers without the right are refused before their request is read.
         cases::admit_create(caller, !request.import_secret.is_empty())?;
         let now = Utc::now();
-        let checked = requests::create(request, &self.inner.settings.environments, now)?;
+        let mut checked = requests::create(request, &self.inner.settings.environments, now)?;
+        self.resolve_roles(caller, &mut checked.command).await?;
         let hasher = self.inner.verifier.hasher();
         let creation = cases::create_key(caller, checked.command, &self.inner.settings, hasher, now)?;
         let mutation = Mutation { actor: caller.subject(), request_id: checked.request_id, now };
@@ -85,6 +86,22 @@ impl ApiKeyServiceImpl {
             api_key: Some(self.with_balances(&key).await?),
             secret: creation.secret.expose_secret().to_owned(),
         })
+    }
+
+    /// Fills in the scopes of the roles a new key is to hold, as its owner's roles (and
+    /// global ones) have them. Only for an owner in reach: another's role names are not
+    /// the caller's to probe.
+    async fn resolve_roles(&self, caller: &Caller, command: &mut cases::CreateKey) -> Result<()> {
+        if command.roles.is_empty() {
+            return Ok(());
+        }
+        let owner = cases::key_owner(caller, &command.owner).to_owned();
+        policy::authorize_owner(caller, Action::CreateKey, &owner)?;
+        let names = command.roles.keys().cloned().collect();
+        for role in self.inner.store.roles_for_key(&owner, &names).await? {
+            command.roles.insert(role.name, role.scopes);
+        }
+        Ok(())
     }
 
     async fn get(&self, caller: &Caller, asked: &str) -> Result<ApiKey> {

@@ -2,7 +2,7 @@
 //! once in one `BadRequest`, and the result handed over as core's commands. Rights and
 //! rules are not decided here; core's use cases decide them.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use chrono::{DateTime, Utc};
 use keyward_core::{
@@ -79,7 +79,7 @@ pub(super) struct Verification {
     pub(super) hold: Option<(Vec<Credit>, chrono::TimeDelta)>,
 }
 
-pub(crate) const UPDATABLE_FIELDS: [&str; 11] = [
+pub(crate) const UPDATABLE_FIELDS: [&str; 12] = [
     "name",
     "scopes",
     "networks",
@@ -91,6 +91,7 @@ pub(crate) const UPDATABLE_FIELDS: [&str; 11] = [
     "credit_low_thresholds",
     "rate_limits",
     "credit_source",
+    "roles",
 ];
 
 pub(super) fn create(
@@ -128,6 +129,8 @@ pub(super) fn create(
         rate_limits,
         credit_low_thresholds,
         credit_source,
+        roles,
+        effective_scopes: _,
     } = api_key;
     checks.name("api_key.name", &name);
     let credit_source = credit_source_in(&mut checks, credit_source);
@@ -140,6 +143,7 @@ pub(super) fn create(
     checks.subject("api_key.organization_name", &organization_name);
     let environment = environment_name(&mut checks, "api_key.environment", &environment, environments);
     let scopes = checks.labels("api_key.scopes", &scopes);
+    let roles = checks.role_names("api_key.roles", &roles).into_iter().map(|name| (name, BTreeSet::new())).collect();
     let networks = checks.labels("api_key.networks", &networks);
     let metadata = checks.metadata("api_key.metadata", &metadata);
     let status = match v1::ApiKeyStatus::try_from(status) {
@@ -172,6 +176,7 @@ pub(super) fn create(
         rate_limits,
         credit_source,
         import_secret,
+        roles,
     };
     Ok(Checked { command, request_id })
 }
@@ -208,6 +213,8 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
         rate_limits,
         credit_low_thresholds,
         credit_source,
+        roles,
+        effective_scopes: _,
     } = api_key;
     let key = checks.key_ref("api_key.id", &id);
     let paths = update_mask.map(|mask| mask.paths).unwrap_or_default();
@@ -246,6 +253,7 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
                     Some(checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits)));
             }
             "credit_source" => patch.credit_source = Some(credit_source_in(&mut checks, credit_source)),
+            "roles" => patch.roles = Some(checks.role_names("api_key.roles", &roles)),
             "credits" => checks.fail(
                 format!("update_mask.paths[{index}]"),
                 "balances change through credit_deltas, AdjustCredits, charges and refills",

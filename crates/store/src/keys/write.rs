@@ -14,7 +14,7 @@ use keyward_core::{
 };
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, ExprTrait, QueryFilter, QuerySelect, SqlErr,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, ExprTrait, QueryFilter, QuerySelect, SqlErr,
     sea_query::Expr,
 };
 use uuid::Uuid;
@@ -25,11 +25,12 @@ use super::{
 };
 use crate::{
     Store, alerts,
-    convert::{to_domain, to_row},
+    convert::to_row,
     db::db_error,
     entity::{api_key, api_key_secret, credit_balance, credit_refill},
     envelope::{Claim, Envelope, Mutation},
     ledger, refill,
+    roles::{KeyRow, find_roles, link_roles, require_roles, with_roles},
 };
 
 /// One UpdateApiKey: field changes, credit deltas and a new secret, applied together.
@@ -75,7 +76,17 @@ impl Store {
         refill::replace_refills(&txn, key.id, &new.refills, mutation.now).await?;
         alerts::replace_thresholds(&txn, key.id, &new.low_thresholds).await?;
         alerts::settle(&txn, &[key.id], mutation.now).await?;
+        let roles = require_roles(&txn, &key.owner, &key.roles).await?;
+        link_roles(&txn, key.id, &roles).await?;
         let created = find_row(&txn, key.id).await?;
+        // The scopes were judged from the roles as read before this transaction; a role
+        // changed since would grant what was not judged.
+        if created.effective_scopes != key.effective_scopes {
+            return Err(Error::FailedPrecondition {
+                reason: "ROLE_CHANGED",
+                message: "a role of the key changed while it was being created; retry the request".to_owned(),
+            });
+        }
         envelope.record_key(&txn, &created, None).await?;
         txn.commit().await.map_err(db_error)?;
         debug_assert_eq!(created.number, inserted.last_insert_id);
@@ -108,7 +119,14 @@ impl Store {
         if restoring {
             update.restore.admit(&key, mutation.now)?;
         }
-        let next = update.patch.apply(&key, mutation.now)?;
+        let mut next = update.patch.apply(&key, mutation.now)?;
+        // The key as it becomes holds its roles' scopes as they are now: the ceiling rule
+        // judges them with its own.
+        let roles = match &update.patch.roles {
+            Some(names) => require_roles(&txn, &next.owner, names).await?,
+            None => find_roles(&txn, &next.owner, &key.roles).await?,
+        };
+        next.hold_roles(roles.iter().map(|role| (role.name.as_str(), &role.scopes)));
         authority.admit_outcome(&next)?;
         let arrival = if restoring {
             Some(Arrival::Joins)
@@ -129,6 +147,9 @@ impl Store {
                 .exec(&txn)
                 .await
                 .map_err(db_error)?;
+        }
+        if update.patch.roles.is_some() {
+            link_roles(&txn, id, &roles).await?;
         }
         if let Some(refills) = &update.patch.refills {
             refill::replace_refills(&txn, id, refills, mutation.now).await?;
@@ -256,14 +277,9 @@ impl Store {
 /// The target of a mutation, read under a row lock (PostgreSQL; SQLite's write
 /// transaction already excludes other writers) and admitted by the caller's authority.
 pub(crate) async fn lock_target(txn: &DatabaseTransaction, id: Uuid, authority: &Authority) -> Result<ApiKey> {
-    let row = api_key::Entity::find()
-        .filter(api_key::Column::Id.eq(id))
-        .lock_exclusive()
-        .one(txn)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| Error::key_not_found(id.to_string()))?;
-    let key = to_domain(row)?;
+    let select = with_roles(api_key::Entity::find().filter(api_key::Column::Id.eq(id)), txn.get_database_backend());
+    let row = select.lock_exclusive().into_model::<KeyRow>().one(txn).await.map_err(db_error)?;
+    let key = row.ok_or_else(|| Error::key_not_found(id.to_string()))?.into_key()?;
     authority.admit(&key)?;
     Ok(key)
 }
