@@ -4,7 +4,7 @@
 //! middle of captures loses none answered OK.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -93,7 +93,14 @@ async fn holds_charges_and_settlements_racing_stay_exact(backend: Backend) {
     .await;
     done.store(true, Ordering::SeqCst);
     let won: Vec<&str> = settlements.iter().filter_map(|outcome| outcome.as_ref().ok().copied()).collect();
-    assert_eq!(won.len(), held.len(), "one settlement of each hold");
+    let failures: Vec<String> = settlements
+        .iter()
+        .filter_map(|outcome| outcome.as_ref().err())
+        .map(|status| format!("{:?}: {}", status.code(), status.message()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(won.len(), held.len(), "one settlement of each hold; the losers were told {failures:?}");
     assert!(
         settlements
             .iter()
