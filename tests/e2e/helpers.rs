@@ -194,6 +194,11 @@ impl TestApp {
     }
 
     pub(crate) async fn count_rows(&self, table: &str) -> i64 {
+        self.try_count_rows(table).await.expect("count")
+    }
+
+    /// [`Self::count_rows`], or the error of a database too busy to answer in time.
+    pub(crate) async fn try_count_rows(&self, table: &str) -> Result<i64, sea_orm::DbErr> {
         let row = self
             .running()
             .store
@@ -202,10 +207,9 @@ impl TestApp {
                 self.running().store.connection().get_database_backend(),
                 format!("SELECT COUNT(*) AS n FROM {table}"),
             ))
-            .await
-            .expect("count")
+            .await?
             .expect("a row");
-        row.try_get::<i64>("", "n").expect("count column")
+        Ok(row.try_get::<i64>("", "n").expect("count column"))
     }
 }
 

@@ -77,13 +77,13 @@ pub(crate) async fn holds_of(channel: &Channel, key_id: &str, live_only: bool) -
 /// Rows of `credit_balances` whose reservation is out of line: below 0, above the
 /// balance, or not the sum of the live holds of its account (key or pool) and unit. Always 0.
 pub(crate) async fn reservations_out_of_line(app: &TestApp) -> i64 {
-    app.count_rows(
-        "credit_balances b WHERE b.held < 0 OR b.held > b.balance OR b.held <> \
-         (SELECT COALESCE(SUM(a.amount), 0) FROM credit_hold_amounts a JOIN credit_holds h ON h.id = a.hold_id \
-          WHERE COALESCE(h.pool_id, h.key_id) = b.key_id AND a.unit = b.unit AND h.state = 'live')",
-    )
-    .await
+    app.count_rows(OUT_OF_LINE).await
 }
+
+/// The balances whose reservation is not what their live holds reserve, or not within them.
+pub(crate) const OUT_OF_LINE: &str = "credit_balances b WHERE b.held < 0 OR b.held > b.balance OR b.held <> \
+    (SELECT COALESCE(SUM(a.amount), 0) FROM credit_hold_amounts a JOIN credit_holds h ON h.id = a.hold_id \
+     WHERE COALESCE(h.pool_id, h.key_id) = b.key_id AND a.unit = b.unit AND h.state = 'live')";
 
 fn state(hold: &v1::CreditHold) -> v1::CreditHoldState {
     v1::CreditHoldState::try_from(hold.state).unwrap_or_default()

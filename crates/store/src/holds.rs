@@ -248,14 +248,33 @@ async fn try_settle(
         Settle::Capture(amounts) => (HoldState::Captured, Some(hold.capture(amounts)?)),
         Settle::Release => (HoldState::Released, None),
     };
+    let charged_of = |unit: &str| {
+        charged
+            .as_ref()
+            .and_then(|charged| charged.iter().find(|credit| credit.unit == unit))
+            .map_or(0, |credit| credit.amount)
+    };
+    // What is this hold's own comes first. The balance row is shared by every settlement and
+    // charge of the account, so it is taken last and held over the fewest statements.
+    end_hold(&txn, hold.id, state, mutation.now, mutation.request_id.as_deref()).await?;
+    if charged.is_some() {
+        for reserved in &hold.amounts {
+            credit_hold_amount::Entity::update_many()
+                .col_expr(credit_hold_amount::Column::Captured, Expr::value(charged_of(&reserved.unit)))
+                .filter(credit_hold_amount::Column::HoldId.eq(hold.id))
+                .filter(credit_hold_amount::Column::Unit.eq(reserved.unit.clone()))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+        }
+    }
+    envelope.record(&txn).await?;
+    let settled = read_hold(&txn, id).await?.ok_or_else(|| hold_not_found(id))?;
     let mut ledger = Vec::new();
     for reserved in &hold.amounts {
-        let amount = charged
-            .as_ref()
-            .and_then(|charged| charged.iter().find(|credit| credit.unit == reserved.unit))
-            .map_or(0, |credit| credit.amount);
+        let amount = charged_of(&reserved.unit);
         let balance = unreserve(&txn, hold.account(), reserved, amount).await?;
-        if let Some(charged) = &charged {
+        if charged.is_some() {
             let mut row = ledger_row(
                 hold.account(),
                 &reserved.unit,
@@ -269,21 +288,13 @@ async fn try_settle(
             row.hold_id = Set(Some(hold.id));
             row.spent_by = Set(hold.pool_id.map(|_| hold.key_id));
             ledger.push(row);
-            let captured = charged.iter().find(|credit| credit.unit == reserved.unit).map_or(0, |credit| credit.amount);
-            credit_hold_amount::Entity::update_many()
-                .col_expr(credit_hold_amount::Column::Captured, Expr::value(captured))
-                .filter(credit_hold_amount::Column::HoldId.eq(hold.id))
-                .filter(credit_hold_amount::Column::Unit.eq(reserved.unit.clone()))
-                .exec(&txn)
-                .await
-                .map_err(db_error)?;
         }
     }
-    insert_ledger(&txn, ledger).await?;
-    end_hold(&txn, hold.id, state, mutation.now, mutation.request_id.as_deref()).await?;
-    alerts::settle(&txn, &[hold.account()], mutation.now).await?;
-    envelope.record(&txn).await?;
-    let settled = read_hold(&txn, id).await?.ok_or_else(|| hold_not_found(id))?;
+    // A release moves no balance, so it crosses no alert line.
+    if charged.is_some() {
+        insert_ledger(&txn, ledger).await?;
+        alerts::settle(&txn, &[hold.account()], mutation.now).await?;
+    }
     txn.commit().await.map_err(db_error)?;
     Ok(settled)
 }
