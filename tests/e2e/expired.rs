@@ -194,7 +194,7 @@ fn status_enums(value: &Value, found: &mut Vec<Vec<String>>) {
             object.values().for_each(|value| status_enums(value, found));
         }
         Value::Array(values) => values.iter().for_each(|value| status_enums(value, found)),
-        _ => {}
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
     }
 }
 
