@@ -146,6 +146,15 @@ async fn expiry_events_are_written_once_by_two_sweeping_replicas() {
         assert_eq!(of_key, ["api_key.expiring", "api_key.expired"], "{id}");
     }
     assert!(deliveries.iter().all(|d| d["payload"]["data"]["expireTime"].is_string()));
+    // Each carries the key as it reads when the event is written: active before its
+    // expiry, expired after.
+    for delivery in &deliveries {
+        let status = match delivery["payload"]["type"].as_str().unwrap() {
+            "api_key.expiring" => "API_KEY_STATUS_ACTIVE",
+            _ => "API_KEY_STATUS_EXPIRED",
+        };
+        assert_eq!(delivery["payload"]["data"]["apiKey"]["status"], status, "{delivery:#?}");
+    }
     drop((first, second));
     app.stop().await;
 }

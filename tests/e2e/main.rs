@@ -15,6 +15,7 @@ mod edge_listener;
 mod escalation;
 mod event_replicas;
 mod events;
+mod expired;
 mod exposure;
 mod gateway;
 mod hardening;

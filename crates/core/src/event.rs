@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::model::{ApiKey, AuditAction, CreditSource, KeyStatus, Role};
+use crate::model::{ApiKey, AuditAction, CreditSource, Role, ShownStatus};
 
 /// What an event tells of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,8 +116,9 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// The key as the REST API shows it (proto3 JSON names); no secret, only its mask.
-pub fn key_json(key: &ApiKey) -> Value {
+/// The key as the REST API shows it at `now` (proto3 JSON names; an active key past its
+/// expiry reads EXPIRED); no secret, only its mask.
+pub fn key_json(key: &ApiKey, now: DateTime<Utc>) -> Value {
     let ApiKey {
         id,
         number,
@@ -130,7 +131,7 @@ pub fn key_json(key: &ApiKey) -> Value {
         environment,
         scopes,
         networks,
-        status,
+        status: _,
         usage_limited,
         created_at,
         updated_at,
@@ -147,10 +148,11 @@ pub fn key_json(key: &ApiKey) -> Value {
         CreditSource::Key => "CREDIT_SOURCE_KEY",
         CreditSource::Owner => "CREDIT_SOURCE_OWNER",
     };
-    let status = match status {
-        KeyStatus::Active => "API_KEY_STATUS_ACTIVE",
-        KeyStatus::Inactive => "API_KEY_STATUS_INACTIVE",
-        KeyStatus::Revoked => "API_KEY_STATUS_REVOKED",
+    let status = match key.status_at(now) {
+        ShownStatus::Active => "API_KEY_STATUS_ACTIVE",
+        ShownStatus::Inactive => "API_KEY_STATUS_INACTIVE",
+        ShownStatus::Revoked => "API_KEY_STATUS_REVOKED",
+        ShownStatus::Expired => "API_KEY_STATUS_EXPIRED",
     };
     let limits: Vec<Value> = rate_limits
         .iter()
@@ -200,29 +202,30 @@ pub struct Author<'a> {
     pub request_id: Option<&'a str>,
 }
 
-/// `data` of a key mutation's event: the key as it is now, as it was (for an update)
-/// and who changed it.
-pub fn key_change(key: &ApiKey, previous: Option<&ApiKey>, author: Author<'_>) -> Value {
+/// `data` of a key mutation's event: the key as it is at `now`, as it was (for an
+/// update) and who changed it.
+pub fn key_change(key: &ApiKey, previous: Option<&ApiKey>, author: Author<'_>, now: DateTime<Utc>) -> Value {
     let mut data = json!({
-        "apiKey": key_json(key),
+        "apiKey": key_json(key, now),
         "actor": author.actor,
         "requestId": author.request_id,
     });
     if let (Some(previous), Some(object)) = (previous, data.as_object_mut()) {
-        object.insert("previousApiKey".to_owned(), key_json(previous));
+        object.insert("previousApiKey".to_owned(), key_json(previous, now));
     }
     data
 }
 
-/// `data` of a time event: the key and the expiry it is about.
-pub fn key_expiry(key: &ApiKey, expires_at: DateTime<Utc>) -> Value {
-    json!({ "apiKey": key_json(key), "expireTime": rfc3339(expires_at) })
+/// `data` of a time event at `now`: the key and the expiry it is about (`api_key.expired`
+/// is written once the expiry passed, so its key reads EXPIRED).
+pub fn key_expiry(key: &ApiKey, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Value {
+    json!({ "apiKey": key_json(key, now), "expireTime": rfc3339(expires_at) })
 }
 
-/// `data` of a balance event: the key, the unit, its balance and, for `credits.low`, the
-/// threshold crossed.
-pub fn balance_alert(key: &ApiKey, unit: &str, balance: i64, threshold: Option<i64>) -> Value {
-    let mut data = json!({ "apiKey": key_json(key), "unit": unit, "balance": balance.to_string() });
+/// `data` of a balance event at `now`: the key, the unit, its balance and, for
+/// `credits.low`, the threshold crossed.
+pub fn balance_alert(key: &ApiKey, unit: &str, balance: i64, threshold: Option<i64>, now: DateTime<Utc>) -> Value {
+    let mut data = json!({ "apiKey": key_json(key, now), "unit": unit, "balance": balance.to_string() });
     if let (Some(threshold), Some(object)) = (threshold, data.as_object_mut()) {
         object.insert("threshold".to_owned(), Value::String(threshold.to_string()));
     }
@@ -243,12 +246,12 @@ pub fn pool_balance_alert(owner: &str, environment: &str, unit: &str, balance: i
     data
 }
 
-/// `data` of `credits.hold_expired`: the key, the hold and what it had reserved.
-pub fn hold_expired(key: &ApiKey, hold: &crate::hold::Hold) -> Value {
+/// `data` of `credits.hold_expired` at `now`: the key, the hold and what it had reserved.
+pub fn hold_expired(key: &ApiKey, hold: &crate::hold::Hold, now: DateTime<Utc>) -> Value {
     let amounts: Vec<Value> =
         hold.amounts.iter().map(|credit| json!({ "unit": credit.unit, "amount": credit.amount.to_string() })).collect();
     json!({
-        "apiKey": key_json(key),
+        "apiKey": key_json(key, now),
         "holdId": hold.id.to_string(),
         "amounts": amounts,
         "expireTime": rfc3339(hold.expires_at),

@@ -40,6 +40,21 @@ impl KeyStatus {
     }
 }
 
+/// A key's status as the API shows it at a moment: the stored [`KeyStatus`], but an active
+/// key whose expiry has passed reads [`ShownStatus::Expired`]. Computed, never stored, so
+/// that no sweep has to catch up with the clock; [`ApiKey::status_at`] alone decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShownStatus {
+    /// Active and unexpired: verifies.
+    Active,
+    /// Disabled, reversibly.
+    Inactive,
+    /// Soft-deleted.
+    Revoked,
+    /// Active, but past its expiry: does not verify until the expiry is moved or cleared.
+    Expired,
+}
+
 /// Whose balances a key's verifications charge and hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum CreditSource {
@@ -131,6 +146,17 @@ impl ApiKey {
     /// Whether the key has expired at `now`.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The status the API shows at `now`: only an active key reads expired, so a disabled
+    /// or revoked key keeps saying what was done to it.
+    pub fn status_at(&self, now: DateTime<Utc>) -> ShownStatus {
+        match self.status {
+            KeyStatus::Active if self.is_expired(now) => ShownStatus::Expired,
+            KeyStatus::Active => ShownStatus::Active,
+            KeyStatus::Inactive => ShownStatus::Inactive,
+            KeyStatus::Revoked => ShownStatus::Revoked,
+        }
     }
 
     /// Gives the key exactly these roles, each with its scopes, and its effective scopes

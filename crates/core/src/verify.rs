@@ -164,6 +164,29 @@ mod tests {
     }
 
     #[test]
+    fn an_active_key_reads_expired_exactly_when_it_verifies_expired() {
+        use crate::model::ShownStatus;
+        let now = Utc::now();
+        let second = chrono::Duration::seconds(1);
+        let mut key = key(now);
+        for (expires_at, shown) in [
+            (None, ShownStatus::Active),
+            (Some(now + second), ShownStatus::Active),
+            (Some(now), ShownStatus::Expired),
+            (Some(now - second), ShownStatus::Expired),
+        ] {
+            key.expires_at = expires_at;
+            assert_eq!(key.status_at(now), shown, "{expires_at:?}");
+            assert_eq!(judge(&key, None, &[], None, "", now) == Verdict::Expired, shown == ShownStatus::Expired);
+        }
+        // A disabled or revoked key keeps saying what was done to it.
+        key.status = KeyStatus::Inactive;
+        assert_eq!(key.status_at(now), ShownStatus::Inactive);
+        key.status = KeyStatus::Revoked;
+        assert_eq!(key.status_at(now), ShownStatus::Revoked);
+    }
+
+    #[test]
     fn a_key_with_no_network_fails_every_named_network_even_the_reserved_label() {
         let now = Utc::now();
         let key = ApiKey { networks: [NO_NETWORK.to_owned()].into(), ..key(now) };

@@ -21,10 +21,11 @@ pub(crate) fn key_number(segment: &str) -> Option<String> {
     segment.parse::<i64>().ok().filter(|number| *number > 0).map(|number| number.to_string())
 }
 
-/// A key's status in the surfaces' lower-case words.
+/// A key's status in the surfaces' lower-case words. Their vocabularies have no expired:
+/// an expired key reads active, as it is stored, beside the expiry the answers show.
 pub(crate) fn status_name(status: i32) -> String {
     match v1::ApiKeyStatus::try_from(status) {
-        Ok(v1::ApiKeyStatus::Active) => "active",
+        Ok(v1::ApiKeyStatus::Active | v1::ApiKeyStatus::Expired) => "active",
         Ok(v1::ApiKeyStatus::Inactive) => "inactive",
         Ok(v1::ApiKeyStatus::Revoked) => "revoked",
         Ok(v1::ApiKeyStatus::Unspecified) | Err(_) => "unknown",

@@ -4,7 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use keyward_core::{
     credit::{Credit, LedgerEntry, Refill, RefillPeriod},
-    model::{ApiKey, CreditSource, KeyStatus},
+    model::{ApiKey, CreditSource, ShownStatus},
     rate::{RateLimit, RateLimitInput},
     verify::Verdict,
 };
@@ -25,11 +25,12 @@ pub(crate) fn from_timestamp(at: &prost_types::Timestamp) -> Option<DateTime<Utc
     Utc.timestamp_opt(at.seconds, nanos).single()
 }
 
-pub(crate) fn status(status: KeyStatus) -> v1::ApiKeyStatus {
+pub(crate) fn status(status: ShownStatus) -> v1::ApiKeyStatus {
     match status {
-        KeyStatus::Active => v1::ApiKeyStatus::Active,
-        KeyStatus::Inactive => v1::ApiKeyStatus::Inactive,
-        KeyStatus::Revoked => v1::ApiKeyStatus::Revoked,
+        ShownStatus::Active => v1::ApiKeyStatus::Active,
+        ShownStatus::Inactive => v1::ApiKeyStatus::Inactive,
+        ShownStatus::Revoked => v1::ApiKeyStatus::Revoked,
+        ShownStatus::Expired => v1::ApiKeyStatus::Expired,
     }
 }
 
@@ -69,14 +70,14 @@ pub(crate) fn refill(refill: &Refill) -> v1::CreditRefill {
     v1::CreditRefill { unit: refill.unit.clone(), amount: refill.amount, period: period.into() }
 }
 
-/// A key with its balances, refill schedules and low-balance thresholds.
-pub(crate) fn api_key_with_credits(key: &ApiKey, view: CreditView) -> v1::ApiKey {
+/// A key with its balances, refill schedules and low-balance thresholds, as it reads at `now`.
+pub(crate) fn api_key_with_credits(key: &ApiKey, view: CreditView, now: DateTime<Utc>) -> v1::ApiKey {
     let CreditView { balances, refills, low_thresholds } = view;
     v1::ApiKey {
         credits: credits(&balances),
         credit_refills: refills.iter().map(refill).collect(),
         credit_low_thresholds: credits(&low_thresholds),
-        ..api_key(key)
+        ..api_key(key, now)
     }
 }
 
@@ -119,14 +120,19 @@ pub(crate) fn credit_hold(hold: &keyward_core::hold::Hold) -> v1::CreditHold {
     }
 }
 
-/// A found key's encoding for a verification answer, made once per record: the record
-/// is cached, and this is most of what a cached verification would otherwise build.
-pub(crate) fn encoded_api_key(record: &KeyRecord) -> Bytes {
-    record.encoded_key.get_or_init(|| api_key(&record.key).encode_to_vec().into()).clone()
+/// A found key's encoding for a verification answer at `now`, made once per record: the
+/// record is cached, and this is most of what a cached verification would otherwise build.
+/// The cached encoding is of the key before its expiry; an answer about an expired key
+/// (refused, so off the hot path) encodes it afresh to say EXPIRED.
+pub(crate) fn encoded_api_key(record: &KeyRecord, now: DateTime<Utc>) -> Bytes {
+    if record.key.status_at(now) == ShownStatus::Expired {
+        return api_key(&record.key, now).encode_to_vec().into();
+    }
+    record.encoded_key.get_or_init(|| api_key(&record.key, now).encode_to_vec().into()).clone()
 }
 
-/// The proto form of a key; the secret is never part of either.
-pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
+/// The proto form of a key as it reads at `now`; the secret is never part of either.
+pub(crate) fn api_key(key: &ApiKey, now: DateTime<Utc>) -> v1::ApiKey {
     let ApiKey {
         id,
         number,
@@ -139,7 +145,7 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         environment,
         scopes,
         networks,
-        status: key_status,
+        status: _,
         usage_limited,
         created_at,
         updated_at,
@@ -164,7 +170,7 @@ pub(crate) fn api_key(key: &ApiKey) -> v1::ApiKey {
         environment: environment.clone(),
         scopes: scopes.iter().cloned().collect(),
         networks: networks.iter().cloned().collect(),
-        status: status(*key_status).into(),
+        status: status(key.status_at(now)).into(),
         usage_limited: *usage_limited,
         create_time: Some(timestamp(*created_at)),
         update_time: Some(timestamp(*updated_at)),

@@ -204,7 +204,7 @@ pub(crate) async fn emit(txn: &DatabaseTransaction, fired: Vec<Alert>, now: Date
                 Subject::Pool(pool) => {
                     event::pool_balance_alert(&pool.owner, &pool.environment, &alert.unit, balance, alert.threshold)
                 }
-                Subject::Key(key) => event::balance_alert(key, &alert.unit, balance, alert.threshold),
+                Subject::Key(key) => event::balance_alert(key, &alert.unit, balance, alert.threshold, now),
             };
             outbox::emit(txn, kind, account, data, now).await?;
         }

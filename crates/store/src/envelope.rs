@@ -138,7 +138,14 @@ impl<'a> Envelope<'a> {
         self.record(txn).await?;
         if let Some(kind) = EventType::of_action(self.action) {
             let author = Author { actor: &self.mutation.actor, request_id: self.mutation.request_id.as_deref() };
-            outbox::emit(txn, kind, key.id, event::key_change(key, previous, author), self.mutation.now).await?;
+            outbox::emit(
+                txn,
+                kind,
+                key.id,
+                event::key_change(key, previous, author, self.mutation.now),
+                self.mutation.now,
+            )
+            .await?;
         }
         Ok(())
     }

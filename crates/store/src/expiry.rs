@@ -44,7 +44,7 @@ impl Store {
                     // Changed since it was found; the next sweep sees it as it is now.
                     continue;
                 }
-                outbox::emit(&txn, kind, key_id, event::key_expiry(&key, expires_at), now).await?;
+                outbox::emit(&txn, kind, key_id, event::key_expiry(&key, expires_at, now), now).await?;
                 txn.commit().await.map_err(db_error)?;
                 written += 1;
             }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use keyward_core::{
     Error,
     error::Result,
-    model::{ApiKey, KeyStatus},
+    model::{ApiKey, KeyStatus, ShownStatus},
     policy::Reach,
     secret::SecretHash,
 };
@@ -44,7 +44,8 @@ pub struct KeyRecord {
     pub secrets: Vec<StoredSecret>,
     /// The key's protobuf encoding, made by the first answer that sends it: answers from
     /// the cache encode a key once, not per call. A record is replaced, never changed,
-    /// so the encoding cannot go stale.
+    /// so the encoding cannot go stale but by the clock: it is of the key before its
+    /// expiry, and an answer after it encodes the key afresh.
     pub encoded_key: OnceLock<Bytes>,
 }
 
@@ -75,8 +76,10 @@ pub struct ListQuery {
     pub organization_id: Option<String>,
     /// Only this environment.
     pub environment: Option<String>,
-    /// Only this status.
-    pub status: Option<KeyStatus>,
+    /// Only keys reading this status at `now`.
+    pub status: Option<ShownStatus>,
+    /// When the status filter tells active keys from expired ones.
+    pub now: DateTime<Utc>,
     /// Include revoked keys.
     pub show_revoked: bool,
     /// Start after this key number.
@@ -151,8 +154,20 @@ impl Store {
         if let Some(environment) = &query.environment {
             select = select.filter(api_key::Column::Environment.eq(environment.as_str()));
         }
+        // As `ApiKey::status_at` reads a key: only an active one is expired, at its expiry.
+        let active = api_key::Column::Status.eq(KeyStatus::Active.as_str());
         match query.status {
-            Some(status) => select = select.filter(api_key::Column::Status.eq(status.as_str())),
+            Some(ShownStatus::Active) => {
+                let unexpired = api_key::Column::ExpiresAt.is_null().or(api_key::Column::ExpiresAt.gt(query.now));
+                select = select.filter(active.and(unexpired));
+            }
+            Some(ShownStatus::Expired) => select = select.filter(active.and(api_key::Column::ExpiresAt.lte(query.now))),
+            Some(ShownStatus::Inactive) => {
+                select = select.filter(api_key::Column::Status.eq(KeyStatus::Inactive.as_str()));
+            }
+            Some(ShownStatus::Revoked) => {
+                select = select.filter(api_key::Column::Status.eq(KeyStatus::Revoked.as_str()))
+            }
             None if !query.show_revoked => {
                 select = select.filter(api_key::Column::Status.ne(KeyStatus::Revoked.as_str()));
             }

@@ -265,7 +265,8 @@ type ListApiKeysRequest struct {
 	OrganizationId string `protobuf:"bytes,4,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
 	// Only keys of this environment.
 	Environment string `protobuf:"bytes,5,opt,name=environment,proto3" json:"environment,omitempty"`
-	// Only keys with this status.
+	// Only keys with this status as they read now: ACTIVE is active keys without an
+	// expire_time or with one still to come, EXPIRED active keys whose expire_time has passed.
 	Status ApiKeyStatus `protobuf:"varint,6,opt,name=status,proto3,enum=keyward.v1.ApiKeyStatus" json:"status,omitempty"`
 	// Include revoked keys (they are hidden otherwise, unless status asks for them).
 	ShowRevoked bool `protobuf:"varint,7,opt,name=show_revoked,json=showRevoked,proto3" json:"show_revoked,omitempty"`

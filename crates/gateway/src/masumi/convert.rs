@@ -3,9 +3,11 @@
 
 use super::*;
 
+/// Masumi's status of a key. Masumi has no expired: an expired key stays `Active`, as
+/// Masumi shows a key past its expiry.
 pub(crate) fn masumi_status(status: i32) -> MasumiStatus {
     match v1::ApiKeyStatus::try_from(status) {
-        Ok(v1::ApiKeyStatus::Active) => MasumiStatus::Active,
+        Ok(v1::ApiKeyStatus::Active | v1::ApiKeyStatus::Expired) => MasumiStatus::Active,
         Ok(v1::ApiKeyStatus::Inactive | v1::ApiKeyStatus::Revoked | v1::ApiKeyStatus::Unspecified) | Err(_) => {
             MasumiStatus::Revoked
         }

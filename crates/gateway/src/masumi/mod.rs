@@ -330,7 +330,7 @@ pub(crate) async fn update(
 
             let mut patch = v1::ApiKey { id: id.clone(), ..Default::default() };
             let mut paths = Vec::new();
-            let active = current.status == i32::from(v1::ApiKeyStatus::Active);
+            let active = masumi_status(current.status) == MasumiStatus::Active;
             let status = match status {
                 Some(MasumiStatus::Active) if !active => Some(v1::ApiKeyStatus::Active),
                 Some(MasumiStatus::Revoked) if active => Some(v1::ApiKeyStatus::Inactive),

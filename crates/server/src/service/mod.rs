@@ -7,7 +7,7 @@ pub(crate) use requests::{UPDATABLE_FIELDS, environment_name};
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use keyward_core::{
     Error,
     cases::{self, KeySettings},
@@ -48,17 +48,21 @@ impl ApiKeyServiceImpl {
         Self { inner: Arc::new(Inner { store, verifier, settings }) }
     }
 
-    /// A key as answered: with its balances and refill schedules.
+    /// A key as answered: with its balances and refill schedules, and its status as it
+    /// reads now.
     async fn with_balances(&self, key: &ApiKey) -> Result<v1::ApiKey> {
-        Ok(self.all_with_balances(std::slice::from_ref(key)).await?.pop().unwrap_or_else(|| convert::api_key(key)))
+        let now = Utc::now();
+        let mut answered = self.all_with_balances(std::slice::from_ref(key), now).await?;
+        Ok(answered.pop().unwrap_or_else(|| convert::api_key(key, now)))
     }
 
-    async fn all_with_balances(&self, keys: &[ApiKey]) -> Result<Vec<v1::ApiKey>> {
+    /// Keys as answered, their statuses as they read at `now`.
+    async fn all_with_balances(&self, keys: &[ApiKey], now: DateTime<Utc>) -> Result<Vec<v1::ApiKey>> {
         let ids: Vec<Uuid> = keys.iter().map(|key| key.id).collect();
         let mut views = self.inner.store.credit_views(&ids).await?;
         Ok(keys
             .iter()
-            .map(|key| convert::api_key_with_credits(key, views.remove(&key.id).unwrap_or_default()))
+            .map(|key| convert::api_key_with_credits(key, views.remove(&key.id).unwrap_or_default(), now))
             .collect())
     }
 
@@ -127,19 +131,22 @@ impl ApiKeyServiceImpl {
             },
         };
         let limit = listing.limit;
+        // One moment for the status filter and the statuses answered, so that they agree.
+        let now = Utc::now();
         let query = ListQuery {
             reach,
             owner: listing.owner,
             organization_id: listing.organization_id,
             environment: listing.environment,
             status: listing.status,
+            now,
             show_revoked: listing.show_revoked,
             after,
             limit: page::fetch_limit(limit),
         };
         let keys = self.inner.store.list(&query).await?;
         let (keys, next_page_token) = page::cut(keys, limit, |key| page::encode(key.number, &filters))?;
-        Ok(v1::ListApiKeysResponse { api_keys: self.all_with_balances(&keys).await?, next_page_token })
+        Ok(v1::ListApiKeysResponse { api_keys: self.all_with_balances(&keys, now).await?, next_page_token })
     }
 
     /// The id of a key named by id or number. An unknown number is NOT_FOUND, like a key
@@ -358,7 +365,7 @@ impl ApiKeyService for ApiKeyServiceImpl {
             valid: verification.verdict == keyward_core::verify::Verdict::Valid,
             code: convert::verification_code(verification.verdict).into(),
             api_key: None,
-            encoded_api_key: verification.record.as_deref().map(convert::encoded_api_key),
+            encoded_api_key: verification.record.as_deref().map(|record| convert::encoded_api_key(record, at.wall)),
             remaining_credits: convert::credits(&verification.remaining),
             rate_limits: verification.limits.iter().map(convert::rate_limit_state).collect(),
             missing_scopes: verification.missing,

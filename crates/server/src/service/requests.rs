@@ -11,7 +11,7 @@ use keyward_core::{
     credit::{Credit, Refill, RefillPeriod},
     environment::Environments,
     error::Result,
-    model::{CreditSource, KeyPatch, KeyStatus},
+    model::{CreditSource, KeyPatch, KeyStatus, ShownStatus},
     page,
     rate::RateUse,
     secret,
@@ -53,7 +53,7 @@ pub(super) struct Listing {
     pub(super) owner: Option<String>,
     pub(super) organization_id: Option<String>,
     pub(super) environment: Option<String>,
-    pub(super) status: Option<KeyStatus>,
+    pub(super) status: Option<ShownStatus>,
     pub(super) show_revoked: bool,
     pub(super) page_token: String,
     pub(super) start_at: Option<KeyRef>,
@@ -152,6 +152,10 @@ pub(super) fn create(
     let status = match v1::ApiKeyStatus::try_from(status) {
         Ok(v1::ApiKeyStatus::Unspecified | v1::ApiKeyStatus::Active) => KeyStatus::Active,
         Ok(v1::ApiKeyStatus::Inactive) => KeyStatus::Inactive,
+        Ok(v1::ApiKeyStatus::Expired) => {
+            checks.fail("api_key.status", EXPIRED_IS_OUTPUT_ONLY);
+            KeyStatus::Active
+        }
         Ok(v1::ApiKeyStatus::Revoked) | Err(_) => {
             checks.fail("api_key.status", "must be ACTIVE or INACTIVE (or unset) for a new key");
             KeyStatus::Active
@@ -333,9 +337,10 @@ pub(super) fn listing(request: v1::ListApiKeysRequest) -> Result<Listing> {
     checks.subject("environment", &environment);
     let status = match v1::ApiKeyStatus::try_from(status) {
         Ok(v1::ApiKeyStatus::Unspecified) => None,
-        Ok(v1::ApiKeyStatus::Active) => Some(KeyStatus::Active),
-        Ok(v1::ApiKeyStatus::Inactive) => Some(KeyStatus::Inactive),
-        Ok(v1::ApiKeyStatus::Revoked) => Some(KeyStatus::Revoked),
+        Ok(v1::ApiKeyStatus::Active) => Some(ShownStatus::Active),
+        Ok(v1::ApiKeyStatus::Inactive) => Some(ShownStatus::Inactive),
+        Ok(v1::ApiKeyStatus::Revoked) => Some(ShownStatus::Revoked),
+        Ok(v1::ApiKeyStatus::Expired) => Some(ShownStatus::Expired),
         Err(_) => {
             checks.fail("status", "is not a known ApiKeyStatus");
             None
@@ -389,12 +394,19 @@ fn credit_source_in(checks: &mut Checks, source: i32) -> CreditSource {
     }
 }
 
+/// Why a request may not set EXPIRED, and what to do instead.
+const EXPIRED_IS_OUTPUT_ONLY: &str = "API_KEY_STATUS_EXPIRED is output only (an active key past its expire_time reads so); set expire_time instead: a later one, or none, makes the key verify again";
+
 fn updated_status(checks: &mut Checks, status: i32) -> Option<KeyStatus> {
     match v1::ApiKeyStatus::try_from(status) {
         Ok(v1::ApiKeyStatus::Active) => Some(KeyStatus::Active),
         Ok(v1::ApiKeyStatus::Inactive) => Some(KeyStatus::Inactive),
         Ok(v1::ApiKeyStatus::Revoked) => {
             checks.fail("api_key.status", "cannot be set to REVOKED; call DeleteApiKey");
+            None
+        }
+        Ok(v1::ApiKeyStatus::Expired) => {
+            checks.fail("api_key.status", EXPIRED_IS_OUTPUT_ONLY);
             None
         }
         Ok(v1::ApiKeyStatus::Unspecified) | Err(_) => {

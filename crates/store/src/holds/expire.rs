@@ -62,7 +62,7 @@ impl Store {
             insert_ledger(&txn, ledger).await?;
             end_hold(&txn, hold.id, HoldState::Expired, now, None).await?;
             let key = find_row(&txn, hold.key_id).await?;
-            outbox::emit(&txn, EventType::CreditsHoldExpired, hold.key_id, event::hold_expired(&key, &hold), now)
+            outbox::emit(&txn, EventType::CreditsHoldExpired, hold.key_id, event::hold_expired(&key, &hold, now), now)
                 .await?;
             txn.commit().await.map_err(db_error)?;
             released += 1;
