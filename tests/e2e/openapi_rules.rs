@@ -35,9 +35,15 @@ const GRAMMAR: [(&str, &str); 1] = [("ApiKeyService_VerifyApiKey", "scope_query"
 
 /// Fields whose accepted values depend on the server's state: a pool's balance stays
 /// within 0 and 2^63 - 1 whatever delta the document allows (an owner's pool exists for
-/// any owner, so no NOT_FOUND answers first, as it does for a key's AdjustCredits). The
-/// server must refuse whatever the document refuses; what it accepts may still be refused.
-const STATE: [(&str, &str); 1] = [("CreditService_AdjustOwnerCredits", "deltas.delta")];
+/// any owner, so no NOT_FOUND answers first, as it does for a key's AdjustCredits). So is a
+/// request id: the probes send one example id, and once one change of a pool used it, the
+/// other change of the same pool is refused it. The server must refuse whatever the
+/// document refuses; what it accepts may still be refused.
+const STATE: [(&str, &str); 3] = [
+    ("CreditService_AdjustOwnerCredits", "deltas.delta"),
+    ("CreditService_AdjustOwnerCredits", "request_id"),
+    ("CreditService_UpdateOwnerCreditPool", "request_id"),
+];
 
 /// One step from a value to a part of it.
 #[derive(Debug, Clone)]

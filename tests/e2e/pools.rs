@@ -1,9 +1,16 @@
 //! Owners' credit pools: AdjustOwnerCredits and GetOwnerCreditBalances, keys whose
 //! credit_source is CREDIT_SOURCE_OWNER charging and holding from their owner's pool in
-//! their environment, and the pool's ledger entries naming the key that spent.
+//! their environment, and the pool's ledger entries naming the key that spent. Its refills,
+//! thresholds and ledger listing are in `pools/`.
+
+mod ledger;
+mod settings;
 
 use keyward_proto::v1::{self, credit_service_client::CreditServiceClient};
 use tonic::{Code, Status, transport::Channel};
+
+pub(crate) use ledger::pool_ledger;
+pub(crate) use settings::{pool_state, refill, settings};
 
 use crate::{
     credits::{amounts, balances},

@@ -169,7 +169,7 @@ pub enum ChargeOutcome {
 pub struct LedgerEntry {
     /// Position in the ledger.
     pub id: i64,
-    /// The key.
+    /// The account: a key, or an owner's pool ([`pool_id`]).
     pub key_id: Uuid,
     /// The unit.
     pub unit: String,
@@ -187,6 +187,8 @@ pub struct LedgerEntry {
     pub created_at: DateTime<Utc>,
     /// The hold it settles (a capture, an expiry), if any.
     pub hold_id: Option<Uuid>,
+    /// On a pool's entry, the key that spent (a charge, a hold's capture or expiry).
+    pub spent_by: Option<Uuid>,
 }
 
 /// Refuses a verification cost with an amount above [`MAX_COST`] (INVALID_ARGUMENT

@@ -91,6 +91,7 @@ impl EventType {
             AuditAction::RotateKey => Some(Self::KeyRotated),
             AuditAction::AdjustCredits
             | AuditAction::AdjustOwnerCredits
+            | AuditAction::UpdateOwnerCreditPool
             | AuditAction::SetOwnerRateLimits
             | AuditAction::CreateRpcProviderKey
             | AuditAction::GetRpcProviderKey

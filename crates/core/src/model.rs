@@ -334,6 +334,8 @@ pub enum AuditAction {
     AdjustCredits,
     /// An owner's pool's balances were adjusted.
     AdjustOwnerCredits,
+    /// An owner's pool's refill schedules and low-balance thresholds were replaced.
+    UpdateOwnerCreditPool,
     /// An owner's shared rate limits were replaced.
     SetOwnerRateLimits,
     /// An RPC provider key was created.
@@ -387,6 +389,7 @@ impl AuditAction {
             Self::RotateKey => "RotateApiKey",
             Self::AdjustCredits => "AdjustCredits",
             Self::AdjustOwnerCredits => "AdjustOwnerCredits",
+            Self::UpdateOwnerCreditPool => "UpdateOwnerCreditPool",
             Self::SetOwnerRateLimits => "SetOwnerRateLimits",
             Self::CreateRpcProviderKey => "CreateRpcProviderKey",
             Self::GetRpcProviderKey => "GetRpcProviderKey",
@@ -418,6 +421,7 @@ impl AuditAction {
             | Self::RotateKey
             | Self::AdjustCredits
             | Self::AdjustOwnerCredits
+            | Self::UpdateOwnerCreditPool
             | Self::SetOwnerRateLimits
             | Self::CreateRpcProviderKey
             | Self::UpdateRpcProviderKey

@@ -132,8 +132,9 @@ pub enum Action {
     ManageRpcProviderKeys,
     /// Read RPC provider key secrets back in clear.
     RevealRpcProviderKeys,
-    /// Add or take away credits, of keys and of owners' pools, and set a key to draw on its
-    /// owner's pool (balances, ledger and usage are read with [`Action::ReadKeys`]).
+    /// Add or take away credits, of keys and of owners' pools, set a pool's refills and
+    /// low-balance thresholds, and set a key to draw on its owner's pool (balances, refills,
+    /// thresholds, ledger and usage, a pool's too, are read with [`Action::ReadKeys`]).
     AdjustCredits,
     /// Create, read, change and delete webhook endpoints and their deliveries (admin only).
     ManageWebhooks,

@@ -156,7 +156,9 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     );
     add("keyward.v1.AdjustCreditsRequest", "request_id", request_id());
     add("keyward.v1.ListCreditTransactionsRequest", "page_size", page_size());
-    for message in ["GetOwnerCreditBalances", "AdjustOwnerCredits"] {
+    for message in
+        ["GetOwnerCreditBalances", "AdjustOwnerCredits", "UpdateOwnerCreditPool", "ListOwnerCreditTransactions"]
+    {
         let message = &format!("keyward.v1.{message}Request");
         add(message, "owner", [vec![C::Required], subject()].concat());
         if !environments.is_empty() {
@@ -169,6 +171,12 @@ pub fn field_rules(environments: &[String]) -> Vec<FieldRule> {
     add(adjust_pool, "deltas", vec![C::Items { min: 1, max: credit::MAX_UNITS }]);
     add(adjust_pool, "reason", vec![C::Chars { min: 0, max: validate::MAX_REASON_CHARS }, pattern(PRINTABLE)]);
     add(adjust_pool, "request_id", request_id());
+    let update_pool = "keyward.v1.UpdateOwnerCreditPoolRequest";
+    add(update_pool, "credit_refills", vec![units()]);
+    add(update_pool, "credit_low_thresholds", vec![units()]);
+    add(update_pool, "credit_low_thresholds.amount", vec![C::Required, positive()]);
+    add(update_pool, "request_id", request_id());
+    add("keyward.v1.ListOwnerCreditTransactionsRequest", "page_size", page_size());
     for message in ["CaptureCreditHold", "ReleaseCreditHold"] {
         let message = &format!("keyward.v1.{message}Request");
         add(message, "hold_id", vec![C::Uuid]);

@@ -82,7 +82,19 @@ pub(crate) fn api_key_with_credits(key: &ApiKey, view: CreditView, now: DateTime
 }
 
 pub(crate) fn ledger_entry(entry: &LedgerEntry) -> v1::CreditTransaction {
-    let LedgerEntry { id, key_id, unit, delta, balance_after, reason, request_id, actor, created_at, hold_id } = entry;
+    let LedgerEntry {
+        id,
+        key_id,
+        unit,
+        delta,
+        balance_after,
+        reason,
+        request_id,
+        actor,
+        created_at,
+        hold_id,
+        spent_by,
+    } = entry;
     v1::CreditTransaction {
         id: *id,
         api_key_id: key_id.to_string(),
@@ -94,6 +106,7 @@ pub(crate) fn ledger_entry(entry: &LedgerEntry) -> v1::CreditTransaction {
         actor: actor.clone(),
         create_time: Some(timestamp(*created_at)),
         hold_id: hold_id.map(|id| id.to_string()).unwrap_or_default(),
+        spent_by_api_key_id: spent_by.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 

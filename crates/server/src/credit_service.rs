@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use keyward_core::{
     Error,
-    credit::{self, Credit, MAX_COST},
+    credit::{Credit, LedgerEntry, MAX_COST},
     environment::Environments,
     error::Result,
     hold::Hold,
@@ -20,10 +20,11 @@ use keyward_store::{HoldQuery, HoldScope, LedgerQuery, Mutation, Store, UsageSco
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+mod pools;
+
 use crate::{
     audit::audited,
     convert::{self, from_timestamp},
-    service::environment_name,
     status::to_status,
     verifier::Verifier,
 };
@@ -46,51 +47,6 @@ pub struct CreditServiceImpl {
 impl CreditServiceImpl {
     pub(crate) fn new(store: Store, verifier: Verifier, environments: Environments) -> Self {
         Self { store, verifier, environments }
-    }
-
-    /// The owner and the environment (by its configured name) a pool request names.
-    fn pool(&self, checks: &mut Checks, owner: &str, environment: &str) -> String {
-        if owner.is_empty() {
-            checks.fail("owner", "is required: name the owner whose pool it is");
-        }
-        checks.subject("owner", owner);
-        environment_name(checks, "environment", environment, &self.environments)
-    }
-
-    async fn pool_balances(
-        &self,
-        caller: &Caller,
-        request: v1::GetOwnerCreditBalancesRequest,
-    ) -> Result<v1::GetOwnerCreditBalancesResponse> {
-        let v1::GetOwnerCreditBalancesRequest { owner, environment } = request;
-        let mut checks = Checks::new();
-        let environment = self.pool(&mut checks, &owner, &environment);
-        checks.finish()?;
-        policy::authorize_owner(caller, Action::ReadKeys, &owner)?;
-        let balances = self.store.pool_balances(&owner, &environment).await?;
-        Ok(v1::GetOwnerCreditBalancesResponse { owner, environment, balances: convert::credits(&balances) })
-    }
-
-    async fn adjust_pool(
-        &self,
-        caller: &Caller,
-        request: v1::AdjustOwnerCreditsRequest,
-    ) -> Result<v1::AdjustOwnerCreditsResponse> {
-        let v1::AdjustOwnerCreditsRequest { owner, environment, deltas, reason, request_id } = request;
-        let mut checks = Checks::new();
-        let environment = self.pool(&mut checks, &owner, &environment);
-        if deltas.is_empty() {
-            checks.fail("deltas", "is required: name at least one unit and its delta");
-        }
-        let amounts: Vec<Credit> = deltas.iter().map(|delta| Credit::new(delta.unit.clone(), delta.delta)).collect();
-        let deltas = checks.credits("deltas", &amounts, AmountRule::NonZero);
-        let reason = checks.reason("reason", &reason);
-        let request_id = checks.request_id("request_id", &request_id);
-        checks.finish()?;
-        policy::authorize_owner(caller, Action::AdjustCredits, &owner)?;
-        let mutation = Mutation { actor: caller.subject(), request_id, now: Utc::now() };
-        let balances = self.store.adjust_pool_credits(&owner, &environment, &deltas, &reason, &mutation).await?;
-        Ok(v1::AdjustOwnerCreditsResponse { balances: convert::credits(&balances) })
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
@@ -124,23 +80,13 @@ impl CreditServiceImpl {
         let v1::ListCreditTransactionsRequest { api_key_id, page_size, page_token, start_time, end_time } = request;
         let mut checks = Checks::new();
         let id = checks.uuid("api_key_id", &api_key_id);
-        let limit = page::page_size(page_size);
-        if let Err(Error::InvalidArgument(violations)) = &limit {
-            violations.iter().for_each(|v| checks.fail(v.field.clone(), v.description.clone()));
-        }
-        let start = optional_time(&mut checks, "start_time", start_time.as_ref());
-        let end = optional_time(&mut checks, "end_time", end_time.as_ref());
+        let window = LedgerWindow::check(&mut checks, page_size, start_time.as_ref(), end_time.as_ref());
         checks.finish()?;
-        let limit = limit?;
-        let filters = format!("{reach:?}|{id}|{start:?}|{end:?}");
-        let after_id = page::decode(&page_token, &filters)?;
-        let query = LedgerQuery { key_id: id, after_id, start, end, limit: page::fetch_limit(limit) };
+        let filters = format!("{reach:?}|{id}|{:?}|{:?}", window.start, window.end);
+        let (query, limit) = window.query(id, &page_token, &filters)?;
         let entries = self.store.credit_transactions(&query, &reach).await?;
-        let (entries, next_page_token) = page::cut(entries, limit, |entry| page::encode(entry.id, &filters))?;
-        Ok(v1::ListCreditTransactionsResponse {
-            transactions: entries.iter().map(convert::ledger_entry).collect(),
-            next_page_token,
-        })
+        let (transactions, next_page_token) = ledger_page(entries, limit, &filters)?;
+        Ok(v1::ListCreditTransactionsResponse { transactions, next_page_token })
     }
 
     async fn usage(&self, caller: &Caller, request: v1::GetUsageRequest) -> Result<v1::GetUsageResponse> {
@@ -320,6 +266,47 @@ impl CreditServiceImpl {
     }
 }
 
+/// The page size and time range of a ledger listing (a key's or a pool's), as checked.
+struct LedgerWindow {
+    limit: Result<u64>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+}
+
+impl LedgerWindow {
+    fn check(
+        checks: &mut Checks,
+        page_size: i32,
+        start_time: Option<&prost_types::Timestamp>,
+        end_time: Option<&prost_types::Timestamp>,
+    ) -> Self {
+        let limit = page::page_size(page_size);
+        if let Err(Error::InvalidArgument(violations)) = &limit {
+            violations.iter().for_each(|v| checks.fail(v.field.clone(), v.description.clone()));
+        }
+        let start = optional_time(checks, "start_time", start_time);
+        let end = optional_time(checks, "end_time", end_time);
+        Self { limit, start, end }
+    }
+
+    /// The query of the page after `page_token` of account `id`'s ledger, and the page's size.
+    fn query(self, id: Uuid, page_token: &str, filters: &str) -> Result<(LedgerQuery, u64)> {
+        let limit = self.limit?;
+        let after_id = page::decode(page_token, filters)?;
+        Ok((
+            LedgerQuery { key_id: id, after_id, start: self.start, end: self.end, limit: page::fetch_limit(limit) },
+            limit,
+        ))
+    }
+}
+
+/// A page of a ledger listing (a key's or a pool's) and the next page's token, from
+/// `entries` (one more than `limit` when a page follows).
+fn ledger_page(entries: Vec<LedgerEntry>, limit: u64, filters: &str) -> Result<(Vec<v1::CreditTransaction>, String)> {
+    let (entries, next_page_token) = page::cut(entries, limit, |entry| page::encode(entry.id, filters))?;
+    Ok((entries.iter().map(convert::ledger_entry).collect(), next_page_token))
+}
+
 fn optional_time(checks: &mut Checks, field: &str, at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     let at = at?;
     let parsed = from_timestamp(at);
@@ -382,14 +369,36 @@ impl CreditService for CreditServiceImpl {
     ) -> Result<Response<v1::AdjustOwnerCreditsResponse>, Status> {
         let caller = self.caller(&request).await?;
         let request = request.into_inner();
-        // The audit target is the pool's id, as the store records a change that went through.
-        let environment = self.environments.resolve(&request.environment).map(|found| found.name.clone());
-        let target = credit::pool_id(&request.owner, &environment.unwrap_or_else(|| request.environment.clone()));
+        let target = self.pool_target(&request.owner, &request.environment);
         let request_id = request.request_id.clone();
         let result = self.adjust_pool(&caller, request).await;
-        audited(&self.store, &caller, AuditAction::AdjustOwnerCredits, &target.to_string(), &request_id, result)
+        audited(&self.store, &caller, AuditAction::AdjustOwnerCredits, &target, &request_id, result)
             .await
             .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "UpdateOwnerCreditPool", skip_all)]
+    async fn update_owner_credit_pool(
+        &self,
+        request: Request<v1::UpdateOwnerCreditPoolRequest>,
+    ) -> Result<Response<v1::UpdateOwnerCreditPoolResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let request = request.into_inner();
+        let target = self.pool_target(&request.owner, &request.environment);
+        let request_id = request.request_id.clone();
+        let result = self.update_pool(&caller, request).await;
+        audited(&self.store, &caller, AuditAction::UpdateOwnerCreditPool, &target, &request_id, result)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "ListOwnerCreditTransactions", skip_all)]
+    async fn list_owner_credit_transactions(
+        &self,
+        request: Request<v1::ListOwnerCreditTransactionsRequest>,
+    ) -> Result<Response<v1::ListOwnerCreditTransactionsResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        self.pool_transactions(&caller, request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     #[tracing::instrument(name = "ListCreditTransactions", skip_all)]

@@ -10,7 +10,7 @@ use keyward_core::{
     model::AuditAction,
     policy::{Authority, Reach},
 };
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use crate::{
@@ -34,10 +34,10 @@ pub struct CreditView {
     pub low_thresholds: Vec<Credit>,
 }
 
-/// Filters and position of one page of a key's ledger.
+/// Filters and position of one page of a key's or a pool's ledger.
 #[derive(Debug, Clone)]
 pub struct LedgerQuery {
-    /// The key.
+    /// The account: a key, or an owner's pool (`keyward_core::credit::pool_id`).
     pub key_id: Uuid,
     /// Entries after this id only.
     pub after_id: Option<i64>,
@@ -115,36 +115,38 @@ impl Store {
     /// A page of a key's ledger, oldest first.
     pub async fn credit_transactions(&self, query: &LedgerQuery, reach: &Reach) -> Result<Vec<LedgerEntry>> {
         find_in_reach(self.db()?, query.key_id, reach).await?;
-        let mut select = credit_transaction::Entity::find().filter(credit_transaction::Column::KeyId.eq(query.key_id));
-        if let Some(after) = query.after_id {
-            select = select.filter(credit_transaction::Column::Id.gt(after));
-        }
-        if let Some(start) = query.start {
-            select = select.filter(credit_transaction::Column::CreatedAt.gte(start));
-        }
-        if let Some(end) = query.end {
-            select = select.filter(credit_transaction::Column::CreatedAt.lt(end));
-        }
-        let rows = select
-            .order_by_asc(credit_transaction::Column::Id)
-            .limit(query.limit)
-            .all(self.db()?)
-            .await
-            .map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| LedgerEntry {
-                id: row.id,
-                key_id: row.key_id,
-                unit: row.unit,
-                delta: row.delta,
-                balance_after: row.balance_after,
-                reason: row.reason,
-                request_id: row.request_id,
-                actor: row.actor,
-                created_at: row.created_at,
-                hold_id: row.hold_id,
-            })
-            .collect())
+        ledger_page(self.db()?, query).await
     }
+}
+
+/// A page of an account's ledger (a key's or a pool's), oldest first.
+pub(crate) async fn ledger_page(conn: &impl ConnectionTrait, query: &LedgerQuery) -> Result<Vec<LedgerEntry>> {
+    let mut select = credit_transaction::Entity::find().filter(credit_transaction::Column::KeyId.eq(query.key_id));
+    if let Some(after) = query.after_id {
+        select = select.filter(credit_transaction::Column::Id.gt(after));
+    }
+    if let Some(start) = query.start {
+        select = select.filter(credit_transaction::Column::CreatedAt.gte(start));
+    }
+    if let Some(end) = query.end {
+        select = select.filter(credit_transaction::Column::CreatedAt.lt(end));
+    }
+    let rows =
+        select.order_by_asc(credit_transaction::Column::Id).limit(query.limit).all(conn).await.map_err(db_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| LedgerEntry {
+            id: row.id,
+            key_id: row.key_id,
+            unit: row.unit,
+            delta: row.delta,
+            balance_after: row.balance_after,
+            reason: row.reason,
+            request_id: row.request_id,
+            actor: row.actor,
+            created_at: row.created_at,
+            hold_id: row.hold_id,
+            spent_by: row.spent_by,
+        })
+        .collect())
 }

@@ -1,6 +1,7 @@
 //! Owners' pools in the escalation matrix. A pool is adjusted by callers with the right
 //! to adjust credits over its owner (admin) and read by callers that may read the owner's
-//! keys. Pointing a key at its owner's pool is as good as granting it credits, so creating
+//! keys; so are its refills and thresholds (UpdateOwnerCreditPool) set, and its ledger
+//! (ListOwnerCreditTransactions) read. Pointing a key at its owner's pool is as good as granting it credits, so creating
 //! a pooled key, moving a key onto the pool and taking a pooled key's secret by a rotation
 //! take that right too. A refused call changes nothing.
 
@@ -13,7 +14,7 @@ use super::{CALLERS, CallerKind, Callers, TargetKind, snapshot};
 use crate::{
     helpers::{Backend, admin, both},
     jwt::{Signer, spawn_with_jwks, write_jwks},
-    pools::{adjust_pool, pool_balances},
+    pools::{adjust_pool, pool_balances, pool_state, refill, settings},
 };
 
 fn code<T>(outcome: &Result<T, Status>) -> Code {
@@ -82,6 +83,28 @@ async fn every_caller_against_pools(backend: Backend) {
                 format!("{caller:?} reads {pool_owner}'s pool"),
                 answer(caller, may_read),
                 code(&got),
+            );
+
+            let before = pool_state(&app.channel, pool_owner).await;
+            let refills = vec![refill("", 1_000, v1::RefillPeriod::Daily)];
+            let update = settings(pool_owner, refills, &[("", 1)]);
+            let updated = credits.clone().update_owner_credit_pool(callers.request(caller, update)).await;
+            expect(
+                &mut failures,
+                format!("{caller:?} sets {pool_owner}'s pool's refills"),
+                answer(caller, is_admin),
+                code(&updated),
+            );
+            if updated.is_err() && pool_state(&app.channel, pool_owner).await != before {
+                failures.push(format!("{caller:?} sets {pool_owner}'s pool's refills: refused, yet it changed"));
+            }
+            let list = v1::ListOwnerCreditTransactionsRequest { owner: pool_owner.to_owned(), ..Default::default() };
+            let listed = credits.clone().list_owner_credit_transactions(callers.request(caller, list)).await;
+            expect(
+                &mut failures,
+                format!("{caller:?} lists {pool_owner}'s pool's ledger"),
+                answer(caller, may_read),
+                code(&listed),
             );
         }
 

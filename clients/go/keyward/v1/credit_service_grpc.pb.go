@@ -32,6 +32,16 @@ type CreditServiceClient interface {
 	// holds reserve fails with FAILED_PRECONDITION (reason INSUFFICIENT_CREDITS). Takes the
 	// right to adjust credits over the owner (admin).
 	AdjustOwnerCredits(ctx context.Context, in *AdjustOwnerCreditsRequest, opts ...grpc.CallOption) (*AdjustOwnerCreditsResponse, error)
+	// Replaces the refill schedules and low-balance thresholds of an owner's pool in one
+	// environment, as a key's `credit_refills` and `credit_low_thresholds` are: each refill
+	// tops the pool up once per period, a threshold fires `credits.low` once per downward
+	// crossing. Both lists are replaced (empty removes them). Takes the right to adjust
+	// credits over the owner (admin).
+	UpdateOwnerCreditPool(ctx context.Context, in *UpdateOwnerCreditPoolRequest, opts ...grpc.CallOption) (*UpdateOwnerCreditPoolResponse, error)
+	// Lists the ledger entries of an owner's pool in one environment, oldest first; each
+	// names the key that spent (`spent_by_api_key_id`) where a key did. To whoever may read
+	// the owner's keys.
+	ListOwnerCreditTransactions(ctx context.Context, in *ListOwnerCreditTransactionsRequest, opts ...grpc.CallOption) (*ListOwnerCreditTransactionsResponse, error)
 	// Lists a key's ledger entries, oldest first.
 	ListCreditTransactions(ctx context.Context, in *ListCreditTransactionsRequest, opts ...grpc.CallOption) (*ListCreditTransactionsResponse, error)
 	// Returns verifications per outcome and credits spent per unit, in hourly or daily
@@ -90,6 +100,24 @@ func (c *creditServiceClient) GetOwnerCreditBalances(ctx context.Context, in *Ge
 func (c *creditServiceClient) AdjustOwnerCredits(ctx context.Context, in *AdjustOwnerCreditsRequest, opts ...grpc.CallOption) (*AdjustOwnerCreditsResponse, error) {
 	out := new(AdjustOwnerCreditsResponse)
 	err := c.cc.Invoke(ctx, "/keyward.v1.CreditService/AdjustOwnerCredits", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *creditServiceClient) UpdateOwnerCreditPool(ctx context.Context, in *UpdateOwnerCreditPoolRequest, opts ...grpc.CallOption) (*UpdateOwnerCreditPoolResponse, error) {
+	out := new(UpdateOwnerCreditPoolResponse)
+	err := c.cc.Invoke(ctx, "/keyward.v1.CreditService/UpdateOwnerCreditPool", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *creditServiceClient) ListOwnerCreditTransactions(ctx context.Context, in *ListOwnerCreditTransactionsRequest, opts ...grpc.CallOption) (*ListOwnerCreditTransactionsResponse, error) {
+	out := new(ListOwnerCreditTransactionsResponse)
+	err := c.cc.Invoke(ctx, "/keyward.v1.CreditService/ListOwnerCreditTransactions", in, out, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +188,16 @@ type CreditServiceServer interface {
 	// holds reserve fails with FAILED_PRECONDITION (reason INSUFFICIENT_CREDITS). Takes the
 	// right to adjust credits over the owner (admin).
 	AdjustOwnerCredits(context.Context, *AdjustOwnerCreditsRequest) (*AdjustOwnerCreditsResponse, error)
+	// Replaces the refill schedules and low-balance thresholds of an owner's pool in one
+	// environment, as a key's `credit_refills` and `credit_low_thresholds` are: each refill
+	// tops the pool up once per period, a threshold fires `credits.low` once per downward
+	// crossing. Both lists are replaced (empty removes them). Takes the right to adjust
+	// credits over the owner (admin).
+	UpdateOwnerCreditPool(context.Context, *UpdateOwnerCreditPoolRequest) (*UpdateOwnerCreditPoolResponse, error)
+	// Lists the ledger entries of an owner's pool in one environment, oldest first; each
+	// names the key that spent (`spent_by_api_key_id`) where a key did. To whoever may read
+	// the owner's keys.
+	ListOwnerCreditTransactions(context.Context, *ListOwnerCreditTransactionsRequest) (*ListOwnerCreditTransactionsResponse, error)
 	// Lists a key's ledger entries, oldest first.
 	ListCreditTransactions(context.Context, *ListCreditTransactionsRequest) (*ListCreditTransactionsResponse, error)
 	// Returns verifications per outcome and credits spent per unit, in hourly or daily
@@ -196,6 +234,12 @@ func (UnimplementedCreditServiceServer) GetOwnerCreditBalances(context.Context, 
 }
 func (UnimplementedCreditServiceServer) AdjustOwnerCredits(context.Context, *AdjustOwnerCreditsRequest) (*AdjustOwnerCreditsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method AdjustOwnerCredits not implemented")
+}
+func (UnimplementedCreditServiceServer) UpdateOwnerCreditPool(context.Context, *UpdateOwnerCreditPoolRequest) (*UpdateOwnerCreditPoolResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateOwnerCreditPool not implemented")
+}
+func (UnimplementedCreditServiceServer) ListOwnerCreditTransactions(context.Context, *ListOwnerCreditTransactionsRequest) (*ListOwnerCreditTransactionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListOwnerCreditTransactions not implemented")
 }
 func (UnimplementedCreditServiceServer) ListCreditTransactions(context.Context, *ListCreditTransactionsRequest) (*ListCreditTransactionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListCreditTransactions not implemented")
@@ -293,6 +337,42 @@ func _CreditService_AdjustOwnerCredits_Handler(srv interface{}, ctx context.Cont
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CreditServiceServer).AdjustOwnerCredits(ctx, req.(*AdjustOwnerCreditsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CreditService_UpdateOwnerCreditPool_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateOwnerCreditPoolRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CreditServiceServer).UpdateOwnerCreditPool(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/keyward.v1.CreditService/UpdateOwnerCreditPool",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CreditServiceServer).UpdateOwnerCreditPool(ctx, req.(*UpdateOwnerCreditPoolRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CreditService_ListOwnerCreditTransactions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOwnerCreditTransactionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CreditServiceServer).ListOwnerCreditTransactions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/keyward.v1.CreditService/ListOwnerCreditTransactions",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CreditServiceServer).ListOwnerCreditTransactions(ctx, req.(*ListOwnerCreditTransactionsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -406,6 +486,14 @@ var _CreditService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AdjustOwnerCredits",
 			Handler:    _CreditService_AdjustOwnerCredits_Handler,
+		},
+		{
+			MethodName: "UpdateOwnerCreditPool",
+			Handler:    _CreditService_UpdateOwnerCreditPool_Handler,
+		},
+		{
+			MethodName: "ListOwnerCreditTransactions",
+			Handler:    _CreditService_ListOwnerCreditTransactions_Handler,
 		},
 		{
 			MethodName: "ListCreditTransactions",

@@ -3,7 +3,7 @@
 //! out.
 
 mod requests;
-pub(crate) use requests::{UPDATABLE_FIELDS, environment_name};
+pub(crate) use requests::{UPDATABLE_FIELDS, environment_name, refills, thresholds};
 
 use std::sync::Arc;
 

@@ -140,7 +140,7 @@ pub(super) fn create(
     let rate_limits = checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits));
     let credits = checks.credits("api_key.credits", &convert::credits_in(&credits), AmountRule::NonNegative);
     let refills = refills(&mut checks, "api_key.credit_refills", &credit_refills);
-    let low_thresholds = thresholds(&mut checks, &credit_low_thresholds);
+    let low_thresholds = thresholds(&mut checks, "api_key.credit_low_thresholds", &credit_low_thresholds);
     checks.subject("api_key.owner", &owner);
     checks.subject("api_key.organization_id", &organization_id);
     checks.subject("api_key.organization_name", &organization_name);
@@ -254,7 +254,10 @@ pub(super) fn update(request: v1::UpdateApiKeyRequest, now: DateTime<Utc>) -> Re
             "metadata" => patch.metadata = Some(checks.metadata("api_key.metadata", &metadata)),
             "usage_limited" => patch.usage_limited = Some(usage_limited),
             "credit_refills" => patch.refills = Some(refills(&mut checks, "api_key.credit_refills", &credit_refills)),
-            "credit_low_thresholds" => patch.low_thresholds = Some(thresholds(&mut checks, &credit_low_thresholds)),
+            "credit_low_thresholds" => {
+                patch.low_thresholds =
+                    Some(thresholds(&mut checks, "api_key.credit_low_thresholds", &credit_low_thresholds))
+            }
             "rate_limits" => {
                 patch.rate_limits =
                     Some(checks.rate_limits("api_key.rate_limits", &convert::rate_limits_in(&rate_limits)));
@@ -426,13 +429,15 @@ fn importable(checks: &mut Checks, secret: String) -> Option<SecretString> {
     Some(SecretString::from(secret))
 }
 
-/// Low-balance thresholds: each unit once, each at least 1 (a balance is never below 0).
-fn thresholds(checks: &mut Checks, thresholds: &[v1::CreditAmount]) -> Vec<Credit> {
-    checks.credits("api_key.credit_low_thresholds", &convert::credits_in(thresholds), AmountRule::Positive)
+/// Low-balance thresholds, of a key or of an owner's pool: each unit once, each at least
+/// 1 (a balance is never below 0).
+pub(crate) fn thresholds(checks: &mut Checks, field: &str, thresholds: &[v1::CreditAmount]) -> Vec<Credit> {
+    checks.credits(field, &convert::credits_in(thresholds), AmountRule::Positive)
 }
 
-/// Refill schedules: each unit once, amounts at least 1, a period set.
-fn refills(checks: &mut Checks, field: &str, schedules: &[v1::CreditRefill]) -> Vec<Refill> {
+/// Refill schedules, of a key or of an owner's pool: each unit once, amounts at least 1,
+/// a period set.
+pub(crate) fn refills(checks: &mut Checks, field: &str, schedules: &[v1::CreditRefill]) -> Vec<Refill> {
     let amounts: Vec<Credit> = schedules.iter().map(|refill| Credit::new(refill.unit.clone(), refill.amount)).collect();
     checks.credits(field, &amounts, AmountRule::Positive);
     schedules
