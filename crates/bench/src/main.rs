@@ -18,7 +18,10 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
-use keyward_proto::v1::{self, api_key_service_client::ApiKeyServiceClient, audit_service_client::AuditServiceClient};
+use keyward_proto::v1::{
+    self, api_key_service_client::ApiKeyServiceClient, audit_service_client::AuditServiceClient,
+    credit_service_client::CreditServiceClient,
+};
 use serde::Serialize;
 use tonic::{
     Request,
@@ -63,6 +66,11 @@ enum Target {
     RestKeyStatus,
     /// CreateApiKey for --owner as --auth (its environment quota must allow the calls).
     Create,
+    /// VerifyApiKey cycling through the keys of --keys-file with a `hold` of --cost.
+    Hold,
+    /// A hold of --cost as `hold` does, then CaptureCreditHold of all of it: one call
+    /// counted per pair, so captures/s follow from the two rates.
+    HoldCapture,
 }
 
 #[derive(Debug, clap::Args)]
@@ -200,7 +208,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(key) => Some(format!("Bearer {key}").parse().context("--auth is not a valid header value")?),
         None => None,
     };
-    if args.targets.iter().any(|t| matches!(t, Target::Verify | Target::VerifyKeys)) && keys.is_empty() {
+    if args
+        .targets
+        .iter()
+        .any(|t| matches!(t, Target::Verify | Target::VerifyKeys | Target::Hold | Target::HoldCapture))
+        && keys.is_empty()
+    {
         bail!("the verify targets need --key or --keys-file");
     }
     let channels = connect(&args.addr, args.connections).await?;
@@ -265,7 +278,9 @@ fn raw_frames(
         | Target::CallerKey
         | Target::RestPspList
         | Target::RestKeyStatus
-        | Target::Create => bail!("--raw sends only the health and verify targets"),
+        | Target::Create
+        | Target::Hold
+        | Target::HoldCapture => bail!("--raw sends only the health and verify targets"),
     };
     Ok(Some((connections.to_vec(), frames)))
 }
@@ -303,7 +318,8 @@ async fn load(
             let mut tally = Tally::new()?;
             let mut health = HealthClient::new(channel.clone());
             let mut keyward = ApiKeyServiceClient::new(channel.clone());
-            let mut audit = AuditServiceClient::new(channel);
+            let mut audit = AuditServiceClient::new(channel.clone());
+            let mut credits = CreditServiceClient::new(channel);
             loop {
                 let now = Instant::now();
                 let measuring = now >= measure_from;
@@ -385,6 +401,37 @@ async fn load(
                             Err(_) => Err(tonic::Code::Unavailable),
                         };
                         (outcome.err(), None)
+                    }
+                    (None, Target::Hold | Target::HoldCapture) => {
+                        let index = usize::try_from(next_key.fetch_add(1, Ordering::Relaxed)).unwrap_or(0) % keys.len();
+                        let mut request = Request::new(v1::VerifyApiKeyRequest {
+                            key: keys[index].clone(),
+                            hold: cost.clone(),
+                            ..Default::default()
+                        });
+                        if let Some(auth) = &auth {
+                            request.metadata_mut().insert("authorization", auth.clone());
+                        }
+                        match keyward.verify_api_key(request).await {
+                            Ok(answer) => {
+                                let answer = answer.into_inner();
+                                let verdict = Some(answer.code().as_str_name().to_owned());
+                                if target == Target::HoldCapture && answer.code() == v1::VerificationCode::Valid {
+                                    let mut request = Request::new(v1::CaptureCreditHoldRequest {
+                                        hold_id: answer.hold_id,
+                                        amounts: cost.clone(),
+                                        request_id: String::new(),
+                                    });
+                                    if let Some(auth) = &auth {
+                                        request.metadata_mut().insert("authorization", auth.clone());
+                                    }
+                                    (credits.capture_credit_hold(request).await.err().map(|s| s.code()), verdict)
+                                } else {
+                                    (None, verdict)
+                                }
+                            }
+                            Err(status) => (Some(status.code()), None),
+                        }
                     }
                     (None, Target::Verify | Target::VerifyKeys) => {
                         let index = usize::try_from(next_key.fetch_add(1, Ordering::Relaxed)).unwrap_or(0) % keys.len();
