@@ -3,10 +3,10 @@
 //! an HDR histogram, and can run two targets back to back to report their ratio.
 
 mod raw;
+mod report;
 mod seed;
 
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
     sync::{
         Arc,
@@ -17,11 +17,11 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use hdrhistogram::Histogram;
 use keyward_proto::v1::{
     self, api_key_service_client::ApiKeyServiceClient, audit_service_client::AuditServiceClient,
     credit_service_client::CreditServiceClient,
 };
+use report::{Tally, print_report, summarize};
 use serde::Serialize;
 use tonic::{
     Request,
@@ -130,48 +130,6 @@ struct RunArgs {
     /// Also write the reports as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-#[derive(Debug, Serialize)]
-struct Report {
-    target: Target,
-    calls: u64,
-    seconds: f64,
-    rate: f64,
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    /// Calls per gRPC status code.
-    codes: BTreeMap<String, u64>,
-    /// VerifyApiKey answers per verification code (verify targets only).
-    verification_codes: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Default)]
-struct Tally {
-    histogram: Option<Histogram<u64>>,
-    codes: BTreeMap<String, u64>,
-    verification_codes: BTreeMap<String, u64>,
-}
-
-impl Tally {
-    fn new() -> anyhow::Result<Self> {
-        Ok(Self { histogram: Some(Histogram::new_with_bounds(1, 60_000_000, 3)?), ..Self::default() })
-    }
-
-    fn merge(&mut self, other: Self) -> anyhow::Result<()> {
-        if let (Some(mine), Some(theirs)) = (self.histogram.as_mut(), other.histogram.as_ref()) {
-            mine.add(theirs)?;
-        }
-        for (code, n) in other.codes {
-            *self.codes.entry(code).or_default() += n;
-        }
-        for (code, n) in other.verification_codes {
-            *self.verification_codes.entry(code).or_default() += n;
-        }
-        Ok(())
-    }
 }
 
 #[tokio::main]
@@ -475,42 +433,4 @@ async fn load(
         total.merge(worker.await??)?;
     }
     Ok((total, measure_from.elapsed().as_secs_f64()))
-}
-
-fn summarize(target: Target, mut total: Tally, seconds: f64) -> anyhow::Result<Report> {
-    let histogram = total.histogram.take().context("histogram")?;
-    let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
-    let calls = histogram.len();
-    Ok(Report {
-        target,
-        calls,
-        seconds,
-        rate: calls as f64 / seconds,
-        p50_ms: ms(0.5),
-        p90_ms: ms(0.9),
-        p99_ms: ms(0.99),
-        max_ms: histogram.max() as f64 / 1000.0,
-        codes: total.codes,
-        verification_codes: total.verification_codes,
-    })
-}
-
-fn print_report(report: &Report) {
-    println!(
-        "{:?}: {} calls in {:.2}s = {:.0}/s  p50 {:.3}ms  p90 {:.3}ms  p99 {:.3}ms  max {:.3}ms  codes {:?}{}",
-        report.target,
-        report.calls,
-        report.seconds,
-        report.rate,
-        report.p50_ms,
-        report.p90_ms,
-        report.p99_ms,
-        report.max_ms,
-        report.codes,
-        if report.verification_codes.is_empty() {
-            String::new()
-        } else {
-            format!("  answers {:?}", report.verification_codes)
-        },
-    );
 }

@@ -58,11 +58,7 @@ impl CreditServiceImpl {
         let v1::AdjustCreditsRequest { api_key_id, deltas, reason, request_id } = request;
         let mut checks = Checks::new();
         let id = checks.uuid("api_key_id", &api_key_id);
-        if deltas.is_empty() {
-            checks.fail("deltas", "is required: name at least one unit and its delta");
-        }
-        let amounts: Vec<Credit> = deltas.iter().map(|delta| Credit::new(delta.unit.clone(), delta.delta)).collect();
-        let deltas = checks.credits("deltas", &amounts, AmountRule::NonZero);
+        let deltas = checked_deltas(&mut checks, &deltas);
         let reason = checks.reason("reason", &reason);
         let request_id = checks.request_id("request_id", &request_id);
         checks.finish()?;
@@ -302,6 +298,15 @@ impl LedgerWindow {
 
 /// A page of a ledger listing (a key's or a pool's) and the next page's token, from
 /// `entries` (one more than `limit` when a page follows).
+/// The `deltas` of an adjustment, of a key or of a pool: at least one, each unit once, none zero.
+fn checked_deltas(checks: &mut Checks, deltas: &[v1::CreditDelta]) -> Vec<Credit> {
+    if deltas.is_empty() {
+        checks.fail("deltas", "is required: name at least one unit and its delta");
+    }
+    let amounts: Vec<Credit> = deltas.iter().map(|delta| Credit::new(delta.unit.clone(), delta.delta)).collect();
+    checks.credits("deltas", &amounts, AmountRule::NonZero)
+}
+
 fn ledger_page(entries: Vec<LedgerEntry>, limit: u64, filters: &str) -> Result<(Vec<v1::CreditTransaction>, String)> {
     let (entries, next_page_token) = page::cut(entries, limit, |entry| page::encode(entry.id, filters))?;
     Ok((entries.iter().map(convert::ledger_entry).collect(), next_page_token))

@@ -4,15 +4,15 @@
 
 use chrono::Utc;
 use keyward_core::{
-    credit::{self, Credit},
+    credit,
     error::Result,
     policy::{self, Action, Caller},
-    validate::{AmountRule, Checks},
+    validate::Checks,
 };
 use keyward_proto::v1;
 use keyward_store::Mutation;
 
-use super::{CreditServiceImpl, LedgerWindow, ledger_page};
+use super::{CreditServiceImpl, LedgerWindow, checked_deltas, ledger_page};
 use crate::{
     convert,
     service::{environment_name, refills, thresholds},
@@ -63,11 +63,7 @@ impl CreditServiceImpl {
         let v1::AdjustOwnerCreditsRequest { owner, environment, deltas, reason, request_id } = request;
         let mut checks = Checks::new();
         let environment = self.pool(&mut checks, &owner, &environment);
-        if deltas.is_empty() {
-            checks.fail("deltas", "is required: name at least one unit and its delta");
-        }
-        let amounts: Vec<Credit> = deltas.iter().map(|delta| Credit::new(delta.unit.clone(), delta.delta)).collect();
-        let deltas = checks.credits("deltas", &amounts, AmountRule::NonZero);
+        let deltas = checked_deltas(&mut checks, &deltas);
         let reason = checks.reason("reason", &reason);
         let request_id = checks.request_id("request_id", &request_id);
         checks.finish()?;
