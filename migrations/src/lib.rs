@@ -22,6 +22,7 @@ mod m20261221_000013_create_roles;
 mod m20261222_000014_create_credit_holds;
 mod m20261223_000016_index_owner_reads;
 mod m20261224_000015_create_owner_credit_pools;
+mod m20261225_000017_create_hold_function;
 
 /// Runs every migration in order.
 #[derive(Debug)]
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261222_000014_create_credit_holds::Migration),
             Box::new(m20261224_000015_create_owner_credit_pools::Migration),
             Box::new(m20261223_000016_index_owner_reads::Migration),
+            Box::new(m20261225_000017_create_hold_function::Migration),
         ]
     }
 }

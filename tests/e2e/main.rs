@@ -19,6 +19,7 @@ mod expired;
 mod exposure;
 mod gateway;
 mod hardening;
+mod hold_batches;
 mod hold_races;
 mod holds;
 mod idempotency;

@@ -6,9 +6,9 @@ mod activity;
 mod audit;
 mod audit_service;
 mod background;
+mod batcher;
 mod bootstrap;
 mod cache;
-mod charger;
 pub mod config;
 mod connections;
 pub mod contract;
@@ -281,13 +281,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // beside the server more workers only split batches (metered.sh: 0.89 of pgbench
     // with one, 0.79 with two).
     let charge_workers = config.charge_workers.max(1);
-    let (charger, charge_workers) = charger::Charger::start(
-        store.clone(),
-        usize::try_from(charge_workers).unwrap_or(1),
-        usize::try_from(config.charge_batch).unwrap_or(1),
-        Arc::clone(&metrics),
-    );
-    background.extend(charge_workers);
+    let charge_workers = usize::try_from(charge_workers).unwrap_or(1);
+    let charge_batch = usize::try_from(config.charge_batch).unwrap_or(1);
+    let (charger, workers) = batcher::Batcher::start(store.clone(), charge_workers, charge_batch, Arc::clone(&metrics));
+    background.extend(workers);
+    // Holds take the same path: a hold costs what a metered verify costs.
+    let (holder, workers) = batcher::Batcher::start(store.clone(), charge_workers, charge_batch, Arc::clone(&metrics));
+    background.extend(workers);
     background.push(tokio::spawn(background::apply_refills(
         store.clone(),
         config.clock.clone(),
@@ -309,6 +309,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         jwt,
         Arc::clone(&metrics),
         charger,
+        holder,
         Arc::clone(&limiter),
     );
     let credit_environments = environments.clone();

@@ -97,6 +97,7 @@ pub(crate) struct Metrics {
     invalidations: IntCounter,
     credits_charged: IntCounterVec,
     charge_batches: prometheus::Histogram,
+    hold_batches: prometheus::Histogram,
     rate_leases: IntCounter,
     rate_tokens_leased: IntCounter,
     rate_tokens_returned: IntCounter,
@@ -190,9 +191,15 @@ impl Metrics {
             &["unit"],
         )
         .expect("valid metric");
+        let batch_buckets = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
         let charge_batches = prometheus::Histogram::with_opts(
             HistogramOpts::new("keyward_charge_batch_size", "charges applied per database transaction")
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+                .buckets(batch_buckets.clone()),
+        )
+        .expect("valid metric");
+        let hold_batches = prometheus::Histogram::with_opts(
+            HistogramOpts::new("keyward_hold_batch_size", "credit holds placed per database transaction")
+                .buckets(batch_buckets),
         )
         .expect("valid metric");
         let rate_leases = IntCounter::new(
@@ -249,6 +256,7 @@ impl Metrics {
             rate_tokens_returned: registered(&registry, rate_tokens_returned),
             credits_charged: registered(&registry, credits_charged),
             charge_batches: registered(&registry, charge_batches),
+            hold_batches: registered(&registry, hold_batches),
             requests: registered(&registry, requests),
             latency: registered(&registry, latency),
             cache_keys: registered(&registry, cache_keys),
@@ -298,6 +306,10 @@ impl Metrics {
 
     pub(crate) fn charge_batch(&self, size: usize) {
         self.charge_batches.observe(size as f64);
+    }
+
+    pub(crate) fn hold_batch(&self, size: usize) {
+        self.hold_batches.observe(size as f64);
     }
 
     pub(crate) fn cache_lookup(&self, result: CacheResult) {

@@ -26,8 +26,8 @@ use tonic::metadata::MetadataMap;
 use uuid::Uuid;
 
 use crate::{
+    batcher::Batcher,
     cache::{KeyCache, Lookup},
-    charger::Charger,
     jwt::{JwtVerifier, looks_like_jwt},
     limiter::{LimitState, Limiter},
     metrics::{CacheResult, Metrics},
@@ -54,7 +54,8 @@ pub(crate) struct Verifier {
     usage: Arc<UsageRecorder>,
     jwt: Option<Arc<JwtVerifier>>,
     metrics: Arc<Metrics>,
-    charger: Charger,
+    charger: Batcher<Charge>,
+    holder: Batcher<HoldRequest>,
     limiter: Arc<Limiter>,
     queries: Arc<Queries>,
 }
@@ -121,7 +122,8 @@ impl Verifier {
         usage: Arc<UsageRecorder>,
         jwt: Option<Arc<JwtVerifier>>,
         metrics: Arc<Metrics>,
-        charger: Charger,
+        charger: Batcher<Charge>,
+        holder: Batcher<HoldRequest>,
         limiter: Arc<Limiter>,
     ) -> Self {
         Self {
@@ -133,6 +135,7 @@ impl Verifier {
             jwt,
             metrics,
             charger,
+            holder,
             limiter,
             queries: Arc::new(Queries::new()),
         }
@@ -221,9 +224,10 @@ impl Verifier {
                 amounts: amounts.clone(),
                 request_id: cost.request_id.clone(),
                 actor: cost.actor.clone(),
+                placed_at: now,
                 expires_at: now + *ttl,
             };
-            match Box::pin(self.store.place_hold(&request, now)).await? {
+            match Box::pin(self.holder.apply(request)).await? {
                 HoldOutcome::Held(id) => verification.hold_id = Some(id),
                 HoldOutcome::Exceeded => verification.verdict = Verdict::UsageExceeded,
                 HoldOutcome::RequestIdReused => {
@@ -246,7 +250,7 @@ impl Verifier {
                 request_id: cost.request_id,
                 actor: cost.actor,
             };
-            match Box::pin(self.charger.charge(charge)).await? {
+            match Box::pin(self.charger.apply(charge)).await? {
                 ChargeOutcome::Charged(remaining) => {
                     self.metrics.charged(&cost.credits);
                     verification.remaining = remaining;

@@ -280,6 +280,7 @@ impl Batch<'_> {
                 request_id: charge.request_id.clone(),
                 actor: charge.actor.clone(),
                 spent_by: charge.pool_id.map(|_| charge.key_id),
+                hold_id: None,
             });
         }
         self.charged_keys.insert(charge.account());

@@ -5,6 +5,7 @@
 //! reserved credits are never spent twice and `held` never exceeds `balance`.
 
 mod expire;
+mod place;
 
 use std::collections::HashMap;
 
@@ -13,21 +14,21 @@ use keyward_core::{
     Error,
     credit::Credit,
     error::Result,
-    hold::{Hold, HoldOutcome, HoldState, REASON_CAPTURE},
+    hold::{Hold, HoldState, REASON_CAPTURE},
     model::AuditAction,
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, ExprTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
 use crate::{
     Store, alerts,
-    db::{db_error, is_retryable},
-    entity::{credit_balance, credit_hold, credit_hold_amount},
+    db::db_error,
+    entity::{credit_hold, credit_hold_amount},
     envelope::{Claim, Envelope, Mutation},
-    ledger::{insert_ledger, ledger_row},
+    ledger,
 };
 
 /// Attempts of a hold's transaction that PostgreSQL aborted as a deadlock.
@@ -46,8 +47,17 @@ pub struct HoldRequest {
     pub request_id: Option<String>,
     /// Who asks (the verifying caller).
     pub actor: String,
+    /// When it is made.
+    pub placed_at: DateTime<Utc>,
     /// When the server releases it unless settled before.
     pub expires_at: DateTime<Utc>,
+}
+
+impl HoldRequest {
+    /// The account whose balances it reserves: the pool, or else the key.
+    pub fn account(&self) -> Uuid {
+        self.pool_id.unwrap_or(self.key_id)
+    }
 }
 
 /// Whose holds a list covers.
@@ -79,19 +89,6 @@ enum Settle<'a> {
 }
 
 impl Store {
-    /// Reserves a hold's amounts of a key's balances, all units or none, each only if the
-    /// available balance (balance minus live holds) covers it.
-    pub async fn place_hold(&self, request: &HoldRequest, now: DateTime<Utc>) -> Result<HoldOutcome> {
-        let mut attempt = 1;
-        loop {
-            let txn = self.begin_write().await?;
-            match try_place(txn, request, now).await {
-                Err(err) if attempt < HOLD_ATTEMPTS && is_retryable(&err) => attempt += 1,
-                result => return result.map_err(db_error),
-            }
-        }
-    }
-
     /// A hold as stored (NOT_FOUND if there is none).
     pub async fn hold(&self, id: Uuid) -> Result<Hold> {
         read_hold(self.db()?, id).await?.ok_or_else(|| hold_not_found(id))
@@ -160,72 +157,6 @@ impl Store {
     }
 }
 
-async fn try_place(txn: DatabaseTransaction, request: &HoldRequest, now: DateTime<Utc>) -> Result<HoldOutcome, DbErr> {
-    if let Some(request_id) = &request.request_id {
-        // The request id named a hold of this key before: the same hold if it is the
-        // same request (caller and amounts), refused otherwise.
-        let earlier = credit_hold::Entity::find()
-            .filter(credit_hold::Column::KeyId.eq(request.key_id))
-            .filter(credit_hold::Column::RequestId.eq(request_id.clone()))
-            .one(&txn)
-            .await?;
-        if let Some(earlier) = earlier {
-            let earlier = with_amounts(&txn, vec![earlier]).await.map_err(|err| DbErr::Custom(err.to_string()))?;
-            let mut asked = request.amounts.clone();
-            asked.sort();
-            return Ok(match earlier.into_iter().next() {
-                Some(hold) if hold.actor == request.actor && hold.amounts == asked => HoldOutcome::Held(hold.id),
-                _ => HoldOutcome::RequestIdReused,
-            });
-        }
-    }
-    let id = Uuid::now_v7();
-    credit_hold::Entity::insert(credit_hold::ActiveModel {
-        id: Set(id),
-        key_id: Set(request.key_id),
-        actor: Set(request.actor.clone()),
-        request_id: Set(request.request_id.clone()),
-        state: Set(HoldState::Live.as_str().to_owned()),
-        created_at: Set(now),
-        expires_at: Set(request.expires_at),
-        settled_at: Set(None),
-        settle_request_id: Set(None),
-        pool_id: Set(request.pool_id),
-    })
-    .exec_without_returning(&txn)
-    .await?;
-    let rows = request.amounts.iter().map(|credit| credit_hold_amount::ActiveModel {
-        hold_id: Set(id),
-        unit: Set(credit.unit.clone()),
-        amount: Set(credit.amount),
-        captured: Set(None),
-    });
-    credit_hold_amount::Entity::insert_many(rows).exec_without_returning(&txn).await?;
-    let mut units: Vec<&Credit> = request.amounts.iter().collect();
-    // One order for every transaction that takes balance rows, so two never wait on
-    // each other in a cycle.
-    units.sort();
-    for credit in units {
-        let reserved = credit_balance::Entity::update_many()
-            .col_expr(credit_balance::Column::Held, Expr::col(credit_balance::Column::Held).add(credit.amount))
-            .filter(credit_balance::Column::KeyId.eq(request.pool_id.unwrap_or(request.key_id)))
-            .filter(credit_balance::Column::Unit.eq(credit.unit.clone()))
-            .filter(
-                Expr::col(credit_balance::Column::Balance)
-                    .sub(Expr::col(credit_balance::Column::Held))
-                    .gte(credit.amount),
-            )
-            .exec(&txn)
-            .await?;
-        if reserved.rows_affected == 0 {
-            txn.rollback().await?;
-            return Ok(HoldOutcome::Exceeded);
-        }
-    }
-    txn.commit().await?;
-    Ok(HoldOutcome::Held(id))
-}
-
 async fn try_settle(
     txn: DatabaseTransaction,
     id: Uuid,
@@ -275,25 +206,25 @@ async fn try_settle(
         let amount = charged_of(&reserved.unit);
         let balance = unreserve(&txn, hold.account(), reserved, amount).await?;
         if charged.is_some() {
-            let mut row = ledger_row(
-                hold.account(),
-                &reserved.unit,
-                -amount,
-                balance,
-                REASON_CAPTURE,
-                mutation.request_id.as_deref(),
-                &mutation.actor,
-                mutation.now,
-            );
-            row.hold_id = Set(Some(hold.id));
-            row.spent_by = Set(hold.pool_id.map(|_| hold.key_id));
-            ledger.push(row);
+            ledger.push(ledger::Entry {
+                key_id: hold.account(),
+                unit: reserved.unit.clone(),
+                delta: -amount,
+                balance_after: balance,
+                request_id: mutation.request_id.clone(),
+                actor: mutation.actor.clone(),
+                spent_by: hold.pool_id.map(|_| hold.key_id),
+                hold_id: Some(hold.id),
+            });
         }
     }
-    // A release moves no balance, so it crosses no alert line.
+    // A release moves no balance, so it crosses no alert line; a capture only lowers
+    // balances, so it only fires alerts (written with its ledger, as a charge batch's are)
+    // and re-arms none.
     if charged.is_some() {
-        insert_ledger(&txn, ledger).await?;
-        alerts::settle(&txn, &[hold.account()], mutation.now).await?;
+        let fired =
+            alerts::fire(&txn, &[hold.account()], ledger, REASON_CAPTURE, mutation.now).await.map_err(db_error)?;
+        alerts::emit(&txn, fired, mutation.now).await?;
     }
     txn.commit().await.map_err(db_error)?;
     Ok(settled)

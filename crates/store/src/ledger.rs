@@ -162,6 +162,8 @@ pub(crate) struct Entry {
     pub(crate) actor: String,
     /// On a pool's entry, the key that spent.
     pub(crate) spent_by: Option<Uuid>,
+    /// On a capture's entry, the hold it settles.
+    pub(crate) hold_id: Option<Uuid>,
 }
 
 /// Writes a batch's entries as multi-row INSERTs (SQLite has no arrays to bind).
@@ -186,6 +188,7 @@ pub(crate) async fn insert_entries(
                 at,
             );
             row.spent_by = Set(entry.spent_by);
+            row.hold_id = Set(entry.hold_id);
             row
         })
         .collect();
@@ -199,7 +202,7 @@ pub(crate) async fn insert_entries(
 /// text (and its prepared plan) is the same whatever their number; a charge batch runs
 /// it inside the statement that also fires its alerts ([`crate::alerts::fire`]).
 pub(crate) fn push_insert(sql: &mut Sql, entries: Vec<Entry>, reason: &str, at: DateTime<Utc>) {
-    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for entry in entries {
         columns.0.push(entry.key_id);
         columns.1.push(entry.unit);
@@ -210,19 +213,22 @@ pub(crate) fn push_insert(sql: &mut Sql, entries: Vec<Entry>, reason: &str, at: 
         columns.5.push(entry.actor);
         // No key has the nil id, so it can stand for none in a uuid array.
         columns.6.push(entry.spent_by.unwrap_or_else(Uuid::nil));
+        columns.7.push(entry.hold_id.unwrap_or_else(Uuid::nil));
     }
     sql.push(
         "INSERT INTO credit_transactions \
-         (key_id, unit, delta, balance_after, reason, request_id, actor, created_at, spent_by) \
+         (key_id, unit, delta, balance_after, reason, request_id, actor, created_at, spent_by, hold_id) \
          SELECT v.key_id, v.unit, v.delta, v.balance_after, ",
     );
     sql.bind(reason, "varchar").push(", NULLIF(v.request_id, ''), v.actor, ").bind(at, "timestamptz");
-    sql.push(", NULLIF(v.spent_by, ").bind(Uuid::nil(), "uuid").push(")");
+    sql.push(", NULLIF(v.spent_by, ").bind(Uuid::nil(), "uuid").push("), NULLIF(v.hold_id, ");
+    sql.bind(Uuid::nil(), "uuid").push(")");
     sql.push(" FROM unnest(").bind(columns.0, "uuid[]").push(", ").bind(columns.1, "varchar[]");
     sql.push(", ").bind(columns.2, "bigint[]").push(", ").bind(columns.3, "bigint[]").push(", ");
     sql.bind(sea_orm::Value::Array(ArrayType::String, Some(Box::new(columns.4))), "varchar[]");
     sql.push(", ").bind(columns.5, "varchar[]").push(", ").bind(columns.6, "uuid[]");
-    sql.push(") AS v (key_id, unit, delta, balance_after, request_id, actor, spent_by)");
+    sql.push(", ").bind(columns.7, "uuid[]");
+    sql.push(") AS v (key_id, unit, delta, balance_after, request_id, actor, spent_by, hold_id)");
 }
 
 pub(crate) async fn insert_ledger(txn: &DatabaseTransaction, rows: Vec<credit_transaction::ActiveModel>) -> Result<()> {
