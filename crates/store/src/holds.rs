@@ -9,7 +9,7 @@ mod place;
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use keyward_core::{
     Error,
     credit::Credit,
@@ -187,7 +187,9 @@ async fn try_settle(
     };
     // What is this hold's own comes first. The balance row is shared by every settlement and
     // charge of the account, so it is taken last and held over the fewest statements.
-    end_hold(&txn, hold.id, state, mutation.now, mutation.request_id.as_deref()).await?;
+    // In whole microseconds, as both stores keep it, so the answer is what a read shows later.
+    let settled_at = mutation.now.trunc_subsecs(6);
+    end_hold(&txn, hold.id, state, settled_at, mutation.request_id.as_deref()).await?;
     if charged.is_some() {
         for reserved in &hold.amounts {
             credit_hold_amount::Entity::update_many()
@@ -200,7 +202,13 @@ async fn try_settle(
         }
     }
     envelope.record(&txn).await?;
-    let settled = read_hold(&txn, id).await?.ok_or_else(|| hold_not_found(id))?;
+    let settled = Hold {
+        state,
+        captured: charged.clone().unwrap_or_default(),
+        settled_at: Some(settled_at),
+        settle_request_id: mutation.request_id.clone(),
+        ..hold.clone()
+    };
     let mut ledger = Vec::new();
     for reserved in &hold.amounts {
         let amount = charged_of(&reserved.unit);
