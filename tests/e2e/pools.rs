@@ -111,6 +111,11 @@ async fn a_pool_is_adjusted_and_read_once_per_request_id(backend: Backend) {
     // Another request for the same id is refused, not applied.
     let reused = adjust_pool(&app.channel, "someone-else", &[("", 1)], &request_id).await.unwrap_err();
     assert_invalid(&reused, "request_id");
+    assert!(
+        reused.message().contains("AdjustOwnerCredits of owner credit pool "),
+        "names what the request id was used for: {}",
+        reused.message()
+    );
 
     let below = adjust_pool(&app.channel, PAYER, &[("", -101), ("gpu", 1)], "").await.unwrap_err();
     assert_status(&below, Code::FailedPrecondition, "INSUFFICIENT_CREDITS");

@@ -87,8 +87,10 @@ impl<'a> Envelope<'a> {
                     return Err(Error::invalid(
                         "request_id",
                         format!(
-                            "was already used for {} of API key {}; use a fresh request_id for a new request",
-                            earlier.operation, earlier.key_id
+                            "was already used for {} of {} {}; use a fresh request_id for a new request",
+                            earlier.operation,
+                            target_kind(&earlier.operation),
+                            earlier.key_id
                         ),
                     ));
                 }
@@ -148,6 +150,19 @@ impl<'a> Envelope<'a> {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// What an idempotent operation acts on, named as in its RPC: the record keeps only the
+/// target's id.
+fn target_kind(operation: &str) -> &'static str {
+    let of = |actions: &[AuditAction]| actions.iter().any(|action| action.as_str() == operation);
+    if of(&[AuditAction::AdjustOwnerCredits, AuditAction::UpdateOwnerCreditPool]) {
+        "owner credit pool"
+    } else if of(&[AuditAction::CaptureCreditHold, AuditAction::ReleaseCreditHold]) {
+        "credit hold"
+    } else {
+        "API key"
     }
 }
 
