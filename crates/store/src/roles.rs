@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::{
     Store,
     convert::to_domain,
-    db::db_error,
+    db::{ROWS_PER_STATEMENT, db_error},
     entity::{api_key, api_key_role, role},
     envelope::{Mutation, record_change},
     outbox,
@@ -142,7 +142,9 @@ async fn holders(txn: &DatabaseTransaction, role_id: Uuid) -> Result<Vec<Uuid>> 
     Ok(rows.into_iter().map(|row| row.key_id).collect())
 }
 
-/// The keys `ids`, each holding its roles.
+/// The keys `ids`, each holding its roles. Callers pass at most [`ROWS_PER_STATEMENT`] ids,
+/// so a role held by any number of keys stays within the databases' bind limits and
+/// only one page of keys is in memory at a time.
 async fn keys(txn: &DatabaseTransaction, ids: &[Uuid]) -> Result<Vec<ApiKey>> {
     let select = api_key::Entity::find().filter(api_key::Column::Id.is_in(ids.iter().copied()));
     let rows =
@@ -247,8 +249,10 @@ impl Store {
         let held_by = holders(&txn, current.id).await?;
         let scopes_change = next.scopes != current.scopes;
         if scopes_change {
-            for key in keys(&txn, &held_by).await? {
-                authority.admit(&key)?;
+            for chunk in held_by.chunks(ROWS_PER_STATEMENT) {
+                for key in keys(&txn, chunk).await? {
+                    authority.admit(&key)?;
+                }
             }
         }
         role::Entity::update_many()
@@ -263,9 +267,11 @@ impl Store {
             .await
             .map_err(db_error)?;
         if scopes_change {
-            for key in keys(&txn, &held_by).await? {
-                authority.admit_outcome(&key)?;
-                self.announce(&txn, key.id).await?;
+            for chunk in held_by.chunks(ROWS_PER_STATEMENT) {
+                for key in keys(&txn, chunk).await? {
+                    authority.admit_outcome(&key)?;
+                    self.announce(&txn, key.id).await?;
+                }
             }
         }
         record_change(&txn, mutation, AuditAction::UpdateRole, &Role::audit_target(owner, name)).await?;
@@ -301,8 +307,10 @@ impl Store {
                 ),
             });
         }
-        for key in keys(&txn, &held_by).await? {
-            authority.admit(&key)?;
+        for chunk in held_by.chunks(ROWS_PER_STATEMENT) {
+            for key in keys(&txn, chunk).await? {
+                authority.admit(&key)?;
+            }
         }
         api_key_role::Entity::delete_many()
             .filter(api_key_role::Column::RoleId.eq(current.id))
