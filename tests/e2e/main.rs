@@ -5,6 +5,7 @@
 mod helpers;
 
 mod audit_log;
+mod backfill;
 mod cache;
 mod connections;
 mod contract;

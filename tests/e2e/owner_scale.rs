@@ -12,7 +12,7 @@ use crate::helpers::{Backend, TestApp, admin, assert_status, both, create_reques
 const QUOTA: usize = 10;
 
 /// The quota row's count of held keys beside the keys actually not revoked.
-async fn held_and_counted(app: &TestApp, owner: &str) -> (i64, i64) {
+pub(crate) async fn held_and_counted(app: &TestApp, owner: &str) -> (i64, i64) {
     let connection = app.running().store.connection();
     let backend = connection.get_database_backend();
     let one = |sql: &str| Statement::from_sql_and_values(backend, sql, [owner.into()]);
