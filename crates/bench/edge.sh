@@ -8,6 +8,9 @@
 #      built with Envoy's own stubs from xds-protos) against grpc.health.v1.Health/Check and
 #      a plain VerifyApiKey, with h2load (4 connections × 16 streams). Target: Check ≥ 0.8 of health.
 # Each round runs baseline, edge, edge, baseline (half a run each), so drift weighs on both.
+# SERVER_PIN and CLIENT_PIN prefix keyward's and h2load's commands, as in floor.sh, e.g.
+# SERVER_PIN="taskset -c 0" CLIENT_PIN="taskset -c 1", so the gRPC ratios are the server's
+# and not h2load's share of the cores (nginx and wrk are not pinned).
 #   bash crates/bench/edge.sh [seconds per target and round, default 4] [rounds, default 3]
 # Needs `bash tests/tools.sh bench` (h2load, wrk, nginx, the venv with xds-protos) and curl.
 set -euo pipefail
@@ -41,7 +44,7 @@ mkdir -p "$WORK/data"
 KEYWARD_DATABASE_URL="sqlite://$WORK/data/keyward.db" KEYWARD_DATA_DIR="$WORK/data" \
   KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HTTP_ADDR="127.0.0.1:$HTTP_PORT" KEYWARD_HASH_SECRET=bench \
   KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" KEYWARD_EDGE_ROUTES="$WORK/routes.toml" \
-  KEYWARD_LOG=warn "$BIN/keyward" serve &
+  KEYWARD_LOG=warn ${SERVER_PIN:-} "$BIN/keyward" serve &
 SERVER=$!
 wait_ready "$PORT"
 KEY="$(curl -sf -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
@@ -85,7 +88,7 @@ wrkrate() { # wrkrate <port>: requests per second; fails on any non-2xx answer o
 
 h2rate() { # h2rate <path> <body file> [header…]: calls per second; fails unless every call answered 200
   local out
-  out="$(h2load -c 4 -m 16 -t 1 -D "$HALF_RUN" --warm-up-time 1 -H 'content-type: application/grpc' \
+  out="$(${CLIENT_PIN:-} h2load -c 4 -m 16 -t 1 -D "$HALF_RUN" --warm-up-time 1 -H 'content-type: application/grpc' \
     -H 'te: trailers' "${@:3}" -d "$2" "http://127.0.0.1:$PORT$1" 2>&1)"
   if ! grep -q 'status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx' <<<"$out" || ! grep -q ' 0 failed' <<<"$out"; then
     echo "$out" >&2; echo "h2load saw failures" >&2; exit 1
@@ -106,6 +109,7 @@ check_frame "$WORK/check.bin" "$KEY"
 check_admits "127.0.0.1:$PORT" "$WORK/check.bin"
 
 AUTH=(-H "authorization: Bearer $ADMIN")
+echo "server: ${SERVER_PIN:-any core}; h2load: ${CLIENT_PIN:-any core}"
 echo "machine: $(machine); $(h2load --version | head -1); $(wrk --version 2>&1 | head -1); $("$NGINX" -v 2>&1)"
 for round in $(seq 1 "$ROUNDS"); do
   o1="$(wrkrate "$OPEN_PORT")"; a1="$(wrkrate "$AUTH_PORT")"; a2="$(wrkrate "$AUTH_PORT")"; o2="$(wrkrate "$OPEN_PORT")"
