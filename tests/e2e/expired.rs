@@ -163,10 +163,15 @@ both!(masumi_shows_an_expired_key_active_and_can_disable_it);
 /// still disables it.
 async fn masumi_shows_an_expired_key_active_and_can_disable_it(backend: Backend) {
     let app = spawn(backend).await;
-    let (key, _) = create_key(&app, "masumi", ApiKeyStatus::Active, Some(1)).await;
+    let (key, secret) = create_key(&app, "masumi", ApiKeyStatus::Active, Some(1)).await;
     pass(key.expire_time.as_ref().unwrap()).await;
     assert_eq!(get(&app, &key.id).await.status(), ApiKeyStatus::Expired);
     let rest = Rest::new(app.running().http_addr);
+    let own_status = || async {
+        let answer = rest.send("GET", "/api/v1/api-key-status", &[("token", secret.as_str())], None).await;
+        (answer.status, answer.body["error"]["message"].clone())
+    };
+    assert_eq!(own_status().await, (401, json!("Unauthorized, API key has expired")), "its holder is told why");
     let headers = [("token", ADMIN_KEY), ("accept", "*/*")];
     let listed = rest.send("GET", "/api/v1/api-key?limit=100", &headers, None).await;
     assert_eq!(listed.status, 200, "{:?}", listed.body);
@@ -178,6 +183,7 @@ async fn masumi_shows_an_expired_key_active_and_can_disable_it(backend: Backend)
     let patched = rest.send("PATCH", "/api/v1/api-key", &headers, Some(&body)).await;
     assert_eq!((patched.status, &patched.body["data"]["status"]), (200, &json!("Revoked")), "{:?}", patched.body);
     assert_eq!(get(&app, &key.id).await.status(), ApiKeyStatus::Inactive);
+    assert_eq!(own_status().await, (401, json!("Unauthorized, API key is revoked")));
     app.stop().await;
 }
 

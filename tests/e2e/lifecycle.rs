@@ -304,3 +304,62 @@ async fn rotation_imports_a_chosen_secret(backend: Backend) {
     app.stop().await;
 }
 both!(rotation_imports_a_chosen_secret);
+
+/// A status in `update_mask` changes with the other fields in one transaction: an update
+/// whose credits or imported secret are refused leaves the key exactly as it was, status
+/// (and, for a revoked key, its deletion) included; one that succeeds changes all of it.
+async fn status_changes_with_the_update_or_not_at_all(backend: Backend) {
+    let app = spawn(backend).await;
+    let mut client = app.client.clone();
+    let mut key = key_with("restored with changes");
+    key.usage_limited = true;
+    key.credits = vec![v1::CreditAmount { unit: String::new(), amount: 10 }];
+    let created = client.create_api_key(admin(create_request(key))).await.unwrap().into_inner();
+    let (id, secret) = (created.api_key.unwrap().id, created.secret);
+    let (_, taken) = app.create_key("user-other", &[]).await;
+    let get = || {
+        let (mut client, id) = (app.client.clone(), id.clone());
+        async move { client.get_api_key(admin(v1::GetApiKeyRequest { id })).await.unwrap().into_inner().api_key.unwrap() }
+    };
+    let update = |status: ApiKeyStatus, delta: i64, import_secret: &str| v1::UpdateApiKeyRequest {
+        api_key: Some(v1::ApiKey {
+            id: id.clone(),
+            name: "renamed".into(),
+            status: status.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["status".into(), "name".into()] }),
+        credit_deltas: vec![v1::CreditDelta { unit: String::new(), delta }],
+        import_secret: import_secret.to_owned(),
+        ..Default::default()
+    };
+    let disable = v1::UpdateApiKeyRequest {
+        api_key: Some(v1::ApiKey { id: id.clone(), status: ApiKeyStatus::Inactive.into(), ..Default::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
+        ..Default::default()
+    };
+    client.update_api_key(admin(disable)).await.unwrap();
+    let inactive = get().await;
+    assert_eq!(inactive.status(), ApiKeyStatus::Inactive);
+    client.update_api_key(admin(update(ApiKeyStatus::Active, -11, ""))).await.unwrap_err();
+    let taken_secret = client.update_api_key(admin(update(ApiKeyStatus::Active, 1, &taken))).await.unwrap_err();
+    assert_status(&taken_secret, Code::AlreadyExists, "SECRET_ALREADY_EXISTS");
+    assert_eq!(get().await, inactive, "exactly as it was");
+    assert_eq!(app.verify(&secret, &[], "").await.code(), VerificationCode::Inactive);
+
+    client.delete_api_key(admin(v1::DeleteApiKeyRequest { id: id.clone(), request_id: String::new() })).await.unwrap();
+    let revoked = get().await;
+    assert!(revoked.status() == ApiKeyStatus::Revoked && revoked.delete_time.is_some());
+    client.update_api_key(admin(update(ApiKeyStatus::Active, -11, ""))).await.unwrap_err();
+    client.update_api_key(admin(update(ApiKeyStatus::Inactive, 1, &taken))).await.unwrap_err();
+    assert_eq!(get().await, revoked, "still revoked, nothing changed");
+    assert_eq!(app.verify(&secret, &[], "").await.code(), VerificationCode::Revoked);
+
+    let restored = client.update_api_key(admin(update(ApiKeyStatus::Active, 5, ""))).await.unwrap().into_inner();
+    let restored = restored.api_key.unwrap();
+    assert_eq!((restored.status(), restored.name.as_str()), (ApiKeyStatus::Active, "renamed"));
+    assert_eq!((restored.credits[0].amount, restored.delete_time), (15, None));
+    assert_eq!(app.verify(&secret, &[], "").await.code(), VerificationCode::Valid);
+    app.stop().await;
+}
+both!(status_changes_with_the_update_or_not_at_all);

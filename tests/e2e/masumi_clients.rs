@@ -380,7 +380,8 @@ async fn masumi_dashboard_2026_07_every_screen(backend: Backend) {
     // Revoke: the key stops working and stays listed, Revoked, with no deletedAt.
     let revoked = dashboard.send("PATCH", KEY, Some(json!({"id": id, "status": "Revoked"}))).await;
     assert_eq!(success(&revoked)["status"], "Revoked");
-    failure(&Dashboard::new(&app, &secret).send("GET", STATUS, None).await, 401);
+    let own = Dashboard::new(&app, &secret).send("GET", STATUS, None).await;
+    assert_eq!(failure(&own, 401), "Unauthorized, API key is revoked");
     let before = row(&listed("take=100").await).expect("a revoked key stays listed");
     assert_eq!(before["status"], "Revoked");
     assert!(before.get("deletedAt").is_none());
@@ -410,6 +411,8 @@ async fn masumi_dashboard_2026_07_every_screen(backend: Backend) {
     let deleted = dashboard.send("DELETE", KEY, Some(json!({"id": id}))).await;
     assert!(success(&deleted)["deletedAt"].is_string());
     assert_eq!(row(&listed("take=100").await), None);
+    let own = Dashboard::new(&app, &secret).send("GET", STATUS, None).await;
+    assert_eq!(failure(&own, 401), "Unauthorized, API key is revoked");
     let before = row(&listed("limit=100").await).expect("2025-12 lists deleted keys");
     let overdrawn = json!({"id": id, "status": "Active", "UsageCreditsToAddOrRemove": [{"unit": "", "amount": "-16"}]});
     failure(&dashboard.send("PATCH", KEY, Some(overdrawn)).await, 400);

@@ -2,10 +2,25 @@
 
 use keyward_proto::v1;
 use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::helpers::{Backend, admin, both, spawn};
+use crate::{
+    gateway::Rest,
+    helpers::{Backend, TestApp, admin, both, spawn},
+};
+
+/// Masumi's health route (what its dashboard calls first), with and without the slash.
+async fn masumi_health(app: &TestApp) -> Vec<(u16, Value)> {
+    let rest = Rest::new(app.running().http_addr);
+    let mut answers = Vec::new();
+    for path in ["/api/v1/health", "/api/v1/health/"] {
+        let answer = rest.send("GET", path, &[], None).await;
+        answers.push((answer.status, answer.body));
+    }
+    answers
+}
 
 async fn health_follows_the_database(backend: Backend) {
     let app = spawn(backend).await;
@@ -14,6 +29,8 @@ async fn health_follows_the_database(backend: Backend) {
         let answer = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(answer.status(), ServingStatus::Serving, "{service:?}");
     }
+    let ok = (200, json!({"status": "success", "data": {"status": "ok"}}));
+    assert_eq!(masumi_health(&app).await, vec![ok.clone(), ok.clone()]);
     if backend == Backend::Postgres {
         // Take the database away under the server: health must say so, and calls fail
         // with UNAVAILABLE rather than INTERNAL.
@@ -38,6 +55,8 @@ async fn health_follows_the_database(backend: Backend) {
         assert_eq!(status, ServingStatus::NotServing);
         let failed = app.client.clone().list_api_keys(admin(v1::ListApiKeysRequest::default())).await.unwrap_err();
         assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+        let unavailable = (503, json!({"status": "error", "error": {"message": "Service unavailable"}}));
+        assert_eq!(masumi_health(&app).await, vec![unavailable.clone(), unavailable], "Masumi's health says so too");
         admin_db.execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
         let mut status = ServingStatus::NotServing;
         for _ in 0..50 {
@@ -48,6 +67,7 @@ async fn health_follows_the_database(backend: Backend) {
             }
         }
         assert_eq!(status, ServingStatus::Serving, "serving again once the database is back");
+        assert_eq!(masumi_health(&app).await, vec![ok.clone(), ok]);
     }
     app.stop().await;
 }

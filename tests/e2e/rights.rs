@@ -2,6 +2,7 @@
 
 use keyward_proto::v1::{self, ApiKeyStatus, api_key_service_client::ApiKeyServiceClient};
 use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
 
 use crate::helpers::{Backend, admin, assert_status, both, create_request, key_with, spawn, timestamp_in, with_key};
 
@@ -88,6 +89,20 @@ async fn bad_credentials_are_unauthenticated_everywhere(backend: Backend) {
         for (rpc, code) in call_all(&app.client, make).await {
             assert_eq!(code, Code::Unauthenticated, "{rpc} with {case}");
         }
+        // A key found by its secret says why it is refused; no other credential says anything.
+        let key_status = match case {
+            "inactive caller key" => Some("API_KEY_STATUS_INACTIVE"),
+            "revoked caller key" => Some("API_KEY_STATUS_REVOKED"),
+            "expired caller key" => Some("API_KEY_STATUS_EXPIRED"),
+            _ => None,
+        };
+        let (metadata, extensions, ()) = make().into_parts();
+        let request = Request::from_parts(metadata, extensions, v1::GetCallerApiKeyRequest {});
+        let status = client.get_caller_api_key(request).await.unwrap_err();
+        assert_status(&status, Code::Unauthenticated, "UNAUTHENTICATED");
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.metadata.get(keyward_proto::ERROR_KEY_STATUS).map(String::as_str), key_status, "{case}");
+        assert_eq!(info.metadata.len(), usize::from(key_status.is_some()), "{case}: {:?}", info.metadata);
     }
     let status = client.get_caller_api_key(Request::new(v1::GetCallerApiKeyRequest {})).await.unwrap_err();
     assert_status(&status, Code::Unauthenticated, "UNAUTHENTICATED");

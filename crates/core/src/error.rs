@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+pub use crate::verify::Unusable;
+
 /// One invalid field of a request, as reported in `google.rpc.BadRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -32,11 +34,15 @@ pub enum Error {
     /// The request is malformed; each violation names a field.
     #[error("invalid request: {}", join(.0))]
     InvalidArgument(Vec<Violation>),
-    /// No valid credentials. Deliberately vague: the detail goes to the log only.
+    /// No valid credentials. Deliberately vague (the detail goes to the log only), except
+    /// that a key found by the presented secret and refused for its state says which state:
+    /// only the holder of that secret can be told so.
     #[error("missing or invalid credentials")]
     Unauthenticated {
         /// Why authentication failed, for the log.
         detail: &'static str,
+        /// The state of the key the secret belongs to, when that key exists and cannot be used.
+        key: Option<Unusable>,
     },
     /// The caller is known but lacks the right.
     #[error("the caller may not {action}")]
@@ -105,6 +111,11 @@ fn join(violations: &[Violation]) -> String {
 }
 
 impl Error {
+    /// Authentication failed for `detail`, which goes to the log only.
+    pub fn unauthenticated(detail: &'static str) -> Self {
+        Self::Unauthenticated { detail, key: None }
+    }
+
     /// A single-field invalid-argument error.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::InvalidArgument(vec![Violation::new(field, description)])

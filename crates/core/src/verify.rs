@@ -34,7 +34,36 @@ pub enum Verdict {
     RateLimited,
 }
 
+/// Why a key found by its secret cannot be used, which the holder of that secret is told
+/// (it can learn nothing of a key whose secret it does not hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unusable {
+    /// Disabled.
+    Inactive,
+    /// Revoked.
+    Revoked,
+    /// The key or this secret expired.
+    Expired,
+}
+
 impl Verdict {
+    /// The state of the key that makes this verdict a refusal, when the secret found a key
+    /// that cannot be used; `None` for any other verdict.
+    pub fn unusable(self) -> Option<Unusable> {
+        match self {
+            Self::Inactive => Some(Unusable::Inactive),
+            Self::Revoked => Some(Unusable::Revoked),
+            Self::Expired => Some(Unusable::Expired),
+            Self::Valid
+            | Self::Malformed
+            | Self::NotFound
+            | Self::InsufficientScope
+            | Self::NetworkNotAllowed
+            | Self::UsageExceeded
+            | Self::RateLimited => None,
+        }
+    }
+
     /// Why authentication with this secret fails, for the log; `None` when it is valid.
     pub fn auth_failure(self) -> Option<&'static str> {
         match self {

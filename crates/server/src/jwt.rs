@@ -143,7 +143,7 @@ pub(crate) fn looks_like_jwt(credential: &str) -> bool {
 }
 
 fn refuse(detail: &'static str) -> Error {
-    Error::Unauthenticated { detail }
+    Error::unauthenticated(detail)
 }
 
 impl JwtVerifier {

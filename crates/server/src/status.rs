@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 
-use keyward_core::Error;
+use keyward_core::{Error, error::Unusable};
+use keyward_proto::{ERROR_KEY_STATUS, v1};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
@@ -27,12 +28,26 @@ pub fn to_status(err: Error) -> Status {
             tracing::info!(error = ?message, "invalid request");
             (Code::InvalidArgument, "INVALID_ARGUMENT", message, HashMap::new(), violations)
         }
-        Error::Unauthenticated { detail } => {
+        Error::Unauthenticated { detail, key } => {
             if let Some(suppressed) = AUTHENTICATION_LINES.admit() {
                 tracing::warn!(detail, suppressed, "authentication failed");
             }
-            let message = "missing or invalid credentials: send a valid API key as `authorization: Bearer <key>` or `token: <key>`".to_owned();
-            (Code::Unauthenticated, "UNAUTHENTICATED", message, HashMap::new(), vec![])
+            let (message, metadata) = match key {
+                None => (
+                    "missing or invalid credentials: send a valid API key as `authorization: Bearer <key>` or `token: <key>`",
+                    HashMap::new(),
+                ),
+                // Only the holder of the key's secret gets here, so it may know why.
+                Some(state) => {
+                    let (status, message) = match state {
+                        Unusable::Inactive => (v1::ApiKeyStatus::Inactive, "the API key is disabled"),
+                        Unusable::Revoked => (v1::ApiKeyStatus::Revoked, "the API key was revoked"),
+                        Unusable::Expired => (v1::ApiKeyStatus::Expired, "the API key has expired"),
+                    };
+                    (message, HashMap::from([(ERROR_KEY_STATUS.to_owned(), status.as_str_name().to_owned())]))
+                }
+            };
+            (Code::Unauthenticated, "UNAUTHENTICATED", message.to_owned(), metadata, vec![])
         }
         Error::PermissionDenied { action } => {
             if let Some(suppressed) = PERMISSION_LINES.admit() {

@@ -412,7 +412,7 @@ impl Verifier {
     pub(crate) async fn authenticate_at(&self, metadata: &MetadataMap, at: Moment) -> Result<Caller> {
         let (presented, bearer) = credential(metadata)?;
         if bearer && looks_like_jwt(presented) {
-            let jwt = self.jwt.as_ref().ok_or(Error::Unauthenticated { detail: "JWT callers are not configured" })?;
+            let jwt = self.jwt.as_ref().ok_or_else(|| Error::unauthenticated("JWT callers are not configured"))?;
             return Ok(Caller::Person(Arc::new(Box::pin(jwt.authenticate(presented)).await?)));
         }
         let verification = self.verdict(presented, &[], None, "", at).await?;
@@ -422,25 +422,25 @@ impl Verifier {
                 self.usage.used(key.id, at.wall);
                 Ok(Caller::Key(key))
             }
-            (Some(detail), _) => Err(Error::Unauthenticated { detail }),
-            (None, None) => Err(Error::Unauthenticated { detail: "valid verdict without a key" }),
+            (Some(detail), _) => Err(Error::Unauthenticated { detail, key: verdict.unusable() }),
+            (None, None) => Err(Error::unauthenticated("valid verdict without a key")),
         }
     }
 }
 
 /// The presented credential, and whether it came as a bearer token (the only place a JWT may).
 fn credential(metadata: &MetadataMap) -> Result<(&str, bool)> {
-    let unreadable = Error::Unauthenticated { detail: "credential header is not visible ASCII" };
+    let unreadable = Error::unauthenticated("credential header is not visible ASCII");
     if let Some(value) = metadata.get("authorization") {
         let value = value.to_str().map_err(|_| unreadable)?;
         let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(Error::Unauthenticated { detail: "authorization header is not `Bearer <key>`" });
+            return Err(Error::unauthenticated("authorization header is not `Bearer <key>`"));
         }
         return Ok((token.trim(), true));
     }
     if let Some(value) = metadata.get("token") {
         return value.to_str().map(|key| (key.trim(), false)).map_err(|_| unreadable);
     }
-    Err(Error::Unauthenticated { detail: "no credentials" })
+    Err(Error::unauthenticated("no credentials"))
 }

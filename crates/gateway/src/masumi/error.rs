@@ -1,14 +1,16 @@
 //! Errors of the Masumi surface: `{"status": "error", "error": {"message": "…"}}`. As in
 //! the Masumi service itself, every authentication or permission failure is a 401, its
-//! message in Masumi's words.
+//! message in Masumi's words: no token, a token of no key, a revoked key, a missing right.
 
 use axum::{
     Json,
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+use keyward_proto::{ERROR_KEY_STATUS, v1};
 use serde::Serialize;
 use tonic::Code;
+use tonic_types::StatusExt;
 use utoipa::ToSchema;
 
 use crate::Failure;
@@ -59,12 +61,24 @@ pub(crate) fn respond_to(headers: &HeaderMap, failure: Failure) -> Response {
     respond_with(failure, presented)
 }
 
+/// Why a presented token was refused, as Masumi says it: a key that exists but is not
+/// active is "revoked" in Masumi's words (keyward tells only the holder of its secret).
+fn refused_token(status: &tonic::Status) -> &'static str {
+    let info = status.get_details_error_info();
+    let key_status = info.as_ref().and_then(|info| info.metadata.get(ERROR_KEY_STATUS)).map(String::as_str);
+    match key_status.and_then(v1::ApiKeyStatus::from_str_name) {
+        Some(v1::ApiKeyStatus::Inactive | v1::ApiKeyStatus::Revoked) => "Unauthorized, API key is revoked",
+        Some(v1::ApiKeyStatus::Expired) => "Unauthorized, API key has expired",
+        Some(v1::ApiKeyStatus::Active | v1::ApiKeyStatus::Unspecified) | None => {
+            "Unauthorized, invalid authentication token provided"
+        }
+    }
+}
+
 fn respond_with(failure: Failure, presented: bool) -> Response {
     let (status, message) = match failure {
         Failure::Status(status) => match status.code() {
-            Code::Unauthenticated if presented => {
-                (StatusCode::UNAUTHORIZED, "Unauthorized, invalid authentication token provided".to_owned())
-            }
+            Code::Unauthenticated if presented => (StatusCode::UNAUTHORIZED, refused_token(&status).to_owned()),
             Code::Unauthenticated => {
                 (StatusCode::UNAUTHORIZED, "Unauthorized, no authentication token provided".to_owned())
             }
