@@ -474,8 +474,9 @@ pub fn remaining_header(unit: &str) -> Option<String> {
 
 /// Whether a request header is one the edge sets upstream, and so must never pass from a
 /// client: `X-Keyward-*`, `RateLimit` and `RateLimit-Policy` (lower-case name).
-pub fn is_upstream_header(name: &str) -> bool {
-    name.starts_with("x-keyward-") || name == "ratelimit" || name == "ratelimit-policy"
+pub fn is_upstream_header(name: impl AsRef<[u8]>) -> bool {
+    let name = name.as_ref();
+    name.starts_with(b"x-keyward-") || name == b"ratelimit" || name == b"ratelimit-policy"
 }
 
 #[cfg(test)]

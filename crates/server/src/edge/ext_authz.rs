@@ -23,7 +23,9 @@ use tonic::{
     codegen::{Arc, BoxFuture, Context, Poll, Service, StdError, http},
     server::{Grpc, NamedService, UnaryService},
 };
-use tonic_prost::ProstCodec;
+use prost::{Message, bytes::Buf};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic_prost::ProstEncoder;
 
 use super::{Edge, Proxied, body};
 use crate::status::to_status;
@@ -121,9 +123,43 @@ where
         }
         let check = CheckCall(Arc::clone(&self.inner));
         Box::pin(async move {
-            let mut grpc = Grpc::new(ProstCodec::<CheckResponse, wire::CheckRequest>::default());
+            let mut grpc = Grpc::new(CheckCodec);
             Ok(grpc.unary(check, request).await)
         })
+    }
+}
+
+/// Envoy's `CheckResponse` out as prost encodes it; the request in through [`wire`], decoded
+/// from the message's bytes taken whole (one split of the received buffer, no copy): prost
+/// then reads each string as a slice of them and skips unread fields with a pointer bump,
+/// where reading through tonic's buffer costs a split and an advance of it per field.
+struct CheckCodec;
+
+impl Codec for CheckCodec {
+    type Encode = CheckResponse;
+    type Decode = wire::CheckRequest;
+    type Encoder = ProstEncoder<CheckResponse>;
+    type Decoder = CheckDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        CheckDecoder
+    }
+}
+
+struct CheckDecoder;
+
+impl Decoder for CheckDecoder {
+    type Item = wire::CheckRequest;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        let message = buf.copy_to_bytes(buf.remaining());
+        // As tonic's own prost decoder answers a message that does not parse.
+        wire::CheckRequest::decode(message).map(Some).map_err(|err| Status::internal(err.to_string()))
     }
 }
 
@@ -170,10 +206,14 @@ fn field<'a>(http: &'a wire::HttpRequest, value: &'a [u8], pseudo: &str, name: &
     })
 }
 
-/// Every header name of the request, as Envoy sent it.
-fn header_names(http: &wire::HttpRequest) -> impl Iterator<Item = &str> {
+/// The request's headers of the names the edge sets upstream, as Envoy sent them: judged on
+/// their bytes, so the names of every other header are never checked as UTF-8.
+fn client_upstream_headers(http: &wire::HttpRequest) -> impl Iterator<Item = &str> {
     let raw = http.header_map.iter().flat_map(|map| map.headers.iter().map(|header| header.key.as_str()));
-    http.headers.iter().filter_map(|entry| std::str::from_utf8(&entry.key).ok()).chain(raw)
+    let listed = http.headers.iter().filter(|entry| edge::is_upstream_header(&entry.key));
+    listed
+        .filter_map(|entry| std::str::from_utf8(&entry.key).ok())
+        .chain(raw.filter(|name| edge::is_upstream_header(name)))
 }
 
 fn header_option(name: &str, value: String) -> HeaderValueOption {
@@ -211,10 +251,8 @@ impl ExtAuthz {
         let http_response = if answer.admits() {
             // Ours overwrite the client's copies; the client's others of these names go.
             // Envoy sends header names in lower case.
-            let headers_to_remove = header_names(http)
-                .filter(|name| {
-                    edge::is_upstream_header(name) && !decision.upstream.iter().any(|(ours, _)| ours == name)
-                })
+            let headers_to_remove = client_upstream_headers(http)
+                .filter(|name| !decision.upstream.iter().any(|(ours, _)| ours == name))
                 .map(str::to_owned)
                 .collect();
             let headers: Vec<HeaderValueOption> =
@@ -265,9 +303,14 @@ mod tests {
         let headers = HashMap::from([
             ("authorization".to_owned(), "Bearer kw_x".to_owned()),
             (":path".to_owned(), "/a".to_owned()),
+            ("x-keyward-owner".to_owned(), "forged".to_owned()),
+            ("ratelimit".to_owned(), "forged".to_owned()),
         ]);
         let raw = HeaderMap {
-            headers: vec![HeaderValue { key: "x-api-key".to_owned(), value: String::new(), raw_value: b"k".to_vec() }],
+            headers: vec![
+                HeaderValue { key: "x-api-key".to_owned(), value: String::new(), raw_value: b"k".to_vec() },
+                HeaderValue { key: "x-keyward-scopes".to_owned(), value: "forged".to_owned(), raw_value: Vec::new() },
+            ],
         };
         let http = attribute_context::HttpRequest {
             id: "1".to_owned(),
@@ -300,8 +343,8 @@ mod tests {
         assert_eq!(header(&http, ":path"), Some("/a"));
         assert_eq!(header(&http, "x-api-key"), Some("k"));
         assert_eq!(header(&http, "cookie"), None);
-        let mut names: Vec<&str> = header_names(&http).collect();
+        let mut names: Vec<&str> = client_upstream_headers(&http).collect();
         names.sort_unstable();
-        assert_eq!(names, [":path", "authorization", "x-api-key"]);
+        assert_eq!(names, ["ratelimit", "x-keyward-owner", "x-keyward-scopes"]);
     }
 }
