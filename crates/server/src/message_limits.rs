@@ -4,9 +4,11 @@
 //! kilobytes. Here a message's bytes are gathered until the whole message has arrived
 //! and only then handed on, so what is held never exceeds what was sent; a declared
 //! length over the method's limit is refused at once; and the bytes of messages still
-//! arriving, across all connections, stay within one budget, which also pays for every
-//! call left waiting on its client (its headers and its state), so that streams opened
-//! and never finished cannot add up beyond it either.
+//! arriving, across all connections, stay within one budget, which also pays for the
+//! calls left waiting on their client (their headers and state), so that streams opened
+//! and never finished cannot add up beyond it either. The first such call of each
+//! connection waits free: a client on a connection of its own is served however full
+//! the budget, at a cost bounded by the connection cap.
 
 use std::{
     pin::Pin,
@@ -18,6 +20,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Status, codegen::http};
+
+use crate::activity::{Activity, WaitingPlace, connection_activity};
 
 /// gRPC's message prefix: a compression flag and a 4-byte big-endian length.
 const PREFIX: usize = 5;
@@ -98,10 +102,13 @@ where
         let limit = if has_credential(&request) { limit_for(request.uri().path()) } else { ANONYMOUS_LIMIT };
         let budget = Arc::clone(&self.budget);
         let waiting_cost = waiting_cost(&request);
+        let connection = connection_activity(&request);
         self.inner.call(request.map(|body| BoundedBody {
             inner: body,
             limit,
             waiting_cost: Some(waiting_cost),
+            connection,
+            free_place: None,
             gathered: BytesMut::new(),
             budget,
             held: None,
@@ -115,6 +122,9 @@ pub(crate) struct BoundedBody<B> {
     limit: usize,
     /// Charged when the call first waits on its client (taken then).
     waiting_cost: Option<usize>,
+    /// The call's connection, whose free place the call may take instead.
+    connection: Option<Arc<Activity>>,
+    free_place: Option<WaitingPlace>,
     /// Bytes of a message not yet complete.
     gathered: BytesMut,
     budget: Arc<Semaphore>,
@@ -197,9 +207,12 @@ where
             if polled.is_pending()
                 && let Some(cost) = self.waiting_cost.take()
             {
-                // The call now waits on its client: from here it is paid for, and
-                // refused if the budget cannot.
-                self.charge(cost)?;
+                // The call now waits on its client: from here it holds its connection's
+                // free place or is paid for, and refused if the budget cannot.
+                self.free_place = self.connection.as_ref().and_then(Activity::take_waiting_place);
+                if self.free_place.is_none() {
+                    self.charge(cost)?;
+                }
             }
             let Some(frame) = ready!(polled) else {
                 // What is left is an incomplete message: tonic reports it as such.
