@@ -138,6 +138,42 @@ async fn a_client_trickling_its_headers_is_cut_off() {
     app.stop().await;
 }
 
+/// On the gRPC port the same holds for HTTP/2: a client sending its connection preface,
+/// SETTINGS and first HEADERS a byte at a time never gets to start a call, whatever the
+/// idle timeout or keep-alive would allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_trickling_its_preface_and_headers_is_cut_off() {
+    let app = spawn_with(Backend::Sqlite, short_timeouts).await;
+    let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // An empty SETTINGS frame, then HEADERS (END_HEADERS) of stream 1: GET, http, /, from HPACK's static table.
+    opening.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    opening.extend_from_slice(&[0, 0, 3, 0x1, 0x4, 0, 0, 0, 1, 0x82, 0x86, 0x84]);
+    let mut slow = TcpStream::connect(app.running().grpc_addr).await.unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    // One byte every 300 ms: the whole opening takes about 10 s, well past the header
+    // timeout and the idle timeout.
+    for byte in &opening {
+        if slow.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(300), slow.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            // The server's own preface and SETTINGS: not an answer to a call.
+            Ok(Ok(_)) | Err(_) => sent += 1,
+        }
+    }
+    assert!(
+        sent < opening.len(),
+        "all {} bytes of a trickled opening were taken over {:?}: the connection was not cut off",
+        opening.len(),
+        started.elapsed()
+    );
+    assert!(health_serving(&app).await);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_connection_cap_a_client_waits_for_a_free_place() {
     const CAP: u32 = 4;

@@ -30,6 +30,7 @@ mod masumi;
 mod masumi_clients;
 mod openapi_rules;
 mod operations;
+mod outage_window;
 mod owner_scale;
 mod pagination;
 mod pool_races;

@@ -1,7 +1,8 @@
 //! What a stranger can make the gRPC port hold before any credential is checked: streams
 //! declaring large messages cost what they sent, not what they declared; messages over a
-//! method's limit are refused at their prefix; the bytes of messages still arriving stay
-//! within one budget; and a shutdown does not wait for connections that carry no call.
+//! method's limit are refused at their prefix; the bytes of messages still arriving, and
+//! the calls left waiting on their client, stay within one budget; and a shutdown does
+//! not wait for connections that carry no call.
 //! These drive the real `keyward` binary with a raw HTTP/2 client and read its memory
 //! from the kernel; listeners do not depend on the store, so they run on SQLite only.
 
@@ -21,6 +22,9 @@ const VERIFY: &str = "/keyward.v1.ApiKeyService/VerifyApiKey";
 const CONNECTIONS: usize = 5;
 /// The server's default `KEYWARD_MAX_CONCURRENT_STREAMS`.
 const STREAMS_PER_CONNECTION: usize = 100;
+/// What the server charges a call waiting on its client to its request budget, beside
+/// the call's headers.
+const WAITING_CALL_COST_KIB: u64 = 32;
 
 async fn replica(dir: &tempfile::TempDir, env: &[(&str, &str)]) -> Replica {
     let url = format!("sqlite://{}/keyward.db", dir.path().display());
@@ -78,6 +82,10 @@ async fn open_call(
 async fn status_of(response: h2::client::ResponseFuture) -> (String, String) {
     let response =
         tokio::time::timeout(Duration::from_secs(10), response).await.expect("answered").expect("a response");
+    grpc_status(&response)
+}
+
+fn grpc_status(response: &http::Response<h2::RecvStream>) -> (String, String) {
     let header =
         |name: &str| response.headers().get(name).map(|value| value.to_str().unwrap().to_owned()).unwrap_or_default();
     (header("grpc-status"), header("grpc-message"))
@@ -118,9 +126,14 @@ async fn streams_declaring_large_messages_cost_what_they_sent() {
     assert!(health_serving(server.grpc_addr).await, "another client is served beside the held streams");
     let grown = server.resident_kib().saturating_sub(before);
     let streams = CONNECTIONS * STREAMS_PER_CONNECTION;
-    eprintln!("{streams} held streams declaring 250 KiB each: resident memory grew by {grown} KiB");
-    // What was sent (500 KiB) and per-stream bookkeeping, far from 500 × 250 KiB.
-    assert!(grown < 32 * 1024, "{streams} held streams grew resident memory by {grown} KiB");
+    let per_stream = grown / streams as u64;
+    eprintln!(
+        "{streams} held streams declaring 250 KiB each: resident memory grew by {grown} KiB, {per_stream} KiB each"
+    );
+    // What was sent (1 KiB a stream) and the stream's own state, far from 250 KiB: no
+    // more than the budget charges a call waiting on its client, so the budget bounds
+    // what such calls hold in all.
+    assert!(per_stream <= WAITING_CALL_COST_KIB, "{streams} held streams grew resident memory by {grown} KiB");
     drop(held);
 }
 
@@ -182,6 +195,46 @@ async fn partly_received_messages_stay_within_the_budget() {
     let (response, _stream) = open_call(&mut send, VERIFY, true, partial.clone()).await;
     let answer = tokio::time::timeout(Duration::from_millis(500), response).await;
     assert!(answer.is_err(), "a stream is held again once the budget was given back: {answer:?}");
+}
+
+/// Calls whose client sent headers and then nothing are paid for from the same budget
+/// (32 KiB and their headers each), but for one per connection, so opening streams and
+/// never finishing them cannot add up beyond it and the connection cap; a call past it is
+/// refused at once, and a client on a connection of its own is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_left_waiting_by_their_client_share_the_budget() {
+    const BUDGET: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let server = replica(&dir, &[("KEYWARD_REQUEST_BUFFER_BYTES", "1048576")]).await;
+    let mut opened = Vec::new();
+    let mut connections = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut send = connect(server.grpc_addr).await;
+        for _ in 0..STREAMS_PER_CONNECTION {
+            opened.push(open_call(&mut send, VERIFY, true, Bytes::new()).await);
+        }
+        connections.push(send);
+    }
+    // Let the server start every call.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut waiting, mut refused) = (Vec::new(), 0);
+    for (mut response, stream) in opened {
+        match tokio::time::timeout(Duration::from_millis(10), &mut response).await {
+            Err(_) => waiting.push(stream),
+            Ok(answer) => {
+                let (code, message) = grpc_status(&answer.expect("a response"));
+                assert_eq!(code, "8", "RESOURCE_EXHAUSTED: {message}");
+                assert!(message.contains("KEYWARD_REQUEST_BUFFER_BYTES"), "{message}");
+                refused += 1;
+            }
+        }
+    }
+    eprintln!("{} calls left waiting: {} held, {refused} refused", CONNECTIONS * STREAMS_PER_CONNECTION, waiting.len());
+    assert!(refused > 0, "every call left waiting was held");
+    let most = BUDGET as u64 / (WAITING_CALL_COST_KIB * 1024) + CONNECTIONS as u64;
+    assert!(waiting.len() as u64 <= most, "{} calls held within 1 MiB and one a connection", waiting.len());
+    assert!(health_serving(server.grpc_addr).await, "a client on a connection of its own is served");
+    drop(waiting);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

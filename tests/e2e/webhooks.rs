@@ -9,8 +9,8 @@ use sea_orm::ConnectionTrait;
 use tonic::Code;
 
 use crate::{
-    helpers::{Backend, admin, assert_invalid, both, spawn, spawn_with, with_key},
-    receiver::Receiver,
+    helpers::{Backend, Replica, admin, assert_invalid, both, spawn, spawn_with, with_key},
+    receiver::{Hanging, Receiver},
 };
 
 pub(crate) fn endpoint(url: &str, types: &[&str]) -> v1::WebhookEndpoint {
@@ -167,4 +167,40 @@ async fn a_stored_endpoint_is_checked_again_at_delivery(backend: Backend) {
     assert!(receiver.deliveries().is_empty() && receiver.invalid().is_empty(), "the receiver was posted to");
     running.stop().await.unwrap();
     app.stop().await;
+}
+
+/// Proxies named in the environment are not asked to carry webhook posts: a proxy would
+/// connect to whatever name it is given, past the address checks, from where it stands.
+/// The replica runs with every proxy variable pointing at a listener that only counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_posts_ignore_proxies_from_the_environment() {
+    let proxy = Hanging::start().await;
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}/keyward.db", dir.path().display());
+    let mut env = vec![("KEYWARD_WEBHOOK_ALLOW_HTTP", "true"), ("KEYWARD_WEBHOOK_POLL_INTERVAL", "50ms")];
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+        env.push((name, proxy_url.as_str()));
+    }
+    let replica = Replica::start(&database, dir.path(), &env).await.expect("the replica starts");
+    let receiver = Receiver::start().await;
+    let created = WebhookServiceClient::new(replica.channel.clone())
+        .create_webhook_endpoint(admin(create(endpoint(&receiver.url(), &["api_key.created"]))))
+        .await
+        .unwrap()
+        .into_inner();
+    receiver.trust(&created.secret);
+    let request = v1::CreateApiKeyRequest {
+        api_key: Some(v1::ApiKey { name: "proxied?".into(), owner: "team-a".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    replica.client.clone().create_api_key(admin(request)).await.unwrap();
+    // A guard against a hang, not a measure of time.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while receiver.deliveries().is_empty() && proxy.accepted() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing was posted, directly or through the proxy");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(proxy.accepted(), 0, "the proxy was asked to carry a webhook post");
+    assert_eq!(receiver.deliveries()[0]["payload"]["type"], "api_key.created");
 }

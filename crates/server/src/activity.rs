@@ -7,7 +7,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
 };
@@ -23,6 +23,19 @@ pub(crate) struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `opened` of the last call's start or end, plus one (0: no call yet).
     last_call: AtomicU64,
+    /// Whether a call holds the connection's one free place to wait on its client.
+    waiting: AtomicBool,
+}
+
+/// A connection's one free place for a call waiting on its client (see
+/// `message_limits`), given back when dropped.
+#[derive(Debug)]
+pub(crate) struct WaitingPlace(Arc<Activity>);
+
+impl Drop for WaitingPlace {
+    fn drop(&mut self) {
+        self.0.waiting.store(false, Ordering::Release);
+    }
 }
 
 /// When a connection may next be found idle.
@@ -37,7 +50,21 @@ pub(crate) enum Idleness {
 
 impl Activity {
     pub(crate) fn new() -> Self {
-        Self { opened: Instant::now(), in_flight: AtomicUsize::new(0), last_call: AtomicU64::new(0) }
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_call: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the connection's free place for a call waiting on its client, if no other
+    /// call holds it.
+    pub(crate) fn take_waiting_place(self: &Arc<Self>) -> Option<WaitingPlace> {
+        self.waiting
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| WaitingPlace(Arc::clone(self)))
     }
 
     pub(crate) fn idleness(&self) -> Idleness {
@@ -132,7 +159,7 @@ pub(crate) struct Counted<S> {
     listener: Arc<InFlight>,
 }
 
-fn connection_activity<B>(request: &http::Request<B>) -> Option<Arc<Activity>> {
+pub(crate) fn connection_activity<B>(request: &http::Request<B>) -> Option<Arc<Activity>> {
     let extensions = request.extensions();
     extensions
         .get::<ConnectionInfo>()

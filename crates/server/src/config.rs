@@ -119,8 +119,10 @@ pub struct ConnectionConfig {
     /// Most concurrent HTTP/2 streams (calls) on one connection.
     #[arg(long, env = "KEYWARD_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
-    /// Most bytes of not yet complete gRPC request messages held across all connections;
-    /// a call that would need more is refused with RESOURCE_EXHAUSTED.
+    /// Most bytes of not yet complete gRPC request messages held across all connections,
+    /// each call left waiting on its client (but the first of each connection) counting
+    /// 32 KiB and its headers besides; a call that would need more is refused with
+    /// RESOURCE_EXHAUSTED.
     #[arg(long, env = "KEYWARD_REQUEST_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1_048_576..=(1 << 40)))]
     pub request_buffer_bytes: u64,
     /// How often an HTTP/2 connection is pinged; a peer that does not answer within

@@ -377,6 +377,8 @@ impl Limiter {
     pub(crate) async fn give_back(&self) {
         let held: Vec<_> = self.held.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
         let now_ms = self.clock.now().timestamp_millis();
+        // In an outage every slice fails alike: one line for them all.
+        let (mut failed, mut first_error) = (0_u64, None);
         for (id, bucket) in held {
             let held = bucket.held.lock().await;
             let (Some(shape), Some(slice)) = (held.shape, held.slice()) else { continue };
@@ -393,9 +395,13 @@ impl Limiter {
             match self.store.lease(&lease).await {
                 Ok(_) => self.metrics.rate_leased(slice.unused, 0),
                 Err(err) => {
-                    tracing::warn!(error = %err, "could not give a rate-limit slice back; it returns when its lease window ends")
+                    failed += 1;
+                    first_error.get_or_insert(err);
                 }
             }
+        }
+        if let Some(err) = first_error {
+            tracing::warn!(error = %err, failed, "could not give rate-limit slices back; they return when their lease windows end");
         }
     }
 }

@@ -4,7 +4,11 @@
 //! kilobytes. Here a message's bytes are gathered until the whole message has arrived
 //! and only then handed on, so what is held never exceeds what was sent; a declared
 //! length over the method's limit is refused at once; and the bytes of messages still
-//! arriving, across all connections, stay within one budget.
+//! arriving, across all connections, stay within one budget, which also pays for the
+//! calls left waiting on their client (their headers and state), so that streams opened
+//! and never finished cannot add up beyond it either. The first such call of each
+//! connection waits free: a client on a connection of its own is served however full
+//! the budget, at a cost bounded by the connection cap.
 
 use std::{
     pin::Pin,
@@ -17,6 +21,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Status, codegen::http};
 
+use crate::activity::{Activity, WaitingPlace, connection_activity};
+
 /// gRPC's message prefix: a compression flag and a 4-byte big-endian length.
 const PREFIX: usize = 5;
 /// A request carrying no credential may send no more than this: health checks and
@@ -26,6 +32,12 @@ const ANONYMOUS_LIMIT: usize = 16 * 1024;
 const DEFAULT_LIMIT: usize = 256 * 1024;
 /// A key written whole (metadata, credits, refills and limits at their bounds).
 const KEY_WRITE_LIMIT: usize = 1024 * 1024;
+/// What a call waiting on its client holds beside its headers and message bytes (h2's
+/// stream, the call's future and its tracing): `tests/e2e/transport.rs` measures about
+/// 23 KiB in a debug build and fails above this; charged to the budget while it waits.
+const WAITING_CALL_COST: usize = 32 * 1024;
+/// What HPACK counts per header field beside its name and value (RFC 7541, 4.1).
+const HEADER_FIELD_OVERHEAD: usize = 32;
 
 /// The largest message a call of `path` may send.
 fn limit_for(path: &str) -> usize {
@@ -33,6 +45,13 @@ fn limit_for(path: &str) -> usize {
         "/keyward.v1.ApiKeyService/CreateApiKey" | "/keyward.v1.ApiKeyService/UpdateApiKey" => KEY_WRITE_LIMIT,
         _ => DEFAULT_LIMIT,
     }
+}
+
+/// What a call waiting on its client is charged: its decoded headers and its state.
+fn waiting_cost<B>(request: &http::Request<B>) -> usize {
+    let headers: usize =
+        request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + HEADER_FIELD_OVERHEAD).sum();
+    WAITING_CALL_COST + headers + request.uri().path().len()
 }
 
 fn has_credential<B>(request: &http::Request<B>) -> bool {
@@ -82,9 +101,14 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let limit = if has_credential(&request) { limit_for(request.uri().path()) } else { ANONYMOUS_LIMIT };
         let budget = Arc::clone(&self.budget);
+        let waiting_cost = waiting_cost(&request);
+        let connection = connection_activity(&request);
         self.inner.call(request.map(|body| BoundedBody {
             inner: body,
             limit,
+            waiting_cost: Some(waiting_cost),
+            connection,
+            free_place: None,
             gathered: BytesMut::new(),
             budget,
             held: None,
@@ -96,10 +120,16 @@ where
 pub(crate) struct BoundedBody<B> {
     inner: B,
     limit: usize,
+    /// Charged when the call first waits on its client (taken then).
+    waiting_cost: Option<usize>,
+    /// The call's connection, whose free place the call may take instead.
+    connection: Option<Arc<Activity>>,
+    free_place: Option<WaitingPlace>,
     /// Bytes of a message not yet complete.
     gathered: BytesMut,
     budget: Arc<Semaphore>,
-    /// The budget `gathered` has used so far; returned when the body is dropped.
+    /// The budget the call has used so far (its waiting cost, once it waited, and the
+    /// bytes gathered); returned when the body is dropped.
     held: Option<OwnedSemaphorePermit>,
 }
 
@@ -137,9 +167,9 @@ impl<B> BoundedBody<B> {
         (self.gathered.len() >= PREFIX + declared).then(|| Ok(self.gathered.split_to(PREFIX + declared).freeze()))
     }
 
-    /// Keeps `data` until its message is whole, within the budget.
-    fn gather(&mut self, data: &Bytes) -> Result<(), BoxError> {
-        let needed = u32::try_from(data.len()).map_err(|_| self.too_large(data.len()))?;
+    /// Takes `bytes` more of the budget for as long as the body lives.
+    fn charge(&mut self, bytes: usize) -> Result<(), BoxError> {
+        let needed = u32::try_from(bytes).map_err(|_| self.too_large(bytes))?;
         let permit = Arc::clone(&self.budget).try_acquire_many_owned(needed).map_err(|_| -> BoxError {
             Box::new(Status::resource_exhausted(
                 "the server holds too many partly received requests (KEYWARD_REQUEST_BUFFER_BYTES); retry shortly",
@@ -149,6 +179,12 @@ impl<B> BoundedBody<B> {
             Some(held) => held.merge(permit),
             None => self.held = Some(permit),
         }
+        Ok(())
+    }
+
+    /// Keeps `data` until its message is whole, within the budget.
+    fn gather(&mut self, data: &Bytes) -> Result<(), BoxError> {
+        self.charge(data.len())?;
         self.gathered.extend_from_slice(data);
         Ok(())
     }
@@ -167,7 +203,18 @@ where
             if let Some(message) = self.next_message() {
                 return Poll::Ready(Some(message.map(Frame::data)));
             }
-            let Some(frame) = ready!(Pin::new(&mut self.inner).poll_frame(cx)) else {
+            let polled = Pin::new(&mut self.inner).poll_frame(cx);
+            if polled.is_pending()
+                && let Some(cost) = self.waiting_cost.take()
+            {
+                // The call now waits on its client: from here it holds its connection's
+                // free place or is paid for, and refused if the budget cannot.
+                self.free_place = self.connection.as_ref().and_then(Activity::take_waiting_place);
+                if self.free_place.is_none() {
+                    self.charge(cost)?;
+                }
+            }
+            let Some(frame) = ready!(polled) else {
                 // What is left is an incomplete message: tonic reports it as such.
                 let rest = std::mem::take(&mut self.gathered);
                 return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest.freeze()))));

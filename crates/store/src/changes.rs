@@ -18,6 +18,10 @@ use crate::{Store, db::db_error};
 
 /// `application_name` of the listener's connection (README names it for operators).
 const LISTENER_NAME: &str = "keyward change listener";
+/// How long the listener waits between tries to reconnect.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+/// Failed tries per warning line: one line a second.
+const RECONNECT_TRIES_PER_LINE: u64 = 4;
 
 /// What a listener reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +95,9 @@ impl ChangeListener {
     pub async fn next(&mut self) -> Change {
         if !self.connected {
             // A trivial query through the listener proves its connection (and so its
-            // LISTEN) is back before the cache is trusted again.
+            // LISTEN) is back before the cache is trusted again. Tries four times a second
+            // and says so once a second, with how many tries failed.
+            let mut failed: u64 = 0;
             loop {
                 match sqlx::query("SELECT 1").execute(&mut self.listener).await {
                     Ok(_) => {
@@ -99,8 +105,11 @@ impl ChangeListener {
                         return Change::Resynced;
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, "change listener cannot reconnect yet");
-                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        failed += 1;
+                        if failed % RECONNECT_TRIES_PER_LINE == 1 {
+                            tracing::warn!(error = %err, failed, "change listener cannot reconnect yet");
+                        }
+                        tokio::time::sleep(RECONNECT_PAUSE).await;
                     }
                 }
             }
