@@ -18,13 +18,13 @@ use keyward_core::{
     Error,
     edge::{self, Answer},
 };
+use prost::{Message, bytes::Buf};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{
     Status,
     codegen::{Arc, BoxFuture, Context, Poll, Service, StdError, http},
     server::{Grpc, NamedService, UnaryService},
 };
-use prost::{Message, bytes::Buf};
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::ProstEncoder;
 
 use super::{Edge, Proxied, body};
