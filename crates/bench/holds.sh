@@ -16,33 +16,18 @@ KEYS=1000
 CREDITS=1000000000000
 source crates/bench/common.sh
 PORT=50553
-SERVER=""
-PSQL=(psql -h 127.0.0.1 -U postgres -q)
-cleanup() {
-  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
-  "${PSQL[@]}" -c "DROP DATABASE IF EXISTS keyward_holds WITH (FORCE)" -c "DROP DATABASE IF EXISTS keyward_pgholds WITH (FORCE)" 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+KEYWARD_DB=keyward_holds
+PGBENCH_DB=keyward_pgholds
+source crates/bench/pgbench_pair.sh
 
-"${PSQL[@]}" -c "DROP DATABASE IF EXISTS keyward_holds WITH (FORCE)" -c "CREATE DATABASE keyward_holds" \
-  -c "DROP DATABASE IF EXISTS keyward_pgholds WITH (FORCE)" -c "CREATE DATABASE keyward_pgholds"
-"${PSQL[@]}" -d keyward_pgholds \
+fresh_databases
+"${PSQL[@]}" -d "$PGBENCH_DB" \
   -c "CREATE TABLE balances (id integer PRIMARY KEY, balance bigint NOT NULL, held bigint NOT NULL DEFAULT 0)" \
   -c "INSERT INTO balances SELECT id, $CREDITS, 0 FROM generate_series(1, $KEYS) AS id" \
   -c "CREATE TABLE holds (id uuid PRIMARY KEY, key_id integer NOT NULL, state varchar NOT NULL, created_at timestamptz NOT NULL, expires_at timestamptz NOT NULL, settled_at timestamptz)" \
   -c "CREATE INDEX holds_live ON holds (expires_at) WHERE state = 'live'" \
   -c "CREATE TABLE hold_amounts (hold_id uuid NOT NULL REFERENCES holds (id), unit varchar NOT NULL, amount bigint NOT NULL, captured bigint, PRIMARY KEY (hold_id, unit))"
-
-KEYWARD_DATABASE_URL=postgres://postgres@127.0.0.1:5432/keyward_holds KEYWARD_DATA_DIR="$WORK/data" \
-  KEYWARD_GRPC_ADDR="127.0.0.1:$PORT" KEYWARD_HTTP_ADDR=127.0.0.1:0 KEYWARD_HASH_SECRET=bench \
-  KEYWARD_MASTER_KEY="$MASTER_KEY" KEYWARD_BOOTSTRAP_ADMIN_KEY="$ADMIN" \
-  KEYWARD_ENVIRONMENTS=production:kw_live:20000 KEYWARD_LOG=warn "$BIN/keyward" serve &
-SERVER=$!
-wait_ready "$PORT"
-"$BIN/keyward-bench" seed --addr "127.0.0.1:$PORT" --auth "$ADMIN" --count "$KEYS" --credits "$CREDITS" --out "$WORK/keys.txt"
-pg_dump -h 127.0.0.1 -U postgres --schema-only --no-owner -t credit_transactions keyward_holds |
-  "${PSQL[@]}" -v ON_ERROR_STOP=1 -d keyward_pgholds >/dev/null
+serve_seeded
 
 HOLD="WITH reserved AS (UPDATE balances SET held = held + 1 WHERE id = :id AND balance - held >= 1 RETURNING id),
   made AS (INSERT INTO holds (id, key_id, state, created_at, expires_at)
@@ -63,38 +48,6 @@ WITH settled AS (UPDATE holds SET state = 'captured', settled_at = now() WHERE i
   SELECT md5(:id::text)::uuid, '', -1, balance, 'capture', NULL, 'pgbench', now() FROM charged;
 SQL
 
-pgbench_rate() { # pgbench_rate <script>
-  pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 64 -j 2 -T "$SECONDS_PER_RUN" -f "$1" keyward_pgholds 2>/dev/null \
-    | awk '/^tps = / {print $3}'
-}
-keyward_rate() { # keyward_rate <target>
-  "$BIN/keyward-bench" run --addr "127.0.0.1:$PORT" --auth "$ADMIN" --concurrency 64 --connections 4 \
-    --duration "${SECONDS_PER_RUN}s" --warmup 1s --target "$1" --keys-file "$WORK/keys.txt" --cost 1 \
-    --json "$WORK/run.json" >&2
-  python3 -c '
-import json, sys
-r = json.load(open(sys.argv[1]))[0]
-assert r["verification_codes"].keys() == {"VERIFICATION_CODE_VALID"}, r
-assert set(r["codes"]) == {"OK"}, r
-print(r["rate"])' "$WORK/run.json"
-}
-
 echo "machine: $(machine), $(pgbench --version)"
-for CASE in hold pair; do
-  case "$CASE" in
-    hold) TARGET=hold; LABEL="hold (VerifyApiKey with hold: 1)" ;;
-    pair) TARGET=hold-capture; LABEL="hold then capture" ;;
-  esac
-  PG=(); KW=()
-  for round in $(seq 1 $ROUNDS); do
-    PG+=("$(pgbench_rate "$WORK/$CASE.sql")")
-    KW+=("$(keyward_rate "$TARGET")")
-    echo "round $round, $LABEL: pgbench ${PG[-1]}/s, keyward ${KW[-1]}/s" >&2
-  done
-  python3 - "$LABEL" "${PG[*]}" "${KW[*]}" <<'PY'
-import sys
-label, pg, kw = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
-pg_rate, kw_rate = sum(pg) / len(pg), sum(kw) / len(kw)
-print(f"== {label}, 1,000 keys, 64 in flight: pgbench {pg_rate:.0f}/s, keyward {kw_rate:.0f}/s, ratio {kw_rate / pg_rate:.2f}")
-PY
-done
+compare "hold (VerifyApiKey with hold: 1), $KEYS keys" "$WORK/hold.sql" hold "$WORK/keys.txt"
+compare "hold then capture, $KEYS keys" "$WORK/pair.sql" hold-capture "$WORK/keys.txt"
