@@ -86,14 +86,21 @@ wrkrate() { # wrkrate <port>: requests per second; fails on any non-2xx answer o
   awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
 }
 
-h2rate() { # h2rate <path> <body file> [header…]: calls per second; fails unless every call answered 200
-  local out
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+h2rate() { # h2rate <path> <body file> [header…]: calls per second, and the cores keyward used over
+  # the run, warm-up included (its CPU time over the run's wall time): near 1 when pinned, the
+  # server was the bound. Fails unless every call answered 200.
+  local out start began
+  start="$(cpu_ticks "$SERVER")"; began="$(date +%s.%N)"
   out="$(${CLIENT_PIN:-} h2load -c 4 -m 16 -t 1 -D "$HALF_RUN" --warm-up-time 1 -H 'content-type: application/grpc' \
     -H 'te: trailers' "${@:3}" -d "$2" "http://127.0.0.1:$PORT$1" 2>&1)"
   if ! grep -q 'status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx' <<<"$out" || ! grep -q ' 0 failed' <<<"$out"; then
     echo "$out" >&2; echo "h2load saw failures" >&2; exit 1
   fi
-  awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out"
+  awk -v ticks="$(( $(cpu_ticks "$SERVER") - start ))" -v hz="$(getconf CLK_TCK)" \
+    -v began="$began" -v ended="$(date +%s.%N)" '/^finished in/ {
+    rate = $4; gsub(",", "", rate); printf "%s %.2f\n", rate, ticks / hz / (ended - began) }' <<<"$out"
 }
 
 # gRPC frames: an empty HealthCheckRequest, a VerifyApiKeyRequest {key}, and the
@@ -121,7 +128,7 @@ for round in $(seq 1 "$ROUNDS"); do
   h2="$(h2rate /grpc.health.v1.Health/Check "$WORK/health.bin")"
   awk -v r="$round" -v o="$o1 $o2" -v a="$a1 $a2" -v h="$h1 $h2" -v c="$c1 $c2" -v v="$v1 $v2" 'BEGIN {
     split(o, O); split(a, A); split(h, H); split(c, C); split(v, V)
-    o = (O[1] + O[2]) / 2; a = (A[1] + A[2]) / 2; h = (H[1] + H[2]) / 2; c = (C[1] + C[2]) / 2; v = (V[1] + V[2]) / 2
-    printf "round %d: nginx no auth %6.0f/s  forward-auth %6.0f/s  ratio %.3f | health %6.0f/s  Check %6.0f/s  verify %6.0f/s  Check/health %.3f  verify/health %.3f\n",
-      r, o, a, a / o, h, c, v, c / h, v / h }'
+    o = (O[1] + O[2]) / 2; a = (A[1] + A[2]) / 2; h = (H[1] + H[3]) / 2; c = (C[1] + C[3]) / 2; v = (V[1] + V[3]) / 2
+    printf "round %d: nginx no auth %6.0f/s  forward-auth %6.0f/s  ratio %.3f | health %6.0f/s  Check %6.0f/s  verify %6.0f/s  Check/health %.3f  verify/health %.3f | keyward cores: health %.2f  Check %.2f  verify %.2f\n",
+      r, o, a, a / o, h, c, v, c / h, v / h, (H[2] + H[4]) / 2, (C[2] + C[4]) / 2, (V[2] + V[4]) / 2 }'
 done

@@ -25,9 +25,15 @@ SERVER=""
 PSQL=(psql -h 127.0.0.1 -U postgres -qAt)
 trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; "${PSQL[@]}" -c "DROP DATABASE IF EXISTS keyward_miss WITH (FORCE)" 2>/dev/null; rm -rf "$WORK"' EXIT
 
-# The statement Store::find_record_by_secret runs (Read::KeyBySecret in
-# crates/store/src/lookup.rs, SQLite's text); `?` is the secret hash. Keep the two in step.
-SELECT_SQL='SELECT "api_keys"."number", "api_keys"."id", "api_keys"."name", "api_keys"."mask", "api_keys"."owner", "api_keys"."creator", "api_keys"."organization_id", "api_keys"."organization_name", "api_keys"."environment", "api_keys"."scopes", "api_keys"."networks", "api_keys"."status", "api_keys"."usage_limited", "api_keys"."metadata", "api_keys"."created_at", "api_keys"."updated_at", "api_keys"."expires_at", "api_keys"."deleted_at", "api_keys"."last_used_at", "api_keys"."rate_limits", "api_key_secrets"."secret_hash" AS "secret_hash", "api_key_secrets"."expires_at" AS "secret_expires_at" FROM "api_keys" INNER JOIN "api_key_secrets" ON "api_keys"."id" = "api_key_secrets"."key_id" WHERE "api_keys"."id" = (SELECT "key_id" FROM "api_key_secrets" WHERE "secret_hash" = ?)'
+# The one-key read a lone miss runs (Read::KeyBySecret in crates/store/src/lookup.rs),
+# each backend's text; `lookup::tests::the_miss_benchmark_runs_the_texts_a_miss_runs`
+# fails when they differ from what keyward runs.
+read -r -d '' SQLITE_SELECT <<'SQL' || true
+SELECT "api_keys"."number", "api_keys"."id", "api_keys"."name", "api_keys"."mask", "api_keys"."owner", "api_keys"."creator", "api_keys"."organization_id", "api_keys"."organization_name", "api_keys"."environment", "api_keys"."scopes", "api_keys"."networks", "api_keys"."status", "api_keys"."usage_limited", "api_keys"."metadata", "api_keys"."created_at", "api_keys"."updated_at", "api_keys"."expires_at", "api_keys"."deleted_at", "api_keys"."last_used_at", "api_keys"."rate_limits", "api_keys"."credit_source", (SELECT json_group_array(json_array(r."name", json(r."scopes"))) FROM "api_key_roles" AS kr JOIN "roles" AS r ON r."id" = kr."role_id" WHERE kr."key_id" = "api_keys"."id") AS "role_data", "api_key_secrets"."secret_hash" AS "secret_hash", "api_key_secrets"."expires_at" AS "secret_expires_at" FROM "api_keys" INNER JOIN "api_key_secrets" ON "api_keys"."id" = "api_key_secrets"."key_id" WHERE "api_keys"."id" = (SELECT "key_id" FROM "api_key_secrets" WHERE "secret_hash" = ?)
+SQL
+read -r -d '' POSTGRES_SELECT <<'SQL' || true
+SELECT "api_keys"."number", "api_keys"."id", "api_keys"."name", "api_keys"."mask", "api_keys"."owner", "api_keys"."creator", "api_keys"."organization_id", "api_keys"."organization_name", "api_keys"."environment", "api_keys"."scopes", "api_keys"."networks", "api_keys"."status", "api_keys"."usage_limited", "api_keys"."metadata", "api_keys"."created_at", "api_keys"."updated_at", "api_keys"."expires_at", "api_keys"."deleted_at", "api_keys"."last_used_at", "api_keys"."rate_limits", "api_keys"."credit_source", (SELECT COALESCE(CAST(json_agg(json_build_array(r."name", CAST(r."scopes" AS json))) AS text), '[]') FROM "api_key_roles" AS kr JOIN "roles" AS r ON r."id" = kr."role_id" WHERE kr."key_id" = "api_keys"."id") AS "role_data", "api_key_secrets"."secret_hash" AS "secret_hash", "api_key_secrets"."expires_at" AS "secret_expires_at" FROM "api_keys" INNER JOIN "api_key_secrets" ON "api_keys"."id" = "api_key_secrets"."key_id" WHERE "api_keys"."id" = (SELECT "key_id" FROM "api_key_secrets" WHERE "secret_hash" = $1)
+SQL
 
 serve() { # serve <database url>
   KEYWARD_DATABASE_URL="$1" KEYWARD_CACHE_CAPACITY=100 KEYWARD_DATABASE_MAX_CONNECTIONS="$POOL" \
@@ -51,7 +57,7 @@ pgbench_rate() {
 }
 
 sqlite_rate() {
-  python3 - "$WORK/data/keyward.db" "$POOL" "$SECONDS_PER_RUN" "$SELECT_SQL" <<'PY'
+  python3 - "$WORK/data/keyward.db" "$POOL" "$SECONDS_PER_RUN" "$SQLITE_SELECT" <<'PY'
 import multiprocessing, random, sqlite3, sys, time
 path, workers, seconds, sql = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 
@@ -94,7 +100,7 @@ for STORE in sqlite postgres; do
     n=0
     while read -r hash; do
       n=$((n + 1))
-      printf '%s;\n' "${SELECT_SQL//\?/:h$n}" >"$WORK/select$n.sql"
+      printf '%s;\n' "${POSTGRES_SELECT//\$1/:h$n}" >"$WORK/select$n.sql"
       PGBENCH_ARGS+=(-D "h$n=$hash" -f "$WORK/select$n.sql")
     done < <("${PSQL[@]}" -d keyward_miss -c "SELECT secret_hash FROM api_key_secrets ORDER BY random() LIMIT 10")
   fi

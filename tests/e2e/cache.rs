@@ -223,7 +223,7 @@ async fn revocations_reach_another_process_and_survive_a_lost_listener() {
 }
 
 /// The value of one series line of `/metrics`, 0 when absent.
-async fn metric(app: &crate::helpers::TestApp, series: &str) -> u64 {
+pub(crate) async fn metric(app: &crate::helpers::TestApp, series: &str) -> u64 {
     let url = format!("http://{}/metrics", app.running().http_addr);
     let text = reqwest::get(url).await.unwrap().text().await.unwrap();
     text.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)

@@ -28,6 +28,7 @@ mod jwt;
 mod lifecycle;
 mod masumi;
 mod masumi_clients;
+mod miss_batches;
 mod openapi_rules;
 mod operations;
 mod outage_window;

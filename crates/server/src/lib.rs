@@ -24,6 +24,7 @@ mod limiter;
 mod log_lines;
 mod message_limits;
 mod metrics;
+mod miss_reads;
 mod observe;
 mod queries;
 mod rate_limit_service;

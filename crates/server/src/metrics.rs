@@ -98,6 +98,7 @@ pub(crate) struct Metrics {
     credits_charged: IntCounterVec,
     charge_batches: prometheus::Histogram,
     hold_batches: prometheus::Histogram,
+    miss_read_batches: prometheus::Histogram,
     rate_leases: IntCounter,
     rate_tokens_leased: IntCounter,
     rate_tokens_returned: IntCounter,
@@ -199,6 +200,11 @@ impl Metrics {
         .expect("valid metric");
         let hold_batches = prometheus::Histogram::with_opts(
             HistogramOpts::new("keyward_hold_batch_size", "credit holds placed per database transaction")
+                .buckets(batch_buckets.clone()),
+        )
+        .expect("valid metric");
+        let miss_read_batches = prometheus::Histogram::with_opts(
+            HistogramOpts::new("keyward_cache_miss_read_batch_size", "cache misses read per database statement")
                 .buckets(batch_buckets),
         )
         .expect("valid metric");
@@ -257,6 +263,7 @@ impl Metrics {
             credits_charged: registered(&registry, credits_charged),
             charge_batches: registered(&registry, charge_batches),
             hold_batches: registered(&registry, hold_batches),
+            miss_read_batches: registered(&registry, miss_read_batches),
             requests: registered(&registry, requests),
             latency: registered(&registry, latency),
             cache_keys: registered(&registry, cache_keys),
@@ -310,6 +317,10 @@ impl Metrics {
 
     pub(crate) fn hold_batch(&self, size: usize) {
         self.hold_batches.observe(size as f64);
+    }
+
+    pub(crate) fn miss_read_batch(&self, size: usize) {
+        self.miss_read_batches.observe(size as f64);
     }
 
     pub(crate) fn cache_lookup(&self, result: CacheResult) {

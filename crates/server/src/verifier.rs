@@ -1,6 +1,7 @@
 //! Judging presented secrets: for VerifyApiKey and for authenticating callers, which
 //! are the same question with no scopes required. The hot path: checksum (no I/O) →
-//! keyed hash → cache → on a miss one indexed read → checks in memory.
+//! keyed hash → cache → on a miss one indexed read (shared with concurrent misses) → checks
+//! in memory.
 //!
 //! The store's futures are awaited boxed (`Box::pin`): they are kilobytes, and awaited
 //! inline they would make the futures of every cached call as large, moved on each call.
@@ -31,6 +32,7 @@ use crate::{
     jwt::{JwtVerifier, looks_like_jwt},
     limiter::{LimitState, Limiter},
     metrics::{CacheResult, Metrics},
+    miss_reads::MissReads,
     queries::Queries,
     usage::UsageRecorder,
 };
@@ -58,6 +60,7 @@ pub(crate) struct Verifier {
     holder: Batcher<HoldRequest>,
     limiter: Arc<Limiter>,
     queries: Arc<Queries>,
+    misses: Arc<MissReads>,
 }
 
 /// The outcome of a verification: the verdict and, when one was found, the key's record.
@@ -127,6 +130,7 @@ impl Verifier {
         limiter: Arc<Limiter>,
     ) -> Self {
         Self {
+            misses: MissReads::new(store.clone(), Arc::clone(&metrics)),
             store,
             hasher,
             environments,
@@ -354,7 +358,7 @@ impl Verifier {
             Lookup::Miss => {
                 self.metrics.cache_lookup(CacheResult::Miss);
                 let epoch = self.cache.epoch();
-                let record = Box::pin(self.store.find_record_by_secret(hash)).await?.map(Arc::new);
+                let record = self.misses.read(*hash).await?;
                 self.cache.fill(epoch, hash, record.as_ref());
                 Ok(record)
             }

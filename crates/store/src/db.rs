@@ -154,6 +154,12 @@ impl Store {
         self.lookup_reads.load(Ordering::Relaxed)
     }
 
+    /// How many reads of the verification path run at once: one per lookup connection, or
+    /// one when the pool serves them.
+    pub fn lookup_concurrency(&self) -> usize {
+        self.lookups.as_ref().map_or(1, |lookups| lookups.connections())
+    }
+
     /// Every row a read of the verification path returns: on the lookup connections, or
     /// the pool if there are none.
     pub(crate) async fn lookup(&self, read: Read, value: Value) -> Result<Vec<QueryResult>> {
