@@ -192,3 +192,47 @@ async fn get_usage_pages_through_every_bucket(backend: Backend) {
     assert_eq!(buckets, usize::try_from(hours).unwrap());
     app.stop().await;
 }
+
+both!(flushes_add_up_saturate_and_never_move_a_last_use_back);
+/// A flush adds to what is stored, stops at `i64::MAX` instead of overflowing, moves a
+/// last use forward only, and writes every row of a batch larger than one statement's
+/// chunk (SQLite binds rows in chunks; PostgreSQL binds column arrays).
+async fn flushes_add_up_saturate_and_never_move_a_last_use_back(backend: Backend) {
+    let app = spawn_with(backend, |_| {}).await;
+    let store = &app.running().store;
+    let (key, _) = app.create_key("flushed", &[]).await;
+    let id: uuid::Uuid = key.id.parse().unwrap();
+    let hour = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap();
+    let later = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let earlier = later - TimeDelta::minutes(5);
+    let others: Vec<uuid::Uuid> = (0..1_200).map(|_| uuid::Uuid::new_v4()).collect();
+
+    let mut first = UsageBatch::default();
+    first.counts.insert((id, hour, "VALID"), i64::MAX - 5);
+    first.counts.insert((id, hour, "REVOKED"), 2);
+    first.spent.insert((id, hour, "tokens".into()), i64::MAX - 1);
+    first.last_used.insert(id, later);
+    for (n, other) in others.iter().enumerate() {
+        first.counts.insert((*other, hour, "VALID"), i64::try_from(n).unwrap() + 1);
+    }
+    store.flush_usage(&first).await.unwrap();
+    let mut second = UsageBatch::default();
+    second.counts.insert((id, hour, "VALID"), 10);
+    second.counts.insert((id, hour, "REVOKED"), 3);
+    second.spent.insert((id, hour, "tokens".into()), 5);
+    second.last_used.insert(id, earlier);
+    store.flush_usage(&second).await.unwrap();
+
+    assert_eq!(store.usage_count(id, "VALID").await.unwrap(), i64::MAX, "saturated, not wrapped");
+    assert_eq!(store.usage_count(id, "REVOKED").await.unwrap(), 5, "added up");
+    let stored =
+        store.hourly_usage(&keyward_store::UsageScope::Key(id), hour, hour + TimeDelta::hours(1)).await.unwrap();
+    assert_eq!(stored.spent, vec![(hour, "tokens".to_owned(), i64::MAX)]);
+    for (n, other) in others.iter().enumerate() {
+        assert_eq!(store.usage_count(*other, "VALID").await.unwrap(), i64::try_from(n).unwrap() + 1);
+    }
+    let read = app.client.clone().get_api_key(admin(v1::GetApiKeyRequest { id: key.id.clone() })).await.unwrap();
+    let last_use = read.into_inner().api_key.unwrap().last_use_time.expect("a last use");
+    assert_eq!(last_use.seconds, later.timestamp(), "the later use stays");
+    app.stop().await;
+}
