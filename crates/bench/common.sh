@@ -15,6 +15,10 @@ wait_ready() { # wait_ready <gRPC port>: returns once a started server answers; 
   echo "server did not start" >&2; exit 1
 }
 
+cpu_ticks() { # cpu_ticks <pid>: the process's user and system CPU time so far, in clock ticks
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
 machine() { # this machine in one line: cores, CPU model, memory, kernel
   echo "$(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 }

@@ -86,8 +86,6 @@ wrkrate() { # wrkrate <port>: requests per second; fails on any non-2xx answer o
   awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
 }
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
 h2rate() { # h2rate <path> <body file> [header…]: calls per second, and the cores keyward used over
   # the run, warm-up included (its CPU time over the run's wall time): near 1 when pinned, the
   # server was the bound. Fails unless every call answered 200.

@@ -140,9 +140,9 @@ if [ "$PARTS" = many ] || [ "$PARTS" = all ]; then
         --connections 4 --duration 4s --warmup 1s --json "$WORK/raw.json" "$@" >/dev/null &
       local pid=$!
       sleep 1.2
-      start="$(awk '{print $14 + $15}' "/proc/$pid/stat")"
+      start="$(cpu_ticks "$pid")"
       sleep 3
-      end="$(awk '{print $14 + $15}' "/proc/$pid/stat")"
+      end="$(cpu_ticks "$pid")"
       wait "$pid"
       all_ok "$WORK/raw.json"
       ticks="$(getconf CLK_TCK)"

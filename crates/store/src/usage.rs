@@ -64,38 +64,11 @@ impl UsageBatch {
 /// of 100,000 keys' usage took more than 10 s, most of it building and binding the
 /// statements.
 async fn flush_on_postgres(txn: &DatabaseTransaction, batch: &UsageBatch) -> Result<()> {
-    if !batch.counts.is_empty() {
-        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((key_id, bucket_start, outcome), count) in &batch.counts {
-            columns.0.push(*key_id);
-            columns.1.push(*bucket_start);
-            columns.2.push((*outcome).to_owned());
-            columns.3.push(Ord::max(*count, 0));
-        }
-        let mut sql = Sql::new(DbBackend::Postgres);
-        sql.push("INSERT INTO usage_counters (key_id, bucket_start, outcome, count) SELECT * FROM unnest(");
-        sql.bind(columns.0, "uuid[]").push(", ").bind(columns.1, "timestamptz[]").push(", ");
-        sql.bind(columns.2, "varchar[]").push(", ").bind(columns.3, "bigint[]");
-        sql.push(") ON CONFLICT (key_id, bucket_start, outcome) DO UPDATE SET count = ");
-        sql.push(&saturating_sum_sql("usage_counters", "count"));
-        txn.execute_raw(sql.statement()).await.map_err(db_error)?;
-    }
-    if !batch.spent.is_empty() {
-        let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((key_id, bucket_start, unit), amount) in &batch.spent {
-            columns.0.push(*key_id);
-            columns.1.push(*bucket_start);
-            columns.2.push(unit.clone());
-            columns.3.push(Ord::max(*amount, 0));
-        }
-        let mut sql = Sql::new(DbBackend::Postgres);
-        sql.push("INSERT INTO credit_spend_counters (key_id, bucket_start, unit, amount) SELECT * FROM unnest(");
-        sql.bind(columns.0, "uuid[]").push(", ").bind(columns.1, "timestamptz[]").push(", ");
-        sql.bind(columns.2, "varchar[]").push(", ").bind(columns.3, "bigint[]");
-        sql.push(") ON CONFLICT (key_id, bucket_start, unit) DO UPDATE SET amount = ");
-        sql.push(&saturating_sum_sql("credit_spend_counters", "amount"));
-        txn.execute_raw(sql.statement()).await.map_err(db_error)?;
-    }
+    let counts =
+        batch.counts.iter().map(|((key_id, hour, outcome), count)| (*key_id, *hour, (*outcome).to_owned(), *count));
+    add_counters(txn, "usage_counters", "outcome", "count", counts).await?;
+    let spent = batch.spent.iter().map(|((key_id, hour, unit), amount)| (*key_id, *hour, unit.clone(), *amount));
+    add_counters(txn, "credit_spend_counters", "unit", "amount", spent).await?;
     if !batch.last_used.is_empty() {
         // Kept to the second, as on SQLite.
         let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = batch
@@ -109,6 +82,35 @@ async fn flush_on_postgres(txn: &DatabaseTransaction, batch: &UsageBatch) -> Res
         sql.push(") AS v (id, at) WHERE api_keys.id = v.id AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < v.at)");
         txn.execute_raw(sql.statement()).await.map_err(db_error)?;
     }
+    Ok(())
+}
+
+/// Adds `rows` (key, hour, `label`, amount) to `table`'s `column`, saturating: one
+/// statement, the rows bound as column arrays.
+async fn add_counters(
+    txn: &DatabaseTransaction,
+    table: &str,
+    label: &str,
+    column: &str,
+    rows: impl Iterator<Item = (Uuid, DateTime<Utc>, String, i64)>,
+) -> Result<()> {
+    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (key_id, hour, name, amount) in rows {
+        columns.0.push(key_id);
+        columns.1.push(hour);
+        columns.2.push(name);
+        columns.3.push(Ord::max(amount, 0));
+    }
+    if columns.0.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::new(DbBackend::Postgres);
+    sql.push(&format!("INSERT INTO {table} (key_id, bucket_start, {label}, {column}) SELECT * FROM unnest("));
+    sql.bind(columns.0, "uuid[]").push(", ").bind(columns.1, "timestamptz[]").push(", ");
+    sql.bind(columns.2, "varchar[]").push(", ").bind(columns.3, "bigint[]");
+    sql.push(&format!(") ON CONFLICT (key_id, bucket_start, {label}) DO UPDATE SET {column} = "));
+    sql.push(&saturating_sum_sql(table, column));
+    txn.execute_raw(sql.statement()).await.map_err(db_error)?;
     Ok(())
 }
 
